@@ -1,0 +1,1 @@
+"""Benchmarks: speed and quality against published numbers (commands, not tests)."""

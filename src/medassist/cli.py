@@ -1,0 +1,206 @@
+"""The command table: ``medassist image | bench | data | models | report``.
+
+Commands are plain typed functions; their options are generated from the dataclass configs (every field becomes
+``--name`` or ``--section.name``, with the field's help text), so the CLI, YAML files and code share one schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from medassist.config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from medassist.errors import MedAssistError
+
+PROFILES_HELP = "shipped profile: debug (seconds), quick (minutes), full (the complete study)"
+
+
+def profile_path(study: str, profile: str) -> Path:
+    """Path of a shipped config profile, e.g. ``image/quick``."""
+    path = Path(str(resources.files("medassist") / "configs" / study / f"{profile}.yaml"))
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise MedAssistError(f"unknown profile '{profile}' for {study}; shipped profiles: {', '.join(known)}")
+    return path
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(hint):
+            group = parser.add_argument_group(f"{prefix}{f.name}: {help_text}")
+            _add_dataclass_options(group, hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            continue
+        flag = f"--{prefix}{f.name}".replace("_", "-")
+        meta = "LIST" if typing.get_origin(hint) is list else f.name.upper().split(".")[-1]
+        parser.add_argument(flag, dest=f"opt:{prefix}{f.name}", default=None, metavar=meta,
+                            help=f"{help_text} (default: {_fmt_default(f)})")
+
+
+def _fmt_default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default) if f.default != "" else "unset"
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        v = f.default_factory()  # type: ignore[misc]
+        return ",".join(map(str, v)) if isinstance(v, list) else repr(v)
+    return "required"
+
+
+def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
+    """Profile YAML, then --config YAML, then --section.key options, then --set overrides."""
+    data: dict[str, Any] = {}
+    if getattr(args, "profile", None):
+        data = load_yaml(profile_path(study, args.profile))
+    if getattr(args, "config", None):
+        data = merge(data, load_yaml(args.config))
+    flags = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt:") and v is not None]
+    data = apply_overrides(data, flags + list(getattr(args, "set", None) or []))
+    return from_dict(cls, data)
+
+
+def _study_parser(sub: argparse._SubParsersAction, name: str, cls: type, help_text: str, default_profile: str
+                  ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--profile", default=default_profile, help=PROFILES_HELP)
+    p.add_argument("--config", help="a YAML file of options (applied over the profile)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any option, e.g. train.lr=3e-4")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    _add_dataclass_options(p, cls)
+    return p
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from medassist.studies.image import ImageStudyConfig, run_image_study
+
+    cfg = _resolve(ImageStudyConfig, args, "image")
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    run_dir = run_image_study(cfg)
+    print(f"run complete: {run_dir}\nreport: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    return 0
+
+
+def cmd_bench_medmnist(args: argparse.Namespace) -> int:
+    from medassist.bench.medmnist import BenchConfig, run_benchmark
+
+    cfg = _resolve(BenchConfig, args, "bench")
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    run_benchmark(cfg)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from medassist.data import INFO, available, resolve_data_dir
+
+    root = resolve_data_dir(args.data_dir)
+    have = set(available(root))
+    print(f"data directory: {root}")
+    for name, info in INFO.items():
+        sizes = "/".join(str(info.n_samples[s]) for s in ("train", "val", "test"))
+        print(f"  {'*' if name in have else ' '} {name:16s} {info.task:26s} ch={info.n_channels} "
+              f"classes={len(info.labels):2d} train/val/test={sizes}")
+    print("(* = present)")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from medassist.data import load_medmnist
+
+    for name in args.names:
+        data = load_medmnist(name, data_dir=args.data_dir, download=True)
+        print(f"{name}: ok ({data.info.get('path')})")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from medassist.models import count_parameters, create_model, list_models
+
+    for name in list_models():
+        model = create_model(name, num_classes=2, in_channels=1)
+        doc = (model.__class__.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:20s} {count_parameters(model):>11,d} params  {doc}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from medassist.report import write_image_report
+
+    print(write_image_report(args.run_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medassist import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="medassist",
+        description="Build, study and ship the models of an intelligent healthcare assistant.",
+    )
+    parser.add_argument("--version", action="version", version=f"medassist {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    from medassist.studies.image import ImageStudyConfig
+
+    p = _study_parser(sub, "image", ImageStudyConfig,
+                      "the medical image study: capacity, bias-variance, regularisation, transfer learning, test "
+                      "metrics with confidence intervals, Grad-CAM, report", "quick")
+    p.set_defaults(func=cmd_image)
+
+    bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
+    bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    from medassist.bench.medmnist import BenchConfig
+
+    p = _study_parser(bsub, "medmnist", BenchConfig,
+                      "train on PneumoniaMNIST and BreastMNIST with several seeds; print test AUC/ACC, time and memory "
+                      "beside the published MedMNIST v2 rows and the reference protocol", "default")
+    p.set_defaults(func=cmd_bench_medmnist)
+
+    data = sub.add_parser("data", help="list and fetch data sets", description="list and fetch data sets")
+    dsub = data.add_subparsers(dest="data", metavar="ACTION", required=True)
+    p = dsub.add_parser("list", help="the MedMNIST v2 data sets and which are present")
+    p.add_argument("--data-dir", help="data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
+    p.set_defaults(func=cmd_data_list)
+    p = dsub.add_parser("fetch", help="download MedMNIST files (MD5-checked)")
+    p.add_argument("names", nargs="+", help="data set names, e.g. pneumoniamnist breastmnist")
+    p.add_argument("--data-dir", help="data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
+    p.set_defaults(func=cmd_data_fetch)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("report", help="re-render the report of a run folder")
+    p.add_argument("run_dir", help="a run folder")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medassist`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MedAssistError as exc:
+        print(f"medassist: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medassist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Dataclass configs, YAML loading and dotted overrides (``train.lr=3e-4``).
+
+Every field carries its help text in ``metadata["help"]``; the command line is generated from these classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from medassist.errors import MedAssistError
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a default and a help text."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation applied to each training batch (none at evaluation)."""
+
+    flip: float = option(0.5, "probability of a horizontal flip")
+    rotation: float = option(10.0, "largest rotation, in degrees")
+    shift: float = option(0.1, "largest translation, as a fraction of the image side")
+    scale: float = option(0.1, "largest zoom in or out, as a fraction (0.1 = 90% to 110%)")
+    brightness: float = option(0.1, "largest brightness change, in normalised intensity units")
+    contrast: float = option(0.1, "largest contrast change, as a fraction")
+
+
+@dataclass
+class TrainConfig:
+    """How one model is trained: optimiser, schedule, regularisation, stopping, reproducibility."""
+
+    epochs: int = option(30, "maximum number of epochs")
+    batch_size: int = option(128, "images per training step")
+    optimizer: str = option("adam", "adam | adamw | sgd")
+    lr: float = option(1e-3, "initial learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 weight decay (decoupled for adamw)")
+    scheduler: str = option("none", "none | step | cosine | onecycle | plateau")
+    milestones: list[float] = option([0.5, 0.75], "step schedule: fractions of the epochs at which lr is multiplied by gamma")
+    gamma: float = option(0.1, "step/plateau schedule: lr multiplier")
+    early_stopping: bool = option(False, "stop when the monitored validation metric has not improved for `patience` epochs")
+    patience: int = option(5, "epochs without improvement before early stopping")
+    monitor: str = option("val_auc", "validation metric that selects the best epoch: val_auc | val_accuracy | val_loss")
+    class_weights: bool = option(False, "weight the loss by inverse class frequency (imbalanced data)")
+    augment: bool = option(False, "apply random augmentation to training batches")
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "augmentation settings"})
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss")
+    time_budget: float = option(0.0, "stop training after this many seconds (0 = no limit); checked after every step")
+    grad_norms: bool = option(False, "record per-layer gradient norms every epoch (grad_norms.csv)")
+    seed: int = option(0, "random seed (same seed, same numbers on CPU)")
+    threads: int = option(0, "CPU threads for PyTorch (0 = all cores)")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, with an error that names the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise MedAssistError(f"config key '{where}' must be a mapping, got {value!r}")
+        return from_dict(hint, value, prefix=f"{where}.")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise MedAssistError(f"config key '{where}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise MedAssistError(f"config key '{where}' must be true or false, got {value!r}")
+    if hint in (int, float, str):
+        try:
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            raise MedAssistError(f"config key '{where}' must be {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from a nested dict; unknown keys are errors that list the known ones."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise MedAssistError(
+            f"unknown config key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass config as a plain nested dict."""
+    return dataclasses.asdict(obj)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a nested dict."""
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise MedAssistError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise MedAssistError(f"override '{item}': '{p}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedAssistError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise MedAssistError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MedAssistError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

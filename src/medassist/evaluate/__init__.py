@@ -1,0 +1,57 @@
+"""Evaluation: metrics with bootstrap confidence intervals, calibration, and figures."""
+
+from __future__ import annotations
+
+from medassist.evaluate.calibration import expected_calibration_error, reliability_bins
+from medassist.evaluate.metrics import (
+    GREATER_IS_BETTER,
+    METRICS,
+    accuracy,
+    auc,
+    bootstrap_ci,
+    classification_metrics,
+    cross_entropy,
+    headline_metrics_with_ci,
+    macro_f1,
+)
+
+# The plot functions load on first use: importing plots switches matplotlib to the Agg backend, which
+# code that only wants metrics (or a notebook with its own backend) should not pay for.
+_PLOTS = (
+    "plot_bar",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_prediction_grid",
+    "plot_reliability",
+    "plot_roc",
+    "plot_size_curve",
+)
+
+__all__ = [
+    "GREATER_IS_BETTER",
+    "METRICS",
+    "accuracy",
+    "auc",
+    "bootstrap_ci",
+    "classification_metrics",
+    "cross_entropy",
+    "expected_calibration_error",
+    "headline_metrics_with_ci",
+    "macro_f1",
+    "plot_bar",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_prediction_grid",
+    "plot_reliability",
+    "plot_roc",
+    "plot_size_curve",
+    "reliability_bins",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in _PLOTS:
+        from medassist.evaluate import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

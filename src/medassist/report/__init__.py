@@ -1,0 +1,7 @@
+"""Reports built from run folders (they read files only)."""
+
+from __future__ import annotations
+
+from medassist.report.image import build_image_report, write_image_report
+
+__all__ = ["build_image_report", "write_image_report"]

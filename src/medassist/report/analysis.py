@@ -1,0 +1,106 @@
+"""The image study's analysis paragraph, generated from the measured numbers only.
+
+A comparison is called a difference only when a paired bootstrap interval of it excludes zero; otherwise the text
+says there is no clear difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def paired_auc_difference(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+                          ) -> tuple[float, float, float]:
+    """AUC(a) - AUC(b) on the same cases, with a 95% paired bootstrap interval."""
+    from medassist.evaluate.metrics import METRICS
+
+    auc = METRICS["auc"]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        if np.unique(y[i]).size < 2:
+            continue
+        diffs.append(auc(y[i], p_a[i]) - auc(y[i], p_b[i]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
+    return float(auc(y, p_a) - auc(y, p_b)), float(lo), float(hi)
+
+
+def _f(x: float, d: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
+
+
+def _ci(h: dict[str, float], d: int = 3) -> str:
+    return f"{_f(h['value'], d)} (95% CI {_f(h['ci_low'], d)}-{_f(h['ci_high'], d)})"
+
+
+def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val: np.ndarray | None) -> str:
+    """A 200-300-word analysis of an image study run, every figure taken from ``metrics.json``."""
+    cap = sorted(m["capacity"], key=lambda r: -(r["val_auc"] or 0))
+    best, worst = cap[0], cap[-1]
+    diag = m["diagnosis"]
+    size = m["size_curve"]
+    sel = m["selected"]
+    h = sel["headline"]
+    s = []
+    s.append(
+        f"On {data['name']} ({data['sizes']['train']} training, {data['sizes']['val']} validation and "
+        f"{data['sizes']['test']} test images, {len(data['class_names'])} classes), {len(cap)} architectures were "
+        f"trained with the same recipe. {best['model']} reached the highest validation AUC ({_f(best['val_auc'])}, "
+        f"{best['params']:,} parameters, {best['train_time_s']:.0f} s of training); {worst['model']} the lowest "
+        f"({_f(worst['val_auc'])}, {worst['params']:,} parameters)."
+    )
+    if len(cap) > 1:
+        bigger = [r for r in cap if r["params"] > best["params"]]
+        if bigger:
+            s.append(f"Larger models did not help here: {', '.join(r['model'] for r in bigger)} had more parameters "
+                     f"but lower validation AUC, within the epochs and time they were given.")
+    s.append(
+        f"For {m['chosen_architecture']}, training accuracy (eval mode) was {_f(diag['train_accuracy'])} against "
+        f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss ended "
+        f"{diag['val_loss_rise']:.0%} above its minimum; by the stated rule the diagnosis is {diag['label']}."
+    )
+    if len(size) > 1:
+        a, b = size[0], size[-1]
+        trend = "rose" if b["val_accuracy"] > a["val_accuracy"] + 0.005 else (
+            "fell" if b["val_accuracy"] < a["val_accuracy"] - 0.005 else "stayed flat")
+        s.append(f"With more training data validation accuracy {trend}, from {_f(a['val_accuracy'])} with "
+                 f"{a['n_train']} images to {_f(b['val_accuracy'])} with {b['n_train']}, while training accuracy went "
+                 f"from {_f(a['train_accuracy'])} to {_f(b['train_accuracy'])}.")
+    s.append(_ablation_sentence(m, run_dir, y_val))
+    tr = {r["mode"]: r for r in m.get("transfer", [])}
+    if tr:
+        parts = [f"{k} {_f(v['val_auc'])} in {v['train_time_s']:.0f} s" for k, v in tr.items()]
+        s.append(f"EfficientNet-Lite0 reached validation AUC {', '.join(parts)}.")
+    s.append(
+        f"The selected model, {sel['label']}, chosen on validation AUC alone, scored on the untouched test set an AUC "
+        f"of {_ci(h['auc'])}, accuracy {_ci(h['accuracy'])} and macro-F1 {_ci(h['macro_f1'])}; its expected "
+        f"calibration error was {_f(h['ece']['value'])}."
+    )
+    gap = (sel["val_accuracy"] or 0) - h["accuracy"]["value"]
+    if abs(gap) > 0.03:
+        s.append(f"Test accuracy differs from validation accuracy ({_f(sel['val_accuracy'])}) by {gap:+.3f}, a shift "
+                 "between the splits that the validation set could not reveal.")
+    return " ".join(s)
+
+
+def _ablation_sentence(m: dict[str, Any], run_dir: Path, y_val: np.ndarray | None) -> str:
+    rows = m["ablation"]
+    if not rows:
+        return ""
+    none = next((r for r in rows if r["regularisation"] == "none"), None)
+    top = max(rows, key=lambda r: r["val_auc"] or 0)
+    if none is None or top is none:
+        return (f"Among the regularisation settings, none improved on '{top['regularisation']}' in validation AUC "
+                f"({_f(top['val_auc'])}).")
+    text = (f"Of the regularisation settings, {top['regularisation'].replace('_', ' ')} gave the highest validation "
+            f"AUC ({_f(top['val_auc'])} against {_f(none['val_auc'])} without regularisation)")
+    pa, pb = run_dir / "units" / top["name"] / "val_probs.npy", run_dir / "units" / none["name"] / "val_probs.npy"
+    if y_val is not None and pa.is_file() and pb.is_file():
+        d, lo, hi = paired_auc_difference(y_val, np.load(pa), np.load(pb))
+        verdict = "a clear gain" if lo > 0 else "no clear difference"
+        text += f"; the paired bootstrap interval of the difference, {_f(lo)} to {_f(hi)}, shows {verdict}"
+    return text + "."

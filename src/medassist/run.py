@@ -1,0 +1,150 @@
+"""A run folder: everything one study run writes, and its status (running, complete or failed).
+
+Layout::
+
+    <run>/status.json      {"status": "running" | "complete" | "failed", ...}
+    <run>/config.yaml      the resolved configuration
+    <run>/metrics.json     headline numbers
+    <run>/history/*.csv    per-epoch history of each trained model
+    <run>/figures/*.png
+    <run>/tables/*.csv and *.md
+    <run>/models/          the selected model (safetensors + model.json)
+    <run>/units/           per-model results and checkpoints (what --resume reuses)
+    <run>/report.md, report.html
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from medassist.errors import MedAssistError
+from medassist.utils.io import atomic_path, atomic_write_text
+
+STATUS = "status.json"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def markdown_table(df: pd.DataFrame, *, floatfmt: str = ".4f") -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (floats formatted with ``floatfmt``)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+class Run:
+    """A run folder. Use as a context manager: an exception marks the run failed, a clean exit complete."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.dir = Path(path)
+
+    @classmethod
+    def create(cls, root: str | Path, name: str, config: dict[str, Any], *, resume: str | Path | None = None) -> Run:
+        """Make a new run folder ``<root>/<name>-<timestamp>`` (or reopen ``resume``) and write its config."""
+        if resume is not None:
+            run = cls(resume)
+            if not (run.dir / STATUS).is_file():
+                raise MedAssistError(f"cannot resume {run.dir}: it is not a run folder (no {STATUS})")
+            old = run.status().get("status")
+            if old == "complete":
+                raise MedAssistError(f"cannot resume {run.dir}: the run is already complete")
+        else:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = Path(root) / f"{name}-{stamp}"
+            i = 1
+            while path.exists():
+                i += 1
+                path = Path(root) / f"{name}-{stamp}-{i}"
+            run = cls(path)
+        for sub in ("figures", "tables", "history", "models", "units"):
+            (run.dir / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.dir / "config.yaml", yaml.safe_dump(_jsonable(config), sort_keys=False))
+        run.set_status("running")
+        return run
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.set_status("complete")
+        else:
+            self.set_status("failed", error=f"{exc_type.__name__}: {exc}",
+                            traceback="".join(traceback.format_exception(exc_type, exc, tb))[-4000:])
+        return False
+
+    # --- status -------------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        path = self.dir / STATUS
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        info = self.status()
+        now = dt.datetime.now().isoformat(timespec="seconds")
+        info.setdefault("started", now)
+        info.update({"status": status, "updated": now, **extra})
+        if status != "failed":
+            info.pop("error", None)
+            info.pop("traceback", None)
+        self.write_json(STATUS, info)
+
+    # --- writers --------------------------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        p = self.dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        return atomic_write_text(self.path(rel), json.dumps(_jsonable(obj), indent=2) + "\n")
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads((self.dir / rel).read_text())
+
+    def write_table(self, name: str, df: pd.DataFrame, *, floatfmt: str = ".4f") -> Path:
+        """Write ``tables/<name>.csv`` and ``tables/<name>.md``."""
+        atomic_write_text(self.path(f"tables/{name}.md"), markdown_table(df, floatfmt=floatfmt))
+        return atomic_write_text(self.path(f"tables/{name}.csv"), df.to_csv(index=False))
+
+    def figure(self, name: str) -> Path:
+        return self.path(f"figures/{name}.png")
+
+    def save_model(self, model: torch.nn.Module, meta: dict[str, Any], *, name: str = "model") -> Path:
+        """Save weights as ``models/<name>.safetensors`` and ``models/<name>.pt`` (a plain state dict, loadable
+        with ``torch.load(weights_only=True)``), with ``models/<name>.json`` describing how to rebuild the model."""
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        st_path = self.path(f"models/{name}.safetensors")
+        with atomic_path(st_path) as tmp:
+            save_file(state, str(tmp))
+        with atomic_path(self.path(f"models/{name}.pt")) as tmp:
+            torch.save(state, tmp)
+        self.write_json(f"models/{name}.json", meta)
+        return st_path

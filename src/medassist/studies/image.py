@@ -1,0 +1,271 @@
+"""The medical image study: capacity and bias-variance, regularisation, transfer learning, test evaluation,
+Grad-CAM, and a report generated from the measurements.
+
+Every choice (which model, which regularisation) is made on the validation split; the test split is only
+evaluated, never used to choose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medassist.config import TrainConfig, option, to_dict
+from medassist.data.types import ImageData, Split, validate_image_data
+from medassist.errors import MedAssistError
+from medassist.models import list_models
+from medassist.run import Run
+from medassist.studies.units import UnitResult, load_history, split_metrics, stratified_fraction, train_unit
+
+ABLATIONS = ("none", "augmentation", "weight_decay", "dropout", "early_stopping", "all")
+TRANSFER_MODES = ("scratch", "finetune", "frozen")
+
+
+@dataclass
+class DiagnosisConfig:
+    """Thresholds of the bias-variance rule (stated in the report)."""
+
+    variance_gap: float = option(0.05, "train-minus-validation accuracy above which variance is called high")
+    loss_rise: float = option(0.2, "relative rise of validation loss from its minimum to the last epoch that counts "
+                                   "as overfitting")
+    bias_accuracy: float = option(0.9, "training accuracy below which bias is called high")
+
+
+@dataclass
+class RegularisationConfig:
+    """Strengths used by the ablation."""
+
+    weight_decay: float = option(1e-4, "L2 weight decay of the 'weight_decay' row")
+    dropout: float = option(0.3, "dropout of the 'dropout' row")
+    patience: int = option(5, "patience of the 'early_stopping' row")
+
+
+@dataclass
+class ImageStudyConfig:
+    """The image study: which data, which models, how long to train, where to write."""
+
+    dataset: str = option("pneumoniamnist", "MedMNIST v2 data set name (ignored when `images` is set)")
+    images: str = option("", "your own images: a folder with one subfolder per class, or a CSV (path,label,...)")
+    image_size: int = option(28, "input size in pixels (your own images are resized to it)")
+    data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
+    download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
+    out: str = option("runs", "folder in which the run folder is made")
+    resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
+    subsample: int = option(0, "keep at most this many train and validation images (0 = all; for debug runs)")
+    models: list[str] = option(["mlp", "cnn", "cnn_gap", "resnet18", "resnet50"], "models compared for capacity")
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training of every model"})
+    size_fractions: list[float] = option([0.1, 0.25, 0.5, 1.0], "training-set fractions of the size learning curve")
+    regularisation: RegularisationConfig = field(default_factory=RegularisationConfig,
+                                                 metadata={"help": "ablation strengths"})
+    ablations: list[str] = option(list(ABLATIONS), "rows of the regularisation ablation")
+    transfer: list[str] = option(list(TRANSFER_MODES), "EfficientNet-Lite0 modes compared (empty to skip)")
+    transfer_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10),
+                                        metadata={"help": "training of the EfficientNet-Lite0 runs"})
+    transfer_input_size: int = option(64, "EfficientNet-Lite0 input size (images are upsampled)")
+    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig, metadata={"help": "bias-variance rule"})
+    train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")
+    n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
+    n_examples: int = option(10, "test images drawn with predictions and Grad-CAM")
+    progress: bool = option(True, "show progress bars")
+
+
+def load_data(cfg: ImageStudyConfig) -> ImageData:
+    """The study's data: the user's own images if given, else a MedMNIST data set."""
+    if cfg.images:
+        from medassist.data.images import read_image_csv, read_image_folder
+
+        path = Path(cfg.images)
+        if not path.exists():
+            raise MedAssistError(f"images not found: {path} (give a folder with one subfolder per class, or a CSV)")
+        reader = read_image_csv if path.suffix.lower() == ".csv" else read_image_folder
+        data = reader(path, size=cfg.image_size, seed=cfg.train.seed, progress=cfg.progress)
+    else:
+        from medassist.data.medmnist import load_medmnist
+
+        data = load_medmnist(cfg.dataset, data_dir=cfg.data_dir or None, download=cfg.download,
+                             progress=cfg.progress)
+    if data.task != "multi-class":
+        raise MedAssistError(f"{data.name}: the image study handles single-label tasks; '{data.task}' is not yet "
+                             "supported")
+    validate_image_data(data)
+    if cfg.subsample:
+        rng_seed = cfg.train.seed
+        for name in ("train", "val"):
+            s = data.splits[name]
+            if len(s) > cfg.subsample:
+                data.splits[name] = stratified_fraction(s, cfg.subsample / len(s), rng_seed)
+    return data
+
+
+def diagnose(history: pd.DataFrame, unit: UnitResult, rule: DiagnosisConfig) -> dict[str, Any]:
+    """Bias-variance diagnosis from a model's curves, by the rule stated in :func:`diagnosis_rule`."""
+    gap = unit.train["accuracy"] - unit.val["accuracy"]
+    vl = history["val_loss"].to_numpy()
+    rise = float((vl[-1] - vl.min()) / max(vl.min(), 1e-12))
+    high_variance = gap > rule.variance_gap or rise > rule.loss_rise
+    high_bias = unit.train["accuracy"] < rule.bias_accuracy
+    label = ("high bias and high variance" if high_bias and high_variance else "high variance" if high_variance
+             else "high bias" if high_bias else "good fit")
+    return {"label": label, "train_accuracy": unit.train["accuracy"], "val_accuracy": unit.val["accuracy"],
+            "gap_accuracy": gap, "val_loss_rise": rise, "high_bias": high_bias, "high_variance": high_variance}
+
+
+def diagnosis_rule(rule: DiagnosisConfig) -> str:
+    return (f"high variance if train accuracy (eval mode, best epoch) exceeds validation accuracy by more than "
+            f"{rule.variance_gap:.2f}, or validation loss at the last epoch is more than {rule.loss_rise:.0%} above "
+            f"its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; good fit otherwise")
+
+
+def ablation_config(name: str, base: TrainConfig, reg: RegularisationConfig) -> tuple[TrainConfig, float]:
+    """Training settings and dropout of one ablation row."""
+    if name not in ABLATIONS:
+        raise MedAssistError(f"unknown ablation '{name}'; choose from {', '.join(ABLATIONS)}")
+    on = (lambda k: name in (k, "all"))
+    cfg = dataclasses.replace(
+        base,
+        augment=base.augment or on("augmentation"),
+        weight_decay=reg.weight_decay if on("weight_decay") else base.weight_decay,
+        early_stopping=base.early_stopping or on("early_stopping"),
+        patience=reg.patience if on("early_stopping") else base.patience,
+    )
+    return cfg, (reg.dropout if on("dropout") else 0.0)
+
+
+def _test_row(model: torch.nn.Module, test: Split) -> dict[str, float]:
+    from medassist.evaluate.metrics import METRICS
+
+    return {f"test_{k}": v for k, v in split_metrics(model, test, METRICS).items()}
+
+
+def run_image_study(cfg: ImageStudyConfig) -> Path:
+    """Run the whole image study and return its run folder."""
+    unknown = [m for m in cfg.models if m not in list_models()]
+    if unknown:
+        raise MedAssistError(f"unknown model '{unknown[0]}'; known models: {', '.join(list_models())}")
+    if not cfg.models:
+        raise MedAssistError("give at least one model in `models`")
+    data = load_data(cfg)
+    name = f"image-{data.name}"
+    run = Run.create(cfg.out, name, to_dict(cfg), resume=cfg.resume or None)
+    with run:
+        _study(run, cfg, data)
+        from medassist.report.image import write_image_report
+
+        write_image_report(run.dir)
+    return run.dir
+
+
+def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
+    train, val, test = (data.splits[s] for s in ("train", "val", "test"))
+    k, c = data.num_classes, data.n_channels
+    common = {"num_classes": k, "in_channels": c, "progress": cfg.progress,
+              "train_eval_samples": cfg.train_eval_samples}
+    run.write_json("data.json", {
+        "name": data.name, "class_names": data.class_names, "channels": c, "image_size": data.image_size,
+        "sizes": {s: len(data.splits[s]) for s in data.splits},
+        "class_counts": {s: np.bincount(data.splits[s].labels.reshape(-1), minlength=k).tolist() for s in data.splits},
+        "info": data.info,
+    })
+
+    pd.DataFrame({"y_true": val.labels.reshape(-1)}).to_csv(run.path("tables/val_labels.csv"), index=False)
+
+    # 1. capacity: every model with the same plain recipe
+    capacity: dict[str, UnitResult] = {}
+    for m in cfg.models:
+        capacity[m], _ = train_unit(run, f"capacity-{m}", model_name=m, model_kwargs={"image_size": data.image_size},
+                                    train=train, val=val, cfg=cfg.train, **common)
+    cap_df = pd.DataFrame([u.row() for u in capacity.values()])
+    run.write_table("capacity", cap_df)
+    # The chosen architecture: best validation AUC; ties go to the smaller model.
+    chosen = min(capacity.values(), key=lambda u: (-_nan0(u.val["auc"]), u.params)).model
+    diag = diagnose(load_history(run, f"capacity-{chosen}"), capacity[chosen], cfg.diagnosis)
+
+    # 2. learning curve over training-set size for the chosen model
+    size_rows = []
+    for frac in cfg.size_fractions:
+        if frac >= 1.0:
+            u = capacity[chosen]
+        else:
+            u, _ = train_unit(run, f"size-{chosen}-{frac:g}", model_name=chosen,
+                              model_kwargs={"image_size": data.image_size},
+                              train=stratified_fraction(train, frac, cfg.train.seed), val=val, cfg=cfg.train, **common)
+        size_rows.append({"fraction": frac, "n_train": u.n_train, "train_loss": u.train["loss"],
+                          "val_loss": u.val["loss"], "train_accuracy": u.train["accuracy"],
+                          "val_accuracy": u.val["accuracy"], "train_auc": u.train["auc"], "val_auc": u.val["auc"]})
+    size_df = pd.DataFrame(size_rows)
+    run.write_table("size_curve", size_df)
+
+    # 3. regularisation ablation on the chosen model (validation chooses; test only reported)
+    candidates: dict[str, tuple[UnitResult, dict]] = {}
+    abl_rows = []
+    for a in cfg.ablations:
+        tcfg, dropout = ablation_config(a, cfg.train, cfg.regularisation)
+        kwargs = {"image_size": data.image_size, "dropout": dropout}
+        if a == "none" and tcfg == cfg.train:
+            u, model = train_unit(run, f"capacity-{chosen}", model_name=chosen,
+                                  model_kwargs={"image_size": data.image_size}, train=train, val=val, cfg=tcfg,
+                                  **common)
+        else:
+            u, model = train_unit(run, f"ablation-{chosen}-{a}", model_name=chosen, model_kwargs=kwargs, train=train,
+                                  val=val, cfg=tcfg, **common)
+        row = {"regularisation": a, **u.row(), **_test_row(model, test)}
+        abl_rows.append(row)
+        candidates[f"{chosen} + {a}"] = (u, row)
+    abl_df = pd.DataFrame(abl_rows)
+    run.write_table("ablation", abl_df)
+
+    # 4. transfer learning with EfficientNet-Lite0
+    tr_rows = []
+    for mode in cfg.transfer:
+        if mode not in TRANSFER_MODES:
+            raise MedAssistError(f"unknown transfer mode '{mode}'; choose from {', '.join(TRANSFER_MODES)}")
+        u, model = train_unit(run, f"transfer-{mode}", model_name="efficientnet_lite0",
+                              model_kwargs={"mode": mode, "input_size": cfg.transfer_input_size},
+                              train=train, val=val, cfg=cfg.transfer_train, **common)
+        row = {"mode": mode, **u.row(), **_test_row(model, test)}
+        tr_rows.append(row)
+        candidates[f"efficientnet_lite0 ({mode})"] = (u, row)
+    tr_df = pd.DataFrame(tr_rows)
+    if len(tr_df):
+        run.write_table("transfer", tr_df)
+
+    # 5. the selected model: best validation AUC over the ablation and transfer candidates
+    sel_name, (sel_unit, _) = max(candidates.items(), key=lambda kv: (_nan0(kv[1][0].val["auc"]),
+                                                                      -kv[1][0].params))
+    from medassist.studies.image_eval import evaluate_selected
+
+    selected = evaluate_selected(run, cfg, data, sel_name, sel_unit)
+
+    histories = {m: load_history(run, f"capacity-{m}") for m in cfg.models}
+    from medassist.evaluate.plots import plot_learning_curves, plot_size_curve
+
+    plot_learning_curves(histories, run.figure("capacity_curves"), metrics=("loss", "accuracy"))
+    plot_size_curve(size_df, run.figure("size_curve"), metric="accuracy")
+    abl_hist = {r["regularisation"]: load_history(run, r["name"]) for r in abl_rows}
+    plot_learning_curves(abl_hist, run.figure("ablation_curves"), metrics=("loss", "auc"))
+    if len(tr_df):
+        plot_learning_curves({r["mode"]: load_history(run, r["name"]) for r in tr_rows}, run.figure("transfer_curves"),
+                             metrics=("loss", "auc"))
+
+    run.write_json("metrics.json", {
+        "dataset": data.name,
+        "chosen_architecture": chosen,
+        "diagnosis": diag,
+        "diagnosis_rule": diagnosis_rule(cfg.diagnosis),
+        "capacity": cap_df.to_dict("records"),
+        "size_curve": size_df.to_dict("records"),
+        "ablation": abl_df.to_dict("records"),
+        "transfer": tr_df.to_dict("records"),
+        "selected": selected,
+    })
+
+
+def _nan0(x: float) -> float:
+    return -1.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)

@@ -1,0 +1,138 @@
+"""A training unit: one model trained once inside a study, saved so that ``--resume`` can skip it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medassist.config import TrainConfig, to_dict
+from medassist.data.types import Split
+from medassist.models import count_parameters, create_model
+from medassist.run import Run
+from medassist.train import fit, predict_proba
+from medassist.train.engine import StepFn
+from medassist.utils.io import atomic_path
+
+
+@dataclass
+class UnitResult:
+    """The record of one trained model: its settings, curves and validation numbers."""
+
+    name: str
+    model: str
+    model_kwargs: dict[str, Any]
+    params: int
+    trainable_params: int
+    best_epoch: int
+    epochs_run: int
+    train_time: float
+    stopped_early: bool
+    budget_reached: bool
+    n_train: int
+    train: dict[str, float]  # metrics on the training images in eval mode, at the best epoch
+    val: dict[str, float]  # metrics on the validation split at the best epoch
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "model": self.model, "params": self.params, "trainable_params": self.trainable_params,
+            "n_train": self.n_train, "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+            "train_time_s": self.train_time,
+            "train_loss": self.train["loss"], "train_accuracy": self.train["accuracy"], "train_auc": self.train["auc"],
+            "val_loss": self.val["loss"], "val_accuracy": self.val["accuracy"], "val_auc": self.val["auc"],
+            "val_macro_f1": self.val["macro_f1"],
+            "gap_accuracy": self.train["accuracy"] - self.val["accuracy"],
+        }
+
+
+def _subset(split: Split, n: int, seed: int) -> Split:
+    if n <= 0 or n >= len(split):
+        return split
+    idx = np.sort(np.random.default_rng(seed).choice(len(split), n, replace=False))
+    return Split(split.images[idx], split.labels[idx], None if split.metadata is None else split.metadata.iloc[idx])
+
+
+def split_metrics(model: nn.Module, split: Split, metrics: dict, *, save_to: Path | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on ``split``; with ``save_to``, also write the probabilities (val_probs.npy) there."""
+    probs = predict_proba(model, split.images)
+    y = split.labels.reshape(-1)
+    if save_to is not None:
+        with atomic_path(save_to / "val_probs.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, probs)
+    return {name: float(fn(y, probs)) for name, fn in metrics.items()}
+
+
+def train_unit(
+    run: Run,
+    name: str,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    train: Split,
+    val: Split,
+    cfg: TrainConfig,
+    num_classes: int,
+    in_channels: int,
+    train_eval_samples: int = 2000,
+    progress: bool = True,
+    step_fn: StepFn | None = None,
+) -> tuple[UnitResult, nn.Module]:
+    """Train (or, if already done in this run folder, reload) one model; write its history and result."""
+    from medassist.evaluate.metrics import METRICS
+
+    unit_dir = run.path(f"units/{name}/x").parent
+    weights = unit_dir / "best.safetensors"
+    model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **model_kwargs)
+    if (unit_dir / "result.json").is_file() and weights.is_file():
+        model.load_state_dict(load_file(str(weights)))
+        return UnitResult(**run.read_json(f"units/{name}/result.json")), model
+
+    t0 = time.perf_counter()
+    result = fit(model, train, val, cfg, num_classes=num_classes, checkpoint=unit_dir / "checkpoint.pt", resume=True,
+                 progress=progress, desc=name, step_fn=step_fn)
+    train_eval = _subset(train, train_eval_samples, cfg.seed)
+    unit = UnitResult(
+        name=name, model=model_name, model_kwargs=model_kwargs,
+        params=count_parameters(model), trainable_params=count_parameters(model, trainable_only=True),
+        best_epoch=result.best_epoch, epochs_run=len(result.history), train_time=result.train_time,
+        stopped_early=result.stopped_early, budget_reached=result.budget_reached, n_train=len(train),
+        train=split_metrics(model, train_eval, METRICS), val=split_metrics(model, val, METRICS, save_to=unit_dir),
+        extra={"config": to_dict(cfg), "wall_time": time.perf_counter() - t0},
+    )
+    run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))
+    if not result.grad_norms.empty:
+        run.path(f"history/{name}_grad_norms.csv").write_text(result.grad_norms.to_csv(index=False))
+    with atomic_path(weights) as tmp:
+        save_file({k: v.contiguous() for k, v in result.best_state.items()}, str(tmp))
+    run.write_json(f"units/{name}/result.json", unit.__dict__)
+    (unit_dir / "checkpoint.pt").unlink(missing_ok=True)  # the unit is done; keep only its best weights
+    return unit, model
+
+
+def load_history(run: Run, name: str) -> pd.DataFrame:
+    return pd.read_csv(run.dir / "history" / f"{name}.csv")
+
+
+def stratified_fraction(split: Split, fraction: float, seed: int) -> Split:
+    """A class-stratified random subset holding ``fraction`` of the split (at least 2 images per class)."""
+    if fraction >= 1.0:
+        return split
+    rng = np.random.default_rng(seed)
+    y = split.labels.reshape(-1)
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = max(2, round(fraction * len(idx)))
+        keep.append(rng.choice(idx, min(k, len(idx)), replace=False))
+    idx = np.sort(np.concatenate(keep))
+    meta = None if split.metadata is None else split.metadata.iloc[idx].reset_index(drop=True)
+    return Split(split.images[idx], split.labels[idx], meta)
+

@@ -1,0 +1,279 @@
+"""The one training engine: every study trains its models through :func:`fit`.
+
+It keeps per-epoch history, selects the best epoch on a validation metric (keeping a copy of those weights),
+stops early, writes a checkpoint after every epoch and resumes from it. A study that needs a special step
+(a teacher for distillation, two losses for a multi-task head) passes its own ``step_fn``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from medassist.config import TrainConfig, to_dict
+from medassist.data.types import Split
+from medassist.errors import MedAssistError
+from medassist.evaluate.metrics import METRICS
+from medassist.train.augment import augment_batch
+from medassist.train.data import batches, predict_proba, to_tensor
+from medassist.train.optim import build_optimizer, build_scheduler
+from medassist.utils.io import atomic_path
+
+# step_fn(model, x, y) -> (loss, logits): the part of a training step that differs between studies.
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+MONITORS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one row per epoch (train/val loss and accuracy, val AUC, lr, epoch time).
+        best_epoch: the epoch whose weights were kept (1-based).
+        best_score: the monitored validation metric at that epoch.
+        best_state: a copy of the model's state dict at the best epoch (already loaded into the model).
+        stopped_early: True when early stopping ended training.
+        budget_reached: True when the time budget ended training.
+        train_time: seconds spent training and validating.
+        grad_norms: per-layer gradient norms per epoch, when requested.
+    """
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_score: float
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool = False
+    budget_reached: bool = False
+    train_time: float = 0.0
+    grad_norms: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch, and make CPU kernels deterministic."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency class weights, normalised to mean 1 (a class absent from training gets weight 0)."""
+    counts = np.bincount(labels.reshape(-1), minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+def _layer_names(model: nn.Module) -> dict[str, str]:
+    """Parameter name -> layer name (the owning module), for per-layer gradient norms."""
+    return {n: n.rsplit(".", 1)[0] if "." in n else n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _is_better(score: float, best: float, monitor: str) -> bool:
+    if math.isnan(score):
+        return False
+    if math.isnan(best):
+        return True
+    return score < best if monitor.endswith("loss") else score > best
+
+
+def evaluate_split(model: nn.Module, x: torch.Tensor, y: np.ndarray, *, batch_size: int = 512) -> dict[str, float]:
+    """Loss, accuracy, AUC and macro-F1 of ``model`` on a normalised tensor ``x`` with labels ``y``."""
+    probs = predict_proba(model, x, batch_size=batch_size)
+    return {name: float(fn(y, probs)) for name, fn in METRICS.items()}
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+    step_fn: StepFn | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train``, validating on ``val`` after every epoch.
+
+    Args:
+        model: any ``nn.Module`` mapping (B, C, H, W) to (B, num_classes) logits.
+        train: training images (uint8, N x C x H x W) and integer labels.
+        val: validation split; selects the best epoch and drives early stopping. Never the test split.
+        cfg: optimiser, schedule, regularisation and stopping settings.
+        num_classes: number of classes.
+        checkpoint: file written after every epoch (model, optimiser, schedule, history, RNG state).
+        resume: continue from ``checkpoint`` if it exists.
+        progress: show a progress bar.
+        desc: label of the progress bar.
+        step_fn: replaces the default cross-entropy step; returns (loss, logits).
+
+    Returns:
+        A :class:`FitResult`; the model is left holding the best epoch's weights.
+    """
+    if cfg.monitor not in MONITORS:
+        raise MedAssistError(f"unknown monitor '{cfg.monitor}'; choose one of {', '.join(MONITORS)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
+    seed_everything(cfg.seed, cfg.threads)
+    x_train, y_train = to_tensor(train.images), torch.from_numpy(train.labels.reshape(-1).astype(np.int64))
+    x_val, y_val = to_tensor(val.images), val.labels.reshape(-1).astype(np.int64)
+    steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+
+    weight = class_weights(train.labels, num_classes) if cfg.class_weights else None
+
+    def default_step(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = m(xb)
+        return F.cross_entropy(logits, yb, weight=weight, label_smoothing=cfg.label_smoothing), logits
+
+    step = step_fn or default_step
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    layers = _layer_names(model) if cfg.grad_norms else {}
+
+    rows: list[dict] = []
+    norm_rows: list[dict] = []
+    best_state = copy.deepcopy(model.state_dict())
+    best_score, best_epoch, bad_epochs, elapsed, start_epoch = float("nan"), 0, 0, 0.0, 1
+    ckpt = Path(checkpoint) if checkpoint else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own file: optimiser + RNG state
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        rows, norm_rows, best_state = state["history"], state["grad_norms"], state["best_state"]
+        best_score, best_epoch, bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
+        elapsed, start_epoch = state["elapsed"], state["epoch"] + 1
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    stopped_early = budget_reached = False
+    done = bool(rows) and (rows[-1].get("stop_reason") or "") != ""
+    bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc=desc, disable=not progress, leave=False, unit="ep")
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if done:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        sums: dict[str, float] = {}
+        n_steps = 0
+        for idx in batches(len(x_train), cfg.batch_size, generator=gen):
+            xb, yb = x_train[idx], y_train[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, cfg.augmentation, gen)
+            loss, logits = step(model, xb, yb)
+            if not torch.isfinite(loss):
+                raise MedAssistError(
+                    f"{desc}: the loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={cfg.lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if layers:
+                per_layer: dict[str, float] = {}
+                for n, p in model.named_parameters():
+                    if p.grad is not None and n in layers:
+                        per_layer[layers[n]] = per_layer.get(layers[n], 0.0) + float(p.grad.pow(2).sum())
+                for k, v in per_layer.items():
+                    sums[k] = sums.get(k, 0.0) + math.sqrt(v)
+            optimizer.step()
+            if cfg.scheduler == "onecycle":
+                scheduler.step()  # type: ignore[union-attr]
+            n_steps += 1
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+            seen += len(idx)
+            if cfg.time_budget and elapsed + time.perf_counter() - t0 > cfg.time_budget:
+                budget_reached = True
+                break
+        val_metrics = evaluate_split(model, x_val, y_val)
+        lr = optimizer.param_groups[0]["lr"]
+        monitored = val_metrics[cfg.monitor.removeprefix("val_")]
+        if scheduler is not None and cfg.scheduler == "plateau":
+            scheduler.step(monitored)
+        elif scheduler is not None and cfg.scheduler != "onecycle":
+            scheduler.step()
+        if _is_better(monitored, best_score, cfg.monitor):
+            best_score, best_epoch, bad_epochs = monitored, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())  # a copy, not a reference to the live weights
+        else:
+            bad_epochs += 1
+        epoch_time = time.perf_counter() - t0
+        elapsed += epoch_time
+        stopped_early = cfg.early_stopping and bad_epochs >= cfg.patience
+        reason = "early_stopping" if stopped_early else "time_budget" if budget_reached else ""
+        rows.append({
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            **{f"val_{k}": v for k, v in val_metrics.items()},
+            "lr": lr,
+            "epoch_time": epoch_time,
+            "samples": seen,
+            "stop_reason": reason,
+        })
+        norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(n_steps, 1)} for k, v in sums.items()]
+        if ckpt is not None:
+            _save_checkpoint(ckpt, model, optimizer, scheduler, epoch, rows, norm_rows, best_state, best_score,
+                             best_epoch, bad_epochs, elapsed, gen, cfg)
+        bar.update(1)
+        bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{best_score:.4f}"})
+        if stopped_early or budget_reached:
+            break
+    bar.close()
+    if rows and rows[-1]["stop_reason"] == "early_stopping":
+        stopped_early = True
+    if rows and rows[-1]["stop_reason"] == "time_budget":
+        budget_reached = True
+    model.load_state_dict(best_state)
+    return FitResult(
+        history=pd.DataFrame(rows),
+        best_epoch=best_epoch,
+        best_score=float(best_score),
+        best_state=best_state,
+        stopped_early=stopped_early,
+        budget_reached=budget_reached,
+        train_time=elapsed,
+        grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
+    )
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch, rows, norm_rows, best_state, best_score,
+                     best_epoch, bad_epochs, elapsed, gen, cfg) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "history": rows,
+        "grad_norms": norm_rows,
+        "best_state": best_state,
+        "best_score": best_score,
+        "best_epoch": best_epoch,
+        "bad_epochs": bad_epochs,
+        "elapsed": elapsed,
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "config": to_dict(cfg),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
