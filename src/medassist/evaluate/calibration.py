@@ -7,7 +7,7 @@ import pandas as pd
 
 from medassist.errors import DataError, MedAssistError
 
-# Softmax outputs stored as float32 or rounded in a CSV drift from 1 a little; logits or sigmoid outputs miss by far more.
+# Float32 or CSV-rounded softmax outputs drift from 1 a little; logits or sigmoid outputs miss by far more.
 _SUM_TOLERANCE = 1e-3
 # Rows closer to 1 than this are left untouched: rescaling them would perturb tied scores (and so AUC) for no gain.
 _RENORMALISE_ABOVE = 1e-6

@@ -263,7 +263,12 @@ def headline_metrics_with_ci(
         ``{name: {"value", "ci_low", "ci_high"}}`` for accuracy, macro_f1, auc and ece.
     """
     y, p = check_inputs(y_true, probs)
-    chosen: dict[str, Metric] = {"accuracy": accuracy, "macro_f1": macro_f1, "auc": auc, "ece": expected_calibration_error}
+    chosen: dict[str, Metric] = {
+        "accuracy": accuracy,
+        "macro_f1": macro_f1,
+        "auc": auc,
+        "ece": expected_calibration_error,
+    }
     out: dict[str, dict] = {}
     for name, metric in chosen.items():
         value, low, high = bootstrap_ci(y, p, metric, n_boot=n_boot, alpha=alpha, seed=seed)

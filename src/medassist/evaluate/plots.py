@@ -30,7 +30,6 @@ DPI = 120
 
 def _save(fig: plt.Figure, path: PathLike) -> Path:
     try:
-        fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI)  # the temporary name has no .png suffix to infer it from
     finally:
@@ -80,7 +79,7 @@ def plot_learning_curves(
         raise DataError(
             f"no history has a train_<metric> or val_<metric> column for metrics {list(metrics)}; columns: {columns}."
         )
-    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 4), squeeze=False, layout="constrained")
     colors = _colors(len(histories))
     for ax, metric in zip(axes[0], present, strict=True):
         for color, (name, history) in zip(colors, histories.items(), strict=True):
@@ -115,7 +114,7 @@ def plot_size_curve(df: pd.DataFrame, path: PathLike, *, metric: str = "accuracy
             f"the size-curve table has neither train_{metric} nor val_{metric}; its columns are {list(df.columns)}."
         )
     df = df.sort_values("n_train")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for column in columns:
         style = "-" if column.startswith("train_") else "--"
         ax.plot(df["n_train"], df[column], linestyle=style, marker="o", label=column.split("_", 1)[0])
@@ -154,7 +153,7 @@ def plot_confusion_matrix(
     else:
         values = counts.astype(np.float64)
     size = max(4.0, 0.7 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(values.max(), 1))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     threshold = (1 if normalize else max(values.max(), 1)) / 2
@@ -187,7 +186,7 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], 
     k = p.shape[1]
     names = _check_class_names(class_names, k)
     curves = [(1, names[1])] if k == 2 else list(enumerate(names))
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
     drawn = 0
     for (c, name), color in zip(curves, _colors(len(curves)), strict=True):
         positive = y == c
@@ -227,7 +226,7 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: PathLike, *, n
     width = 1.0 / n_bins
     filled = bins[bins["count"] > 0]
     fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, layout="constrained"
     )
     top.bar(filled["bin_low"], filled["accuracy"], width=width, align="edge", edgecolor="black", label="accuracy")
     # The gap bars show by how much confidence over- (above) or under-states (below) accuracy in each bin.
@@ -305,7 +304,7 @@ def plot_prediction_grid(
             raise DataError(f"{name} contains class {bad[0]}, outside the {len(names)} class_names {names}.")
     cols = min(ncols, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.9 * rows), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i >= n:
@@ -361,7 +360,7 @@ def plot_bar(
         low, high = df[yerr_low].to_numpy(dtype=np.float64), df[yerr_high].to_numpy(dtype=np.float64)
         yerr = np.nan_to_num(np.clip(np.vstack([heights - low, high - heights]), 0, None))  # (2, n) distances
     labels = df[x].astype(str).tolist()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2), 4), layout="constrained")
     positions = np.arange(len(labels))
     bars = ax.bar(positions, heights, yerr=yerr, capsize=4, color=_colors(len(labels)), edgecolor="black")
     # Inside the bars, so the values never collide with the error-bar caps above them.

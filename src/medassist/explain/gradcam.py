@@ -120,5 +120,8 @@ def grad_cam(
     cam = attr[:, 0].to(torch.float64).cpu().numpy()  # (N, H, W)
     low = cam.min(axis=(1, 2), keepdims=True)
     span = cam.max(axis=(1, 2), keepdims=True) - low
-    cam = np.divide(cam - low, span, out=np.zeros_like(cam), where=span > 0)
+    # A map that is flat up to rounding (e.g. a 1x1 feature map upsampled) carries no location: keep it zero
+    # rather than amplifying float noise to full scale.
+    flat = span <= 1e-6 * np.maximum(np.abs(cam).max(axis=(1, 2), keepdims=True), 1e-12)
+    cam = np.divide(cam - low, span, out=np.zeros_like(cam), where=~flat)
     return np.clip(cam, 0.0, 1.0).astype(np.float32)

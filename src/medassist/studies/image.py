@@ -237,11 +237,12 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
         run.write_table("transfer", tr_df)
 
     # 5. the selected model: best validation AUC over the ablation and transfer candidates
-    sel_name, (sel_unit, _) = max(candidates.items(), key=lambda kv: (_nan0(kv[1][0].val["auc"]),
-                                                                      -kv[1][0].params))
+    ranked = sorted(((k, u) for k, (u, _) in candidates.items()), key=lambda kv: (-_nan0(kv[1].val["auc"]),
+                                                                                  kv[1].params))
     from medassist.studies.image_eval import evaluate_selected
 
-    selected = evaluate_selected(run, cfg, data, sel_name, sel_unit)
+    by_auc = sorted(capacity.values(), key=lambda u: -_nan0(u.val["auc"]))
+    selected = evaluate_selected(run, cfg, data, *ranked[0], others=ranked[1:] + [(u.model, u) for u in by_auc])
 
     histories = {m: load_history(run, f"capacity-{m}") for m in cfg.models}
     from medassist.evaluate.plots import plot_learning_curves, plot_size_curve

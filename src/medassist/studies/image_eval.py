@@ -20,9 +20,13 @@ if TYPE_CHECKING:
     from medassist.studies.units import UnitResult
 
 
-def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: str, unit: UnitResult
-                      ) -> dict[str, Any]:
-    """Evaluate the selected model on the test split; write figures, tables and the model; return the numbers."""
+def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: str, unit: UnitResult,
+                      others: list[tuple[str, UnitResult]] = ()) -> dict[str, Any]:
+    """Evaluate the selected model on the test split; write figures, tables and the model; return the numbers.
+
+    ``others`` are the remaining candidates, best first: when the selected model has no convolution (the MLP),
+    Grad-CAM is drawn for the best convolutional one instead, and the report says so.
+    """
     from medassist.evaluate import (
         classification_metrics,
         headline_metrics_with_ci,
@@ -35,9 +39,7 @@ def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: s
 
     test = data.splits["test"]
     names = data.class_names
-    model = create_model(unit.model, num_classes=data.num_classes, in_channels=data.n_channels, **unit.model_kwargs)
-    model.load_state_dict(load_file(str(run.dir / "units" / unit.name / "best.safetensors")))
-    model.eval()
+    model = _load_unit(run, data, unit)
     probs = predict_proba(model, test.images)
     y = test.labels.reshape(-1)
     report = classification_metrics(y, probs, class_names=names)
@@ -61,7 +63,7 @@ def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: s
     idx = np.sort(rng.choice(len(test), min(cfg.n_examples, len(test)), replace=False))
     pred, conf = probs.argmax(1), probs.max(1)
     plot_prediction_grid(test.images[idx], y[idx], pred[idx], conf[idx], names, run.figure("predictions"))
-    gradcam_note = _gradcam(run, model, test.images[idx], y[idx], pred[idx], conf[idx], names)
+    gradcam_note = _gradcam(run, data, [(label, unit), *others], test.images[idx], y[idx], names)
 
     run.save_model(model, {
         "model": unit.model, "model_kwargs": unit.model_kwargs, "num_classes": data.num_classes,
@@ -74,14 +76,31 @@ def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: s
             "metrics": report, "gradcam": gradcam_note, "example_indices": idx.tolist()}
 
 
-def _gradcam(run: Run, model: torch.nn.Module, images: np.ndarray, y, pred, conf, names) -> str:
+def _load_unit(run: Run, data: ImageData, unit: UnitResult) -> torch.nn.Module:
+    model = create_model(unit.model, num_classes=data.num_classes, in_channels=data.n_channels, **unit.model_kwargs)
+    model.load_state_dict(load_file(str(run.dir / "units" / unit.name / "best.safetensors")))
+    return model.eval()
+
+
+def _gradcam(run: Run, data: ImageData, candidates: list[tuple[str, UnitResult]], images: np.ndarray, y: np.ndarray,
+             names: list[str]) -> str:
+    """Grad-CAM of the predicted class for the first candidate that has a convolutional layer."""
     from medassist.evaluate import plot_prediction_grid
     from medassist.explain import find_last_conv, grad_cam
 
-    try:
-        layer_name, layer = find_last_conv(model)
-    except Exception:  # noqa: BLE001 - a model without convolutions (the MLP) has no Grad-CAM
-        return "not drawn: the selected model has no convolutional layer"
-    maps = grad_cam(model, layer, to_tensor(images), torch.as_tensor(pred))
-    plot_prediction_grid(images, y, pred, conf, names, run.figure("gradcam"), overlays=maps)
-    return f"Grad-CAM of the predicted class at layer '{layer_name}' (captum LayerGradCam, relu_attributions=True)"
+    for i, (label, unit) in enumerate(candidates):
+        model = _load_unit(run, data, unit)
+        try:
+            layer_name, layer = find_last_conv(model)
+        except Exception:  # noqa: BLE001 - a model without convolutions (the MLP) has no Grad-CAM
+            continue
+        probs = predict_proba(model, images)
+        pred, conf = probs.argmax(1), probs.max(1)
+        maps = grad_cam(model, layer, to_tensor(images), torch.as_tensor(pred))
+        plot_prediction_grid(images, y, pred, conf, names, run.figure("gradcam"), overlays=maps)
+        note = f"Grad-CAM of the predicted class at layer '{layer_name}' (captum LayerGradCam, relu_attributions=True)"
+        if i > 0:
+            note += (f"; drawn for {label}, the best validation candidate with convolutions, because the selected "
+                     f"model has none (its own predictions are in the grid above)")
+        return note
+    return "not drawn: no candidate model has a convolutional layer"

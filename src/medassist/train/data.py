@@ -40,6 +40,6 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, 
     x = images if isinstance(images, torch.Tensor) else to_tensor(images)
     was_training = model.training
     model.eval()
-    out = [torch.softmax(model(x[idx]).float(), dim=1) for idx in batches(len(x), batch_size)]
+    out = [torch.softmax(model(x[idx]).double(), dim=1) for idx in batches(len(x), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

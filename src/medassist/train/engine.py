@@ -183,9 +183,7 @@ def fit(
                 xb = augment_batch(xb, cfg.augmentation, gen)
             loss, logits = step(model, xb, yb)
             if not torch.isfinite(loss):
-                raise MedAssistError(
-                    f"{desc}: the loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={cfg.lr})"
-                )
+                _diverged(desc, epoch, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if layers:
@@ -205,7 +203,10 @@ def fit(
             if cfg.time_budget and elapsed + time.perf_counter() - t0 > cfg.time_budget:
                 budget_reached = True
                 break
-        val_metrics = evaluate_split(model, x_val, y_val)
+        val_probs = predict_proba(model, x_val)
+        if not np.isfinite(val_probs).all():
+            _diverged(desc, epoch, cfg)
+        val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in METRICS.items()}
         lr = optimizer.param_groups[0]["lr"]
         monitored = val_metrics[cfg.monitor.removeprefix("val_")]
         if scheduler is not None and cfg.scheduler == "plateau":
@@ -255,6 +256,11 @@ def fit(
         train_time=elapsed,
         grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
     )
+
+
+def _diverged(desc: str, epoch: int, cfg: TrainConfig) -> None:
+    raise MedAssistError(f"{desc}: training diverged (the loss became non-finite) at epoch {epoch}; lower the "
+                         f"learning rate (lr={cfg.lr})")
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch, rows, norm_rows, best_state, best_score,

@@ -1,0 +1,52 @@
+"""Configs: YAML, dotted overrides, type checks, and every shipped profile loads."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from medassist.bench.medmnist import BenchConfig
+from medassist.config import TrainConfig, apply_overrides, from_dict, load_yaml
+from medassist.errors import MedAssistError
+from medassist.studies.image import ImageStudyConfig
+
+SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))
+CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig}
+
+
+def test_profiles_are_shipped() -> None:
+    assert {p.parent.name + "/" + p.stem for p in SHIPPED} >= {"image/debug", "image/quick", "image/full",
+                                                                "bench/default", "bench/debug"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = from_dict(CLASSES[path.parent.name], load_yaml(path))
+    assert cfg is not None
+
+
+def test_overrides_and_types() -> None:
+    data = apply_overrides({"train": {"epochs": 3}}, ["train.lr=3e-4", "models=mlp,cnn", "train.augment=true"])
+    cfg = from_dict(ImageStudyConfig, data)
+    assert cfg.train.lr == 3e-4 and cfg.train.epochs == 3 and cfg.train.augment is True
+    assert cfg.models == ["mlp", "cnn"]
+
+
+def test_errors_name_the_key() -> None:
+    with pytest.raises(MedAssistError, match="unknown config key 'train.lrr'"):
+        from_dict(ImageStudyConfig, {"train": {"lrr": 1}})
+    with pytest.raises(MedAssistError, match="'epochs' must be int"):
+        from_dict(TrainConfig, {"epochs": "many"})
+    with pytest.raises(MedAssistError, match="must look like key.sub=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_bad_yaml_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(MedAssistError, match="not valid YAML"):
+        load_yaml(bad)
+    with pytest.raises(MedAssistError, match="config file not found"):
+        load_yaml(tmp_path / "missing.yaml")

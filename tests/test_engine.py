@@ -1,0 +1,119 @@
+"""The training engine: learning, determinism, best-epoch copy, early stopping, schedules, checkpoint/resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import blobs
+from medassist.config import AugmentConfig, TrainConfig
+from medassist.errors import MedAssistError
+from medassist.models import create_model
+from medassist.train import fit, predict_proba
+from medassist.train.augment import augment_batch
+from medassist.train.engine import class_weights
+
+TRAIN, VAL = blobs(128, seed=1), blobs(64, seed=2)
+
+
+def _fit(cfg: TrainConfig, model_name: str = "cnn_gap", **kw):
+    torch.manual_seed(cfg.seed)
+    extra = {"width": 8} if model_name == "cnn_gap" else {"image_size": 12}
+    model = create_model(model_name, num_classes=2, in_channels=1, **extra)
+    return model, fit(model, TRAIN, VAL, cfg, num_classes=2, progress=False, **kw)
+
+
+def test_learns_separable_data() -> None:
+    model, res = _fit(TrainConfig(epochs=6, batch_size=32, lr=3e-3))
+    assert res.best_score > 0.95
+    assert list(res.history.columns[:7]) == ["epoch", "train_loss", "train_accuracy", "val_accuracy", "val_auc",
+                                             "val_macro_f1", "val_loss"]
+    assert res.history["train_loss"].iloc[-1] < res.history["train_loss"].iloc[0]
+
+
+def test_same_seed_same_numbers() -> None:
+    cfg = TrainConfig(epochs=2, batch_size=32, augment=True, seed=3)
+    _, a = _fit(cfg)
+    _, b = _fit(cfg)
+    cols = ["train_loss", "val_loss", "val_auc"]
+    np.testing.assert_array_equal(a.history[cols].to_numpy(), b.history[cols].to_numpy())
+    _, c = _fit(dataclasses.replace(cfg, seed=4))
+    assert not np.array_equal(a.history[cols].to_numpy(), c.history[cols].to_numpy())
+
+
+def test_best_state_is_a_copy_of_the_best_epoch() -> None:
+    model, res = _fit(TrainConfig(epochs=4, batch_size=32, monitor="val_loss"))
+    best = res.history["val_loss"].idxmin() + 1
+    assert res.best_epoch == best
+    assert res.best_score == pytest.approx(res.history["val_loss"].min())
+    # the model holds the best weights and reproduces the best validation loss
+    from medassist.evaluate.metrics import METRICS
+
+    probs = predict_proba(model, VAL.images)
+    assert METRICS["loss"](VAL.labels, probs) == pytest.approx(res.best_score, rel=1e-5)
+
+
+def test_early_stopping_stops() -> None:
+    # lr 0 on a model without BatchNorm cannot improve after the first epoch: patience 2 stops at epoch 3
+    _, res = _fit(TrainConfig(epochs=10, lr=0.0, early_stopping=True, patience=2, monitor="val_loss"), "cnn")
+    assert res.stopped_early and len(res.history) == 3
+    assert res.history["stop_reason"].iloc[-1] == "early_stopping"
+
+
+@pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle", "plateau"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_and_schedules(optimizer: str, scheduler: str) -> None:
+    _, res = _fit(TrainConfig(epochs=4, batch_size=64, optimizer=optimizer, scheduler=scheduler, lr=1e-2,
+                              weight_decay=1e-4))
+    lrs = res.history["lr"].to_numpy()
+    assert np.isfinite(res.history["train_loss"]).all()
+    if scheduler in ("step", "cosine", "onecycle"):
+        assert lrs[-1] < lrs[0] or scheduler == "onecycle"
+
+
+def test_resume_gives_the_same_history(tmp_path) -> None:
+    cfg = TrainConfig(epochs=4, batch_size=32, augment=True, seed=5)
+    _, full = _fit(cfg)
+    ckpt = tmp_path / "ckpt.pt"
+    _fit(dataclasses.replace(cfg, epochs=2), checkpoint=ckpt)
+    _, resumed = _fit(cfg, checkpoint=ckpt, resume=True)
+    cols = ["epoch", "train_loss", "val_loss", "val_auc"]
+    np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-6)
+
+
+def test_grad_norms_per_layer() -> None:
+    _, res = _fit(TrainConfig(epochs=2, grad_norms=True))
+    g = res.grad_norms
+    assert set(g["epoch"]) == {1, 2}
+    assert (g["grad_norm"] > 0).all()
+    assert "head.2" in set(g["layer"])
+
+
+def test_time_budget_stops() -> None:
+    _, res = _fit(TrainConfig(epochs=50, batch_size=8, time_budget=0.2))
+    assert res.budget_reached and len(res.history) < 50
+
+
+def test_class_weights_inverse_frequency() -> None:
+    w = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert w[1] / w[0] == pytest.approx(3.0)
+
+
+def test_augment_is_seeded_and_bounded() -> None:
+    x = torch.rand(4, 1, 12, 12) * 2 - 1
+    a = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    b = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert a.min() >= -1 and a.max() <= 1 and not torch.equal(a, x)
+
+
+def test_bad_settings_are_clear() -> None:
+    with pytest.raises(MedAssistError, match="unknown optimizer 'rmsprop'"):
+        _fit(TrainConfig(epochs=1, optimizer="rmsprop"))
+    with pytest.raises(MedAssistError, match="unknown monitor"):
+        _fit(TrainConfig(epochs=1, monitor="val_f2"))
+    with pytest.raises(MedAssistError, match="training diverged.*lower the learning rate"):
+        _fit(TrainConfig(epochs=1, lr=1e30, optimizer="sgd"))
