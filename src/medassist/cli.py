@@ -29,18 +29,20 @@ def profile_path(study: str, profile: str) -> Path:
     return path
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "", group: Any = None) -> None:
+    """Add ``--field`` (and ``--section.field`` for nested configs, in their own help group) to ``parser``."""
     hints = typing.get_type_hints(cls)
+    target = group or parser
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if dataclasses.is_dataclass(hint):
-            group = parser.add_argument_group(f"{prefix}{f.name}: {help_text}")
-            _add_dataclass_options(group, hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            sub = parser.add_argument_group(f"{prefix}{f.name}", help_text)
+            _add_dataclass_options(parser, hint, f"{prefix}{f.name}.", sub)  # type: ignore[arg-type]
             continue
         flag = f"--{prefix}{f.name}".replace("_", "-")
-        meta = "LIST" if typing.get_origin(hint) is list else f.name.upper().split(".")[-1]
-        parser.add_argument(flag, dest=f"opt:{prefix}{f.name}", default=None, metavar=meta,
+        meta = "LIST" if typing.get_origin(hint) is list else f.name.upper()
+        target.add_argument(flag, dest=f"opt:{prefix}{f.name}", default=None, metavar=meta,
                             help=f"{help_text} (default: {_fmt_default(f)})")
 
 
@@ -67,9 +69,8 @@ def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
 
 def _study_parser(sub: argparse._SubParsersAction, name: str, cls: type, help_text: str, default_profile: str
                   ) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--profile", default=default_profile, help=PROFILES_HELP)
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--profile", default=default_profile, help=f"{PROFILES_HELP} (default: {default_profile})")
     p.add_argument("--config", help="a YAML file of options (applied over the profile)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any option, e.g. train.lr=3e-4")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")

@@ -85,8 +85,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
+        if isinstance(value, dict):
             raise MedAssistError(f"config key '{where}' must be a list, got {value!r}")
+        if not isinstance(value, (list, tuple)):
+            value = [value]  # a single value given for a list option
         return [_coerce(v, args[0], where) for v in value]
     if hint is bool:
         if isinstance(value, bool):

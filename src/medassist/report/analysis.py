@@ -75,16 +75,36 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     if tr:
         parts = [f"{k} {_f(v['val_auc'])} in {v['train_time_s']:.0f} s" for k, v in tr.items()]
         s.append(f"EfficientNet-Lite0 reached validation AUC {', '.join(parts)}.")
+        if "finetune" in tr and "scratch" in tr:
+            d = (tr["finetune"]["val_auc"] or 0) - (tr["scratch"]["val_auc"] or 0)
+            verdict = "helped" if d > 0.005 else "hurt" if d < -0.005 else "made no material difference"
+            s.append(f"Starting from ImageNet weights instead of a random initialisation {verdict} "
+                     f"({d:+.3f} validation AUC for the same architecture and budget).")
     s.append(
         f"The selected model, {sel['label']}, chosen on validation AUC alone, scored on the untouched test set an AUC "
         f"of {_ci(h['auc'])}, accuracy {_ci(h['accuracy'])} and macro-F1 {_ci(h['macro_f1'])}; its expected "
         f"calibration error was {_f(h['ece']['value'])}."
     )
+    s.append(_per_class_sentence(sel["metrics"]))
     gap = (sel["val_accuracy"] or 0) - h["accuracy"]["value"]
     if abs(gap) > 0.03:
         s.append(f"Test accuracy differs from validation accuracy ({_f(sel['val_accuracy'])}) by {gap:+.3f}, a shift "
                  "between the splits that the validation set could not reveal.")
     return " ".join(s)
+
+
+def _per_class_sentence(metrics: dict[str, Any]) -> str:
+    names = metrics["class_names"]
+    cm = np.asarray(metrics["confusion_matrix"], dtype=float)
+    recalls = ", ".join(f"{c} {_f(metrics['per_class'][c]['recall'])}" for c in names)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    text = f"Per-class test recall was {recalls}"
+    if off.sum() > 0:
+        i, j = np.unravel_index(off.argmax(), off.shape)
+        text += (f"; the most frequent error was {names[i]} predicted as {names[j]} ({int(off[i, j])} of "
+                 f"{int(off.sum())} errors)")
+    return text + "."
 
 
 def _ablation_sentence(m: dict[str, Any], run_dir: Path, y_val: np.ndarray | None) -> str:

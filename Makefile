@@ -1,0 +1,37 @@
+# Two commands for a fresh machine:
+#   make study   set up .venv, then run the image study (quick profile) on PneumoniaMNIST
+#   make test    set up .venv, then run the test suite
+# Data: set MEDASSIST_DATA_DIR to a folder holding medmnist/<name>.npz, or let medassist download to its cache.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+ARGS   ?=
+
+.PHONY: setup study test bench lint clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: the CPU build 2.13.0 (a plain `torch` requirement could pull a multi-GB CUDA build).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+study: setup
+	$(BIN)/medassist image --profile quick $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: setup
+	$(BIN)/medassist bench medmnist $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,64 @@
+"""The command line: help at every level, config printing, clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from medassist.cli import main
+
+HELP = [[], ["image"], ["bench"], ["bench", "medmnist"], ["data"], ["data", "list"], ["data", "fetch"], ["models"],
+        ["report"]]
+
+
+@pytest.mark.parametrize("words", HELP, ids=lambda w: " ".join(w) or "top")
+def test_help_at_every_level(words: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*words, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: medassist")
+
+
+def test_image_help_lists_generated_options(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["image", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--dataset", "--train.lr", "--train.augmentation.rotation", "--resume", "--profile"):
+        assert flag in out
+
+
+def test_print_config_applies_profile_and_overrides(capsys) -> None:
+    assert main(["image", "--profile", "debug", "--train.lr", "0.01", "--set", "models=[cnn]", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: 0.01" in out and "- cnn" in out and "subsample: 400" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["image", "--profile", "nope"], "unknown profile 'nope'"),
+        (["image", "--profile", "debug", "--models", "mlp,vgg"], "unknown model 'vgg'"),
+        (["image", "--profile", "debug", "--set", "train.epochs=many"], "'train.epochs' must be int"),
+        (["image", "--profile", "debug", "--dataset", "fooMNIST", "--download", "false"], "fooMNIST"),
+        (["image", "--profile", "debug", "--images", "/nonexistent/folder"], "images not found"),
+    ],
+)
+def test_errors_exit_2_with_message(argv: list[str], message: str, capsys, tmp_path) -> None:
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medassist: error:") and message in err
+    assert not any(tmp_path.iterdir()), "a refused run must not leave a run folder behind"
+
+
+def test_data_list(tmp_path, capsys) -> None:
+    assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pneumoniamnist" in out and "breastmnist" in out and "organsmnist" in out
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "medassist.cli", "models"], capture_output=True, text=True, check=True)
+    assert "resnet18" in out.stdout and "efficientnet_lite0" in out.stdout
