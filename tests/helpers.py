@@ -20,7 +20,9 @@ def tiny_data(*, n: int = 96, size: int = 12, channels: int = 1) -> ImageData:
     return ImageData(
         name="tiny",
         class_names=["negative", "positive"],
-        splits={"train": blobs(n, size=size, channels=channels, seed=1),
-                "val": blobs(n // 2, size=size, channels=channels, seed=2),
-                "test": blobs(n // 2, size=size, channels=channels, seed=3)},
+        splits={
+            "train": blobs(n, size=size, channels=channels, seed=1),
+            "val": blobs(n // 2, size=size, channels=channels, seed=2),
+            "test": blobs(n // 2, size=size, channels=channels, seed=3),
+        },
     )

@@ -13,11 +13,17 @@ from medassist.cli import main
 
 
 def test_summary_mean_std_targets_and_published_rows() -> None:
-    runs = pd.DataFrame({
-        "dataset": ["breastmnist"] * 3, "method": ["m"] * 3, "seed": [0, 1, 2],
-        "test_auc": [0.90, 0.92, 0.94], "test_accuracy": [0.88, 0.88, 0.91], "train_time_s": [1.0, 2.0, 3.0],
-        "peak_memory_mb": [100.0, 300.0, 200.0],
-    })
+    runs = pd.DataFrame(
+        {
+            "dataset": ["breastmnist"] * 3,
+            "method": ["m"] * 3,
+            "seed": [0, 1, 2],
+            "test_auc": [0.90, 0.92, 0.94],
+            "test_accuracy": [0.88, 0.88, 0.91],
+            "train_time_s": [1.0, 2.0, 3.0],
+            "peak_memory_mb": [100.0, 300.0, 200.0],
+        }
+    )
     s = summarise(runs)
     row = s[s.method == "m"].iloc[0]
     assert row.test_auc_mean == pytest.approx(0.92) and row.test_auc_std == pytest.approx(0.02)
@@ -28,8 +34,23 @@ def test_summary_mean_std_targets_and_published_rows() -> None:
 
 @pytest.mark.realdata
 def test_benchmark_debug_profile_runs(real_data_dir: Path, tmp_path: Path, capsys) -> None:
-    assert main(["bench", "medmnist", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(tmp_path),
-                 "--progress", "false"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "medmnist",
+                "--profile",
+                "debug",
+                "--data-dir",
+                str(real_data_dir),
+                "--out",
+                str(tmp_path),
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "published: ResNet-18 (28)" in out and "ResNet-18 reference protocol" in out
     (run,) = list(tmp_path.iterdir())

@@ -9,8 +9,17 @@ import pytest
 
 from medassist.cli import main
 
-HELP = [[], ["image"], ["bench"], ["bench", "medmnist"], ["data"], ["data", "list"], ["data", "fetch"], ["models"],
-        ["report"]]
+HELP = [
+    [],
+    ["image"],
+    ["bench"],
+    ["bench", "medmnist"],
+    ["data"],
+    ["data", "list"],
+    ["data", "fetch"],
+    ["models"],
+    ["report"],
+]
 
 
 @pytest.mark.parametrize("words", HELP, ids=lambda w: " ".join(w) or "top")

@@ -17,8 +17,13 @@ CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig}
 
 
 def test_profiles_are_shipped() -> None:
-    assert {p.parent.name + "/" + p.stem for p in SHIPPED} >= {"image/debug", "image/quick", "image/full",
-                                                                "bench/default", "bench/debug"}
+    assert {p.parent.name + "/" + p.stem for p in SHIPPED} >= {
+        "image/debug",
+        "image/quick",
+        "image/full",
+        "bench/default",
+        "bench/debug",
+    }
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -29,8 +29,15 @@ def _fit(cfg: TrainConfig, model_name: str = "cnn_gap", **kw):
 def test_learns_separable_data() -> None:
     model, res = _fit(TrainConfig(epochs=6, batch_size=32, lr=3e-3))
     assert res.best_score > 0.95
-    assert list(res.history.columns[:7]) == ["epoch", "train_loss", "train_accuracy", "val_accuracy", "val_auc",
-                                             "val_macro_f1", "val_loss"]
+    assert list(res.history.columns[:7]) == [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_accuracy",
+        "val_auc",
+        "val_macro_f1",
+        "val_loss",
+    ]
     assert res.history["train_loss"].iloc[-1] < res.history["train_loss"].iloc[0]
 
 
@@ -66,8 +73,9 @@ def test_early_stopping_stops() -> None:
 @pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle", "plateau"])
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_optimizers_and_schedules(optimizer: str, scheduler: str) -> None:
-    _, res = _fit(TrainConfig(epochs=4, batch_size=64, optimizer=optimizer, scheduler=scheduler, lr=1e-2,
-                              weight_decay=1e-4))
+    _, res = _fit(
+        TrainConfig(epochs=4, batch_size=64, optimizer=optimizer, scheduler=scheduler, lr=1e-2, weight_decay=1e-4)
+    )
     lrs = res.history["lr"].to_numpy()
     assert np.isfinite(res.history["train_loss"]).all()
     if scheduler in ("step", "cosine", "onecycle"):

@@ -17,8 +17,12 @@ from medassist.run import Run
 @pytest.fixture(scope="module")
 def study_run(real_data_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    assert main(["image", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(out),
-                 "--progress", "false"]) == 0
+    assert (
+        main(
+            ["image", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(out), "--progress", "false"]
+        )
+        == 0
+    )
     (run,) = list(out.iterdir())
     return run
 
@@ -26,20 +30,44 @@ def study_run(real_data_dir: Path, tmp_path_factory) -> Path:
 @pytest.mark.realdata
 def test_run_folder_is_complete(study_run: Path) -> None:
     assert json.loads((study_run / "status.json").read_text())["status"] == "complete"
-    for rel in ["config.yaml", "metrics.json", "report.md", "report.html", "history/capacity-mlp.csv",
-                "tables/capacity.csv", "tables/capacity.md", "tables/ablation.csv", "tables/transfer.csv",
-                "tables/size_curve.csv", "tables/test_per_class.csv", "tables/test_headline.csv",
-                "figures/capacity_curves.png", "figures/size_curve.png", "figures/confusion_matrix.png",
-                "figures/roc.png", "figures/reliability.png", "figures/predictions.png", "figures/gradcam.png",
-                "models/model.safetensors", "models/model.pt", "models/model.json"]:
+    for rel in [
+        "config.yaml",
+        "metrics.json",
+        "report.md",
+        "report.html",
+        "history/capacity-mlp.csv",
+        "tables/capacity.csv",
+        "tables/capacity.md",
+        "tables/ablation.csv",
+        "tables/transfer.csv",
+        "tables/size_curve.csv",
+        "tables/test_per_class.csv",
+        "tables/test_headline.csv",
+        "figures/capacity_curves.png",
+        "figures/size_curve.png",
+        "figures/confusion_matrix.png",
+        "figures/roc.png",
+        "figures/reliability.png",
+        "figures/predictions.png",
+        "figures/gradcam.png",
+        "models/model.safetensors",
+        "models/model.pt",
+        "models/model.json",
+    ]:
         assert (study_run / rel).is_file(), rel
 
 
 @pytest.mark.realdata
 def test_metrics_and_selection_use_validation_only(study_run: Path) -> None:
     m = json.loads((study_run / "metrics.json").read_text())
-    assert {r["regularisation"] for r in m["ablation"]} == {"none", "augmentation", "weight_decay", "dropout",
-                                                           "early_stopping", "all"}
+    assert {r["regularisation"] for r in m["ablation"]} == {
+        "none",
+        "augmentation",
+        "weight_decay",
+        "dropout",
+        "early_stopping",
+        "all",
+    }
     assert {r["mode"] for r in m["transfer"]} == {"scratch", "finetune", "frozen"}
     candidates = [r["val_auc"] for r in m["ablation"] + m["transfer"]]
     assert m["selected"]["val_auc"] == pytest.approx(max(candidates))
@@ -57,16 +85,24 @@ def test_saved_model_loads_safely(study_run: Path) -> None:
     assert set(state) == set(load_file(str(study_run / "models/model.safetensors")))
     from medassist.models import create_model
 
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                         **meta["model_kwargs"])
+    model = create_model(
+        meta["model"], num_classes=meta["num_classes"], in_channels=meta["in_channels"], **meta["model_kwargs"]
+    )
     model.load_state_dict(state)
 
 
 @pytest.mark.realdata
 def test_report_has_every_section_and_a_generated_analysis(study_run: Path) -> None:
     text = (study_run / "report.md").read_text()
-    for heading in ("## Analysis", "## Headline", "## Capacity and bias-variance", "### Learning curve over",
-                    "## Regularisation ablation", "## Transfer learning", "## Example predictions and Grad-CAM"):
+    for heading in (
+        "## Analysis",
+        "## Headline",
+        "## Capacity and bias-variance",
+        "### Learning curve over",
+        "## Regularisation ablation",
+        "## Transfer learning",
+        "## Example predictions and Grad-CAM",
+    ):
         assert heading in text
     analysis = text.split("## Analysis")[1].split("\n## ")[0]
     words = len(analysis.split())
@@ -86,8 +122,23 @@ def test_failed_run_is_marked_failed_and_resumes(real_data_dir: Path, tmp_path: 
         raise RuntimeError("simulated crash during evaluation")
 
     monkeypatch.setattr("medassist.studies.image_eval.evaluate_selected", boom)
-    argv = ["image", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(tmp_path),
-            "--progress", "false", "--models", "mlp", "--transfer", "[]", "--size-fractions", "1.0"]
+    argv = [
+        "image",
+        "--profile",
+        "debug",
+        "--data-dir",
+        str(real_data_dir),
+        "--out",
+        str(tmp_path),
+        "--progress",
+        "false",
+        "--models",
+        "mlp",
+        "--transfer",
+        "[]",
+        "--size-fractions",
+        "1.0",
+    ]
     with pytest.raises(RuntimeError):
         main(argv)
     (run,) = list(tmp_path.iterdir())

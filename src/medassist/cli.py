@@ -42,8 +42,13 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: s
             continue
         flag = f"--{prefix}{f.name}".replace("_", "-")
         meta = "LIST" if typing.get_origin(hint) is list else f.name.upper()
-        target.add_argument(flag, dest=f"opt:{prefix}{f.name}", default=None, metavar=meta,
-                            help=f"{help_text} (default: {_fmt_default(f)})")
+        target.add_argument(
+            flag,
+            dest=f"opt:{prefix}{f.name}",
+            default=None,
+            metavar=meta,
+            help=f"{help_text} (default: {_fmt_default(f)})",
+        )
 
 
 def _fmt_default(f: dataclasses.Field) -> str:
@@ -67,8 +72,9 @@ def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
     return from_dict(cls, data)
 
 
-def _study_parser(sub: argparse._SubParsersAction, name: str, cls: type, help_text: str, default_profile: str
-                  ) -> argparse.ArgumentParser:
+def _study_parser(
+    sub: argparse._SubParsersAction, name: str, cls: type, help_text: str, default_profile: str
+) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("--profile", default=default_profile, help=f"{PROFILES_HELP} (default: {default_profile})")
     p.add_argument("--config", help="a YAML file of options (applied over the profile)")
@@ -113,8 +119,10 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     print(f"data directory: {root}")
     for name, info in INFO.items():
         sizes = "/".join(str(info.n_samples[s]) for s in ("train", "val", "test"))
-        print(f"  {'*' if name in have else ' '} {name:16s} {info.task:26s} ch={info.n_channels} "
-              f"classes={len(info.labels):2d} train/val/test={sizes}")
+        print(
+            f"  {'*' if name in have else ' '} {name:16s} {info.task:26s} ch={info.n_channels} "
+            f"classes={len(info.labels):2d} train/val/test={sizes}"
+        )
     print("(* = present)")
     return 0
 
@@ -157,18 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     from medassist.studies.image import ImageStudyConfig
 
-    p = _study_parser(sub, "image", ImageStudyConfig,
-                      "the medical image study: capacity, bias-variance, regularisation, transfer learning, test "
-                      "metrics with confidence intervals, Grad-CAM, report", "quick")
+    p = _study_parser(
+        sub,
+        "image",
+        ImageStudyConfig,
+        "the medical image study: capacity, bias-variance, regularisation, transfer learning, test "
+        "metrics with confidence intervals, Grad-CAM, report",
+        "quick",
+    )
     p.set_defaults(func=cmd_image)
 
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     from medassist.bench.medmnist import BenchConfig
 
-    p = _study_parser(bsub, "medmnist", BenchConfig,
-                      "train on PneumoniaMNIST and BreastMNIST with several seeds; print test AUC/ACC, time and memory "
-                      "beside the published MedMNIST v2 rows and the reference protocol", "default")
+    p = _study_parser(
+        bsub,
+        "medmnist",
+        BenchConfig,
+        "train on PneumoniaMNIST and BreastMNIST with several seeds; print test AUC/ACC, time and memory "
+        "beside the published MedMNIST v2 rows and the reference protocol",
+        "default",
+    )
     p.set_defaults(func=cmd_bench_medmnist)
 
     data = sub.add_parser("data", help="list and fetch data sets", description="list and fetch data sets")

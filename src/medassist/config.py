@@ -49,9 +49,13 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(0.0, "L2 weight decay (decoupled for adamw)")
     scheduler: str = option("none", "none | step | cosine | onecycle | plateau")
-    milestones: list[float] = option([0.5, 0.75], "step schedule: fractions of the epochs at which lr is multiplied by gamma")
+    milestones: list[float] = option(
+        [0.5, 0.75], "step schedule: fractions of the epochs at which lr is multiplied by gamma"
+    )
     gamma: float = option(0.1, "step/plateau schedule: lr multiplier")
-    early_stopping: bool = option(False, "stop when the monitored validation metric has not improved for `patience` epochs")
+    early_stopping: bool = option(
+        False, "stop when the monitored validation metric has not improved for `patience` epochs"
+    )
     patience: int = option(5, "epochs without improvement before early stopping")
     monitor: str = option("val_auc", "validation metric that selects the best epoch: val_auc | val_accuracy | val_loss")
     class_weights: bool = option(False, "weight the loss by inverse class frequency (imbalanced data)")
@@ -112,9 +116,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise MedAssistError(
-            f"unknown config key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(names))}"
-        )
+        raise MedAssistError(f"unknown config key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     return cls(**kwargs)
 

@@ -98,8 +98,11 @@ class Run:
         if exc is None:
             self.set_status("complete")
         else:
-            self.set_status("failed", error=f"{exc_type.__name__}: {exc}",
-                            traceback="".join(traceback.format_exception(exc_type, exc, tb))[-4000:])
+            self.set_status(
+                "failed",
+                error=f"{exc_type.__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc_type, exc, tb))[-4000:],
+            )
         return False
 
     # --- status -------------------------------------------------------------------------------------------------

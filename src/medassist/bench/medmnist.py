@@ -23,13 +23,21 @@ from medassist.run import Run, markdown_table
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
     "pneumoniamnist": {
-        "ResNet-18 (28)": (0.944, 0.854), "ResNet-18 (224)": (0.956, 0.864), "ResNet-50 (28)": (0.948, 0.854),
-        "ResNet-50 (224)": (0.962, 0.884), "auto-sklearn": (0.942, 0.855), "AutoKeras": (0.947, 0.878),
+        "ResNet-18 (28)": (0.944, 0.854),
+        "ResNet-18 (224)": (0.956, 0.864),
+        "ResNet-50 (28)": (0.948, 0.854),
+        "ResNet-50 (224)": (0.962, 0.884),
+        "auto-sklearn": (0.942, 0.855),
+        "AutoKeras": (0.947, 0.878),
         "Google AutoML Vision": (0.991, 0.946),
     },
     "breastmnist": {
-        "ResNet-18 (28)": (0.901, 0.863), "ResNet-18 (224)": (0.891, 0.833), "ResNet-50 (28)": (0.857, 0.812),
-        "ResNet-50 (224)": (0.866, 0.842), "auto-sklearn": (0.836, 0.803), "AutoKeras": (0.871, 0.831),
+        "ResNet-18 (28)": (0.901, 0.863),
+        "ResNet-18 (224)": (0.891, 0.833),
+        "ResNet-50 (28)": (0.857, 0.812),
+        "ResNet-50 (224)": (0.866, 0.842),
+        "auto-sklearn": (0.836, 0.803),
+        "AutoKeras": (0.871, 0.831),
         "Google AutoML Vision": (0.919, 0.861),
     },
 }
@@ -38,13 +46,30 @@ TARGETS = {"pneumoniamnist": (0.97, 0.90), "breastmnist": (0.91, 0.87)}
 
 
 def _recipe() -> TrainConfig:
-    return TrainConfig(epochs=60, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=5e-4, scheduler="onecycle",
-                       augment=True, monitor="val_auc", label_smoothing=0.05)
+    return TrainConfig(
+        epochs=60,
+        batch_size=64,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=5e-4,
+        scheduler="onecycle",
+        augment=True,
+        monitor="val_auc",
+        label_smoothing=0.05,
+    )
 
 
 def _reference() -> TrainConfig:
-    return TrainConfig(epochs=100, batch_size=128, optimizer="adam", lr=1e-3, scheduler="step",
-                       milestones=[0.5, 0.75], gamma=0.1, monitor="val_auc")
+    return TrainConfig(
+        epochs=100,
+        batch_size=128,
+        optimizer="adam",
+        lr=1e-3,
+        scheduler="step",
+        milestones=[0.5, 0.75],
+        gamma=0.1,
+        monitor="val_auc",
+    )
 
 
 @dataclass
@@ -59,8 +84,9 @@ class BenchConfig:
     recipe_model: str = option("cnn_gap", "model of medassist's recipe")
     recipe_width: int = option(64, "width (first-stage channels) of the recipe's cnn_gap")
     recipe: TrainConfig = field(default_factory=_recipe, metadata={"help": "medassist's training recipe"})
-    reference: TrainConfig = field(default_factory=_reference,
-                                   metadata={"help": "reference protocol: ResNet-18, Adam 1e-3, no augmentation"})
+    reference: TrainConfig = field(
+        default_factory=_reference, metadata={"help": "reference protocol: ResNet-18, Adam 1e-3, no augmentation"}
+    )
     progress: bool = option(True, "show progress bars")
 
 
@@ -76,25 +102,42 @@ def _job(method: str, dataset: str, seed: int, cfg_dict: dict[str, Any]) -> dict
     data = load_medmnist(dataset, data_dir=cfg.data_dir or None, progress=False)
     if method == "medassist":
         tcfg = dataclasses.replace(cfg.recipe, seed=seed, time_budget=cfg.budget)
-        model = create_model(cfg.recipe_model, num_classes=data.num_classes, in_channels=data.n_channels,
-                             **({"width": cfg.recipe_width} if cfg.recipe_model == "cnn_gap" else {}))
+        model = create_model(
+            cfg.recipe_model,
+            num_classes=data.num_classes,
+            in_channels=data.n_channels,
+            **({"width": cfg.recipe_width} if cfg.recipe_model == "cnn_gap" else {}),
+        )
         name = f"{cfg.recipe_model} + recipe"
     else:
         tcfg = dataclasses.replace(cfg.reference, seed=seed, time_budget=cfg.budget)
         model = create_model("resnet18", num_classes=data.num_classes, in_channels=data.n_channels)
         name = "ResNet-18 reference protocol"
     t0 = time.perf_counter()
-    result = fit(model, data.splits["train"], data.splits["val"], tcfg, num_classes=data.num_classes,
-                 progress=cfg.progress, desc=f"{dataset} {method} seed {seed}")
+    result = fit(
+        model,
+        data.splits["train"],
+        data.splits["val"],
+        tcfg,
+        num_classes=data.num_classes,
+        progress=cfg.progress,
+        desc=f"{dataset} {method} seed {seed}",
+    )
     wall = time.perf_counter() - t0
     probs = predict_proba(model, data.splits["test"].images)
     y = data.splits["test"].labels.reshape(-1)
     return {
-        "dataset": dataset, "method": name, "seed": seed,
-        "test_auc": float(METRICS["auc"](y, probs)), "test_accuracy": float(METRICS["accuracy"](y, probs)),
+        "dataset": dataset,
+        "method": name,
+        "seed": seed,
+        "test_auc": float(METRICS["auc"](y, probs)),
+        "test_accuracy": float(METRICS["accuracy"](y, probs)),
         "val_auc": result.best_score if tcfg.monitor == "val_auc" else float("nan"),
-        "epochs_run": len(result.history), "best_epoch": result.best_epoch, "train_time_s": result.train_time,
-        "wall_time_s": wall, "budget_reached": result.budget_reached,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "train_time_s": result.train_time,
+        "wall_time_s": wall,
+        "budget_reached": result.budget_reached,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
 
@@ -109,15 +152,22 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (ds, method), g in runs.groupby(["dataset", "method"], sort=False):
         auc_t, acc_t = TARGETS.get(ds, (np.nan, np.nan))
-        rows.append({
-            "dataset": ds, "method": method, "seeds": len(g),
-            "test_auc_mean": g.test_auc.mean(), "test_auc_std": g.test_auc.std(ddof=1) if len(g) > 1 else 0.0,
-            "test_acc_mean": g.test_accuracy.mean(),
-            "test_acc_std": g.test_accuracy.std(ddof=1) if len(g) > 1 else 0.0,
-            "train_time_s_mean": g.train_time_s.mean(), "peak_memory_mb_max": g.peak_memory_mb.max(),
-            "target_auc": auc_t, "target_acc": acc_t,
-            "meets_target": bool(g.test_auc.mean() >= auc_t and g.test_accuracy.mean() >= acc_t),
-        })
+        rows.append(
+            {
+                "dataset": ds,
+                "method": method,
+                "seeds": len(g),
+                "test_auc_mean": g.test_auc.mean(),
+                "test_auc_std": g.test_auc.std(ddof=1) if len(g) > 1 else 0.0,
+                "test_acc_mean": g.test_accuracy.mean(),
+                "test_acc_std": g.test_accuracy.std(ddof=1) if len(g) > 1 else 0.0,
+                "train_time_s_mean": g.train_time_s.mean(),
+                "peak_memory_mb_max": g.peak_memory_mb.max(),
+                "target_auc": auc_t,
+                "target_acc": acc_t,
+                "meets_target": bool(g.test_auc.mean() >= auc_t and g.test_accuracy.mean() >= acc_t),
+            }
+        )
     for ds in runs.dataset.unique():
         for method, (auc, acc) in PUBLISHED.get(ds, {}).items():
             rows.append({"dataset": ds, "method": f"published: {method}", "test_auc_mean": auc, "test_acc_mean": acc})

@@ -6,5 +6,13 @@ from medassist.data.medmnist import INFO, available, load_medmnist
 from medassist.data.paths import DATA_DIR_ENV, resolve_data_dir
 from medassist.data.types import ImageData, Split, validate_image_data
 
-__all__ = ["DATA_DIR_ENV", "INFO", "ImageData", "Split", "available", "load_medmnist", "resolve_data_dir",
-           "validate_image_data"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "INFO",
+    "ImageData",
+    "Split",
+    "available",
+    "load_medmnist",
+    "resolve_data_dir",
+    "validate_image_data",
+]

@@ -11,8 +11,15 @@ from medassist.models.registry import register_model
 class MLP(nn.Module):
     """A fully connected network on the flattened image (the "ANN" baseline)."""
 
-    def __init__(self, *, num_classes: int, in_channels: int = 1, image_size: int = 28, hidden: tuple[int, ...] = (512, 256),
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 1,
+        image_size: int = 28,
+        hidden: tuple[int, ...] = (512, 256),
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * image_size * image_size
@@ -29,16 +36,24 @@ class MLP(nn.Module):
 class PlainCNN(nn.Module):
     """Two conv-ReLU-maxpool stages and a flatten + fully connected head."""
 
-    def __init__(self, *, num_classes: int, in_channels: int = 1, image_size: int = 28, width: int = 32,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, *, num_classes: int, in_channels: int = 1, image_size: int = 28, width: int = 32, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         side = image_size // 4
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * side * side, 128), nn.ReLU(), nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(2 * width * side * side, 128),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(128, num_classes),
         )
 
@@ -57,9 +72,14 @@ class GAPCNN(nn.Module):
         super().__init__()
         w = (width, 2 * width, 4 * width)
         self.features = nn.Sequential(
-            *_conv_bn(in_channels, w[0]), *_conv_bn(w[0], w[0]), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            *_conv_bn(w[0], w[1]), *_conv_bn(w[1], w[1]), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
-            *_conv_bn(w[1], w[2]), *_conv_bn(w[2], w[2]),  # (B, 4w, H/4, W/4)
+            *_conv_bn(in_channels, w[0]),
+            *_conv_bn(w[0], w[0]),
+            nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            *_conv_bn(w[0], w[1]),
+            *_conv_bn(w[1], w[1]),
+            nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            *_conv_bn(w[1], w[2]),
+            *_conv_bn(w[2], w[2]),  # (B, 4w, H/4, W/4)
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(w[2], num_classes))
@@ -81,7 +101,8 @@ def cnn(*, num_classes: int, in_channels: int = 1, dropout: float = 0.0, image_s
 
 
 @register_model("cnn_gap")
-def cnn_gap(*, num_classes: int, in_channels: int = 1, dropout: float = 0.0, width: int = 32, image_size: int = 28
-            ) -> nn.Module:
+def cnn_gap(
+    *, num_classes: int, in_channels: int = 1, dropout: float = 0.0, width: int = 32, image_size: int = 28
+) -> nn.Module:
     """CNN with BatchNorm and global average pooling (any input size)."""
     return GAPCNN(num_classes=num_classes, in_channels=in_channels, width=width, dropout=dropout)

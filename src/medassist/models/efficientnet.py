@@ -22,8 +22,15 @@ MODES = ("finetune", "frozen", "scratch")
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 backbone with a new classifier; upsamples small images to ``input_size``."""
 
-    def __init__(self, *, num_classes: int, in_channels: int = 1, dropout: float = 0.2, mode: str = "finetune",
-                 input_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 1,
+        dropout: float = 0.2,
+        mode: str = "finetune",
+        input_size: int = 64,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise MedAssistError(f"unknown EfficientNet mode '{mode}'; choose one of {', '.join(MODES)}")
@@ -67,8 +74,16 @@ class EfficientNetLite0(nn.Module):
 
 
 @register_model("efficientnet_lite0")
-def efficientnet_lite0(*, num_classes: int, in_channels: int = 1, dropout: float = 0.2, mode: str = "finetune",
-                       input_size: int = 64, image_size: int = 28) -> nn.Module:
+def efficientnet_lite0(
+    *,
+    num_classes: int,
+    in_channels: int = 1,
+    dropout: float = 0.2,
+    mode: str = "finetune",
+    input_size: int = 64,
+    image_size: int = 28,
+) -> nn.Module:
     """EfficientNet-Lite0 (ImageNet weights unless ``mode="scratch"``)."""
-    return EfficientNetLite0(num_classes=num_classes, in_channels=in_channels, dropout=dropout, mode=mode,
-                             input_size=input_size)
+    return EfficientNetLite0(
+        num_classes=num_classes, in_channels=in_channels, dropout=dropout, mode=mode, input_size=input_size
+    )

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 
-def paired_auc_difference(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n_boot: int = 1000, seed: int = 0
-                          ) -> tuple[float, float, float]:
+def paired_auc_difference(
+    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
     """AUC(a) - AUC(b) on the same cases, with a 95% paired bootstrap interval."""
     from medassist.evaluate.metrics import METRICS
 
@@ -56,8 +57,10 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     if len(cap) > 1:
         bigger = [r for r in cap if r["params"] > best["params"]]
         if bigger:
-            s.append(f"Larger models did not help here: {', '.join(r['model'] for r in bigger)} had more parameters "
-                     f"but lower validation AUC, within the epochs and time they were given.")
+            s.append(
+                f"Larger models did not help here: {', '.join(r['model'] for r in bigger)} had more parameters "
+                f"but lower validation AUC, within the epochs and time they were given."
+            )
     s.append(
         f"For {m['chosen_architecture']}, training accuracy (eval mode) was {_f(diag['train_accuracy'])} against "
         f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss ended "
@@ -65,11 +68,16 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     )
     if len(size) > 1:
         a, b = size[0], size[-1]
-        trend = "rose" if b["val_accuracy"] > a["val_accuracy"] + 0.005 else (
-            "fell" if b["val_accuracy"] < a["val_accuracy"] - 0.005 else "stayed flat")
-        s.append(f"With more training data validation accuracy {trend}, from {_f(a['val_accuracy'])} with "
-                 f"{a['n_train']} images to {_f(b['val_accuracy'])} with {b['n_train']}, while training accuracy went "
-                 f"from {_f(a['train_accuracy'])} to {_f(b['train_accuracy'])}.")
+        trend = (
+            "rose"
+            if b["val_accuracy"] > a["val_accuracy"] + 0.005
+            else ("fell" if b["val_accuracy"] < a["val_accuracy"] - 0.005 else "stayed flat")
+        )
+        s.append(
+            f"With more training data validation accuracy {trend}, from {_f(a['val_accuracy'])} with "
+            f"{a['n_train']} images to {_f(b['val_accuracy'])} with {b['n_train']}, while training accuracy went "
+            f"from {_f(a['train_accuracy'])} to {_f(b['train_accuracy'])}."
+        )
     s.append(_ablation_sentence(m, run_dir, y_val))
     tr = {r["mode"]: r for r in m.get("transfer", [])}
     if tr:
@@ -78,8 +86,10 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         if "finetune" in tr and "scratch" in tr:
             d = (tr["finetune"]["val_auc"] or 0) - (tr["scratch"]["val_auc"] or 0)
             verdict = "helped" if d > 0.005 else "hurt" if d < -0.005 else "made no material difference"
-            s.append(f"Starting from ImageNet weights instead of a random initialisation {verdict} "
-                     f"({d:+.3f} validation AUC for the same architecture and budget).")
+            s.append(
+                f"Starting from ImageNet weights instead of a random initialisation {verdict} "
+                f"({d:+.3f} validation AUC for the same architecture and budget)."
+            )
     s.append(
         f"The selected model, {sel['label']}, chosen on validation AUC alone, scored on the untouched test set an AUC "
         f"of {_ci(h['auc'])}, accuracy {_ci(h['accuracy'])} and macro-F1 {_ci(h['macro_f1'])}; its expected "
@@ -88,8 +98,10 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     s.append(_per_class_sentence(sel["metrics"]))
     gap = (sel["val_accuracy"] or 0) - h["accuracy"]["value"]
     if abs(gap) > 0.03:
-        s.append(f"Test accuracy differs from validation accuracy ({_f(sel['val_accuracy'])}) by {gap:+.3f}, a shift "
-                 "between the splits that the validation set could not reveal.")
+        s.append(
+            f"Test accuracy differs from validation accuracy ({_f(sel['val_accuracy'])}) by {gap:+.3f}, a shift "
+            "between the splits that the validation set could not reveal."
+        )
     return " ".join(s)
 
 
@@ -102,8 +114,10 @@ def _per_class_sentence(metrics: dict[str, Any]) -> str:
     text = f"Per-class test recall was {recalls}"
     if off.sum() > 0:
         i, j = np.unravel_index(off.argmax(), off.shape)
-        text += (f"; the most frequent error was {names[i]} predicted as {names[j]} ({int(off[i, j])} of "
-                 f"{int(off.sum())} errors)")
+        text += (
+            f"; the most frequent error was {names[i]} predicted as {names[j]} ({int(off[i, j])} of "
+            f"{int(off.sum())} errors)"
+        )
     return text + "."
 
 
@@ -114,10 +128,14 @@ def _ablation_sentence(m: dict[str, Any], run_dir: Path, y_val: np.ndarray | Non
     none = next((r for r in rows if r["regularisation"] == "none"), None)
     top = max(rows, key=lambda r: r["val_auc"] or 0)
     if none is None or top is none:
-        return (f"Among the regularisation settings, none improved on '{top['regularisation']}' in validation AUC "
-                f"({_f(top['val_auc'])}).")
-    text = (f"Of the regularisation settings, {top['regularisation'].replace('_', ' ')} gave the highest validation "
-            f"AUC ({_f(top['val_auc'])} against {_f(none['val_auc'])} without regularisation)")
+        return (
+            f"Among the regularisation settings, none improved on '{top['regularisation']}' in validation AUC "
+            f"({_f(top['val_auc'])})."
+        )
+    text = (
+        f"Of the regularisation settings, {top['regularisation'].replace('_', ' ')} gave the highest validation "
+        f"AUC ({_f(top['val_auc'])} against {_f(none['val_auc'])} without regularisation)"
+    )
     pa, pb = run_dir / "units" / top["name"] / "val_probs.npy", run_dir / "units" / none["name"] / "val_probs.npy"
     if y_val is not None and pa.is_file() and pb.is_file():
         d, lo, hi = paired_auc_difference(y_val, np.load(pa), np.load(pb))

@@ -33,8 +33,9 @@ class DiagnosisConfig:
     """Thresholds of the bias-variance rule (stated in the report)."""
 
     variance_gap: float = option(0.05, "train-minus-validation accuracy above which variance is called high")
-    loss_rise: float = option(0.2, "relative rise of validation loss from its minimum to the last epoch that counts "
-                                   "as overfitting")
+    loss_rise: float = option(
+        0.2, "relative rise of validation loss from its minimum to the last epoch that counts as overfitting"
+    )
     bias_accuracy: float = option(0.9, "training accuracy below which bias is called high")
 
 
@@ -62,12 +63,14 @@ class ImageStudyConfig:
     models: list[str] = option(["mlp", "cnn", "cnn_gap", "resnet18", "resnet50"], "models compared for capacity")
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training of every model"})
     size_fractions: list[float] = option([0.1, 0.25, 0.5, 1.0], "training-set fractions of the size learning curve")
-    regularisation: RegularisationConfig = field(default_factory=RegularisationConfig,
-                                                 metadata={"help": "ablation strengths"})
+    regularisation: RegularisationConfig = field(
+        default_factory=RegularisationConfig, metadata={"help": "ablation strengths"}
+    )
     ablations: list[str] = option(list(ABLATIONS), "rows of the regularisation ablation")
     transfer: list[str] = option(list(TRANSFER_MODES), "EfficientNet-Lite0 modes compared (empty to skip)")
-    transfer_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10),
-                                        metadata={"help": "training of the EfficientNet-Lite0 runs"})
+    transfer_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=10), metadata={"help": "training of the EfficientNet-Lite0 runs"}
+    )
     transfer_input_size: int = option(64, "EfficientNet-Lite0 input size (images are upsampled)")
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig, metadata={"help": "bias-variance rule"})
     train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")
@@ -89,11 +92,11 @@ def load_data(cfg: ImageStudyConfig) -> ImageData:
     else:
         from medassist.data.medmnist import load_medmnist
 
-        data = load_medmnist(cfg.dataset, data_dir=cfg.data_dir or None, download=cfg.download,
-                             progress=cfg.progress)
+        data = load_medmnist(cfg.dataset, data_dir=cfg.data_dir or None, download=cfg.download, progress=cfg.progress)
     if data.task != "multi-class":
-        raise MedAssistError(f"{data.name}: the image study handles single-label tasks; '{data.task}' is not yet "
-                             "supported")
+        raise MedAssistError(
+            f"{data.name}: the image study handles single-label tasks; '{data.task}' is not yet supported"
+        )
     validate_image_data(data)
     if cfg.subsample:
         rng_seed = cfg.train.seed
@@ -111,23 +114,42 @@ def diagnose(history: pd.DataFrame, unit: UnitResult, rule: DiagnosisConfig) -> 
     rise = float((vl[-1] - vl.min()) / max(vl.min(), 1e-12))
     high_variance = gap > rule.variance_gap or rise > rule.loss_rise
     high_bias = unit.train["accuracy"] < rule.bias_accuracy
-    label = ("high bias and high variance" if high_bias and high_variance else "high variance" if high_variance
-             else "high bias" if high_bias else "good fit")
-    return {"label": label, "train_accuracy": unit.train["accuracy"], "val_accuracy": unit.val["accuracy"],
-            "gap_accuracy": gap, "val_loss_rise": rise, "high_bias": high_bias, "high_variance": high_variance}
+    label = (
+        "high bias and high variance"
+        if high_bias and high_variance
+        else "high variance"
+        if high_variance
+        else "high bias"
+        if high_bias
+        else "good fit"
+    )
+    return {
+        "label": label,
+        "train_accuracy": unit.train["accuracy"],
+        "val_accuracy": unit.val["accuracy"],
+        "gap_accuracy": gap,
+        "val_loss_rise": rise,
+        "high_bias": high_bias,
+        "high_variance": high_variance,
+    }
 
 
 def diagnosis_rule(rule: DiagnosisConfig) -> str:
-    return (f"high variance if train accuracy (eval mode, best epoch) exceeds validation accuracy by more than "
-            f"{rule.variance_gap:.2f}, or validation loss at the last epoch is more than {rule.loss_rise:.0%} above "
-            f"its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; good fit otherwise")
+    return (
+        f"high variance if train accuracy (eval mode, best epoch) exceeds validation accuracy by more than "
+        f"{rule.variance_gap:.2f}, or validation loss at the last epoch is more than {rule.loss_rise:.0%} above "
+        f"its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; good fit otherwise"
+    )
 
 
 def ablation_config(name: str, base: TrainConfig, reg: RegularisationConfig) -> tuple[TrainConfig, float]:
     """Training settings and dropout of one ablation row."""
     if name not in ABLATIONS:
         raise MedAssistError(f"unknown ablation '{name}'; choose from {', '.join(ABLATIONS)}")
-    on = (lambda k: name in (k, "all"))
+
+    def on(kind: str) -> bool:
+        return name in (kind, "all")
+
     cfg = dataclasses.replace(
         base,
         augment=base.augment or on("augmentation"),
@@ -165,22 +187,42 @@ def run_image_study(cfg: ImageStudyConfig) -> Path:
 def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     train, val, test = (data.splits[s] for s in ("train", "val", "test"))
     k, c = data.num_classes, data.n_channels
-    common = {"num_classes": k, "in_channels": c, "progress": cfg.progress,
-              "train_eval_samples": cfg.train_eval_samples}
-    run.write_json("data.json", {
-        "name": data.name, "class_names": data.class_names, "channels": c, "image_size": data.image_size,
-        "sizes": {s: len(data.splits[s]) for s in data.splits},
-        "class_counts": {s: np.bincount(data.splits[s].labels.reshape(-1), minlength=k).tolist() for s in data.splits},
-        "info": data.info,
-    })
+    common = {
+        "num_classes": k,
+        "in_channels": c,
+        "progress": cfg.progress,
+        "train_eval_samples": cfg.train_eval_samples,
+    }
+    run.write_json(
+        "data.json",
+        {
+            "name": data.name,
+            "class_names": data.class_names,
+            "channels": c,
+            "image_size": data.image_size,
+            "sizes": {s: len(data.splits[s]) for s in data.splits},
+            "class_counts": {
+                s: np.bincount(data.splits[s].labels.reshape(-1), minlength=k).tolist() for s in data.splits
+            },
+            "info": data.info,
+        },
+    )
 
     pd.DataFrame({"y_true": val.labels.reshape(-1)}).to_csv(run.path("tables/val_labels.csv"), index=False)
 
     # 1. capacity: every model with the same plain recipe
     capacity: dict[str, UnitResult] = {}
     for m in cfg.models:
-        capacity[m], _ = train_unit(run, f"capacity-{m}", model_name=m, model_kwargs={"image_size": data.image_size},
-                                    train=train, val=val, cfg=cfg.train, **common)
+        capacity[m], _ = train_unit(
+            run,
+            f"capacity-{m}",
+            model_name=m,
+            model_kwargs={"image_size": data.image_size},
+            train=train,
+            val=val,
+            cfg=cfg.train,
+            **common,
+        )
     cap_df = pd.DataFrame([u.row() for u in capacity.values()])
     run.write_table("capacity", cap_df)
     # The chosen architecture: best validation AUC; ties go to the smaller model.
@@ -193,12 +235,30 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
         if frac >= 1.0:
             u = capacity[chosen]
         else:
-            u, _ = train_unit(run, f"size-{chosen}-{frac:g}", model_name=chosen,
-                              model_kwargs={"image_size": data.image_size},
-                              train=stratified_fraction(train, frac, cfg.train.seed), val=val, cfg=cfg.train, **common)
-        size_rows.append({"fraction": frac, "n_train": u.n_train, "train_loss": u.train["loss"],
-                          "val_loss": u.val["loss"], "train_accuracy": u.train["accuracy"],
-                          "val_accuracy": u.val["accuracy"], "train_auc": u.train["auc"], "val_auc": u.val["auc"]})
+            # The same number of optimisation steps as the full set, so that a small set is not also undertrained.
+            epochs = min(math.ceil(cfg.train.epochs / frac), 10 * cfg.train.epochs)
+            u, _ = train_unit(
+                run,
+                f"size-{chosen}-{frac:g}",
+                model_name=chosen,
+                model_kwargs={"image_size": data.image_size},
+                train=stratified_fraction(train, frac, cfg.train.seed),
+                val=val,
+                cfg=dataclasses.replace(cfg.train, epochs=epochs),
+                **common,
+            )
+        size_rows.append(
+            {
+                "fraction": frac,
+                "n_train": u.n_train,
+                "train_loss": u.train["loss"],
+                "val_loss": u.val["loss"],
+                "train_accuracy": u.train["accuracy"],
+                "val_accuracy": u.val["accuracy"],
+                "train_auc": u.train["auc"],
+                "val_auc": u.val["auc"],
+            }
+        )
     size_df = pd.DataFrame(size_rows)
     run.write_table("size_curve", size_df)
 
@@ -209,12 +269,27 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
         tcfg, dropout = ablation_config(a, cfg.train, cfg.regularisation)
         kwargs = {"image_size": data.image_size, "dropout": dropout}
         if a == "none" and tcfg == cfg.train:
-            u, model = train_unit(run, f"capacity-{chosen}", model_name=chosen,
-                                  model_kwargs={"image_size": data.image_size}, train=train, val=val, cfg=tcfg,
-                                  **common)
+            u, model = train_unit(
+                run,
+                f"capacity-{chosen}",
+                model_name=chosen,
+                model_kwargs={"image_size": data.image_size},
+                train=train,
+                val=val,
+                cfg=tcfg,
+                **common,
+            )
         else:
-            u, model = train_unit(run, f"ablation-{chosen}-{a}", model_name=chosen, model_kwargs=kwargs, train=train,
-                                  val=val, cfg=tcfg, **common)
+            u, model = train_unit(
+                run,
+                f"ablation-{chosen}-{a}",
+                model_name=chosen,
+                model_kwargs=kwargs,
+                train=train,
+                val=val,
+                cfg=tcfg,
+                **common,
+            )
         row = {"regularisation": a, **u.row(), **_test_row(model, test)}
         abl_rows.append(row)
         candidates[f"{chosen} + {a}"] = (u, row)
@@ -226,9 +301,16 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     for mode in cfg.transfer:
         if mode not in TRANSFER_MODES:
             raise MedAssistError(f"unknown transfer mode '{mode}'; choose from {', '.join(TRANSFER_MODES)}")
-        u, model = train_unit(run, f"transfer-{mode}", model_name="efficientnet_lite0",
-                              model_kwargs={"mode": mode, "input_size": cfg.transfer_input_size},
-                              train=train, val=val, cfg=cfg.transfer_train, **common)
+        u, model = train_unit(
+            run,
+            f"transfer-{mode}",
+            model_name="efficientnet_lite0",
+            model_kwargs={"mode": mode, "input_size": cfg.transfer_input_size},
+            train=train,
+            val=val,
+            cfg=cfg.transfer_train,
+            **common,
+        )
         row = {"mode": mode, **u.row(), **_test_row(model, test)}
         tr_rows.append(row)
         candidates[f"efficientnet_lite0 ({mode})"] = (u, row)
@@ -237,8 +319,9 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
         run.write_table("transfer", tr_df)
 
     # 5. the selected model: best validation AUC over the ablation and transfer candidates
-    ranked = sorted(((k, u) for k, (u, _) in candidates.items()), key=lambda kv: (-_nan0(kv[1].val["auc"]),
-                                                                                  kv[1].params))
+    ranked = sorted(
+        ((k, u) for k, (u, _) in candidates.items()), key=lambda kv: (-_nan0(kv[1].val["auc"]), kv[1].params)
+    )
     from medassist.studies.image_eval import evaluate_selected
 
     by_auc = sorted(capacity.values(), key=lambda u: -_nan0(u.val["auc"]))
@@ -252,20 +335,26 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     abl_hist = {r["regularisation"]: load_history(run, r["name"]) for r in abl_rows}
     plot_learning_curves(abl_hist, run.figure("ablation_curves"), metrics=("loss", "auc"))
     if len(tr_df):
-        plot_learning_curves({r["mode"]: load_history(run, r["name"]) for r in tr_rows}, run.figure("transfer_curves"),
-                             metrics=("loss", "auc"))
+        plot_learning_curves(
+            {r["mode"]: load_history(run, r["name"]) for r in tr_rows},
+            run.figure("transfer_curves"),
+            metrics=("loss", "auc"),
+        )
 
-    run.write_json("metrics.json", {
-        "dataset": data.name,
-        "chosen_architecture": chosen,
-        "diagnosis": diag,
-        "diagnosis_rule": diagnosis_rule(cfg.diagnosis),
-        "capacity": cap_df.to_dict("records"),
-        "size_curve": size_df.to_dict("records"),
-        "ablation": abl_df.to_dict("records"),
-        "transfer": tr_df.to_dict("records"),
-        "selected": selected,
-    })
+    run.write_json(
+        "metrics.json",
+        {
+            "dataset": data.name,
+            "chosen_architecture": chosen,
+            "diagnosis": diag,
+            "diagnosis_rule": diagnosis_rule(cfg.diagnosis),
+            "capacity": cap_df.to_dict("records"),
+            "size_curve": size_df.to_dict("records"),
+            "ablation": abl_df.to_dict("records"),
+            "transfer": tr_df.to_dict("records"),
+            "selected": selected,
+        },
+    )
 
 
 def _nan0(x: float) -> float:

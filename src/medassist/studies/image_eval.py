@@ -20,8 +20,14 @@ if TYPE_CHECKING:
     from medassist.studies.units import UnitResult
 
 
-def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: str, unit: UnitResult,
-                      others: list[tuple[str, UnitResult]] = ()) -> dict[str, Any]:
+def evaluate_selected(
+    run: Run,
+    cfg: ImageStudyConfig,
+    data: ImageData,
+    label: str,
+    unit: UnitResult,
+    others: list[tuple[str, UnitResult]] = (),
+) -> dict[str, Any]:
     """Evaluate the selected model on the test split; write figures, tables and the model; return the numbers.
 
     ``others`` are the remaining candidates, best first: when the selected model has no convolution (the MLP),
@@ -47,13 +53,19 @@ def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: s
 
     per_class = pd.DataFrame([{"class": c, **report["per_class"][c]} for c in names])
     run.write_table("test_per_class", per_class)
-    run.write_table("test_headline", pd.DataFrame([
-        {"metric": k, "value": v["value"], "ci95_low": v["ci_low"], "ci95_high": v["ci_high"]}
-        for k, v in headline.items()
-    ]))
+    run.write_table(
+        "test_headline",
+        pd.DataFrame(
+            [
+                {"metric": k, "value": v["value"], "ci95_low": v["ci_low"], "ci95_high": v["ci_high"]}
+                for k, v in headline.items()
+            ]
+        ),
+    )
     run.write_table("reliability", reliability_bins(y, probs))
     pd.DataFrame({"y_true": y, **{f"p_{c}": probs[:, i] for i, c in enumerate(names)}}).to_csv(
-        run.path("tables/test_predictions.csv"), index=False)
+        run.path("tables/test_predictions.csv"), index=False
+    )
     plot_confusion_matrix(np.asarray(report["confusion_matrix"]), names, run.figure("confusion_matrix"))
     plot_roc(y, probs, names, run.figure("roc"))
     plot_reliability(y, probs, run.figure("reliability"))
@@ -65,15 +77,32 @@ def evaluate_selected(run: Run, cfg: ImageStudyConfig, data: ImageData, label: s
     plot_prediction_grid(test.images[idx], y[idx], pred[idx], conf[idx], names, run.figure("predictions"))
     gradcam_note = _gradcam(run, data, [(label, unit), *others], test.images[idx], y[idx], names)
 
-    run.save_model(model, {
-        "model": unit.model, "model_kwargs": unit.model_kwargs, "num_classes": data.num_classes,
-        "in_channels": data.n_channels, "image_size": data.image_size, "class_names": names,
-        "normalisation": {"scale": 1 / 255, "mean": 0.5, "std": 0.5}, "selected_as": label,
+    run.save_model(
+        model,
+        {
+            "model": unit.model,
+            "model_kwargs": unit.model_kwargs,
+            "num_classes": data.num_classes,
+            "in_channels": data.n_channels,
+            "image_size": data.image_size,
+            "class_names": names,
+            "normalisation": {"scale": 1 / 255, "mean": 0.5, "std": 0.5},
+            "selected_as": label,
+            "unit": unit.name,
+        },
+    )
+    return {
+        "label": label,
         "unit": unit.name,
-    })
-    return {"label": label, "unit": unit.name, "model": unit.model, "model_kwargs": unit.model_kwargs,
-            "val_auc": unit.val["auc"], "val_accuracy": unit.val["accuracy"], "headline": headline,
-            "metrics": report, "gradcam": gradcam_note, "example_indices": idx.tolist()}
+        "model": unit.model,
+        "model_kwargs": unit.model_kwargs,
+        "val_auc": unit.val["auc"],
+        "val_accuracy": unit.val["accuracy"],
+        "headline": headline,
+        "metrics": report,
+        "gradcam": gradcam_note,
+        "example_indices": idx.tolist(),
+    }
 
 
 def _load_unit(run: Run, data: ImageData, unit: UnitResult) -> torch.nn.Module:
@@ -82,8 +111,14 @@ def _load_unit(run: Run, data: ImageData, unit: UnitResult) -> torch.nn.Module:
     return model.eval()
 
 
-def _gradcam(run: Run, data: ImageData, candidates: list[tuple[str, UnitResult]], images: np.ndarray, y: np.ndarray,
-             names: list[str]) -> str:
+def _gradcam(
+    run: Run,
+    data: ImageData,
+    candidates: list[tuple[str, UnitResult]],
+    images: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+) -> str:
     """Grad-CAM of the predicted class for the first candidate that has a convolutional layer."""
     from medassist.evaluate import plot_prediction_grid
     from medassist.explain import find_last_conv, grad_cam
@@ -100,7 +135,9 @@ def _gradcam(run: Run, data: ImageData, candidates: list[tuple[str, UnitResult]]
         plot_prediction_grid(images, y, pred, conf, names, run.figure("gradcam"), overlays=maps)
         note = f"Grad-CAM of the predicted class at layer '{layer_name}' (captum LayerGradCam, relu_attributions=True)"
         if i > 0:
-            note += (f"; drawn for {label}, the best validation candidate with convolutions, because the selected "
-                     f"model has none (its own predictions are in the grid above)")
+            note += (
+                f"; drawn for {label}, the best validation candidate with convolutions, because the selected "
+                f"model has none (its own predictions are in the grid above)"
+            )
         return note
     return "not drawn: no candidate model has a convolutional layer"

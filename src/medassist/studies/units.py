@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -43,13 +42,27 @@ class UnitResult:
 
     def row(self) -> dict[str, Any]:
         return {
-            "name": self.name, "model": self.model, "params": self.params, "trainable_params": self.trainable_params,
-            "n_train": self.n_train, "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+            "name": self.name,
+            "model": self.model,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "n_train": self.n_train,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
             "train_time_s": self.train_time,
-            "train_loss": self.train["loss"], "train_accuracy": self.train["accuracy"], "train_auc": self.train["auc"],
-            "val_loss": self.val["loss"], "val_accuracy": self.val["accuracy"], "val_auc": self.val["auc"],
+            "train_loss": self.train["loss"],
+            "train_accuracy": self.train["accuracy"],
+            "train_auc": self.train["auc"],
+            "val_loss": self.val["loss"],
+            "val_accuracy": self.val["accuracy"],
+            "val_auc": self.val["auc"],
             "val_macro_f1": self.val["macro_f1"],
             "gap_accuracy": self.train["accuracy"] - self.val["accuracy"],
+            "stopped_by": "time budget"
+            if self.budget_reached
+            else "early stopping"
+            if self.stopped_early
+            else "epochs",
         }
 
 
@@ -96,15 +109,33 @@ def train_unit(
         return UnitResult(**run.read_json(f"units/{name}/result.json")), model
 
     t0 = time.perf_counter()
-    result = fit(model, train, val, cfg, num_classes=num_classes, checkpoint=unit_dir / "checkpoint.pt", resume=True,
-                 progress=progress, desc=name, step_fn=step_fn)
+    result = fit(
+        model,
+        train,
+        val,
+        cfg,
+        num_classes=num_classes,
+        checkpoint=unit_dir / "checkpoint.pt",
+        resume=True,
+        progress=progress,
+        desc=name,
+        step_fn=step_fn,
+    )
     train_eval = _subset(train, train_eval_samples, cfg.seed)
     unit = UnitResult(
-        name=name, model=model_name, model_kwargs=model_kwargs,
-        params=count_parameters(model), trainable_params=count_parameters(model, trainable_only=True),
-        best_epoch=result.best_epoch, epochs_run=len(result.history), train_time=result.train_time,
-        stopped_early=result.stopped_early, budget_reached=result.budget_reached, n_train=len(train),
-        train=split_metrics(model, train_eval, METRICS), val=split_metrics(model, val, METRICS, save_to=unit_dir),
+        name=name,
+        model=model_name,
+        model_kwargs=model_kwargs,
+        params=count_parameters(model),
+        trainable_params=count_parameters(model, trainable_only=True),
+        best_epoch=result.best_epoch,
+        epochs_run=len(result.history),
+        train_time=result.train_time,
+        stopped_early=result.stopped_early,
+        budget_reached=result.budget_reached,
+        n_train=len(train),
+        train=split_metrics(model, train_eval, METRICS),
+        val=split_metrics(model, val, METRICS, save_to=unit_dir),
         extra={"config": to_dict(cfg), "wall_time": time.perf_counter() - t0},
     )
     run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))
@@ -135,4 +166,3 @@ def stratified_fraction(split: Split, fraction: float, seed: int) -> Split:
     idx = np.sort(np.concatenate(keep))
     meta = None if split.metadata is None else split.metadata.iloc[idx].reset_index(drop=True)
     return Split(split.images[idx], split.labels[idx], meta)
-

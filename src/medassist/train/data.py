@@ -20,8 +20,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.sub_(MEAN).div_(STD)
 
 
-def batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, drop_singleton: bool = True
-            ) -> Iterator[torch.Tensor]:
+def batches(
+    n: int, batch_size: int, *, generator: torch.Generator | None = None, drop_singleton: bool = True
+) -> Iterator[torch.Tensor]:
     """Index batches over ``n`` samples, shuffled when a generator is given.
 
     A final batch of one sample is dropped in training, since BatchNorm cannot normalise a single image.

@@ -222,20 +222,36 @@ def fit(
         elapsed += epoch_time
         stopped_early = cfg.early_stopping and bad_epochs >= cfg.patience
         reason = "early_stopping" if stopped_early else "time_budget" if budget_reached else ""
-        rows.append({
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            **{f"val_{k}": v for k, v in val_metrics.items()},
-            "lr": lr,
-            "epoch_time": epoch_time,
-            "samples": seen,
-            "stop_reason": reason,
-        })
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                **{f"val_{k}": v for k, v in val_metrics.items()},
+                "lr": lr,
+                "epoch_time": epoch_time,
+                "samples": seen,
+                "stop_reason": reason,
+            }
+        )
         norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(n_steps, 1)} for k, v in sums.items()]
         if ckpt is not None:
-            _save_checkpoint(ckpt, model, optimizer, scheduler, epoch, rows, norm_rows, best_state, best_score,
-                             best_epoch, bad_epochs, elapsed, gen, cfg)
+            _save_checkpoint(
+                ckpt,
+                model,
+                optimizer,
+                scheduler,
+                epoch,
+                rows,
+                norm_rows,
+                best_state,
+                best_score,
+                best_epoch,
+                bad_epochs,
+                elapsed,
+                gen,
+                cfg,
+            )
         bar.update(1)
         bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{best_score:.4f}"})
         if stopped_early or budget_reached:
@@ -259,12 +275,28 @@ def fit(
 
 
 def _diverged(desc: str, epoch: int, cfg: TrainConfig) -> None:
-    raise MedAssistError(f"{desc}: training diverged (the loss became non-finite) at epoch {epoch}; lower the "
-                         f"learning rate (lr={cfg.lr})")
+    raise MedAssistError(
+        f"{desc}: training diverged (the loss became non-finite) at epoch {epoch}; lower the "
+        f"learning rate (lr={cfg.lr})"
+    )
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch, rows, norm_rows, best_state, best_score,
-                     best_epoch, bad_epochs, elapsed, gen, cfg) -> None:
+def _save_checkpoint(
+    path: Path,
+    model,
+    optimizer,
+    scheduler,
+    epoch,
+    rows,
+    norm_rows,
+    best_state,
+    best_score,
+    best_epoch,
+    bad_epochs,
+    elapsed,
+    gen,
+    cfg,
+) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
