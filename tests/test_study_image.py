@@ -153,3 +153,26 @@ def test_failed_run_is_marked_failed_and_resumes(real_data_dir: Path, tmp_path: 
     assert main([*argv, "--resume", str(run)]) == 0
     assert Run(run).status()["status"] == "complete"
     assert done.stat().st_mtime_ns == stamp, "a finished model is reused on resume, not retrained"
+
+
+def test_study_on_own_image_folder(tmp_path: Path) -> None:
+    """The study runs on a user's folder of PNGs (one subfolder per class) at another input size."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, bright in (("benign", 60), ("malignant", 190)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(30):
+            arr = np.clip(rng.normal(bright, 30, (20, 20)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / "imgs" / cls / f"{i}.png")
+    out = tmp_path / "runs"
+    argv = ["image", "--profile", "debug", "--images", str(tmp_path / "imgs"), "--image-size", "16", "--out", str(out),
+            "--progress", "false", "--models", "cnn,cnn_gap", "--transfer", "[]", "--size-fractions", "1.0",
+            "--ablations", "none,dropout", "--train.epochs", "3"]
+    assert main(argv) == 0
+    (run,) = list(out.iterdir())
+    data = json.loads((run / "data.json").read_text())
+    assert data["class_names"] == ["benign", "malignant"] and data["image_size"] == 16
+    assert sum(data["sizes"].values()) == 60
+    assert (run / "report.md").is_file() and (run / "figures" / "gradcam.png").is_file()

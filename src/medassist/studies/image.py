@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from medassist.config import TrainConfig, option, to_dict
 from medassist.data.types import ImageData, Split, validate_image_data
@@ -211,6 +213,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     pd.DataFrame({"y_true": val.labels.reshape(-1)}).to_csv(run.path("tables/val_labels.csv"), index=False)
 
     # 1. capacity: every model with the same plain recipe
+    _stage(cfg, 1, f"capacity: {', '.join(cfg.models)}")
     capacity: dict[str, UnitResult] = {}
     for m in cfg.models:
         capacity[m], _ = train_unit(
@@ -230,6 +233,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     diag = diagnose(load_history(run, f"capacity-{chosen}"), capacity[chosen], cfg.diagnosis)
 
     # 2. learning curve over training-set size for the chosen model
+    _stage(cfg, 2, f"size learning curve of {chosen} (diagnosis: {diag['label']})")
     size_rows = []
     for frac in cfg.size_fractions:
         if frac >= 1.0:
@@ -263,6 +267,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     run.write_table("size_curve", size_df)
 
     # 3. regularisation ablation on the chosen model (validation chooses; test only reported)
+    _stage(cfg, 3, f"regularisation ablation of {chosen}")
     candidates: dict[str, tuple[UnitResult, dict]] = {}
     abl_rows = []
     for a in cfg.ablations:
@@ -297,6 +302,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     run.write_table("ablation", abl_df)
 
     # 4. transfer learning with EfficientNet-Lite0
+    _stage(cfg, 4, "transfer learning (EfficientNet-Lite0)")
     tr_rows = []
     for mode in cfg.transfer:
         if mode not in TRANSFER_MODES:
@@ -319,6 +325,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
         run.write_table("transfer", tr_df)
 
     # 5. the selected model: best validation AUC over the ablation and transfer candidates
+    _stage(cfg, 5, "test evaluation, Grad-CAM and report")
     ranked = sorted(
         ((k, u) for k, (u, _) in candidates.items()), key=lambda kv: (-_nan0(kv[1].val["auc"]), kv[1].params)
     )
@@ -355,6 +362,11 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
             "selected": selected,
         },
     )
+
+
+def _stage(cfg: ImageStudyConfig, i: int, text: str) -> None:
+    if cfg.progress:
+        tqdm.write(f"[{i}/5] {text}", file=sys.stderr)
 
 
 def _nan0(x: float) -> float:
