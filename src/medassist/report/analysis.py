@@ -30,6 +30,17 @@ def paired_auc_difference(
     return float(auc(y, p_a) - auc(y, p_b)), float(lo), float(hi)
 
 
+# What the diagnosis says to try, stated before the ablation's result.
+REMEDY = {
+    "high variance": "High variance calls for regularisation or more data, which the ablation and the size curve test.",
+    "high bias": "High bias calls for more capacity or longer training rather than regularisation; the ablation "
+    "shows whether regularisation costs accuracy here.",
+    "high bias and high variance": "Both call for different remedies: more capacity for the bias, regularisation for "
+    "the variance; the ablation tests the second.",
+    "good fit": "A good fit leaves regularisation only a small margin to gain, which the ablation measures.",
+}
+
+
 def _f(x: float, d: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
 
@@ -66,6 +77,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss ended "
         f"{diag['val_loss_rise']:.0%} above its minimum; by the stated rule the diagnosis is {diag['label']}."
     )
+    s.append(REMEDY[diag["label"]])
     if len(size) > 1:
         a, b = size[0], size[-1]
         trend = (

@@ -175,6 +175,12 @@ def run_image_study(cfg: ImageStudyConfig) -> Path:
         raise MedAssistError(f"unknown model '{unknown[0]}'; known models: {', '.join(list_models())}")
     if not cfg.models:
         raise MedAssistError("give at least one model in `models`")
+    for value, known, what in ((cfg.ablations, ABLATIONS, "ablation"), (cfg.transfer, TRANSFER_MODES, "transfer mode")):
+        bad = [v for v in value if v not in known]
+        if bad:
+            raise MedAssistError(f"unknown {what} '{bad[0]}'; choose from {', '.join(known)}")
+    if any(not 0 < f <= 1 for f in cfg.size_fractions):
+        raise MedAssistError(f"size_fractions must lie in (0, 1]; got {cfg.size_fractions}")
     data = load_data(cfg)
     name = f"image-{data.name}"
     run = Run.create(cfg.out, name, to_dict(cfg), resume=cfg.resume or None)
