@@ -30,6 +30,8 @@ def paired_auc_difference(
     return float(auc(y, p_a) - auc(y, p_b)), float(lo), float(hi)
 
 
+MAX_WORDS = 300
+
 # What the diagnosis says to try, stated before the ablation's result.
 REMEDY = {
     "high variance": "High variance calls for regularisation or more data, which the ablation and the size curve test.",
@@ -57,7 +59,8 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     size = m["size_curve"]
     sel = m["selected"]
     h = sel["headline"]
-    s = []
+    s: list[str] = []
+    optional: list[int] = []  # sentences dropped first (last first) if the text would pass MAX_WORDS
     s.append(
         f"On {data['name']} ({data['sizes']['train']} training, {data['sizes']['val']} validation and "
         f"{data['sizes']['test']} test images, {len(data['class_names'])} classes), {len(cap)} architectures were "
@@ -68,6 +71,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     if len(cap) > 1:
         bigger = [r for r in cap if r["params"] > best["params"]]
         if bigger:
+            optional.append(len(s))
             s.append(
                 f"Larger models did not help here: {', '.join(r['model'] for r in bigger)} had more parameters "
                 f"but lower validation AUC, within the epochs and time they were given."
@@ -77,6 +81,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss ended "
         f"{diag['val_loss_rise']:.0%} above its minimum; by the stated rule the diagnosis is {diag['label']}."
     )
+    optional.append(len(s))
     s.append(REMEDY[diag["label"]])
     if len(size) > 1:
         a, b = size[0], size[-1]
@@ -98,6 +103,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         if "finetune" in tr and "scratch" in tr:
             d = (tr["finetune"]["val_auc"] or 0) - (tr["scratch"]["val_auc"] or 0)
             verdict = "helped" if d > 0.005 else "hurt" if d < -0.005 else "made no material difference"
+            optional.append(len(s))
             s.append(
                 f"Starting from ImageNet weights instead of a random initialisation {verdict} "
                 f"({d:+.3f} validation AUC for the same architecture and budget)."
@@ -110,11 +116,17 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     s.append(_per_class_sentence(sel["metrics"]))
     gap = (sel["val_accuracy"] or 0) - h["accuracy"]["value"]
     if abs(gap) > 0.03:
+        optional.append(len(s))
         s.append(
-            f"Test accuracy differs from validation accuracy ({_f(sel['val_accuracy'])}) by {gap:+.3f}, a shift "
-            "between the splits that the validation set could not reveal."
+            f"Test accuracy was {'lower' if gap > 0 else 'higher'} than validation accuracy "
+            f"({_f(h['accuracy']['value'])} against {_f(sel['val_accuracy'])}), a shift between the splits that the "
+            "validation set could not reveal."
         )
-    return " ".join(s)
+    for i in reversed(optional):
+        if sum(len(x.split()) for x in s) <= MAX_WORDS:
+            break
+        s[i] = ""
+    return " ".join(x for x in s if x)
 
 
 def _per_class_sentence(metrics: dict[str, Any]) -> str:
