@@ -64,6 +64,7 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss")
     time_budget: float = option(0.0, "stop training after this many seconds (0 = no limit); checked after every step")
     grad_norms: bool = option(False, "record per-layer gradient norms every epoch (grad_norms.csv)")
+    bf16: bool = option(False, "bfloat16 autocast on CPU for the forward pass (faster on CPUs with bf16 support)")
     seed: int = option(0, "random seed (same seed, same numbers on CPU)")
     threads: int = option(0, "CPU threads for PyTorch (0 = all cores)")
 

@@ -14,6 +14,7 @@ from medassist.evaluate.metrics import (
     headline_metrics_with_ci,
     macro_f1,
 )
+from medassist.evaluate.multilabel import MULTILABEL_METRICS, per_label_auc
 
 # The plot functions load on first use: importing plots switches matplotlib to the Agg backend, which
 # code that only wants metrics (or a notebook with its own backend) should not pay for.
@@ -30,6 +31,9 @@ _PLOTS = (
 __all__ = [
     "GREATER_IS_BETTER",
     "METRICS",
+    "MULTILABEL_METRICS",
+    "metrics_for",
+    "per_label_auc",
     "accuracy",
     "auc",
     "bootstrap_ci",
@@ -55,3 +59,8 @@ def __getattr__(name: str) -> object:
 
         return getattr(plots, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def metrics_for(task: str) -> dict:
+    """The selection metrics of a task: ``METRICS`` (multi-class) or ``MULTILABEL_METRICS`` (multi-label)."""
+    return MULTILABEL_METRICS if task == "multi-label" else METRICS

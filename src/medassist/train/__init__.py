@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from medassist.train.data import predict_proba, to_tensor
-from medassist.train.engine import FitResult, evaluate_split, fit, seed_everything
+from medassist.train.data import ImageBatcher, TokenBatcher, predict_proba, to_tensor
+from medassist.train.engine import FitResult, Labelled, fit, seed_everything
 
-__all__ = ["FitResult", "evaluate_split", "fit", "predict_proba", "seed_everything", "to_tensor"]
+__all__ = [
+    "FitResult",
+    "ImageBatcher",
+    "Labelled",
+    "TokenBatcher",
+    "fit",
+    "predict_proba",
+    "seed_everything",
+    "to_tensor",
+]

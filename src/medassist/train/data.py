@@ -1,8 +1,17 @@
-"""Images in memory as normalised tensors, and seeded mini-batches over them (no DataLoader overhead)."""
+"""What the engine trains on: in-memory batchers with seeded mini-batches (no DataLoader overhead).
+
+- :class:`ImageBatcher`: uint8 images normalised once to a float tensor; batches are index slices.
+- :class:`TokenBatcher`: ragged token ids; batches are bucketed by length and padded per batch (dynamic
+  padding), so a batch of short reports does not pay for the longest one.
+
+Both give ``order(batch_size, generator)`` (index batches; shuffled when a generator is given) and
+``inputs(idx)`` (the model's positional arguments for those samples).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -10,6 +19,7 @@ import torch
 from medassist.errors import DataError
 
 MEAN, STD = 0.5, 0.5  # the MedMNIST protocol: pixels/255 normalised to [-1, 1]
+TASKS = ("multi-class", "multi-label")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -35,12 +45,116 @@ def batches(
         yield idx
 
 
+class Batcher(Protocol):
+    """The engine's view of a data split."""
+
+    def __len__(self) -> int: ...
+
+    def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]: ...
+
+    def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+
+class ImageBatcher:
+    """Images (uint8 N x C x H x W, or an already normalised float tensor) for image models."""
+
+    augmentable = True
+
+    def __init__(self, images: np.ndarray | torch.Tensor) -> None:
+        self.x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        return batches(len(self.x), batch_size, generator=generator)
+
+    def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.x[idx],)
+
+
+class TokenBatcher:
+    """Token id sequences for text models: ``model(input_ids (B, T), attention_mask (B, T))``, padded with 0.
+
+    Training batches are drawn from length buckets: the shuffled samples are cut into pools of ``pool`` batches,
+    each pool is sorted by length and cut into batches, and the batches are shuffled.
+    """
+
+    augmentable = False
+
+    def __init__(self, ids: Sequence[Sequence[int]], *, pad_id: int = 0, pool: int = 50) -> None:
+        if any(len(s) == 0 for s in ids):
+            first = next(i for i, s in enumerate(ids) if len(s) == 0)
+            raise DataError(f"sequence {first} has no tokens; drop or fill empty texts before training")
+        self.ids = [torch.as_tensor(s, dtype=torch.long) for s in ids]
+        self.lengths = torch.tensor([len(s) for s in ids])
+        self.pad_id, self.pool = pad_id, pool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        n = len(self.ids)
+        if generator is None:  # evaluation: sorted by length, the fewest padded tokens
+            idx = torch.argsort(self.lengths, stable=True)
+            yield from (idx[i : i + batch_size] for i in range(0, n, batch_size))
+            return
+        perm = torch.randperm(n, generator=generator)
+        out: list[torch.Tensor] = []
+        step = batch_size * self.pool
+        for start in range(0, n, step):
+            chunk = perm[start : start + step]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        for j in torch.randperm(len(out), generator=generator).tolist():
+            if len(out[j]) >= 2:
+                yield out[j]
+
+    def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        seqs = [self.ids[i] for i in idx.tolist()]
+        ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=self.pad_id)  # (B, T)
+        mask = torch.arange(ids.shape[1])[None, :] < self.lengths[idx][:, None]  # (B, T) True for real tokens
+        return ids, mask
+
+
+def as_batcher(data: np.ndarray | torch.Tensor | Batcher) -> Batcher:
+    """Images become an :class:`ImageBatcher`; a batcher is returned as it is."""
+    return ImageBatcher(data) if isinstance(data, (np.ndarray, torch.Tensor)) else data
+
+
+def main_logits(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The primary logits of a model output (a multi-task model returns a tuple, its main head first)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Softmax over classes (multi-class) or a sigmoid per label (multi-label), in float64."""
+    logits = logits.double()
+    return torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, dim=1)
+
+
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities (N, K) of ``model`` on uint8 images (or an already normalised tensor)."""
-    x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+def predict_proba(
+    model: torch.nn.Module,
+    data: np.ndarray | torch.Tensor | Batcher,
+    *,
+    task: str = "multi-class",
+    batch_size: int = 512,
+    bf16: bool = False,
+) -> np.ndarray:
+    """Probabilities (N, K) of ``model`` on images (uint8 array or normalised tensor) or a batcher, in input order."""
+    batcher = as_batcher(data)
     was_training = model.training
     model.eval()
-    out = [torch.softmax(model(x[idx]).double(), dim=1) for idx in batches(len(x), batch_size)]
+    parts, order = [], []
+    for idx in batcher.order(batch_size):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = main_logits(model(*batcher.inputs(idx)))
+        parts.append(probabilities(logits.float(), task))
+        order.append(idx)
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float64)
+    probs = torch.empty((len(batcher), parts[0].shape[1]), dtype=torch.float64)
+    probs[torch.cat(order)] = torch.cat(parts)
+    return probs.numpy()

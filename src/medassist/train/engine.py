@@ -26,14 +26,31 @@ from medassist.config import TrainConfig, to_dict
 from medassist.data.types import Split
 from medassist.errors import MedAssistError
 from medassist.evaluate.metrics import METRICS
+from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.train.augment import augment_batch
-from medassist.train.data import batches, predict_proba, to_tensor
+from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba
 from medassist.train.optim import build_optimizer, build_scheduler
 from medassist.utils.io import atomic_path
 
-# step_fn(model, x, y) -> (loss, logits): the part of a training step that differs between studies.
-StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-MONITORS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
+# step_fn(model, inputs, y) -> (loss, logits): the part of a training step that differs between studies.
+# ``inputs`` is the tuple of the model's positional arguments (images, or token ids and mask).
+StepFn = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+MONITORS = ("val_auc", "val_accuracy", "val_macro_f1", "val_micro_f1", "val_loss")
+
+
+@dataclass
+class Labelled:
+    """A batcher and its labels: (N,) class indices (multi-class) or (N, K) 0/1 (multi-label)."""
+
+    batcher: Batcher
+    labels: np.ndarray
+
+
+def as_labelled(data: Split | Labelled) -> Labelled:
+    """An image :class:`Split` becomes an image batcher with its labels; a :class:`Labelled` passes through."""
+    if isinstance(data, Labelled):
+        return data
+    return Labelled(ImageBatcher(data.images), data.labels)
 
 
 @dataclass
@@ -92,19 +109,33 @@ def _is_better(score: float, best: float, monitor: str) -> bool:
     return score < best if monitor.endswith("loss") else score > best
 
 
-def evaluate_split(model: nn.Module, x: torch.Tensor, y: np.ndarray, *, batch_size: int = 512) -> dict[str, float]:
-    """Loss, accuracy, AUC and macro-F1 of ``model`` on a normalised tensor ``x`` with labels ``y``."""
-    probs = predict_proba(model, x, batch_size=batch_size)
-    return {name: float(fn(y, probs)) for name, fn in METRICS.items()}
+def pos_weights(labels: np.ndarray, cap: float = 100.0) -> torch.Tensor:
+    """Multi-label positive weights: negatives / positives per label, capped (a label without positives gets 1)."""
+    pos = labels.sum(0).astype(np.float64)
+    neg = len(labels) - pos
+    return torch.tensor(np.where(pos > 0, np.minimum(neg / np.maximum(pos, 1), cap), 1.0), dtype=torch.float32)
+
+
+def default_loss(
+    task: str, cfg: TrainConfig, labels: np.ndarray, num_classes: int
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy (multi-class, optional class weights and label smoothing) or binary cross-entropy per label
+    (multi-label, optional positive weights)."""
+    if task == "multi-label":
+        pw = pos_weights(labels) if cfg.class_weights else None
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pw)
+    weight = class_weights(labels, num_classes) if cfg.class_weights else None
+    return lambda logits, y: F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
 
 
 def fit(
     model: nn.Module,
-    train: Split,
-    val: Split,
+    train: Split | Labelled,
+    val: Split | Labelled,
     cfg: TrainConfig,
     *,
     num_classes: int,
+    task: str = "multi-class",
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -114,16 +145,18 @@ def fit(
     """Train ``model`` on ``train``, validating on ``val`` after every epoch.
 
     Args:
-        model: any ``nn.Module`` mapping (B, C, H, W) to (B, num_classes) logits.
-        train: training images (uint8, N x C x H x W) and integer labels.
-        val: validation split; selects the best epoch and drives early stopping. Never the test split.
+        model: any ``nn.Module`` mapping the batcher's inputs to (B, num_classes) logits (or a tuple whose first
+            element is those logits, for multi-task models with their own ``step_fn``).
+        train: an image :class:`Split`, or a :class:`Labelled` batcher (e.g. token ids for text models).
+        val: validation data; selects the best epoch and drives early stopping. Never the test split.
         cfg: optimiser, schedule, regularisation and stopping settings.
-        num_classes: number of classes.
+        num_classes: number of classes (multi-class) or labels (multi-label).
+        task: "multi-class" (softmax, cross-entropy) or "multi-label" (sigmoid, binary cross-entropy).
         checkpoint: file written after every epoch (model, optimiser, schedule, history, RNG state).
         resume: continue from ``checkpoint`` if it exists.
         progress: show a progress bar.
         desc: label of the progress bar.
-        step_fn: replaces the default cross-entropy step; returns (loss, logits).
+        step_fn: replaces the default loss step; returns (loss, logits).
 
     Returns:
         A :class:`FitResult`; the model is left holding the best epoch's weights.
@@ -132,16 +165,22 @@ def fit(
         raise MedAssistError(f"unknown monitor '{cfg.monitor}'; choose one of {', '.join(MONITORS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
+    if task not in TASKS:
+        raise MedAssistError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
     seed_everything(cfg.seed, cfg.threads)
-    x_train, y_train = to_tensor(train.images), torch.from_numpy(train.labels.reshape(-1).astype(np.int64))
-    x_val, y_val = to_tensor(val.images), val.labels.reshape(-1).astype(np.int64)
-    steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+    train, val = as_labelled(train), as_labelled(val)
+    y_labels = train.labels if task == "multi-label" else train.labels.reshape(-1)
+    y_train = torch.from_numpy(y_labels.astype(np.int64))
+    y_val = val.labels if task == "multi-label" else val.labels.reshape(-1).astype(np.int64)
+    steps_per_epoch = max(1, math.ceil(len(train.batcher) / cfg.batch_size))
+    metrics = MULTILABEL_METRICS if task == "multi-label" else METRICS
+    loss_fn = default_loss(task, cfg, y_labels, num_classes)
 
-    weight = class_weights(train.labels, num_classes) if cfg.class_weights else None
-
-    def default_step(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = m(xb)
-        return F.cross_entropy(logits, yb, weight=weight, label_smoothing=cfg.label_smoothing), logits
+    def default_step(
+        m: nn.Module, inputs: tuple[torch.Tensor, ...], yb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = m(*inputs)
+        return loss_fn(logits, yb), logits
 
     step = step_fn or default_step
     optimizer = build_optimizer(model, cfg)
@@ -174,14 +213,15 @@ def fit(
             break
         t0 = time.perf_counter()
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen = 0.0, 0.0, 0
         sums: dict[str, float] = {}
         n_steps = 0
-        for idx in batches(len(x_train), cfg.batch_size, generator=gen):
-            xb, yb = x_train[idx], y_train[idx]
-            if cfg.augment:
-                xb = augment_batch(xb, cfg.augmentation, gen)
-            loss, logits = step(model, xb, yb)
+        for idx in train.batcher.order(cfg.batch_size, generator=gen):
+            inputs, yb = train.batcher.inputs(idx), y_train[idx]
+            if cfg.augment and getattr(train.batcher, "augmentable", False):
+                inputs = (augment_batch(inputs[0], cfg.augmentation, gen), *inputs[1:])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, logits = step(model, inputs, yb)
             if not torch.isfinite(loss):
                 _diverged(desc, epoch, cfg)
             optimizer.zero_grad(set_to_none=True)
@@ -198,15 +238,15 @@ def fit(
                 scheduler.step()  # type: ignore[union-attr]
             n_steps += 1
             loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(1) == yb).sum())
+            correct += _n_correct(logits.detach().float(), yb, task)
             seen += len(idx)
             if cfg.time_budget and elapsed + time.perf_counter() - t0 > cfg.time_budget:
                 budget_reached = True
                 break
-        val_probs = predict_proba(model, x_val)
+        val_probs = predict_proba(model, val.batcher, task=task, bf16=cfg.bf16)
         if not np.isfinite(val_probs).all():
             _diverged(desc, epoch, cfg)
-        val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in METRICS.items()}
+        val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
         lr = optimizer.param_groups[0]["lr"]
         monitored = val_metrics[cfg.monitor.removeprefix("val_")]
         if scheduler is not None and cfg.scheduler == "plateau":
@@ -272,6 +312,13 @@ def fit(
         train_time=elapsed,
         grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
     )
+
+
+def _n_correct(logits: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    """Correct predictions in a batch: cases (multi-class) or labels averaged per case (multi-label)."""
+    if task == "multi-label":
+        return float(((logits > 0) == (y > 0)).float().mean(1).sum())
+    return float((logits.argmax(1) == y).sum())
 
 
 def _diverged(desc: str, epoch: int, cfg: TrainConfig) -> None:
