@@ -17,7 +17,7 @@ from medassist.data.types import Split
 from medassist.models import count_parameters, create_model
 from medassist.run import Run
 from medassist.train import fit, predict_proba
-from medassist.train.engine import StepFn
+from medassist.train.engine import Labelled, StepFn, as_labelled
 from medassist.utils.io import atomic_path
 
 
@@ -66,17 +66,19 @@ class UnitResult:
         }
 
 
-def _subset(split: Split, n: int, seed: int) -> Split:
-    if n <= 0 or n >= len(split):
-        return split
-    idx = np.sort(np.random.default_rng(seed).choice(len(split), n, replace=False))
-    return Split(split.images[idx], split.labels[idx], None if split.metadata is None else split.metadata.iloc[idx])
+def _subset(data: Labelled, n: int, seed: int) -> Labelled:
+    if n <= 0 or n >= len(data):
+        return data
+    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
 
 
-def split_metrics(model: nn.Module, split: Split, metrics: dict, *, save_to: Path | None = None) -> dict[str, float]:
-    """Metrics of ``model`` on ``split``; with ``save_to``, also write the probabilities (val_probs.npy) there."""
-    probs = predict_proba(model, split.images)
-    y = split.labels.reshape(-1)
+def split_metrics(
+    model: nn.Module, data: Split | Labelled, metrics: dict, *, task: str = "multi-class", save_to: Path | None = None
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``data``; with ``save_to``, also write the probabilities (val_probs.npy) there."""
+    data = as_labelled(data)
+    probs = predict_proba(model, data.batcher, task=task)
+    y = data.labels if task == "multi-label" else data.labels.reshape(-1)
     if save_to is not None:
         with atomic_path(save_to / "val_probs.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, probs)
@@ -89,18 +91,20 @@ def train_unit(
     *,
     model_name: str,
     model_kwargs: dict[str, Any],
-    train: Split,
-    val: Split,
+    train: Split | Labelled,
+    val: Split | Labelled,
     cfg: TrainConfig,
     num_classes: int,
-    in_channels: int,
+    in_channels: int = 1,
+    task: str = "multi-class",
     train_eval_samples: int = 2000,
     progress: bool = True,
     step_fn: StepFn | None = None,
 ) -> tuple[UnitResult, nn.Module]:
     """Train (or, if already done in this run folder, reload) one model; write its history and result."""
-    from medassist.evaluate.metrics import METRICS
+    from medassist.evaluate import metrics_for
 
+    metrics = metrics_for(task)
     unit_dir = run.path(f"units/{name}/x").parent
     weights = unit_dir / "best.safetensors"
     model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **model_kwargs)
@@ -115,13 +119,14 @@ def train_unit(
         val,
         cfg,
         num_classes=num_classes,
+        task=task,
         checkpoint=unit_dir / "checkpoint.pt",
         resume=True,
         progress=progress,
         desc=name,
         step_fn=step_fn,
     )
-    train_eval = _subset(train, train_eval_samples, cfg.seed)
+    train_eval = _subset(as_labelled(train), train_eval_samples, cfg.seed)
     unit = UnitResult(
         name=name,
         model=model_name,
@@ -134,8 +139,8 @@ def train_unit(
         stopped_early=result.stopped_early,
         budget_reached=result.budget_reached,
         n_train=len(train),
-        train=split_metrics(model, train_eval, METRICS),
-        val=split_metrics(model, val, METRICS, save_to=unit_dir),
+        train=split_metrics(model, train_eval, metrics, task=task),
+        val=split_metrics(model, val, metrics, task=task, save_to=unit_dir),
         extra={"config": to_dict(cfg), "wall_time": time.perf_counter() - t0},
     )
     run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))

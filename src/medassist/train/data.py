@@ -54,6 +54,8 @@ class Batcher(Protocol):
 
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
 
+    def subset(self, idx: np.ndarray) -> Batcher: ...
+
 
 class ImageBatcher:
     """Images (uint8 N x C x H x W, or an already normalised float tensor) for image models."""
@@ -71,6 +73,9 @@ class ImageBatcher:
 
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.x[idx],)
+
+    def subset(self, idx: np.ndarray) -> ImageBatcher:
+        return ImageBatcher(self.x[torch.as_tensor(idx)])
 
 
 class TokenBatcher:
@@ -109,6 +114,9 @@ class TokenBatcher:
         for j in torch.randperm(len(out), generator=generator).tolist():
             if len(out[j]) >= 2:
                 yield out[j]
+
+    def subset(self, idx: np.ndarray) -> TokenBatcher:
+        return TokenBatcher([self.ids[i].tolist() for i in idx], pad_id=self.pad_id, pool=self.pool)
 
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         seqs = [self.ids[i] for i in idx.tolist()]

@@ -45,6 +45,12 @@ class Labelled:
     batcher: Batcher
     labels: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.batcher)
+
+    def subset(self, idx: np.ndarray) -> Labelled:
+        return Labelled(self.batcher.subset(idx), self.labels[idx])
+
 
 def as_labelled(data: Split | Labelled) -> Labelled:
     """An image :class:`Split` becomes an image batcher with its labels; a :class:`Labelled` passes through."""
