@@ -48,7 +48,7 @@ TARGETS = {"pneumoniamnist": (0.97, 0.90), "breastmnist": (0.91, 0.87)}
 
 def _recipe() -> TrainConfig:
     return TrainConfig(
-        epochs=30,
+        epochs=20,
         batch_size=64,
         optimizer="adamw",
         lr=2e-3,
