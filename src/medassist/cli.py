@@ -98,6 +98,20 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_text(args: argparse.Namespace) -> int:
+    from medassist.studies.text import TextStudyConfig, run_text_study
+
+    cfg = _resolve(TextStudyConfig, args, "text")
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    run_dir = run_text_study(cfg)
+    print(f"run complete: {run_dir}\nreport: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    return 0
+
+
 def cmd_bench_medmnist(args: argparse.Namespace) -> int:
     from medassist.bench.medmnist import BenchConfig, run_benchmark
 
@@ -138,18 +152,27 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from medassist.models import count_parameters, create_model, list_models
+    from medassist.text import TEXT_TOKENIZER
 
     for name in list_models():
-        model = create_model(name, num_classes=2, in_channels=1)
+        # text models are shown at a typical vocabulary size; their inputs are token ids
+        extra = {"vocab_size": 20000} if TEXT_TOKENIZER.get(name) == "word" else {}
+        model = create_model(name, num_classes=2, in_channels=1, **extra)
         doc = (model.__class__.__doc__ or "").strip().splitlines()[0]
         print(f"{name:20s} {count_parameters(model):>11,d} params  {doc}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from medassist.report import write_image_report
+    import json
 
-    print(write_image_report(args.run_dir))
+    from medassist.report import write_image_report, write_text_report
+
+    metrics = Path(args.run_dir) / "metrics.json"
+    if not metrics.is_file():
+        raise MedAssistError(f"{args.run_dir} has no metrics.json: not a finished study run folder")
+    text_study = "comparison" in json.loads(metrics.read_text())
+    print((write_text_report if text_study else write_image_report)(args.run_dir))
     return 0
 
 
@@ -174,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
         "quick",
     )
     p.set_defaults(func=cmd_image)
+
+    from medassist.studies.text import TextStudyConfig
+
+    p = _study_parser(
+        sub,
+        "text",
+        TextStudyConfig,
+        "the clinical text study: recurrent model vs Transformer on radiology reports, regularisation "
+        "sweep, vanishing gradients, TF-IDF baseline, error analysis, report",
+        "quick",
+    )
+    p.set_defaults(func=cmd_text)
 
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)

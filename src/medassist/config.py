@@ -118,7 +118,14 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise MedAssistError(f"unknown config key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        f = fields[k]
+        if isinstance(v, dict) and dataclasses.is_dataclass(hints[k]) and f.default_factory is not dataclasses.MISSING:
+            # A partial mapping updates the field's own default (e.g. a study's training recipe), not a blank one.
+            v = merge(to_dict(f.default_factory()), v)
+        kwargs[k] = _coerce(v, hints[k], f"{prefix}{k}")
     return cls(**kwargs)
 
 

@@ -20,6 +20,8 @@ from medassist.evaluate.multilabel import MULTILABEL_METRICS, per_label_auc
 # code that only wants metrics (or a notebook with its own backend) should not pay for.
 _PLOTS = (
     "plot_bar",
+    "plot_gradient_norms",
+    "plot_hidden_gradients",
     "plot_confusion_matrix",
     "plot_learning_curves",
     "plot_prediction_grid",

@@ -222,7 +222,10 @@ def bootstrap_ci(
         ``(value, low, high)``: the metric on the full set and the interval bounds (NaN if no
         resample was defined).
     """
-    y, p = check_inputs(y_true, probs)
+    if np.ndim(y_true) == 2:  # multi-label (N, K): the metric checks its own inputs
+        y, p = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    else:
+        y, p = check_inputs(y_true, probs)
     if int(n_boot) != n_boot or n_boot < 1:
         raise MedAssistError(f"n_boot={n_boot!r}; expected a positive number of resamples such as 1000.")
     if not 0.0 < alpha < 1.0:

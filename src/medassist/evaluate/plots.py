@@ -371,3 +371,36 @@ def plot_bar(
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_gradient_norms(norms: pd.DataFrame, path: PathLike) -> Path:
+    """Per-layer gradient norm (mean over the steps of an epoch) against epoch, log scale.
+
+    ``norms`` has columns epoch, layer, grad_norm (the engine's ``grad_norms`` output).
+    """
+    _require_columns(norms, ["epoch", "layer", "grad_norm"], "gradient norms")
+    layers = list(dict.fromkeys(norms["layer"]))
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for color, layer in zip(_colors(len(layers)), layers, strict=True):
+        d = norms[norms["layer"] == layer]
+        ax.plot(d["epoch"], d["grad_norm"], marker="o", ms=3, color=color, label=layer)
+    ax.set(xlabel="epoch", ylabel="gradient norm (mean per step)", yscale="log", title="Gradient norm per layer")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_hidden_gradients(df: pd.DataFrame, path: PathLike) -> Path:
+    """||dL/dh_t|| against time step t, one line per column other than ``t``, log scale."""
+    _require_columns(df, ["t"], "hidden-state gradients")
+    cols = [c for c in df.columns if c != "t"]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for color, col in zip(_colors(len(cols)), cols, strict=True):
+        ax.plot(df["t"], df[col], color=color, label=col)
+    ax.set(
+        xlabel="time step t (token position)",
+        ylabel="||dL/dh_t|| (mean over reports)",
+        yscale="log",
+        title="How the loss gradient reaches each hidden state",
+    )
+    ax.legend(fontsize=8)
+    return _save(fig, path)

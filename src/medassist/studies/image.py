@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from medassist.config import TrainConfig, option, to_dict
 from medassist.data.types import ImageData, Split, validate_image_data
 from medassist.errors import MedAssistError
-from medassist.models import list_models
+from medassist.models import image_models
 from medassist.run import Run
 from medassist.studies.units import UnitResult, load_history, split_metrics, stratified_fraction, train_unit
 
@@ -170,9 +170,9 @@ def _test_row(model: torch.nn.Module, test: Split) -> dict[str, float]:
 
 def run_image_study(cfg: ImageStudyConfig) -> Path:
     """Run the whole image study and return its run folder."""
-    unknown = [m for m in cfg.models if m not in list_models()]
+    unknown = [m for m in cfg.models if m not in image_models()]
     if unknown:
-        raise MedAssistError(f"unknown model '{unknown[0]}'; known models: {', '.join(list_models())}")
+        raise MedAssistError(f"unknown image model '{unknown[0]}'; image models: {', '.join(image_models())}")
     if not cfg.models:
         raise MedAssistError("give at least one model in `models`")
     for value, known, what in ((cfg.ablations, ABLATIONS, "ablation"), (cfg.transfer, TRANSFER_MODES, "transfer mode")):

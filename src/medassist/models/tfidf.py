@@ -1,0 +1,127 @@
+"""The classical baseline for reports: TF-IDF of word 1-2 grams and logistic regression (not a torch model)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+
+from medassist.errors import DataError, MedAssistError
+from medassist.text.vocab import check_texts
+from medassist.utils.io import atomic_path
+
+
+class TfidfLogReg:
+    """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression, multi-label or multi-class.
+
+    Multi-label (labels (N, K) of 0/1): one binary liblinear model per label (one-vs-rest); a label that is
+    constant in training gets a constant probability column, listed in ``constant_labels_``.
+    Multi-class (labels (N,) of class indices): one multinomial model (saga).
+
+    Args:
+        C: inverse regularisation strength.
+        class_weight: None, or "balanced" to weight each class by the inverse of its frequency.
+        min_df: ignore n-grams found in fewer training texts.
+        max_features: keep the most frequent n-grams only.
+        max_iter: solver iterations.
+    """
+
+    def __init__(
+        self,
+        *,
+        C: float = 4.0,
+        class_weight: str | None = None,
+        min_df: int = 2,
+        max_features: int = 50000,
+        max_iter: int = 1000,
+    ) -> None:
+        self.C = C
+        self.class_weight = class_weight
+        self.min_df = min_df
+        self.max_features = max_features
+        self.max_iter = max_iter
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray, *, num_classes: int | None = None) -> TfidfLogReg:
+        """Fit on ``texts`` and ``labels`` ((N, K) 0/1 for multi-label, (N,) class indices for multi-class).
+
+        Args:
+            texts: the training reports.
+            labels: one row per text.
+            num_classes: multi-class only: K, so that classes absent from training still get a (zero) column.
+        """
+        texts = check_texts(texts)
+        labels = np.asarray(labels)
+        if labels.ndim not in (1, 2) or len(labels) != len(texts):
+            raise DataError(f"labels must have shape (N,) or (N, K) with N = {len(texts)} texts, got {labels.shape}")
+        self.multilabel_ = labels.ndim == 2
+        self.vectorizer_ = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, min_df=self.min_df, max_features=self.max_features
+        )
+        try:
+            features = self.vectorizer_.fit_transform(texts)  # (N, V) sparse
+        except ValueError as err:  # "empty vocabulary": no n-gram reaches min_df
+            raise DataError(f"no word occurs in {self.min_df} or more of the {len(texts)} training texts") from err
+        if self.multilabel_:
+            if not np.isin(labels, (0, 1)).all():
+                raise DataError("multi-label labels must be 0 or 1")
+            y = labels.astype(np.int64)
+            self.constant_labels_ = [int(k) for k in np.flatnonzero(y.min(0) == y.max(0))]
+            base = LogisticRegression(
+                C=self.C, class_weight=self.class_weight, solver="liblinear", max_iter=self.max_iter
+            )
+            self.clf_ = OneVsRestClassifier(base)
+            with warnings.catch_warnings():
+                # OneVsRest predicts a constant for such a label and says so; constant_labels_ records it.
+                warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+                self.clf_.fit(features, y)
+            self.num_classes_ = y.shape[1]
+        else:
+            y = labels.astype(np.int64)
+            if len(np.unique(y)) < 2:
+                raise DataError(f"multi-class training needs at least two classes, found only {np.unique(y)}")
+            self.constant_labels_ = []
+            self.clf_ = LogisticRegression(
+                C=self.C, class_weight=self.class_weight, solver="saga", max_iter=self.max_iter
+            )
+            self.clf_.fit(features, y)
+            self.num_classes_ = max(num_classes or 0, int(y.max()) + 1)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities (N, K): per label for multi-label, per class (rows sum to 1) for multi-class."""
+        if not hasattr(self, "clf_"):
+            raise MedAssistError("TfidfLogReg is not fitted; call fit first")
+        features = self.vectorizer_.transform(check_texts(texts))  # (N, V) sparse
+        proba = self.clf_.predict_proba(features)  # (N, K), or (N, classes seen) for multi-class
+        if self.multilabel_:
+            return proba
+        out = np.zeros((proba.shape[0], self.num_classes_))
+        out[:, self.clf_.classes_] = proba
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model with joblib (atomically) and return the path."""
+        with atomic_path(path) as tmp:
+            joblib.dump(self, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TfidfLogReg:
+        """Read a model written by :meth:`save` (a pickle: load only files you trust)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"model file {path} does not exist")
+        try:
+            model = joblib.load(path)
+        except Exception as err:  # a truncated or foreign pickle can raise almost anything
+            raise DataError(f"model file {path} is not readable ({err}); fit and save the model again") from err
+        if not isinstance(model, cls):
+            raise DataError(f"{path} holds a {type(model).__name__}, not a TfidfLogReg")
+        return model

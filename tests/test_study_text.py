@@ -1,0 +1,81 @@
+"""End-to-end: the text study on a slice of the real Open-i reports (debug profile), and on a user's CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medassist.cli import main
+
+
+@pytest.fixture(scope="module")
+def openi_run(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    out = tmp_path_factory.mktemp("text-runs")
+    argv = ["text", "--profile", "debug", "--subsample", "150", "--out", str(out), "--progress", "false"]
+    assert main(argv) == 0
+    (run,) = list(out.iterdir())
+    return run
+
+
+def test_openi_run_folder_and_report(openi_run: Path) -> None:
+    assert json.loads((openi_run / "status.json").read_text())["status"] == "complete"
+    for rel in ["models/vocab.json", "models/tfidf.joblib", "tables/comparison.csv", "tables/sweep.csv",
+                "tables/errors.csv", "tables/hidden_gradients.csv", "tables/per_label_auc.csv",
+                "figures/gradient_norms_layers.png", "figures/gradient_norms_time.png", "figures/curves_best.png",
+                "history/lstm_last-base_grad_norms.csv", "report.md", "report.html"]:
+        assert (openi_run / rel).is_file(), rel
+    m = json.loads((openi_run / "metrics.json").read_text())
+    models = {r["model"] for r in m["comparison"]}
+    assert {"bilstm", "minilm", "gru", "bilstm_multitask", "tfidf_logreg"} <= models
+    for r in m["comparison"]:
+        assert r["test_macro_auc_lo"] <= r["test_macro_auc"] <= r["test_macro_auc_hi"]
+    ratios = m["gradients"]["ratio_first_to_last_step"]
+    assert "LSTM, last state, after training" in ratios
+    assert len(m["errors"]) == 5 and all(e["text"] for e in m["errors"])
+    text = (openi_run / "report.md").read_text()
+    explanation = text.split("## Explanation")[1].split("\n## ")[0]
+    assert 150 <= len(explanation.split()) <= 250
+    minilm = next(r for r in m["comparison"] if r["model"] == "minilm")
+    assert f"{minilm['test_macro_f1']:.3f}" in explanation  # the numbers come from the measurements
+
+
+def test_text_study_on_own_csv(tmp_path: Path) -> None:
+    """A user's CSV with two 0/1 label columns; the from-scratch Transformer keeps it fast and offline."""
+    rows = []
+    for i in range(120):
+        eff, card = i % 2, (i // 2) % 2
+        words = ["heart size normal", "lungs clear"] if not (eff or card) else []
+        words += ["small left pleural effusion"] * eff + ["the heart is enlarged cardiomegaly"] * card
+        rows.append({"text": f"report {i}. " + ". ".join(words or ["no acute disease"]), "effusion": eff,
+                     "cardiomegaly": card})
+    path = tmp_path / "reports.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    out = tmp_path / "runs"
+    argv = ["text", "--profile", "debug", "--texts", str(path), "--label-columns", "effusion,cardiomegaly",
+            "--transformer", "transformer_small", "--extra-models", "[]", "--out", str(out), "--progress", "false",
+            "--rnn-train.epochs", "6"]
+    assert main(argv) == 0
+    (run,) = list(out.iterdir())
+    m = json.loads((run / "metrics.json").read_text())
+    rows = {r["model"]: r for r in m["comparison"]}
+    assert rows["tfidf_logreg"]["test_macro_auc"] > 0.9  # the keywords decide the labels
+    assert rows["bilstm"]["test_macro_auc"] > 0.8
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--recurrent", "rnn"], "unknown recurrent model 'rnn'"),
+        (["--transformer", "bert"], "unknown Transformer 'bert'"),
+        (["--dataset", "mimic"], "unknown text data set 'mimic'"),
+        (["--texts", "/nonexistent.csv"], "texts not found"),
+    ],
+)
+def test_bad_options_exit_2(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    assert main(["text", "--profile", "debug", "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
