@@ -168,13 +168,22 @@ def test_multilabel_text_training_and_order_preserving_prediction() -> None:
     labels = np.array(labels)
     train, val = Labelled(TokenBatcher(ids[:150]), labels[:150]), Labelled(TokenBatcher(ids[150:]), labels[150:])
     model = _BagOfWords(30, 3)
-    res = fit(model, train, val, TrainConfig(epochs=15, batch_size=16, lr=0.1), num_classes=3, task="multi-label",
-              progress=False)
+    res = fit(
+        model,
+        train,
+        val,
+        TrainConfig(epochs=15, batch_size=16, lr=0.1),
+        num_classes=3,
+        task="multi-label",
+        progress=False,
+    )
     assert res.best_score > 0.95 and "val_micro_f1" in res.history
     probs = predict_proba(model, val.batcher, task="multi-label")
     assert probs.shape == (50, 3)
     # predictions come back in input order although evaluation batches are sorted by length
     with torch.no_grad():
-        one_by_one = [torch.sigmoid(model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.bool)))[0].numpy()
-                      for s in ids[150:]]
+        one_by_one = [
+            torch.sigmoid(model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.bool)))[0].numpy()
+            for s in ids[150:]
+        ]
     np.testing.assert_allclose(probs, np.array(one_by_one), rtol=1e-5, atol=1e-6)

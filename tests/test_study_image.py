@@ -167,9 +167,29 @@ def test_study_on_own_image_folder(tmp_path: Path) -> None:
             arr = np.clip(rng.normal(bright, 30, (20, 20)), 0, 255).astype(np.uint8)
             Image.fromarray(arr).save(tmp_path / "imgs" / cls / f"{i}.png")
     out = tmp_path / "runs"
-    argv = ["image", "--profile", "debug", "--images", str(tmp_path / "imgs"), "--image-size", "16", "--out", str(out),
-            "--progress", "false", "--models", "cnn,cnn_gap", "--transfer", "[]", "--size-fractions", "1.0",
-            "--ablations", "none,dropout", "--train.epochs", "3"]
+    argv = [
+        "image",
+        "--profile",
+        "debug",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--image-size",
+        "16",
+        "--out",
+        str(out),
+        "--progress",
+        "false",
+        "--models",
+        "cnn,cnn_gap",
+        "--transfer",
+        "[]",
+        "--size-fractions",
+        "1.0",
+        "--ablations",
+        "none,dropout",
+        "--train.epochs",
+        "3",
+    ]
     assert main(argv) == 0
     (run,) = list(out.iterdir())
     data = json.loads((run / "data.json").read_text())

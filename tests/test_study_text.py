@@ -23,10 +23,21 @@ def openi_run(tmp_path_factory) -> Path:
 
 def test_openi_run_folder_and_report(openi_run: Path) -> None:
     assert json.loads((openi_run / "status.json").read_text())["status"] == "complete"
-    for rel in ["models/vocab.json", "models/tfidf.joblib", "tables/comparison.csv", "tables/sweep.csv",
-                "tables/errors.csv", "tables/hidden_gradients.csv", "tables/per_label_auc.csv",
-                "figures/gradient_norms_layers.png", "figures/gradient_norms_time.png", "figures/curves_best.png",
-                "history/lstm_last-base_grad_norms.csv", "report.md", "report.html"]:
+    for rel in [
+        "models/vocab.json",
+        "models/tfidf.joblib",
+        "tables/comparison.csv",
+        "tables/sweep.csv",
+        "tables/errors.csv",
+        "tables/hidden_gradients.csv",
+        "tables/per_label_auc.csv",
+        "figures/gradient_norms_layers.png",
+        "figures/gradient_norms_time.png",
+        "figures/curves_best.png",
+        "history/lstm_last-base_grad_norms.csv",
+        "report.md",
+        "report.html",
+    ]:
         assert (openi_run / rel).is_file(), rel
     m = json.loads((openi_run / "metrics.json").read_text())
     models = {r["model"] for r in m["comparison"]}
@@ -50,14 +61,31 @@ def test_text_study_on_own_csv(tmp_path: Path) -> None:
         eff, card = i % 2, (i // 2) % 2
         words = ["heart size normal", "lungs clear"] if not (eff or card) else []
         words += ["small left pleural effusion"] * eff + ["the heart is enlarged cardiomegaly"] * card
-        rows.append({"text": f"report {i}. " + ". ".join(words or ["no acute disease"]), "effusion": eff,
-                     "cardiomegaly": card})
+        rows.append(
+            {"text": f"report {i}. " + ". ".join(words or ["no acute disease"]), "effusion": eff, "cardiomegaly": card}
+        )
     path = tmp_path / "reports.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     out = tmp_path / "runs"
-    argv = ["text", "--profile", "debug", "--texts", str(path), "--label-columns", "effusion,cardiomegaly",
-            "--transformer", "transformer_small", "--extra-models", "[]", "--out", str(out), "--progress", "false",
-            "--rnn-train.epochs", "6"]
+    argv = [
+        "text",
+        "--profile",
+        "debug",
+        "--texts",
+        str(path),
+        "--label-columns",
+        "effusion,cardiomegaly",
+        "--transformer",
+        "transformer_small",
+        "--extra-models",
+        "[]",
+        "--out",
+        str(out),
+        "--progress",
+        "false",
+        "--rnn-train.epochs",
+        "6",
+    ]
     assert main(argv) == 0
     (run,) = list(out.iterdir())
     m = json.loads((run / "metrics.json").read_text())
