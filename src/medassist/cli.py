@@ -84,45 +84,36 @@ def _study_parser(
     return p
 
 
-def cmd_image(args: argparse.Namespace) -> int:
-    from medassist.studies.image import ImageStudyConfig, run_image_study
-
-    cfg = _resolve(ImageStudyConfig, args, "image")
+def _run(args: argparse.Namespace, cls: type, study: str, runner: Any) -> int:
+    """Resolve the config of ``study``; print it (``--print-config``) or run it."""
+    cfg = _resolve(cls, args, study)
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    run_dir = run_image_study(cfg)
-    print(f"run complete: {run_dir}\nreport: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    out = runner(cfg)
+    if isinstance(out, Path):
+        print(f"run complete: {out}\nreport: {out / 'report.md'} and {out / 'report.html'}")
     return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from medassist.studies.image import ImageStudyConfig, run_image_study
+
+    return _run(args, ImageStudyConfig, "image", run_image_study)
 
 
 def cmd_text(args: argparse.Namespace) -> int:
     from medassist.studies.text import TextStudyConfig, run_text_study
 
-    cfg = _resolve(TextStudyConfig, args, "text")
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
-    run_dir = run_text_study(cfg)
-    print(f"run complete: {run_dir}\nreport: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
-    return 0
+    return _run(args, TextStudyConfig, "text", run_text_study)
 
 
 def cmd_bench_medmnist(args: argparse.Namespace) -> int:
     from medassist.bench.medmnist import BenchConfig, run_benchmark
 
-    cfg = _resolve(BenchConfig, args, "bench")
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
-    run_benchmark(cfg)
-    return 0
+    return _run(args, BenchConfig, "bench", run_benchmark)
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:

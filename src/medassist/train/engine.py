@@ -281,23 +281,27 @@ def fit(
             }
         )
         norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(n_steps, 1)} for k, v in sums.items()]
-        if ckpt is not None:
-            _save_checkpoint(
-                ckpt,
-                model,
-                optimizer,
-                scheduler,
-                epoch,
-                rows,
-                norm_rows,
-                best_state,
-                best_score,
-                best_epoch,
-                bad_epochs,
-                elapsed,
-                gen,
-                cfg,
-            )
+        if ckpt is not None:  # everything resume needs, written atomically
+            with atomic_path(ckpt) as tmp:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "epoch": epoch,
+                        "history": rows,
+                        "grad_norms": norm_rows,
+                        "best_state": best_state,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "elapsed": elapsed,
+                        "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "config": to_dict(cfg),
+                    },
+                    tmp,
+                )
         bar.update(1)
         bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{best_score:.4f}"})
         if stopped_early or budget_reached:
@@ -332,39 +336,3 @@ def _diverged(desc: str, epoch: int, cfg: TrainConfig) -> None:
         f"{desc}: training diverged (the loss became non-finite) at epoch {epoch}; lower the "
         f"learning rate (lr={cfg.lr})"
     )
-
-
-def _save_checkpoint(
-    path: Path,
-    model,
-    optimizer,
-    scheduler,
-    epoch,
-    rows,
-    norm_rows,
-    best_state,
-    best_score,
-    best_epoch,
-    bad_epochs,
-    elapsed,
-    gen,
-    cfg,
-) -> None:
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": epoch,
-        "history": rows,
-        "grad_norms": norm_rows,
-        "best_state": best_state,
-        "best_score": best_score,
-        "best_epoch": best_epoch,
-        "bad_epochs": bad_epochs,
-        "elapsed": elapsed,
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "config": to_dict(cfg),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
