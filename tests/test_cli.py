@@ -12,8 +12,10 @@ from medassist.cli import main
 HELP = [
     [],
     ["image"],
+    ["text"],
     ["bench"],
     ["bench", "medmnist"],
+    ["bench", "text"],
     ["data"],
     ["data", "list"],
     ["data", "fetch"],

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from medassist.bench.medmnist import BenchConfig
+from medassist.bench.text import TextBenchConfig
 from medassist.config import TrainConfig, apply_overrides, from_dict, load_yaml
 from medassist.errors import MedAssistError
 from medassist.studies.image import ImageStudyConfig
 from medassist.studies.text import TextStudyConfig
 
 SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))
-CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig, "text": TextStudyConfig}
+CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig, "text": TextStudyConfig, "bench_text": TextBenchConfig}
 
 
 def test_profiles_are_shipped() -> None:

@@ -107,3 +107,13 @@ def test_bad_options_exit_2(argv: list[str], message: str, tmp_path: Path, capsy
     assert main(["text", "--profile", "debug", "--out", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_text_benchmark_debug_profile(tmp_path: Path, capsys) -> None:
+    assert main(["bench", "text", "--profile", "debug", "--out", str(tmp_path), "--progress", "false"]) == 0
+    out = capsys.readouterr().out
+    assert "bucketed + dynamic padding" in out and "padded to" in out
+    (run,) = list(tmp_path.iterdir())
+    rows = json.loads((run / "metrics.json").read_text())["speed"]
+    assert len(rows) == 2 * 2 * 2  # 2 models x fp32/bf16 x bucketed/padded
+    assert all(r["train_reports_per_s"] > 0 and r["latency_ms_batch1_median"] > 0 for r in rows)

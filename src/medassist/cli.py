@@ -116,6 +116,12 @@ def cmd_bench_medmnist(args: argparse.Namespace) -> int:
     return _run(args, BenchConfig, "bench", run_benchmark)
 
 
+def cmd_bench_text(args: argparse.Namespace) -> int:
+    from medassist.bench.text import TextBenchConfig, run_text_benchmark
+
+    return _run(args, TextBenchConfig, "bench_text", run_text_benchmark)
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from medassist.data import INFO, available, resolve_data_dir
 
@@ -214,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
         "default",
     )
     p.set_defaults(func=cmd_bench_medmnist)
+    from medassist.bench.text import TextBenchConfig
+
+    p = _study_parser(
+        bsub,
+        "text",
+        TextBenchConfig,
+        "training throughput and inference latency of each text model on Open-i reports (fp32 and "
+        "bf16; bucketed and padded batches)",
+        "default",
+    )
+    p.set_defaults(func=cmd_bench_text)
 
     data = sub.add_parser("data", help="list and fetch data sets", description="list and fetch data sets")
     dsub = data.add_subparsers(dest="data", metavar="ACTION", required=True)
