@@ -87,7 +87,15 @@ def plot_learning_curves(
             for split, style in (("train", "-"), ("val", "--")):
                 column = f"{split}_{metric}"
                 if column in history.columns and history[column].notna().any():
-                    ax.plot(epoch, history[column], linestyle=style, color=color, label=f"{name} ({split})")
+                    ax.plot(
+                        epoch,
+                        history[column],
+                        linestyle=style,
+                        color=color,
+                        label=f"{name} ({split})",
+                        marker="o",
+                        ms=3,
+                    )  # markers: a run stopped after one epoch is still visible
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric)
