@@ -22,3 +22,28 @@ def real_data_dir() -> Path:
         if not (root / "medmnist" / f"{name}.npz").is_file():
             pytest.skip(f"{root / 'medmnist' / (name + '.npz')} is missing")
     return root
+
+
+@pytest.fixture(scope="session")
+def study_run(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image study run (debug profile) on the real PneumoniaMNIST file, shared by the tests that read it."""
+    from medassist.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    argv = ["image", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(out), "--progress", "false"]
+    assert main(argv) == 0
+    (run,) = list(out.iterdir())
+    return run
+
+
+@pytest.fixture(scope="session")
+def openi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A text study run (debug profile) on a slice of the real Open-i reports."""
+    from medassist.cli import main
+
+    pytest.importorskip("transformers")
+    out = tmp_path_factory.mktemp("text-runs")
+    argv = ["text", "--profile", "debug", "--subsample", "150", "--out", str(out), "--progress", "false"]
+    assert main(argv) == 0
+    (run,) = list(out.iterdir())
+    return run

@@ -14,19 +14,6 @@ from medassist.cli import main
 from medassist.run import Run
 
 
-@pytest.fixture(scope="module")
-def study_run(real_data_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    assert (
-        main(
-            ["image", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(out), "--progress", "false"]
-        )
-        == 0
-    )
-    (run,) = list(out.iterdir())
-    return run
-
-
 @pytest.mark.realdata
 def test_run_folder_is_complete(study_run: Path) -> None:
     assert json.loads((study_run / "status.json").read_text())["status"] == "complete"

@@ -11,16 +11,6 @@ import pytest
 from medassist.cli import main
 
 
-@pytest.fixture(scope="module")
-def openi_run(tmp_path_factory) -> Path:
-    pytest.importorskip("transformers")
-    out = tmp_path_factory.mktemp("text-runs")
-    argv = ["text", "--profile", "debug", "--subsample", "150", "--out", str(out), "--progress", "false"]
-    assert main(argv) == 0
-    (run,) = list(out.iterdir())
-    return run
-
-
 def test_openi_run_folder_and_report(openi_run: Path) -> None:
     assert json.loads((openi_run / "status.json").read_text())["status"] == "complete"
     for rel in [

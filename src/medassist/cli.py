@@ -1,4 +1,4 @@
-"""The command table: ``medassist image | bench | data | models | report``.
+"""The command table: ``medassist image | text | deploy | predict | bench | data | models | report``.
 
 Commands are plain typed functions; their options are generated from the dataclass configs (every field becomes
 ``--name`` or ``--section.name``, with the field's help text), so the CLI, YAML files and code share one schema.
@@ -110,6 +110,12 @@ def cmd_text(args: argparse.Namespace) -> int:
     return _run(args, TextStudyConfig, "text", run_text_study)
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from medassist.studies.deploy import DeployConfig, run_deploy_study
+
+    return _run(args, DeployConfig, "deploy", run_deploy_study)
+
+
 def cmd_bench_medmnist(args: argparse.Namespace) -> int:
     from medassist.bench.medmnist import BenchConfig, run_benchmark
 
@@ -173,6 +179,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from medassist.deploy.bundle import load_bundle
+
+    if args.input is not None and args.text is not None:
+        raise MedAssistError("give either an INPUT file or --text, not both")
+    if args.input is None and args.text is None:
+        raise MedAssistError(
+            "nothing to predict: give an INPUT file (an image, or a UTF-8 text file for a text bundle) or --text TEXT"
+        )
+    bundle = load_bundle(args.bundle, threads=args.threads)
+    if bundle.kind == "image" and args.text is not None:
+        raise MedAssistError(f"{args.bundle} is an image bundle; give an image file (PNG, JPEG or DICOM), not --text")
+    if bundle.kind == "image":
+        prediction = bundle.predict_image_file(args.input)
+    elif args.text is not None:
+        prediction = bundle.predict_text(args.text)
+    else:
+        prediction = bundle.predict_text_file(args.input)
+    if args.json:
+        out = {"bundle": str(bundle.path), "name": bundle.meta["name"], "kind": bundle.kind, "task": bundle.task}
+        out["input"] = args.input  # None when the text came from --text
+        if bundle.task == "multi-label":
+            out["threshold"] = bundle.threshold
+        print(json.dumps({**out, **prediction.to_dict()}))
+        return 0
+    if bundle.task == "multi-class":
+        print(f"label: {prediction.label}")
+    else:
+        print(f"labels (probability >= {bundle.threshold:g}): {', '.join(prediction.label) or 'none'}")
+    print("probabilities:")
+    width = max(len(name) for name in bundle.labels)
+    for name, p in prediction.ranked():
+        print(f"  {name:<{width}}  {p:.4f}")
+    print(f"latency: {prediction.latency_ms:.2f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medassist import __version__
 
@@ -206,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
         "quick",
     )
     p.set_defaults(func=cmd_text)
+
+    from medassist.studies.deploy import DeployConfig
+
+    p = _study_parser(
+        sub,
+        "deploy",
+        DeployConfig,
+        "compress a study's model for the point of care (ONNX, int8, pruning, distillation), benchmark size, "
+        "latency, throughput and accuracy of every variant, and write a verified bundle",
+        "quick",
+    )
+    p.set_defaults(func=cmd_deploy)
 
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -247,6 +304,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render the report of a run folder")
     p.add_argument("run_dir", help="a run folder")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "predict",
+        help="predict one image or report with a deployed bundle (ONNX Runtime)",
+        description="Verify a deployed bundle (every file against its manifest, the model against bundle.json),\n"
+        "then predict one input with ONNX Runtime. Prints the predicted label(s), every label's probability\n"
+        "(most probable first) and the latency of the model run; --json prints one JSON object instead.",
+        epilog="examples:\n"
+        "  medassist predict bundles/pneumonia xray.png\n"
+        "  medassist predict bundles/pneumonia scan.dcm --json\n"
+        "  medassist predict bundles/reports report.txt\n"
+        "  medassist predict bundles/reports --text 'No acute cardiopulmonary process.'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="a bundle folder (model.onnx, bundle.json, manifest.json)")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        nargs="?",
+        help="an image file (PNG, JPEG or DICOM) for an image bundle, or a UTF-8 text file for a text bundle",
+    )
+    p.add_argument("--text", help="the report text itself, instead of INPUT (text bundles)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ONNX Runtime intra-op threads (default: 0, ONNX Runtime's choice)",
+    )
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -13,6 +13,7 @@ from medassist.evaluate.metrics import (
     cross_entropy,
     headline_metrics_with_ci,
     macro_f1,
+    paired_bootstrap_difference,
 )
 from medassist.evaluate.multilabel import MULTILABEL_METRICS, per_label_auc
 
@@ -28,6 +29,7 @@ _PLOTS = (
     "plot_reliability",
     "plot_roc",
     "plot_size_curve",
+    "plot_tradeoff",
 )
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "expected_calibration_error",
     "headline_metrics_with_ci",
     "macro_f1",
+    "paired_bootstrap_difference",
     "plot_bar",
     "plot_confusion_matrix",
     "plot_learning_curves",
@@ -51,6 +54,7 @@ __all__ = [
     "plot_reliability",
     "plot_roc",
     "plot_size_curve",
+    "plot_tradeoff",
     "reliability_bins",
 ]
 

@@ -277,3 +277,25 @@ def headline_metrics_with_ci(
         value, low, high = bootstrap_ci(y, p, metric, n_boot=n_boot, alpha=alpha, seed=seed)
         out[name] = {"value": value, "ci_low": low, "ci_high": high}
     return out
+
+
+def paired_bootstrap_difference(
+    y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, metric: Metric, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``metric(a) - metric(b)`` on the same cases, with a 95% paired percentile-bootstrap interval.
+
+    Both models are scored on the same resampled cases, so the interval reflects the difference between them and
+    not the spread of the test set; resamples where the metric is undefined are skipped.
+    """
+    y, pa, pb = np.asarray(y_true), np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
+    if len(y) != len(pa) or len(y) != len(pb):
+        raise MedAssistError(f"paired difference: {len(y)} labels but {len(pa)} and {len(pb)} predictions")
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(y), size=(int(n_boot), len(y)))
+    diffs = _resample_loop(metric, y, pa, index) - _resample_loop(metric, y, pb, index)
+    diffs = diffs[np.isfinite(diffs)]
+    point = float(metric(y, pa) - metric(y, pb))
+    if diffs.size == 0:
+        return point, float("nan"), float("nan")
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return point, float(low), float(high)

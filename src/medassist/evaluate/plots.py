@@ -412,3 +412,38 @@ def plot_hidden_gradients(df: pd.DataFrame, path: PathLike) -> Path:
     )
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_tradeoff(df: pd.DataFrame, path: PathLike, *, highlight: str = "") -> Path:
+    """Size against batch-1 latency of deployment variants (log scales), labelled with their test accuracy.
+
+    Args:
+        df: one row per variant with ``variant``, ``size_mb``, ``latency_b1_median_ms`` and ``test_accuracy``.
+        path: where to write the PNG.
+        highlight: the variant to mark (the one shipped).
+    """
+    _require_columns(df, ["variant", "size_mb", "latency_b1_median_ms", "test_accuracy"], "the variant table")
+    if df.empty:
+        raise DataError("the variant table has no rows")
+    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    colors = _colors(len(df))
+    for i, r in enumerate(df.itertuples(index=False)):
+        chosen = r.variant == highlight
+        ax.scatter(
+            r.size_mb,
+            r.latency_b1_median_ms,
+            s=140 if chosen else 60,
+            color=colors[i],
+            edgecolor="black",
+            linewidth=2 if chosen else 0.5,
+            marker="*" if chosen else "o",
+            zorder=3,
+            label=f"{r.variant} (acc {r.test_accuracy:.3f})" + (" [shipped]" if chosen else ""),
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("file size (MB, log scale)")
+    ax.set_ylabel("latency at batch 1, median (ms, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)

@@ -16,18 +16,9 @@ def paired_auc_difference(
     y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n_boot: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
     """AUC(a) - AUC(b) on the same cases, with a 95% paired bootstrap interval."""
-    from medassist.evaluate.metrics import METRICS
+    from medassist.evaluate.metrics import METRICS, paired_bootstrap_difference
 
-    auc = METRICS["auc"]
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        if np.unique(y[i]).size < 2:
-            continue
-        diffs.append(auc(y[i], p_a[i]) - auc(y[i], p_b[i]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
-    return float(auc(y, p_a) - auc(y, p_b)), float(lo), float(hi)
+    return paired_bootstrap_difference(y, p_a, p_b, METRICS["auc"], n_boot=n_boot, seed=seed)
 
 
 MAX_WORDS = 300

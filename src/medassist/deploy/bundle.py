@@ -1,0 +1,907 @@
+"""The deployable bundle: one ONNX model and what it needs to predict, every file checked against a manifest.
+
+A bundle is a folder::
+
+    model.onnx      one self-contained ONNX model (no external data)
+    bundle.json     what the model is: kind, task, labels, preprocessing, threshold, test metrics, provenance
+    vocab.json      the word vocabulary (text bundles with the word tokenizer only)
+    manifest.json   the size and SHA-256 of every other file
+
+:func:`write_bundle` builds a bundle in a temporary sibling folder and moves it into place only once it is complete
+and its model has been opened and run. :func:`load_bundle` verifies every file against the manifest, the description
+against the format, and the model's inputs and outputs against the description before anything is predicted, so an
+incomplete copy, a truncated download or an edited file is refused with the file named. The manifest guards against
+accidents, not against an attacker, who could rewrite it as well.
+
+Image models take one float32 input (B, C, H, W) normalised as ``(pixel * scale - mean) / std``; text models take
+``input_ids`` and ``attention_mask`` (B, T) int64 (id 0 is padding). Both return logits (B, K), turned into
+probabilities by a softmax (multi-class) or a sigmoid per label (multi-label).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from medassist.data.images import load_image
+from medassist.errors import DataError, MedAssistError
+from medassist.text.vocab import Vocab, check_texts
+
+BUNDLE_FORMAT = "medassist-bundle"
+BUNDLE_VERSION = 1
+MANIFEST_FORMAT = "medassist-manifest"
+MODEL_FILE = "model.onnx"
+DESCRIPTION_FILE = "bundle.json"
+MANIFEST_FILE = "manifest.json"
+VOCAB_FILE = "vocab.json"
+KINDS = ("image", "text")
+TASKS = ("multi-class", "multi-label")
+TOKENIZERS = ("word",)
+# Every key is required: a key this version does not know could change what the model expects, so it is refused.
+IMAGE_PREPROCESSING = ("image_size", "channels", "scale", "mean", "std")
+TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
+
+_A = {"image": "an image", "text": "a text"}
+_REEXPORT = "re-export the bundle with `medassist deploy`"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class BundleError(MedAssistError):
+    """A bundle that is missing, incomplete, altered or inconsistent, or asked for what it cannot do."""
+
+
+class _Invalid(Exception):
+    """A problem in a description; the caller adds which bundle and, unless ``fix`` is given, what to do."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one input.
+
+    Attributes:
+        label: multi-class: the most probable label. Multi-label: every label whose probability is at least the
+            bundle's threshold, in the bundle's label order; possibly empty.
+        probabilities: each label's probability, in the bundle's label order.
+        latency_ms: wall time of the ONNX Runtime run(s) of the call that made this prediction; every prediction of
+            one batch call shares the batch's time.
+    """
+
+    label: str | list[str]
+    probabilities: dict[str, float]
+    latency_ms: float
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(label, probability) pairs, most probable first (ties keep the bundle's label order)."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; probabilities most probable first."""
+        label = list(self.label) if isinstance(self.label, list) else self.label
+        return {"label": label, "probabilities": dict(self.ranked()), "latency_ms": self.latency_ms}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and predicting
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Bundle:
+    """A verified bundle with an ONNX Runtime session; create it with :func:`load_bundle`.
+
+    Attributes:
+        path: the bundle folder.
+        meta: the description (bundle.json).
+        labels: the class or label names, in the order of the model's outputs.
+        kind: "image" or "text".
+        task: "multi-class" or "multi-label".
+        threshold: multi-label: a label is predicted when its probability is at least this.
+        session: the ONNX Runtime session.
+        vocab: the word vocabulary of a text bundle, else None.
+    """
+
+    def __init__(
+        self, path: Path, meta: dict[str, Any], session: ort.InferenceSession, vocab: Vocab | None = None
+    ) -> None:
+        self.path = path
+        self.meta = meta
+        self.labels: list[str] = list(meta["labels"])
+        self.kind: str = meta["kind"]
+        self.task: str = meta["task"]
+        self.threshold = float(meta["threshold"])
+        self.session = session
+        self.vocab = vocab
+        self._preprocessing: dict[str, Any] = meta["preprocessing"]
+        self._input_names = [i.name for i in session.get_inputs()]
+        self._output_name = _logits_output(session).name
+        first = session.get_inputs()[0].shape
+        # A model exported without a dynamic batch axis runs exactly that many inputs at a time.
+        self._static_batch = first[0] if isinstance(first[0], int) else None
+        self._static_len = first[1] if self.kind == "text" and isinstance(first[1], int) else None
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, kind={self.kind!r}, task={self.task!r}, labels={self.labels})"
+
+    @property
+    def image_size(self) -> int:
+        """Height and width of the model's input images."""
+        return int(self._preprocessing["image_size"])
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model's input images (1 grayscale, 3 RGB)."""
+        return int(self._preprocessing["channels"])
+
+    @property
+    def max_len(self) -> int:
+        """Texts are truncated to this many tokens."""
+        return int(self._preprocessing["max_len"])
+
+    # -- images ------------------------------------------------------------------------------------------------
+
+    def predict_image_file(self, path: str | os.PathLike[str]) -> Prediction:
+        """Predict one PNG, JPEG or DICOM file, read and resized like :func:`medassist.data.images.load_image`.
+
+        A grayscale file is repeated into RGB for a 3-channel model; an RGB file whose three channels are identical
+        (grayscale saved as RGB) is reduced to one for a 1-channel model. A real colour image is refused by a
+        grayscale model, since turning it grey would feed the model something unlike what it learnt from.
+
+        Raises:
+            DataError: the file is missing, not an image, or a colour image for a grayscale model.
+            BundleError: this is a text bundle.
+        """
+        self._require("image", "predict_image_file", "predict_text or predict_text_file")
+        image = load_image(path, size=self.image_size, channels=None)  # (C, S, S) uint8
+        return self.predict_images(self._match_channels(image, Path(path)))[0]
+
+    def _match_channels(self, image: np.ndarray, path: Path) -> np.ndarray:
+        have, want = image.shape[0], self.channels
+        if have == want:
+            return image
+        if want == 3:  # grayscale into an RGB model: the usual way ImageNet-style models read X-rays
+            return np.repeat(image, 3, axis=0)
+        if (image[1:] == image[:1]).all():  # grayscale stored as RGB
+            return image[:1]
+        raise DataError(
+            f"{path} is a colour image (3 channels) but the model of bundle {self.path} reads grayscale images "
+            f"(1 channel); give a grayscale image of the kind the model was trained on."
+        )
+
+    def predict_images(self, images: np.ndarray, *, batch_size: int = 32) -> list[Prediction]:
+        """Predict uint8 pixel arrays of shape (N, C, H, W), or one image of shape (C, H, W).
+
+        Args:
+            images: pixels 0-255 with the model's channels and image size.
+            batch_size: images per ONNX Runtime run.
+
+        Raises:
+            DataError: not a uint8 array, NaN values, wrong number of dimensions, channels or size, or no images.
+            BundleError: this is a text bundle.
+        """
+        self._require("image", "predict_images", "predict_texts")
+        _check_batch_size(batch_size)
+        images = self._check_images(images)
+        pre = self._preprocessing
+        c = self.channels
+        mean = np.asarray(pre["mean"], dtype=np.float32).reshape(-1, 1, 1) * np.ones((c, 1, 1), np.float32)
+        std = np.asarray(pre["std"], dtype=np.float32).reshape(-1, 1, 1) * np.ones((c, 1, 1), np.float32)
+        x = (images.astype(np.float32) * np.float32(pre["scale"]) - mean) / std  # (N, C, S, S)
+        name = self._input_names[0]
+        feeds = [{name: np.ascontiguousarray(x[i : i + n])} for i, n in self._chunks(len(x), batch_size)]
+        return self._predict(feeds)
+
+    def _check_images(self, images: object) -> np.ndarray:
+        expected = f"(N, {self.channels}, {self.image_size}, {self.image_size})"
+        if not isinstance(images, np.ndarray):
+            raise DataError(f"images must be a numpy uint8 array of shape {expected}, got {type(images).__name__}")
+        if images.dtype != np.uint8:
+            has_nan = images.dtype.kind in "fc" and bool(np.isnan(images).any())
+            raise DataError(
+                f"images must be uint8 pixels 0-255, got dtype {images.dtype}{' with NaN values' if has_nan else ''}; "
+                "give the pixels as read from the image files (medassist.data.images.load_image does)."
+            )
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise DataError(f"images must have shape {expected} or one image (C, H, W); got shape {images.shape}")
+        if images.shape[0] == 0:
+            raise DataError(f"no images to predict: the array has shape {images.shape}")
+        if images.shape[1] != self.channels:
+            raise DataError(
+                f"images have shape {images.shape}: {images.shape[1]} channel(s), but the model of bundle {self.path} "
+                f"reads {self.channels}; expected {expected}"
+            )
+        if images.shape[2:] != (self.image_size, self.image_size):
+            raise DataError(
+                f"images have shape {images.shape}: {images.shape[2]}x{images.shape[3]} pixels, but the model of "
+                f"bundle {self.path} reads {self.image_size}x{self.image_size}; expected {expected}. Resize them "
+                f"(load_image(path, size={self.image_size}) does)."
+            )
+        return images
+
+    # -- texts -------------------------------------------------------------------------------------------------
+
+    def predict_text(self, text: str) -> Prediction:
+        """Predict one report.
+
+        Raises:
+            DataError: the text is not a string, or is empty or only whitespace.
+            BundleError: this is an image bundle.
+        """
+        self._require("text", "predict_text", "predict_image_file")
+        if isinstance(text, str) and not text.strip():
+            raise DataError("the report text is empty (or only whitespace); give the text to classify")
+        return self.predict_texts([text])[0]
+
+    def predict_text_file(self, path: str | os.PathLike[str]) -> Prediction:
+        """Predict the report in a UTF-8 text file (a byte-order mark is allowed).
+
+        Raises:
+            DataError: the file is missing, not UTF-8, or empty.
+            BundleError: this is an image bundle.
+        """
+        self._require("text", "predict_text_file", "predict_image_file")
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save the report as UTF-8"
+            ) from None
+        if not text.strip():
+            raise DataError(f"{path} is empty (or only whitespace); give a file with the report text")
+        return self.predict_text(text)
+
+    def predict_texts(self, texts: Sequence[str], *, batch_size: int = 32) -> list[Prediction]:
+        """Predict reports; each is tokenised, truncated to ``max_len`` tokens and padded per batch.
+
+        Raises:
+            DataError: a text that is not a string, is empty or only whitespace, or no texts at all.
+            BundleError: this is an image bundle.
+        """
+        self._require("text", "predict_texts", "predict_images")
+        _check_batch_size(batch_size)
+        texts = check_texts(texts)
+        if not texts:
+            raise DataError("no texts to predict; give at least one report")
+        assert self.vocab is not None  # load_bundle loads it for every text bundle
+        ids = self.vocab.encode_batch(texts, max_len=self.max_len)
+        ids_name, mask_name = self._input_names
+        feeds = []
+        for i, n in self._chunks(len(ids), batch_size):
+            chunk = ids[i : i + n]
+            width = self._static_len or max(len(row) for row in chunk)
+            input_ids = np.zeros((n, width), dtype=np.int64)  # (B, T), 0 = padding
+            mask = np.zeros((n, width), dtype=np.int64)  # (B, T), 1 = real token
+            for j, row in enumerate(chunk):
+                input_ids[j, : len(row)] = row
+                mask[j, : len(row)] = 1
+            feeds.append({ids_name: input_ids, mask_name: mask})
+        return self._predict(feeds)
+
+    # -- shared ------------------------------------------------------------------------------------------------
+
+    def _require(self, kind: str, method: str, instead: str) -> None:
+        if self.kind != kind:
+            raise BundleError(
+                f"bundle {self.path} predicts from {self.kind}s, not {kind}s: {method} needs {_A[kind]} bundle. "
+                f"Use {instead}, or load {_A[kind]} bundle."
+            )
+
+    def _chunks(self, n: int, batch_size: int) -> list[tuple[int, int]]:
+        """(start, size) of each run; a static batch axis sets the size (:meth:`_predict` pads the last run)."""
+        size = self._static_batch or batch_size
+        return [(i, min(size, n - i)) for i in range(0, n, size)]
+
+    def _predict(self, feeds: list[dict[str, np.ndarray]]) -> list[Prediction]:
+        parts, seconds = [], 0.0
+        for feed in feeds:
+            n = len(next(iter(feed.values())))
+            if self._static_batch is not None and n < self._static_batch:
+                feed = {k: _pad_rows(v, self._static_batch) for k, v in feed.items()}
+            start = time.perf_counter()
+            logits = _run(self.session, [self._output_name], feed, f"bundle {self.path}: {self.meta['model_file']}")
+            seconds += time.perf_counter() - start
+            parts.append(logits[:n])
+        logits = np.concatenate(parts).astype(np.float64)  # (N, K)
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels) or not np.isfinite(logits).all():
+            raise BundleError(
+                f"bundle {self.path}: the model returned logits of shape {logits.shape}"
+                f"{'' if np.isfinite(logits).all() else ' with NaN or infinite values'}; expected "
+                f"(N, {len(self.labels)}) finite numbers. {_REEXPORT.capitalize()}."
+            )
+        if self.task == "multi-class":
+            z = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs = z / z.sum(axis=1, keepdims=True)
+        else:
+            probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without overflow for large |logits|
+        latency_ms = seconds * 1000.0
+        out = []
+        for row in probs:
+            probabilities = {name: float(p) for name, p in zip(self.labels, row, strict=True)}
+            if self.task == "multi-class":
+                label: str | list[str] = self.labels[int(np.argmax(row))]
+            else:
+                label = [name for name, p in probabilities.items() if p >= self.threshold]
+            out.append(Prediction(label=label, probabilities=probabilities, latency_ms=latency_ms))
+        return out
+
+
+def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
+    """Verify a bundle folder and open its model with ONNX Runtime.
+
+    Before the model runs: manifest.json and bundle.json must exist and parse; every file the manifest lists must
+    exist with its listed size and SHA-256; bundle.json, the model and the vocabulary must be listed; the format,
+    version, kind, task, labels and preprocessing must be known and complete; ONNX Runtime must open the model, its
+    inputs must agree with the preprocessing and its output with the number of labels (checked on one dummy input).
+
+    Args:
+        path: the bundle folder.
+        threads: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+
+    Returns:
+        The verified bundle.
+
+    Raises:
+        BundleError: anything missing, altered or inconsistent, named with the file and what to do.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise MedAssistError(f"threads must be 0 (ONNX Runtime's choice) or a positive whole number, got {threads!r}")
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"bundle {path} does not exist; give the folder written by `medassist deploy`")
+    if not path.is_dir():
+        raise BundleError(
+            f"{path} is a file, not a bundle folder; give the folder that holds {MODEL_FILE}, {DESCRIPTION_FILE} and "
+            f"{MANIFEST_FILE}"
+        )
+    files = _read_manifest(path)
+    if DESCRIPTION_FILE not in files:
+        raise BundleError(
+            f"bundle {path}: {DESCRIPTION_FILE} is not listed in {MANIFEST_FILE}, so it cannot be verified; {_REEXPORT}"
+        )
+    contents = {name: _verified_bytes(path, name, entry) for name, entry in files.items()}
+    where = f"bundle {path}: {DESCRIPTION_FILE}"
+    try:
+        meta = json.loads(contents[DESCRIPTION_FILE].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{where} is not valid JSON ({err}); {_REEXPORT}") from None
+    try:
+        _check_description(meta)
+    except _Invalid as err:
+        raise BundleError(f"{where} {err}; {err.fix or _REEXPORT}") from None
+    needed = [meta["model_file"]] + ([meta["preprocessing"]["vocab_file"]] if meta["kind"] == "text" else [])
+    for name in needed:
+        if name not in files:
+            raise BundleError(
+                f"bundle {path}: {name} is not listed in {MANIFEST_FILE}, so it cannot be verified; {_REEXPORT}"
+            )
+    vocab = None
+    if meta["kind"] == "text":
+        try:
+            vocab = Vocab.load(path / meta["preprocessing"]["vocab_file"])
+        except DataError as err:
+            raise BundleError(f"bundle {path}: {err}; {_REEXPORT}") from None
+    model = meta["model_file"]
+    session = _open_model(contents[model], meta, vocab, threads=threads, where=f"bundle {path}: {model}", fix=_REEXPORT)
+    return Bundle(path, meta, session, vocab)
+
+
+def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    file = path / MANIFEST_FILE
+    if not file.is_file():
+        raise BundleError(
+            f"{path} has no {MANIFEST_FILE}: it is not a medassist bundle, or an incomplete copy of one; copy the "
+            f"whole folder again or {_REEXPORT}"
+        )
+    where = f"bundle {path}: {MANIFEST_FILE}"
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{where} is not valid JSON ({err}); {_REEXPORT}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise BundleError(f"{where} is not a medassist manifest (format {MANIFEST_FORMAT!r}); {_REEXPORT}")
+    if manifest.get("algorithm") != "sha256":
+        raise BundleError(f"{where} uses checksum algorithm {manifest.get('algorithm')!r}, not sha256; {_REEXPORT}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{where} has no 'files' table; {_REEXPORT}")
+    for name, entry in files.items():
+        problem = _file_name_problem(name)
+        if problem is None and not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and _SHA256.match(entry["sha256"])
+            and _is_count(entry.get("bytes"))
+        ):
+            problem = "has no valid sha256 and bytes"
+        if problem is not None:
+            raise BundleError(f"{where}: the entry {name!r} {problem}; {_REEXPORT}")
+    return files
+
+
+def _verified_bytes(path: Path, name: str, entry: Mapping[str, Any]) -> bytes:
+    """The bytes of ``path/name`` after checking them against the manifest (the same bytes are then used)."""
+    file = path / name
+    if not file.is_file():
+        raise BundleError(
+            f"bundle {path}: {name} is listed in {MANIFEST_FILE} but missing; copy the whole bundle folder again or "
+            f"{_REEXPORT}"
+        )
+    data = file.read_bytes()
+    size, listed = len(data), entry["bytes"]
+    if size < listed:
+        raise BundleError(
+            f"bundle {path}: {name} is truncated ({size} bytes, the manifest lists {listed}): an incomplete copy, or "
+            f"edited after export; copy the bundle again or {_REEXPORT}"
+        )
+    if size > listed:
+        raise BundleError(
+            f"bundle {path}: {name} has {size} bytes but the manifest lists {listed}: it was changed after export; "
+            f"copy the bundle again or {_REEXPORT}"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise BundleError(
+            f"bundle {path}: {name} does not match its SHA-256 in {MANIFEST_FILE} (found {digest[:12]}..., listed "
+            f"{entry['sha256'][:12]}...): it was changed after export; copy the bundle again or {_REEXPORT}"
+        )
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    model_path: str | os.PathLike[str],
+    kind: str,
+    task: str,
+    labels: Sequence[str],
+    preprocessing: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    info: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, str | os.PathLike[str]] | None = None,
+    threshold: float = 0.5,
+    name: str | None = None,
+) -> Path:
+    """Write a bundle folder: the model, the extra files, bundle.json and manifest.json.
+
+    The bundle is built in a temporary sibling folder, its model opened and run once with ONNX Runtime, and only
+    then moved to ``out_dir``; an earlier bundle there is replaced only after the new one is complete, and survives
+    any failure. A folder at ``out_dir`` that is not a bundle is never replaced.
+
+    Args:
+        out_dir: the bundle folder to create or replace.
+        model_path: a self-contained ONNX model (copied to model.onnx).
+        kind: "image" or "text".
+        task: "multi-class" or "multi-label".
+        labels: the class or label names, in the order of the model's outputs.
+        preprocessing: image: image_size, channels, scale, mean, std (mean and std a number or one per channel);
+            text: tokenizer ("word"), vocab_file, max_len.
+        metrics: test metrics of the model (JSON numbers, nested dicts and lists allowed).
+        info: provenance (source run, variant, ...); the creation time and medassist version are added unless
+            given.
+        extra_files: more files to ship, file name -> path; a word-tokenizer text bundle needs its vocab_file here.
+        threshold: multi-label: a label is predicted when its probability is at least this.
+        name: the bundle's name; by default the folder's name.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        BundleError: invalid arguments, a model that does not match them, or a destination that is not a bundle.
+    """
+    from medassist import __version__
+
+    out_dir = Path(out_dir)
+    if out_dir.name in ("", ".."):  # "." or "..": the folder needs a name to build its sibling beside it
+        out_dir = out_dir.resolve()
+    where = f"cannot write bundle {out_dir}"
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise BundleError(f"{where}: the model file {model_path} does not exist; export the model to ONNX first")
+    extras = {str(k): Path(v) for k, v in (extra_files or {}).items()}
+    for file_name, source in extras.items():
+        problem = _file_name_problem(file_name)
+        if problem is None and file_name in (MODEL_FILE, DESCRIPTION_FILE, MANIFEST_FILE):
+            problem = "is the name of a file the bundle writes itself; give the file another name"
+        if problem is not None:
+            raise BundleError(f"{where}: the extra file name {file_name!r} {problem}")
+        if not source.is_file():
+            raise BundleError(f"{where}: the extra file {source} (for {file_name}) does not exist")
+    provenance = {"created": datetime.now(UTC).isoformat(timespec="seconds"), "medassist_version": __version__}
+    try:
+        meta: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "name": name if name is not None else out_dir.name,
+            "kind": kind,
+            "task": task,
+            "labels": list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str) else labels,
+            "model_file": MODEL_FILE,
+            "preprocessing": _plain_json(dict(preprocessing), "preprocessing")
+            if isinstance(preprocessing, Mapping)
+            else preprocessing,
+            "threshold": _plain_json(threshold, "threshold"),
+            "metrics": _plain_json(metrics, "metrics"),
+            "info": _plain_json({**provenance, **(info or {})}, "info"),
+        }
+    except _Invalid as err:
+        raise BundleError(f"{where}: {err}") from None
+    try:
+        _check_description(meta)
+    except _Invalid as err:
+        raise BundleError(f"{where}: its {DESCRIPTION_FILE} would be invalid: it {err}") from None
+    vocab = None
+    if kind == "text":
+        vocab_file = meta["preprocessing"]["vocab_file"]
+        if vocab_file not in extras:
+            raise BundleError(
+                f"{where}: a text bundle with the word tokenizer needs its vocabulary; pass "
+                f"extra_files={{{vocab_file!r}: <path of the file written by Vocab.save>}}"
+            )
+        try:
+            vocab = Vocab.load(extras[vocab_file])
+        except DataError as err:
+            raise BundleError(f"{where}: {err}") from None
+    _check_destination(out_dir, where)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.part"
+    tmp.mkdir()
+    try:
+        shutil.copyfile(model_path, tmp / MODEL_FILE)
+        for file_name, source in extras.items():
+            shutil.copyfile(source, tmp / file_name)
+        _write_json(tmp / DESCRIPTION_FILE, meta)
+        _write_manifest(tmp, [MODEL_FILE, DESCRIPTION_FILE, *extras])
+        _open_model(
+            (tmp / MODEL_FILE).read_bytes(),
+            meta,
+            vocab,
+            threads=0,
+            where=f"{where}: the model {model_path}",
+            fix="export the model so it matches kind, preprocessing and labels",
+        )
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _check_destination(out_dir: Path, where: str) -> None:
+    """Refuse to replace anything but an earlier bundle (or an empty folder)."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise BundleError(f"{where}: {out_dir} exists and is not a folder; choose another path or remove it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not ((out_dir / MANIFEST_FILE).is_file() or (out_dir / DESCRIPTION_FILE).is_file()):
+            raise BundleError(
+                f"{where}: the folder exists and is not a bundle (it has no {MANIFEST_FILE}); only an earlier bundle "
+                "is replaced. Choose a new or empty folder."
+            )
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished ``tmp`` to ``out_dir``, keeping an earlier bundle until the new one is in place."""
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    # Python has no atomic exchange of two folders; the earlier bundle is moved aside, then restored on failure.
+    old = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.old"
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _write_manifest(folder: Path, names: Sequence[str]) -> None:
+    files = {}
+    for name in names:
+        file = folder / name
+        digest = hashlib.sha256()
+        with file.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        files[name] = {"sha256": digest.hexdigest(), "bytes": file.stat().st_size}
+    _write_json(folder / MANIFEST_FILE, {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The description
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_description(meta: Any) -> None:
+    """Raise :class:`_Invalid` naming the first problem of a bundle.json dict."""
+    if not isinstance(meta, dict):
+        raise _Invalid(f"is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise _Invalid(f"has format {meta.get('format')!r}, not {BUNDLE_FORMAT!r}: it is not a medassist bundle")
+    version = meta.get("version")
+    if not _is_count(version) or version < 1:
+        raise _Invalid(f"has version {version!r}; expected {BUNDLE_VERSION}")
+    if version > BUNDLE_VERSION:
+        raise _Invalid(
+            f"has version {version}, newer than this medassist reads ({BUNDLE_VERSION})",
+            fix="upgrade medassist to read it",
+        )
+    for key in ("name", "model_file"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise _Invalid(f"has no '{key}' (a non-empty string)")
+    problem = _file_name_problem(meta["model_file"])
+    if problem is not None:
+        raise _Invalid(f"has model_file {meta['model_file']!r}, which {problem}")
+    kind, task = meta.get("kind"), meta.get("task")
+    if kind not in KINDS:
+        raise _Invalid(f"has kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if task not in TASKS:
+        raise _Invalid(f"has task {task!r}; known tasks: {', '.join(TASKS)}")
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise _Invalid(f"has labels {labels!r}; give a non-empty list of label names in the model's output order")
+    if not all(isinstance(label, str) and label.strip() for label in labels):
+        raise _Invalid(f"has labels {labels!r}; every label must be a non-empty string")
+    if len(set(labels)) != len(labels):
+        raise _Invalid(f"has labels {labels!r} with duplicates; give each label once")
+    if task == "multi-class" and len(labels) < 2:
+        raise _Invalid(f"has one label {labels!r} for a multi-class task; a multi-class model needs at least two")
+    threshold = meta.get("threshold")
+    if not _is_number(threshold) or not 0.0 < threshold < 1.0:
+        raise _Invalid(f"has threshold {threshold!r}; give a probability between 0 and 1 (exclusive)")
+    for key in ("metrics", "info"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise _Invalid(f"has {key} {meta.get(key)!r}; give a dict")
+    _check_preprocessing(meta.get("preprocessing"), kind)
+
+
+def _check_preprocessing(pre: Any, kind: str) -> None:
+    if not isinstance(pre, dict):
+        raise _Invalid(f"has preprocessing {pre!r}; give a dict")
+    keys = IMAGE_PREPROCESSING if kind == "image" else TEXT_PREPROCESSING
+    missing = [k for k in keys if k not in pre]
+    if missing:
+        raise _Invalid(f"lacks preprocessing key(s) {', '.join(missing)} ({_A[kind]} bundle needs {', '.join(keys)})")
+    unknown = [k for k in pre if k not in keys]
+    if unknown:
+        raise _Invalid(
+            f"has unknown preprocessing key(s) {', '.join(unknown)} ({_A[kind]} bundle has {', '.join(keys)})"
+        )
+    if kind == "image":
+        if not _is_count(pre["image_size"]) or pre["image_size"] < 1:
+            raise _Invalid(f"has image_size {pre['image_size']!r}; give a positive whole number of pixels")
+        if pre["channels"] not in (1, 3) or isinstance(pre["channels"], bool):
+            raise _Invalid(f"has channels {pre['channels']!r}; give 1 (grayscale) or 3 (RGB)")
+        if not _is_number(pre["scale"]) or pre["scale"] <= 0:
+            raise _Invalid(f"has scale {pre['scale']!r}; give a positive number (1/255 maps pixels to 0-1)")
+        for key in ("mean", "std"):
+            values = pre[key] if isinstance(pre[key], list) else [pre[key]]
+            if (
+                len(values) not in (1, pre["channels"])
+                or not all(_is_number(v) for v in values)
+                or (key == "std" and not all(v > 0 for v in values))
+            ):
+                raise _Invalid(
+                    f"has {key} {pre[key]!r}; give one number or one per channel ({pre['channels']})"
+                    + (", all positive" if key == "std" else "")
+                )
+    else:
+        if pre["tokenizer"] not in TOKENIZERS:
+            raise _Invalid(f"has tokenizer {pre['tokenizer']!r}; known tokenizers: {', '.join(TOKENIZERS)}")
+        if not _is_count(pre["max_len"]) or pre["max_len"] < 1:
+            raise _Invalid(f"has max_len {pre['max_len']!r}; give a positive whole number of tokens")
+        problem = _file_name_problem(pre["vocab_file"])
+        if problem is not None or pre["vocab_file"] in (DESCRIPTION_FILE, MANIFEST_FILE, MODEL_FILE):
+            raise _Invalid(f"has vocab_file {pre['vocab_file']!r}; give a file name such as {VOCAB_FILE!r}")
+
+
+def _file_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a file of a bundle (a plain name inside the folder), or None."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        return "is not a plain file name inside the bundle folder"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _plain_json(value: Any, where: str) -> Any:
+    """``value`` with numpy scalars and arrays as Python numbers and lists; refuses NaN and what JSON cannot hold."""
+    if isinstance(value, np.generic | np.ndarray):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain_json(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Invalid(f"{where} is {value}, which JSON cannot hold; store None for a value that is undefined")
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise _Invalid(f"{where} is a {type(value).__name__} ({value!r}); give numbers, strings, lists or dicts")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _open_model(
+    data: bytes, meta: dict[str, Any], vocab: Vocab | None, *, threads: int, where: str, fix: str
+) -> ort.InferenceSession:
+    """An ONNX Runtime session on the model ``data``, checked against ``meta`` and run once on a dummy input."""
+    _check_self_contained(data, where, fix)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors become exceptions with our message; no warnings on the console
+    try:
+        # From bytes, so the model that runs is the one just verified, not whatever the file holds by now.
+        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own exception types for every kind of bad model
+        raise BundleError(
+            f"{where} cannot be opened by ONNX Runtime {ort.__version__} ({_short(err)}); {fix}"
+        ) from None
+    _check_signature(session, meta, where, fix)
+    _dry_run(session, meta, vocab, where, fix)
+    return session
+
+
+def _check_self_contained(data: bytes, where: str, fix: str) -> None:
+    """Refuse a model that does not parse, or keeps weights in external files the manifest cannot vouch for."""
+    import onnx  # slow to import; only needed here
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise BundleError(f"{where} is not an ONNX model (it does not parse: {_short(err)}); {fix}") from None
+    graphs, external = [model.graph], []
+    while graphs:
+        graph = graphs.pop()
+        tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+        for node in graph.node:
+            for attr in node.attribute:
+                tensors += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+                graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        external += [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise BundleError(
+            f"{where} keeps {len(external)} weight tensor(s) (e.g. {external[0]!r}) in external data files; a bundle "
+            f"holds one self-contained model. Export it as one file; {fix}"
+        )
+
+
+def _logits_output(session: ort.InferenceSession) -> Any:
+    outputs = session.get_outputs()
+    return next((o for o in outputs if o.name == "logits"), outputs[0])
+
+
+def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where: str, fix: str) -> None:
+    """Compare the model's declared inputs and output with the description, where its shapes are static."""
+    pre, kind = meta["preprocessing"], meta["kind"]
+    inputs = session.get_inputs()
+    names = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+    if kind == "image":
+        size, channels = pre["image_size"], pre["channels"]
+        wanted = [None, channels, size, size]
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
+            raise BundleError(
+                f"{where} takes inputs ({names}), but an image model takes one float32 input (B, C, H, W); {fix}"
+            )
+        shape = inputs[0].shape
+        if any(isinstance(have, int) and have != want for have, want in zip(shape[1:], wanted[1:], strict=True)):
+            raise BundleError(
+                f"{where} takes input {inputs[0].name} of shape {shape}, but bundle.json describes "
+                f"(B, {channels}, {size}, {size}) (channels {channels}, image_size {size}); {fix}"
+            )
+    else:
+        if len(inputs) != 2 or any(i.type != "tensor(int64)" or len(i.shape) != 2 for i in inputs):
+            raise BundleError(
+                f"{where} takes inputs ({names}), but a text model takes two int64 inputs (B, T): token ids and "
+                f"attention mask; {fix}"
+            )
+        length = inputs[0].shape[1]
+        if isinstance(length, int) and length < pre["max_len"]:
+            raise BundleError(
+                f"{where} takes texts of exactly {length} tokens, fewer than max_len {pre['max_len']} in bundle.json; "
+                f"{fix}"
+            )
+    output = _logits_output(session)
+    k = len(meta["labels"])
+    if len(output.shape) != 2 or (isinstance(output.shape[1], int) and output.shape[1] != k):
+        raise BundleError(
+            f"{where} returns {output.name} of shape {output.shape}, but bundle.json has {k} labels "
+            f"({', '.join(meta['labels'])}), so it should return (B, {k}); {fix}"
+        )
+
+
+def _dry_run(session: ort.InferenceSession, meta: dict[str, Any], vocab: Vocab | None, where: str, fix: str) -> None:
+    """Run one dummy input, which catches what static shapes cannot (dynamic output size, too small an embedding)."""
+    inputs = session.get_inputs()
+    batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else 1
+    pre = meta["preprocessing"]
+    if meta["kind"] == "image":
+        shape = (batch, pre["channels"], pre["image_size"], pre["image_size"])
+        feed = {inputs[0].name: np.zeros(shape, dtype=np.float32)}
+        what = f"a zero image of shape {shape}"
+    else:
+        assert vocab is not None
+        length = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 1
+        ids = np.full((batch, length), len(vocab) - 1, dtype=np.int64)  # the largest id must fit the embedding
+        feed = {inputs[0].name: ids, inputs[1].name: np.ones_like(ids)}
+        what = f"token ids of shape {ids.shape} holding the vocabulary's largest id ({len(vocab) - 1})"
+    output = _logits_output(session)
+    logits = _run(session, [output.name], feed, where, also=f"on {what}", fix=fix)
+    k = len(meta["labels"])
+    if logits.shape != (batch, k):
+        raise BundleError(
+            f"{where} returns {output.name} of shape {logits.shape} for {batch} input(s), but bundle.json has {k} "
+            f"labels ({', '.join(meta['labels'])}); {fix}"
+        )
+
+
+def _run(
+    session: ort.InferenceSession,
+    outputs: list[str],
+    feed: dict[str, np.ndarray],
+    where: str,
+    *,
+    also: str = "",
+    fix: str = _REEXPORT,
+) -> np.ndarray:
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the exception below carries the message; ONNX Runtime need not print it too
+    try:
+        return session.run(outputs, feed, quiet)[0]
+    except Exception as err:  # ONNX Runtime's own exception types
+        raise BundleError(f"{where} fails to run{' ' + also if also else ''} ({_short(err)}); {fix}") from None
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    pad = np.zeros((rows - len(array), *array.shape[1:]), dtype=array.dtype)
+    return np.concatenate([array, pad])
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise MedAssistError(f"batch_size must be a positive whole number, got {batch_size!r}")
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,72 @@
+"""Knowledge distillation: a small student learns from a large teacher's softened predictions.
+
+The teacher's logits on the training images are computed once and travel with the images through the engine's
+batcher, so a distillation epoch costs no more than a plain one; the engine's loop is reused through a
+``step_fn`` (Hinton et al., 2015: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medassist.train.data import ImageBatcher, batches, main_logits, to_tensor
+from medassist.train.engine import StepFn
+
+
+class TeacherBatcher:
+    """Training images with the teacher's logits: ``inputs(idx) -> (images (B, C, H, W), teacher_logits (B, K))``.
+
+    Not augmentable: the stored teacher logits belong to the unaugmented images.
+    """
+
+    augmentable = False
+
+    def __init__(self, images: np.ndarray | torch.Tensor, teacher_logits: torch.Tensor) -> None:
+        self.x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+        self.t = teacher_logits.float()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        return batches(len(self.x), batch_size, generator=generator)
+
+    def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.x[idx], self.t[idx]
+
+    def subset(self, idx: np.ndarray) -> ImageBatcher:
+        return ImageBatcher(self.x[torch.as_tensor(idx)])  # evaluation subsets need images only
+
+
+@torch.no_grad()
+def ensemble_logits(teachers: Sequence[nn.Module], images: np.ndarray, *, batch_size: int = 256) -> torch.Tensor:
+    """The teachers' averaged log-probabilities (an ensemble's logits, up to a constant) on ``images``."""
+    x = to_tensor(images)
+    out = []
+    for i in range(0, len(x), batch_size):
+        logp = [F.log_softmax(main_logits(t.eval()(x[i : i + batch_size])).float(), dim=1) for t in teachers]
+        out.append(torch.stack(logp).mean(0))
+    return torch.cat(out)
+
+
+def distillation_step(temperature: float, alpha: float) -> StepFn:
+    """A training step for :func:`medassist.train.fit` with a :class:`TeacherBatcher`."""
+
+    def step(model: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, teacher = inputs
+        logits = model(images)  # (B, K)
+        soft = F.kl_div(
+            F.log_softmax(logits / temperature, dim=1),
+            F.log_softmax(teacher / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        hard = F.cross_entropy(logits, y)
+        return alpha * temperature**2 * soft + (1 - alpha) * hard, logits
+
+    return step

@@ -1,0 +1,189 @@
+"""ONNX export, ONNX Runtime sessions, and the parity check between a PyTorch model and its export.
+
+Image models export as they are. The recurrent text models run a *packed* sequence in PyTorch, which ONNX cannot
+express; :class:`ExportableTextRNN` computes the same function with plain tensors (the backward direction reads
+each report reversed within its own length), so the exported graph gives the packed model's logits on padded
+batches too.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medassist.errors import MedAssistError
+from medassist.train.data import Batcher, as_batcher, main_logits, probabilities
+from medassist.utils.io import atomic_path
+
+IMAGE_INPUTS = ("images",)
+TEXT_INPUTS = ("input_ids", "attention_mask")
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of ``x`` (B, T, D) within its first ``lengths[b]`` steps; padding stays in place.
+
+    Applying it twice gives ``x`` back.
+    """
+    t = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
+    rev = lengths[:, None] - 1 - t  # (B, T)
+    idx = torch.where(rev >= 0, rev, t)  # (B, T) padding maps to itself
+    return torch.gather(x, 1, idx[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+class ExportableTextRNN(nn.Module):
+    """The function of a trained :class:`~medassist.models.text_rnn.TextRNN`, without packed sequences.
+
+    ``forward(input_ids (B, T) int64, attention_mask (B, T) int64) -> logits (B, K)``. One unidirectional RNN per
+    layer and direction holds the trained weights; the backward direction runs on the reports reversed within
+    their lengths, so padding never reaches a real position (as with packing).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        rnn = model.rnn
+        self.embed, self.head, self.pooling = model.embed, model.head, model.pooling
+        self.hidden, self.bidirectional, self.num_layers = rnn.hidden_size, rnn.bidirectional, rnn.num_layers
+        cls = type(rnn)
+        self.cells = nn.ModuleList()
+        for layer in range(rnn.num_layers):
+            for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
+                width = rnn.input_size if layer == 0 else rnn.hidden_size * (2 if rnn.bidirectional else 1)
+                cell = cls(width, rnn.hidden_size, batch_first=True)
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(cell, f"{name}_l0").data.copy_(getattr(rnn, f"{name}_l{layer}{suffix}").data)
+                self.cells.append(cell)
+        self.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask > 0  # (B, T)
+        lengths = mask.sum(1)  # (B,)
+        x = self.embed(input_ids)  # (B, T, E)
+        dirs = 2 if self.bidirectional else 1
+        for layer in range(self.num_layers):
+            outs = [self.cells[layer * dirs](x)[0]]  # (B, T, H)
+            if self.bidirectional:
+                back = self.cells[layer * dirs + 1](reverse_within_length(x, lengths))[0]
+                outs.append(reverse_within_length(back, lengths))  # (B, T, H)
+            x = torch.cat(outs, dim=2)  # (B, T, H * dirs)
+        return self.head(self._pool(x, mask, lengths))
+
+    def _pool(self, states: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "meanmax":
+            m = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+            mean = (states * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
+            mx = states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)  # (B, D)
+            return torch.cat([mean, mx], dim=1)
+        h = self.hidden
+        idx = (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, h)  # (B, 1, H)
+        last = torch.gather(states[..., :h], 1, idx).squeeze(1)  # (B, H)
+        return torch.cat([last, states[:, 0, h:]], dim=1) if self.bidirectional else last
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """The module to export for ``model``: recurrent text models are rewritten without packing."""
+    from medassist.models.text_rnn import TextRNN
+
+    return ExportableTextRNN(model) if isinstance(model, TextRNN) else model
+
+
+def export_onnx(model: nn.Module, example: Sequence[torch.Tensor], path: str | Path, *, text: bool = False) -> Path:
+    """Export ``model`` (in eval mode) to one self-contained ONNX file with a dynamic batch (and length) axis.
+
+    Inputs are named ``images`` (image models) or ``input_ids`` and ``attention_mask`` (text models); the output
+    is ``logits``.
+    """
+    module = exportable(model).eval()
+    if text:  # the bundle's contract: int64 ids and an int64 0/1 mask
+        example = tuple(a.long() for a in example)
+    names = list(TEXT_INPUTS if text else IMAGE_INPUTS)
+    axes = {n: {0: "batch", 1: "length"} if text else {0: "batch"} for n in names}
+    axes["logits"] = {0: "batch"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes are not the user's concern
+        torch.onnx.export(
+            module,
+            tuple(example),
+            str(tmp),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    return path
+
+
+class OrtModel:
+    """An ONNX Runtime session that takes the same inputs as the PyTorch model (tensors or arrays)."""
+
+    def __init__(self, path: str | Path, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unreadable models
+            raise MedAssistError(f"ONNX Runtime cannot open {path}: {exc}") from None
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.path = Path(path)
+
+    def __call__(self, *args: torch.Tensor | np.ndarray) -> np.ndarray:
+        feed = {}
+        for name, a in zip(self.inputs, args, strict=True):
+            a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+            feed[name] = a.astype(np.int64) if a.dtype == np.bool_ else a
+        return self.session.run(None, feed)[0]
+
+
+def logits_of(
+    model: nn.Module | OrtModel, data: np.ndarray | torch.Tensor | Batcher, *, batch_size: int = 256
+) -> np.ndarray:
+    """Logits (N, K) of a PyTorch model or an ONNX Runtime session on images or a batcher, in input order."""
+    batcher = as_batcher(data)
+    out: np.ndarray | None = None
+    with torch.no_grad():
+        for idx in batcher.order(batch_size):
+            inputs = batcher.inputs(idx)
+            if isinstance(model, OrtModel):
+                z = model(*inputs)
+            else:
+                model.eval()
+                z = main_logits(model(*inputs)).float().numpy()
+            if out is None:
+                out = np.empty((len(batcher), z.shape[1]), dtype=np.float32)
+            out[idx.numpy()] = z
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def probs_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
+    """Softmax (multi-class) or sigmoid (multi-label) probabilities, float64."""
+    return probabilities(torch.from_numpy(logits), task).numpy()
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray, task: str, threshold: float = 0.5) -> dict[str, float]:
+    """Largest absolute logit difference and label agreement between two models' logits on the same inputs."""
+    if reference.shape != candidate.shape:
+        raise MedAssistError(f"parity: logits of shape {reference.shape} and {candidate.shape} cannot be compared")
+    if task == "multi-label":
+        agree = float(((reference > 0) == (candidate > 0)).mean())  # logit 0 = probability 0.5
+    else:
+        agree = float((reference.argmax(1) == candidate.argmax(1)).mean())
+    return {"max_abs_logit_diff": float(np.abs(reference - candidate).max()), "label_agreement": agree}
+
+
+def timed(fn, *args) -> tuple[object, float]:  # noqa: ANN001 - any callable
+    """``fn(*args)`` and its wall time in seconds."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0

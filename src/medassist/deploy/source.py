@@ -1,0 +1,172 @@
+"""The model to deploy, read back from a finished study run folder with the data it was trained on.
+
+An image study run gives its selected model (``models/model.*``) and, as distillation teachers, the best of the
+other models it trained; a text study run gives its selected recurrent model with the word vocabulary it reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from medassist.config import from_dict, load_yaml
+from medassist.errors import MedAssistError
+from medassist.models import create_model
+from medassist.train import ImageBatcher, Labelled, TokenBatcher
+
+
+@dataclass
+class Source:
+    """A trained model and its data, as the deploy study needs them.
+
+    Attributes:
+        kind: "image" or "text".
+        name: data set name (for the run folder and the report).
+        task: "multi-class" or "multi-label".
+        labels: class or finding names.
+        model: the fp32 model in eval mode.
+        model_name, model_kwargs: how to build it again from the registry.
+        splits: train, val and test as the engine's labelled batchers.
+        preprocessing: what a bundle needs to turn a raw input into the model's input.
+        extra_files: files that travel with the model (the vocabulary of a word model).
+        images: image splits as uint8 arrays (image sources only; calibration and distillation use them).
+        teachers: (unit name, model) pairs of the other trained models, best validation AUC first (image only).
+    """
+
+    kind: str
+    name: str
+    task: str
+    labels: list[str]
+    model: nn.Module
+    model_name: str
+    model_kwargs: dict[str, Any]
+    splits: dict[str, Labelled]
+    preprocessing: dict[str, Any]
+    run_dir: Path
+    extra_files: dict[str, Path] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    teachers: list[tuple[str, nn.Module]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def example(self) -> tuple[torch.Tensor, ...]:
+        """One test input at batch 1 (the model's positional arguments)."""
+        return self.splits["test"].batcher.inputs(torch.arange(1))
+
+
+def _status(run_dir: Path) -> None:
+    status_file = run_dir / "status.json"
+    if not status_file.is_file():
+        raise MedAssistError(f"{run_dir} is not a run folder (no status.json); give a finished image or text run")
+    status = json.loads(status_file.read_text()).get("status")
+    if status != "complete":
+        raise MedAssistError(f"{run_dir} is {status}, not complete; finish it first (e.g. with --resume {run_dir})")
+
+
+def load_source(run_dir: str | Path, *, data_dir: str = "", n_teachers: int = 3, progress: bool = True) -> Source:
+    """Read the model to deploy and its data from an image or text study run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MedAssistError(f"run folder not found: {run_dir}")
+    _status(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "comparison" in metrics:
+        return _text_source(run_dir, metrics, progress=progress)
+    if "selected" in metrics:
+        return _image_source(run_dir, data_dir=data_dir, n_teachers=n_teachers, progress=progress)
+    raise MedAssistError(f"{run_dir} is neither an image nor a text study run (its metrics.json has no model)")
+
+
+def _unit_model(run_dir: Path, unit: str, **build: Any) -> tuple[nn.Module, dict[str, Any]]:
+    result = json.loads((run_dir / "units" / unit / "result.json").read_text())
+    model = create_model(result["model"], **build, **result["model_kwargs"])
+    model.load_state_dict(load_file(str(run_dir / "units" / unit / "best.safetensors")))
+    return model.eval(), result
+
+
+def _image_source(run_dir: Path, *, data_dir: str, n_teachers: int, progress: bool) -> Source:
+    from medassist.studies.image import ImageStudyConfig, load_data
+
+    meta = json.loads((run_dir / "models" / "model.json").read_text())
+    study = from_dict(ImageStudyConfig, load_yaml(run_dir / "config.yaml"))
+    study.progress = progress
+    if data_dir:
+        study.data_dir = data_dir
+    data = load_data(study)
+    build = {"num_classes": meta["num_classes"], "in_channels": meta["in_channels"]}
+    model = create_model(meta["model"], **build, **meta["model_kwargs"])
+    model.load_state_dict(load_file(str(run_dir / "models" / "model.safetensors")))
+    images = {s: data.splits[s].images for s in ("train", "val", "test")}
+    splits = {s: Labelled(ImageBatcher(images[s]), data.splits[s].labels.reshape(-1)) for s in images}
+    n_full = len(images["train"])
+    teachers = []
+    for res_file in sorted((run_dir / "units").glob("*/result.json")):
+        res = json.loads(res_file.read_text())
+        if res["name"] == meta["unit"] or res["n_train"] < n_full:  # the model itself; size-curve models
+            continue
+        teachers.append((res["val"]["auc"], res["params"], res["name"]))
+    teachers.sort(key=lambda t: (-t[0], -t[1]))
+    norm = meta["normalisation"]
+    return Source(
+        kind="image",
+        name=data.name,
+        task="multi-class",
+        labels=list(meta["class_names"]),
+        model=model.eval(),
+        model_name=meta["model"],
+        model_kwargs=dict(meta["model_kwargs"]),
+        splits=splits,
+        preprocessing={
+            "image_size": int(meta["image_size"]),
+            "channels": int(meta["in_channels"]),
+            "scale": float(norm["scale"]),
+            "mean": float(norm["mean"]),
+            "std": float(norm["std"]),
+        },
+        run_dir=run_dir,
+        images=images,
+        teachers=[(name, _unit_model(run_dir, name, **build)[0]) for _, _, name in teachers[:n_teachers]],
+    )
+
+
+def _text_source(run_dir: Path, metrics: dict[str, Any], *, progress: bool) -> Source:
+    from medassist.studies.text import TextStudyConfig, load_text_data
+    from medassist.text.vocab import Vocab
+
+    study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
+    study.progress = progress
+    unit = metrics["best"].get(study.recurrent)
+    if unit is None:
+        raise MedAssistError(f"{run_dir}: the text run has no trained {study.recurrent} model to deploy")
+    data = load_text_data(study)
+    vocab_file = run_dir / "models" / "vocab.json"
+    vocab = Vocab.load(vocab_file)
+    num = data.num_labels
+    model, _ = _unit_model(run_dir, unit, num_classes=num, in_channels=1)
+    splits = {}
+    for s in ("train", "val", "test"):
+        split = data.splits[s]
+        splits[s] = Labelled(TokenBatcher(vocab.encode_batch(split.texts, max_len=study.max_len)), split.labels)
+    result = json.loads((run_dir / "units" / unit / "result.json").read_text())
+    return Source(
+        kind="text",
+        name=data.name,
+        task=data.task,
+        labels=list(data.label_names),
+        model=model,
+        model_name=result["model"],
+        model_kwargs=dict(result["model_kwargs"]),
+        splits=splits,
+        preprocessing={"tokenizer": "word", "vocab_file": "vocab.json", "max_len": int(study.max_len)},
+        run_dir=run_dir,
+        extra_files={"vocab.json": vocab_file},
+    )

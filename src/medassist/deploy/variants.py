@@ -1,0 +1,177 @@
+"""Deployment variants and the one measurement that compares them: file size, latency at batch 1, throughput at
+a larger batch, validation and test metrics, and parity with the model each variant was made from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from medassist.deploy.export import OrtModel, logits_of, parity, probs_from_logits
+from medassist.deploy.measure import file_mb, summarise_times, time_rounds
+from medassist.evaluate import metrics_for
+
+if TYPE_CHECKING:
+    from medassist.deploy.source import Source
+    from medassist.studies.deploy import DeployConfig
+
+BASELINE = "fp32 (PyTorch)"
+# The issue's bar for the best variant against the fp32 PyTorch baseline.
+TARGET_SIZE_RATIO, TARGET_SPEEDUP, TARGET_ACC_DROP, TARGET_AUC_DROP = 4.0, 3.0, 0.005, 0.005
+
+
+@dataclass
+class Variant:
+    """One deployable form of a model.
+
+    Attributes:
+        name: shown in tables (the first variant is the fp32 PyTorch baseline).
+        technique: what was done to the model.
+        runtime: "pytorch" or "onnxruntime".
+        files: the files a device would hold (their total size is the variant's size).
+        model: the PyTorch module (PyTorch variants).
+        parity_with: the variant it was made from, whose test logits it is checked against.
+        note: a fact worth a line in the report (e.g. parameters before and after pruning).
+    """
+
+    name: str
+    technique: str
+    runtime: str
+    files: list[Path]
+    model: nn.Module | None = None
+    parity_with: str | None = None
+    note: str = ""
+    logits: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def onnx_file(self) -> Path | None:
+        return self.files[0] if self.runtime == "onnxruntime" else None
+
+    def runner(self, threads: int) -> nn.Module | OrtModel:
+        return OrtModel(self.files[0], threads=threads) if self.runtime == "onnxruntime" else self.model.eval()
+
+
+def timing_inputs(source: Source, batch: int, seed: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Inputs at batch 1 (a test case of median length, for text) and at ``batch`` (drawn at random, seeded)."""
+    test = source.splits["test"].batcher
+    n = len(test)
+    if source.kind == "text":
+        one = torch.argsort(test.lengths)[n // 2 : n // 2 + 1]
+    else:
+        one = torch.arange(1)
+    many = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, min(batch, n), replace=False)))
+    return test.inputs(one), test.inputs(many)
+
+
+def _caller(runner: nn.Module | OrtModel, inputs: tuple[torch.Tensor, ...]):  # noqa: ANN202 - a closure
+    if isinstance(runner, OrtModel):
+        arrays = [x.numpy().astype(np.int64) if x.dtype in (torch.bool, torch.int64) else x.numpy() for x in inputs]
+        return lambda: runner(*arrays)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return runner(*inputs)
+
+    return call
+
+
+def measure_variants(variants: list[Variant], source: Source, cfg: DeployConfig) -> pd.DataFrame:
+    """Measure every variant in one process with the same threads, inputs, warm-up and repeats."""
+    torch.set_num_threads(cfg.threads)
+    metrics = metrics_for(source.task)
+    runners = {v.name: v.runner(cfg.threads) for v in variants}
+    rows = []
+    for v in variants:
+        for split in ("val", "test"):
+            v.logits[split] = logits_of(runners[v.name], source.splits[split].batcher)
+    by_name = {v.name: v for v in variants}
+    one, many = timing_inputs(source, cfg.throughput_batch, cfg.seed)
+    b1 = time_rounds(
+        {k: _caller(r, one) for k, r in runners.items()}, warmup=cfg.warmup, rounds=cfg.rounds, per_round=cfg.repeats
+    )
+    bn = time_rounds(
+        {k: _caller(r, many) for k, r in runners.items()},
+        warmup=max(2, cfg.warmup // 5),
+        rounds=cfg.rounds,
+        per_round=max(2, cfg.repeats // 8),
+    )
+    for v in variants:
+        row: dict[str, Any] = {
+            "variant": v.name,
+            "technique": v.technique,
+            "runtime": v.runtime,
+            "size_mb": file_mb(*v.files),
+        }
+        t1, tn = summarise_times(b1[v.name]), summarise_times(bn[v.name])
+        row.update(
+            {
+                "latency_b1_median_ms": t1["median_ms"],
+                "latency_b1_p95_ms": t1["p95_ms"],
+                f"throughput_b{len(many[0])}_per_s": len(many[0]) / (tn["median_ms"] / 1e3),
+            }
+        )
+        for split in ("val", "test"):
+            y = source.splits[split].labels
+            y = y if source.task == "multi-label" else y.reshape(-1)
+            p = probs_from_logits(v.logits[split], source.task)
+            for name in ("accuracy", "auc", "macro_f1"):
+                row[f"{split}_{name}"] = float(metrics[name](y, p))
+        if v.parity_with:
+            par = parity(by_name[v.parity_with].logits["test"], v.logits["test"], source.task)
+            row.update({"parity_with": v.parity_with, **par})
+        row["note"] = v.note
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    base = df.iloc[0]
+    df["size_ratio"] = base.size_mb / df.size_mb
+    df["speedup_b1"] = base.latency_b1_median_ms / df.latency_b1_median_ms
+    for split in ("val", "test"):
+        df[f"{split}_accuracy_drop"] = base[f"{split}_accuracy"] - df[f"{split}_accuracy"]
+        df[f"{split}_auc_drop"] = base[f"{split}_auc"] - df[f"{split}_auc"]
+    df["meets_target"] = (
+        (df.size_ratio >= TARGET_SIZE_RATIO)
+        & (df.speedup_b1 >= TARGET_SPEEDUP)
+        & (df.test_accuracy_drop <= TARGET_ACC_DROP + 1e-12)
+        & (df.test_auc_drop <= TARGET_AUC_DROP + 1e-12)
+    )
+    return df
+
+
+def select_variant(table: pd.DataFrame, cfg: DeployConfig) -> str:
+    """The variant to ship, chosen on validation only: the fastest ONNX variant at batch 1 whose validation
+    accuracy and AUC stay within the tolerances of the baseline's (the smaller file breaks a tie)."""
+    ok = table[
+        (table.runtime == "onnxruntime")
+        & (table.val_accuracy_drop <= cfg.max_accuracy_drop + 1e-12)
+        & (table.val_auc_drop <= cfg.max_auc_drop + 1e-12)
+    ]
+    if ok.empty:  # nothing compressed keeps the validation metrics: ship the plain export
+        return "fp32 (ONNX Runtime)"
+    return str(ok.sort_values(["latency_b1_median_ms", "size_mb"]).iloc[0]["variant"])
+
+
+def test_intervals(variants: list[Variant], source: Source, chosen: str, *, n_boot: int, seed: int) -> list[dict]:
+    """Test accuracy and AUC of the baseline and the shipped variant with 95% bootstrap intervals, and the paired
+    interval of each drop (baseline minus shipped)."""
+    from medassist.evaluate import bootstrap_ci, paired_bootstrap_difference
+
+    metrics = metrics_for(source.task)
+    y = source.splits["test"].labels
+    y = y if source.task == "multi-label" else y.reshape(-1)
+    by_name = {v.name: v for v in variants}
+    probs = {n: probs_from_logits(by_name[n].logits["test"], source.task) for n in (BASELINE, chosen)}
+    rows = []
+    for name in ("accuracy", "auc"):
+        for who in (BASELINE, chosen):
+            v, lo, hi = bootstrap_ci(y, probs[who], metrics[name], n_boot=n_boot, seed=seed)
+            rows.append({"metric": name, "what": who, "value": v, "ci95_low": lo, "ci95_high": hi})
+        d, lo, hi = paired_bootstrap_difference(
+            y, probs[BASELINE], probs[chosen], metrics[name], n_boot=n_boot, seed=seed
+        )
+        rows.append({"metric": name, "what": "drop (baseline - shipped)", "value": d, "ci95_low": lo, "ci95_high": hi})
+    return rows

@@ -1,0 +1,379 @@
+"""The deployment study: compress a study's model for the point of care, measure every variant the same way,
+and ship the best one as a verified bundle.
+
+Variants of an image model: ONNX export, static int8, channel pruning (torch-pruning) with a short fine-tune,
+magnitude pruning stored sparse, a distilled student, and their combinations. Variants of a recurrent text model:
+ONNX export, dynamic int8 (ONNX Runtime and PyTorch), magnitude pruning stored sparse.
+
+The bundle's variant is chosen on the validation split (the fastest one whose validation accuracy and AUC stay
+within the stated tolerances of the fp32 model); the test split is only measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from medassist.config import TrainConfig, option, to_dict
+from medassist.deploy.export import export_onnx
+from medassist.deploy.source import Source, load_source
+from medassist.deploy.variants import Variant, measure_variants, select_variant
+from medassist.errors import MedAssistError
+from medassist.run import Run
+from medassist.train import Labelled, fit
+
+
+def _finetune() -> TrainConfig:
+    return TrainConfig(epochs=5, batch_size=128, optimizer="adamw", lr=5e-4, scheduler="cosine", augment=True)
+
+
+def _student_train() -> TrainConfig:
+    return TrainConfig(epochs=30, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="onecycle")
+
+
+def _text_finetune() -> TrainConfig:
+    return TrainConfig(epochs=3, batch_size=32, optimizer="adamw", lr=5e-4, scheduler="cosine")
+
+
+@dataclass
+class DeployConfig:
+    """The deployment study: which run's model, which compressions, how to time them."""
+
+    run: str = option("", "a finished image or text study run folder whose model is deployed (required)")
+    out: str = option("runs", "folder in which the deploy run folder is made")
+    data_dir: str = option("", "data directory for MedMNIST (default: the source run's, else $MEDASSIST_DATA_DIR)")
+    threads: int = option(2, "CPU threads of every variant (PyTorch and ONNX Runtime alike)")
+    calibration_images: int = option(512, "training images that calibrate static int8 quantization")
+    channel_ratio: float = option(0.5, "fraction of channels removed by structured pruning")
+    magnitude_amount: float = option(0.8, "fraction of weights zeroed by unstructured magnitude pruning")
+    finetune: TrainConfig = field(default_factory=_finetune, metadata={"help": "fine-tuning after image pruning"})
+    text_finetune: TrainConfig = field(
+        default_factory=_text_finetune, metadata={"help": "fine-tuning after text pruning"}
+    )
+    student: str = option("cnn_gap", "the distillation student (a registered image model)")
+    student_width: int = option(16, "first-stage channels of the student (cnn_gap / cnn)")
+    n_teachers: int = option(3, "teachers: the source run's best models by validation AUC, averaged")
+    temperature: float = option(4.0, "distillation temperature")
+    alpha: float = option(0.7, "weight of the teacher's soft targets (1 - alpha for the true labels)")
+    student_train: TrainConfig = field(
+        default_factory=_student_train, metadata={"help": "training of the student, alone and distilled"}
+    )
+    max_accuracy_drop: float = option(0.005, "selection tolerance: largest validation accuracy drop (0.005 = 0.5 pt)")
+    max_auc_drop: float = option(0.005, "selection tolerance: largest validation AUC drop")
+    warmup: int = option(20, "untimed calls per variant before timing")
+    rounds: int = option(5, "timing rounds (every variant in turn each round)")
+    repeats: int = option(40, "timed calls per variant and round at batch 1")
+    throughput_batch: int = option(64, "batch size of the throughput measurement")
+    n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
+    seed: int = option(0, "random seed")
+    progress: bool = option(True, "show progress bars")
+
+
+def run_deploy_study(cfg: DeployConfig) -> Path:
+    """Build, measure and bundle the variants of the model in ``cfg.run``; return the deploy run folder."""
+    if not cfg.run:
+        raise MedAssistError("give the study run folder to deploy: medassist deploy --run runs/image-...")
+    if cfg.threads < 1:
+        raise MedAssistError(f"threads must be at least 1; got {cfg.threads}")
+    source = load_source(cfg.run, data_dir=cfg.data_dir, n_teachers=cfg.n_teachers, progress=cfg.progress)
+    run = Run.create(cfg.out, f"deploy-{source.kind}-{source.name}", to_dict(cfg))
+    with run:
+        torch.set_num_threads(cfg.threads)
+        build = _image_variants if source.kind == "image" else _text_variants
+        variants = build(run, cfg, source)
+        _stage(cfg, f"measuring {len(variants)} variants (size, latency, throughput, validation and test metrics)")
+        table = measure_variants(variants, source, cfg)
+        chosen = select_variant(table, cfg)
+        _write_results(run, cfg, source, variants, table, chosen)
+        from medassist.report.deploy import write_deploy_report
+
+        write_deploy_report(run.dir)
+    return run.dir
+
+
+def _stage(cfg: DeployConfig, text: str) -> None:
+    if cfg.progress:
+        tqdm.write(f"[deploy] {text}", file=sys.stderr)
+
+
+def _save_state(run: Run, model: torch.nn.Module, name: str) -> Path:
+    """A plain fp32 state dict, the PyTorch file a device would load."""
+    path = run.path(f"models/{name}.pt")
+    torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def _train(
+    cfg: DeployConfig,
+    model: torch.nn.Module,
+    source: Source,
+    tcfg: TrainConfig,
+    desc: str,
+    *,
+    train: Labelled | None = None,
+    step_fn: Any = None,
+) -> pd.DataFrame:
+    result = fit(
+        model,
+        train or source.splits["train"],
+        source.splits["val"],
+        dataclasses.replace(tcfg, seed=cfg.seed, threads=cfg.threads),
+        num_classes=source.num_classes,
+        task=source.task,
+        progress=cfg.progress,
+        desc=desc,
+        step_fn=step_fn,
+    )
+    return result.history.assign(variant=desc)
+
+
+def _onnx_pair(run: Run, cfg: DeployConfig, source: Source, model: torch.nn.Module, stem: str) -> tuple[Path, Path]:
+    """fp32 ONNX export of ``model`` and its int8 version (static for images, dynamic for text)."""
+    from medassist.deploy.quantize import calibration_sample, quantize_dynamic_int8, quantize_static_int8
+
+    fp32 = export_onnx(model, source.example(), run.path(f"models/{stem}.onnx"), text=source.kind == "text")
+    int8 = run.path(f"models/{stem}.int8.onnx")
+    if source.kind == "image":
+        calib = calibration_sample(source.images["train"], cfg.calibration_images, cfg.seed)
+        quantize_static_int8(fp32, int8, calib)
+    else:
+        quantize_dynamic_int8(fp32, int8)
+    return fp32, int8
+
+
+def _magnitude(run: Run, cfg: DeployConfig, source: Source, tcfg: TrainConfig) -> tuple[Variant, pd.DataFrame]:
+    """Unstructured magnitude pruning, fine-tuned with its masks, stored as bitmask + values."""
+    from medassist.deploy.prune import add_magnitude_masks, load_sparse, remove_masks, save_sparse
+
+    model = copy.deepcopy(source.model)
+    params = add_magnitude_masks(model, cfg.magnitude_amount)
+    hist = _train(cfg, model, source, tcfg, f"magnitude-pruned {cfg.magnitude_amount:.0%}")
+    sparsity = remove_masks(params)
+    path = save_sparse(model.state_dict(), run.path("models/magnitude_pruned.sparse.zip"))
+    model.load_state_dict(load_sparse(path))  # what runs is what the file holds
+    return (
+        Variant(
+            name=f"magnitude-pruned {sparsity:.0%}, sparse file (PyTorch)",
+            technique="unstructured magnitude pruning + fine-tune",
+            runtime="pytorch",
+            files=[path],
+            model=model.eval(),
+            note=f"{sparsity:.1%} of the prunable weights are zero; dense kernels compute them anyway",
+        ),
+        hist,
+    )
+
+
+def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]:
+    from medassist.deploy.distill import TeacherBatcher, distillation_step, ensemble_logits
+    from medassist.deploy.prune import prune_channels
+    from medassist.models import create_model
+
+    histories = []
+    base = source.model
+    _stage(cfg, f"fp32 baseline, ONNX export and static int8 of {source.model_name}")
+    fp32, int8 = _onnx_pair(run, cfg, source, base, "baseline")
+    variants = [
+        Variant("fp32 (PyTorch)", "baseline", "pytorch", [_save_state(run, base, "baseline")], model=base),
+        Variant("fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with="fp32 (PyTorch)"),
+        Variant(
+            "int8 static (ONNX Runtime)",
+            "static int8 quantization",
+            "onnxruntime",
+            [int8],
+            parity_with="fp32 (PyTorch)",
+        ),
+    ]
+
+    _stage(cfg, f"channel pruning ({cfg.channel_ratio:.0%}) + fine-tune")
+    pruned = copy.deepcopy(base)
+    counts = prune_channels(pruned, source.example()[0], cfg.channel_ratio)
+    histories.append(_train(cfg, pruned, source, cfg.finetune, f"channel-pruned {cfg.channel_ratio:.0%}"))
+    p32, p8 = _onnx_pair(run, cfg, source, pruned, "channel_pruned")
+    note = f"parameters {counts['params_before']:,} -> {counts['params_after']:,}"
+    variants += [
+        Variant(
+            f"channel-pruned {cfg.channel_ratio:.0%} (PyTorch)",
+            "structured pruning + fine-tune",
+            "pytorch",
+            [_save_state(run, pruned, "channel_pruned")],
+            model=pruned.eval(),
+            note=note,
+        ),
+        Variant(
+            f"channel-pruned {cfg.channel_ratio:.0%} int8 (ONNX Runtime)",
+            "structured pruning + static int8",
+            "onnxruntime",
+            [p8],
+            parity_with=f"channel-pruned {cfg.channel_ratio:.0%} (PyTorch)",
+        ),
+    ]
+
+    _stage(cfg, f"magnitude pruning ({cfg.magnitude_amount:.0%}) + fine-tune")
+    v, h = _magnitude(run, cfg, source, cfg.finetune)
+    variants.append(v)
+    histories.append(h)
+
+    if not source.teachers:
+        raise MedAssistError(f"{source.run_dir} has no other trained model to act as a distillation teacher")
+    teacher_names = [n for n, _ in source.teachers]
+    _stage(cfg, f"distillation: teachers {', '.join(teacher_names)} -> {source.model_name} student")
+    student_kw = {"width": cfg.student_width} if cfg.student in ("cnn_gap",) else {}
+    tcfg = dataclasses.replace(cfg.student_train, augment=False)  # the stored teacher logits fit unaugmented images
+
+    def student() -> torch.nn.Module:
+        torch.manual_seed(cfg.seed)
+        return create_model(
+            cfg.student, num_classes=source.num_classes, in_channels=source.preprocessing["channels"], **student_kw
+        )
+
+    alone = student()
+    histories.append(_train(cfg, alone, source, tcfg, "student alone"))
+    teacher_logits = ensemble_logits([m for _, m in source.teachers], source.images["train"])
+    kd_train = Labelled(TeacherBatcher(source.images["train"], teacher_logits), source.splits["train"].labels)
+    step = distillation_step(cfg.temperature, cfg.alpha)
+    distilled = student()
+    histories.append(_train(cfg, distilled, source, tcfg, "student distilled", train=kd_train, step_fn=step))
+    d32, d8 = _onnx_pair(run, cfg, source, distilled, "distilled")
+    variants += [
+        Variant(
+            "student alone (PyTorch)",
+            "small model, no teacher",
+            "pytorch",
+            [_save_state(run, alone, "student_alone")],
+            model=alone.eval(),
+        ),
+        Variant(
+            "distilled student (PyTorch)",
+            "knowledge distillation",
+            "pytorch",
+            [_save_state(run, distilled, "distilled")],
+            model=distilled.eval(),
+        ),
+        Variant(
+            "distilled student int8 (ONNX Runtime)",
+            "distillation + static int8",
+            "onnxruntime",
+            [d8],
+            parity_with="distilled student (PyTorch)",
+        ),
+    ]
+
+    _stage(cfg, "distilled + channel-pruned + int8")
+    dp = copy.deepcopy(distilled)
+    prune_channels(dp, source.example()[0], cfg.channel_ratio)
+    ft = dataclasses.replace(cfg.finetune, augment=False)
+    histories.append(_train(cfg, dp, source, ft, "distilled + pruned", train=kd_train, step_fn=step))
+    _, dp8 = _onnx_pair(run, cfg, source, dp, "distilled_pruned")
+    variants += [
+        Variant(
+            "distilled + channel-pruned (PyTorch)",
+            "distillation + structured pruning",
+            "pytorch",
+            [_save_state(run, dp, "distilled_pruned")],
+            model=dp.eval(),
+        ),
+        Variant(
+            "distilled + channel-pruned + int8 (ONNX Runtime)",
+            "distillation + pruning + static int8",
+            "onnxruntime",
+            [dp8],
+            parity_with="distilled + channel-pruned (PyTorch)",
+        ),
+    ]
+    run.write_json("teachers.json", {"teachers": teacher_names, "student": cfg.student, "student_kwargs": student_kw})
+    pd.concat(histories).to_csv(run.path("history/finetune.csv"), index=False)
+    return variants
+
+
+def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]:
+    from medassist.deploy.quantize import torch_dynamic_int8
+
+    base = source.model
+    _stage(cfg, f"fp32 baseline, ONNX export and dynamic int8 of {source.model_name}")
+    fp32, int8 = _onnx_pair(run, cfg, source, base, "baseline")
+    q = torch_dynamic_int8(copy.deepcopy(base))
+    qpath = run.path("models/baseline.torch_int8.pt")
+    torch.save(q.state_dict(), qpath)
+    variants = [
+        Variant("fp32 (PyTorch)", "baseline", "pytorch", [_save_state(run, base, "baseline")], model=base),
+        Variant("fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with="fp32 (PyTorch)"),
+        Variant(
+            "int8 dynamic (ONNX Runtime)",
+            "dynamic int8 quantization",
+            "onnxruntime",
+            [int8],
+            parity_with="fp32 (PyTorch)",
+        ),
+        Variant(
+            "int8 dynamic (PyTorch)",
+            "dynamic int8 quantization",
+            "pytorch",
+            [qpath],
+            model=q.eval(),
+            parity_with="fp32 (PyTorch)",
+        ),
+    ]
+    _stage(cfg, f"magnitude pruning ({cfg.magnitude_amount:.0%}) + fine-tune")
+    v, h = _magnitude(run, cfg, source, cfg.text_finetune)
+    variants.append(v)
+    h.to_csv(run.path("history/finetune.csv"), index=False)
+    return variants
+
+
+def _write_results(
+    run: Run, cfg: DeployConfig, source: Source, variants: list[Variant], table: pd.DataFrame, chosen: str
+) -> None:
+    """Tables, figure, parity, bundle and metrics.json of the deploy run."""
+    from medassist.deploy.bundle import write_bundle
+    from medassist.deploy.variants import test_intervals
+    from medassist.evaluate.plots import plot_tradeoff
+
+    run.write_table("benchmark", table)
+    plot_tradeoff(table, run.figure("size_latency"), highlight=chosen)
+    intervals = test_intervals(variants, source, chosen, n_boot=cfg.n_boot, seed=cfg.seed)
+    run.write_table("test_intervals", pd.DataFrame(intervals))
+    row = table.set_index("variant").loc[chosen]
+    var = next(v for v in variants if v.name == chosen)
+    bundle_metrics = {
+        k: float(row[k]) for k in ("test_accuracy", "test_auc", "test_macro_f1", "val_accuracy", "val_auc")
+    }
+    _stage(cfg, f"writing the bundle of '{chosen}'")
+    bundle = write_bundle(
+        run.path("bundle/x").parent,
+        model_path=var.onnx_file,
+        kind=source.kind,
+        task=source.task,
+        labels=source.labels,
+        preprocessing=source.preprocessing,
+        metrics=bundle_metrics,
+        extra_files=source.extra_files,
+        info={"variant": chosen, "source_run": str(source.run_dir), "model": source.model_name},
+        name=f"{source.name} {source.model_name} ({chosen})",
+    )
+    run.write_json(
+        "metrics.json",
+        {
+            "kind": source.kind,
+            "dataset": source.name,
+            "model": source.model_name,
+            "source_run": str(source.run_dir),
+            "task": source.task,
+            "threads": cfg.threads,
+            "targets": {"size_ratio": 4.0, "speedup_b1": 3.0, "accuracy_drop": 0.005, "auc_drop": 0.005},
+            "selection": {"max_accuracy_drop": cfg.max_accuracy_drop, "max_auc_drop": cfg.max_auc_drop},
+            "chosen": chosen,
+            "bundle": str(bundle),
+            "variants": table.to_dict("records"),
+            "test_intervals": intervals,
+            "teachers": run.read_json("teachers.json") if (run.dir / "teachers.json").is_file() else None,
+        },
+    )
