@@ -224,7 +224,7 @@ def test_image_deploy_run(image_deploy: Path, real_data_dir: Path, tmp_path: Pat
     assert {
         "int8 static (ONNX Runtime)",
         "distilled student int8 (ONNX Runtime)",
-        "distilled + channel-pruned + int8 (ONNX Runtime)",
+        "distilled + channel-pruned int8 (ONNX Runtime)",
     } <= set(table.variant)
     assert (table.size_mb > 0).all() and (table.latency_b1_median_ms > 0).all()
     onnx = table.set_index("variant").loc["fp32 (ONNX Runtime)"]

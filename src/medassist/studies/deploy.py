@@ -149,6 +149,25 @@ def _onnx_pair(run: Run, cfg: DeployConfig, source: Source, model: torch.nn.Modu
     return fp32, int8
 
 
+def _pair(
+    run: Run,
+    cfg: DeployConfig,
+    source: Source,
+    model: torch.nn.Module,
+    stem: str,
+    label: str,
+    technique: str,
+    note: str = "",
+) -> list[Variant]:
+    """A trained model as two variants: its fp32 PyTorch file, and its int8 ONNX export checked against it."""
+    _, int8 = _onnx_pair(run, cfg, source, model, stem)
+    fp32_name = f"{label} (PyTorch)"
+    return [
+        Variant(fp32_name, technique, "pytorch", [_save_state(run, model, stem)], model=model.eval(), note=note),
+        Variant(f"{label} int8 (ONNX Runtime)", f"{technique} + int8", "onnxruntime", [int8], parity_with=fp32_name),
+    ]
+
+
 def _magnitude(run: Run, cfg: DeployConfig, source: Source, tcfg: TrainConfig) -> tuple[Variant, pd.DataFrame]:
     """Unstructured magnitude pruning, fine-tuned with its masks, stored as bitmask + values."""
     from medassist.deploy.prune import add_magnitude_masks, load_sparse, remove_masks, save_sparse
@@ -197,25 +216,9 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
     pruned = copy.deepcopy(base)
     counts = prune_channels(pruned, source.example()[0], cfg.channel_ratio)
     histories.append(_train(cfg, pruned, source, cfg.finetune, f"channel-pruned {cfg.channel_ratio:.0%}"))
-    p32, p8 = _onnx_pair(run, cfg, source, pruned, "channel_pruned")
     note = f"parameters {counts['params_before']:,} -> {counts['params_after']:,}"
-    variants += [
-        Variant(
-            f"channel-pruned {cfg.channel_ratio:.0%} (PyTorch)",
-            "structured pruning + fine-tune",
-            "pytorch",
-            [_save_state(run, pruned, "channel_pruned")],
-            model=pruned.eval(),
-            note=note,
-        ),
-        Variant(
-            f"channel-pruned {cfg.channel_ratio:.0%} int8 (ONNX Runtime)",
-            "structured pruning + static int8",
-            "onnxruntime",
-            [p8],
-            parity_with=f"channel-pruned {cfg.channel_ratio:.0%} (PyTorch)",
-        ),
-    ]
+    label = f"channel-pruned {cfg.channel_ratio:.0%}"
+    variants += _pair(run, cfg, source, pruned, "channel_pruned", label, "structured pruning + fine-tune", note)
 
     _stage(cfg, f"magnitude pruning ({cfg.magnitude_amount:.0%}) + fine-tune")
     v, h = _magnitude(run, cfg, source, cfg.finetune)
@@ -242,53 +245,19 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
     step = distillation_step(cfg.temperature, cfg.alpha)
     distilled = student()
     histories.append(_train(cfg, distilled, source, tcfg, "student distilled", train=kd_train, step_fn=step))
-    d32, d8 = _onnx_pair(run, cfg, source, distilled, "distilled")
-    variants += [
-        Variant(
-            "student alone (PyTorch)",
-            "small model, no teacher",
-            "pytorch",
-            [_save_state(run, alone, "student_alone")],
-            model=alone.eval(),
-        ),
-        Variant(
-            "distilled student (PyTorch)",
-            "knowledge distillation",
-            "pytorch",
-            [_save_state(run, distilled, "distilled")],
-            model=distilled.eval(),
-        ),
-        Variant(
-            "distilled student int8 (ONNX Runtime)",
-            "distillation + static int8",
-            "onnxruntime",
-            [d8],
-            parity_with="distilled student (PyTorch)",
-        ),
-    ]
+    variants.append(
+        Variant("student alone (PyTorch)", "small model, no teacher", "pytorch",
+                [_save_state(run, alone, "student_alone")], model=alone.eval())
+    )  # fmt: skip
+    variants += _pair(run, cfg, source, distilled, "distilled", "distilled student", "knowledge distillation")
 
     _stage(cfg, "distilled + channel-pruned + int8")
     dp = copy.deepcopy(distilled)
     prune_channels(dp, source.example()[0], cfg.channel_ratio)
     ft = dataclasses.replace(cfg.finetune, augment=False)
     histories.append(_train(cfg, dp, source, ft, "distilled + pruned", train=kd_train, step_fn=step))
-    _, dp8 = _onnx_pair(run, cfg, source, dp, "distilled_pruned")
-    variants += [
-        Variant(
-            "distilled + channel-pruned (PyTorch)",
-            "distillation + structured pruning",
-            "pytorch",
-            [_save_state(run, dp, "distilled_pruned")],
-            model=dp.eval(),
-        ),
-        Variant(
-            "distilled + channel-pruned + int8 (ONNX Runtime)",
-            "distillation + pruning + static int8",
-            "onnxruntime",
-            [dp8],
-            parity_with="distilled + channel-pruned (PyTorch)",
-        ),
-    ]
+    label = "distilled + channel-pruned"
+    variants += _pair(run, cfg, source, dp, "distilled_pruned", label, "distillation + structured pruning")
     run.write_json("teachers.json", {"teachers": teacher_names, "student": cfg.student, "student_kwargs": student_kw})
     pd.concat(histories).to_csv(run.path("history/finetune.csv"), index=False)
     return variants
