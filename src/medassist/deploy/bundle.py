@@ -16,15 +16,15 @@ accidents, not against an attacker, who could rewrite it as well.
 Image models take one float32 input (B, C, H, W) normalised as ``(pixel * scale - mean) / std``; text models take
 ``input_ids`` and ``attention_mask`` (B, T) int64 (id 0 is padding). Both return logits (B, K), turned into
 probabilities by a softmax (multi-class) or a sigmoid per label (multi-label).
+
+The description format and its checks live in :mod:`medassist.deploy.bundle_spec`, the manifest in
+:mod:`medassist.deploy.manifest`; their constants are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import re
 import secrets
 import shutil
 import time
@@ -38,39 +38,55 @@ import numpy as np
 import onnxruntime as ort
 
 from medassist.data.images import load_image
+from medassist.deploy.bundle_spec import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    DESCRIPTION_FILE,
+    IMAGE_PREPROCESSING,
+    KIND_WITH_ARTICLE,
+    KINDS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REEXPORT,
+    TASKS,
+    TEXT_PREPROCESSING,
+    TOKENIZERS,
+    VOCAB_FILE,
+    Invalid,
+    check_description,
+    file_name_problem,
+    plain_json,
+)
+from medassist.deploy.manifest import MANIFEST_FORMAT, ManifestError, read_manifest, verified_bytes, write_json
+
+# Under its old private name, which the tests patch to make writing fail half-way; write_bundle calls it by this name.
+from medassist.deploy.manifest import write_manifest as _write_manifest
 from medassist.errors import DataError, MedAssistError
 from medassist.text.vocab import Vocab, check_texts
 
-BUNDLE_FORMAT = "medassist-bundle"
-BUNDLE_VERSION = 1
-MANIFEST_FORMAT = "medassist-manifest"
-MODEL_FILE = "model.onnx"
-DESCRIPTION_FILE = "bundle.json"
-MANIFEST_FILE = "manifest.json"
-VOCAB_FILE = "vocab.json"
-KINDS = ("image", "text")
-TASKS = ("multi-class", "multi-label")
-TOKENIZERS = ("word",)
-# Every key is required: a key this version does not know could change what the model expects, so it is refused.
-IMAGE_PREPROCESSING = ("image_size", "channels", "scale", "mean", "std")
-TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
-
-_A = {"image": "an image", "text": "a text"}
-_REEXPORT = "re-export the bundle with `medassist deploy`"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "DESCRIPTION_FILE",
+    "IMAGE_PREPROCESSING",
+    "KINDS",
+    "MANIFEST_FILE",
+    "MANIFEST_FORMAT",
+    "MODEL_FILE",
+    "TASKS",
+    "TEXT_PREPROCESSING",
+    "TOKENIZERS",
+    "VOCAB_FILE",
+    "Bundle",
+    "BundleError",
+    "Prediction",
+    "load_bundle",
+    "write_bundle",
+]
 
 
 class BundleError(MedAssistError):
     """A bundle that is missing, incomplete, altered or inconsistent, or asked for what it cannot do."""
-
-
-class _Invalid(Exception):
-    """A problem in a description; the caller adds which bundle and, unless ``fix`` is given, what to do."""
-
-    def __init__(self, problem: str, fix: str | None = None) -> None:
-        super().__init__(problem)
-        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -304,9 +320,10 @@ class Bundle:
 
     def _require(self, kind: str, method: str, instead: str) -> None:
         if self.kind != kind:
+            a_kind = KIND_WITH_ARTICLE[kind]
             raise BundleError(
-                f"bundle {self.path} predicts from {self.kind}s, not {kind}s: {method} needs {_A[kind]} bundle. "
-                f"Use {instead}, or load {_A[kind]} bundle."
+                f"bundle {self.path} predicts from {self.kind}s, not {kind}s: {method} needs {a_kind} bundle. "
+                f"Use {instead}, or load {a_kind} bundle."
             )
 
     def _chunks(self, n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -329,7 +346,7 @@ class Bundle:
             raise BundleError(
                 f"bundle {self.path}: the model returned logits of shape {logits.shape}"
                 f"{'' if np.isfinite(logits).all() else ' with NaN or infinite values'}; expected "
-                f"(N, {len(self.labels)}) finite numbers. {_REEXPORT.capitalize()}."
+                f"(N, {len(self.labels)}) finite numbers. {REEXPORT.capitalize()}."
             )
         if self.task == "multi-class":
             z = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -376,98 +393,40 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
             f"{path} is a file, not a bundle folder; give the folder that holds {MODEL_FILE}, {DESCRIPTION_FILE} and "
             f"{MANIFEST_FILE}"
         )
-    files = _read_manifest(path)
-    if DESCRIPTION_FILE not in files:
-        raise BundleError(
-            f"bundle {path}: {DESCRIPTION_FILE} is not listed in {MANIFEST_FILE}, so it cannot be verified; {_REEXPORT}"
-        )
-    contents = {name: _verified_bytes(path, name, entry) for name, entry in files.items()}
+    try:
+        files = read_manifest(path)
+        if DESCRIPTION_FILE not in files:
+            raise BundleError(
+                f"bundle {path}: {DESCRIPTION_FILE} is not listed in {MANIFEST_FILE}, so it cannot be verified; "
+                f"{REEXPORT}"
+            )
+        contents = {name: verified_bytes(path, name, entry) for name, entry in files.items()}
+    except ManifestError as err:
+        raise BundleError(str(err)) from None
     where = f"bundle {path}: {DESCRIPTION_FILE}"
     try:
         meta = json.loads(contents[DESCRIPTION_FILE].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{where} is not valid JSON ({err}); {_REEXPORT}") from None
+        raise BundleError(f"{where} is not valid JSON ({err}); {REEXPORT}") from None
     try:
-        _check_description(meta)
-    except _Invalid as err:
-        raise BundleError(f"{where} {err}; {err.fix or _REEXPORT}") from None
+        check_description(meta)
+    except Invalid as err:
+        raise BundleError(f"{where} {err}; {err.fix or REEXPORT}") from None
     needed = [meta["model_file"]] + ([meta["preprocessing"]["vocab_file"]] if meta["kind"] == "text" else [])
     for name in needed:
         if name not in files:
             raise BundleError(
-                f"bundle {path}: {name} is not listed in {MANIFEST_FILE}, so it cannot be verified; {_REEXPORT}"
+                f"bundle {path}: {name} is not listed in {MANIFEST_FILE}, so it cannot be verified; {REEXPORT}"
             )
     vocab = None
     if meta["kind"] == "text":
         try:
             vocab = Vocab.load(path / meta["preprocessing"]["vocab_file"])
         except DataError as err:
-            raise BundleError(f"bundle {path}: {err}; {_REEXPORT}") from None
+            raise BundleError(f"bundle {path}: {err}; {REEXPORT}") from None
     model = meta["model_file"]
-    session = _open_model(contents[model], meta, vocab, threads=threads, where=f"bundle {path}: {model}", fix=_REEXPORT)
+    session = _open_model(contents[model], meta, vocab, threads=threads, where=f"bundle {path}: {model}", fix=REEXPORT)
     return Bundle(path, meta, session, vocab)
-
-
-def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
-    file = path / MANIFEST_FILE
-    if not file.is_file():
-        raise BundleError(
-            f"{path} has no {MANIFEST_FILE}: it is not a medassist bundle, or an incomplete copy of one; copy the "
-            f"whole folder again or {_REEXPORT}"
-        )
-    where = f"bundle {path}: {MANIFEST_FILE}"
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{where} is not valid JSON ({err}); {_REEXPORT}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise BundleError(f"{where} is not a medassist manifest (format {MANIFEST_FORMAT!r}); {_REEXPORT}")
-    if manifest.get("algorithm") != "sha256":
-        raise BundleError(f"{where} uses checksum algorithm {manifest.get('algorithm')!r}, not sha256; {_REEXPORT}")
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise BundleError(f"{where} has no 'files' table; {_REEXPORT}")
-    for name, entry in files.items():
-        problem = _file_name_problem(name)
-        if problem is None and not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("sha256"), str)
-            and _SHA256.match(entry["sha256"])
-            and _is_count(entry.get("bytes"))
-        ):
-            problem = "has no valid sha256 and bytes"
-        if problem is not None:
-            raise BundleError(f"{where}: the entry {name!r} {problem}; {_REEXPORT}")
-    return files
-
-
-def _verified_bytes(path: Path, name: str, entry: Mapping[str, Any]) -> bytes:
-    """The bytes of ``path/name`` after checking them against the manifest (the same bytes are then used)."""
-    file = path / name
-    if not file.is_file():
-        raise BundleError(
-            f"bundle {path}: {name} is listed in {MANIFEST_FILE} but missing; copy the whole bundle folder again or "
-            f"{_REEXPORT}"
-        )
-    data = file.read_bytes()
-    size, listed = len(data), entry["bytes"]
-    if size < listed:
-        raise BundleError(
-            f"bundle {path}: {name} is truncated ({size} bytes, the manifest lists {listed}): an incomplete copy, or "
-            f"edited after export; copy the bundle again or {_REEXPORT}"
-        )
-    if size > listed:
-        raise BundleError(
-            f"bundle {path}: {name} has {size} bytes but the manifest lists {listed}: it was changed after export; "
-            f"copy the bundle again or {_REEXPORT}"
-        )
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["sha256"]:
-        raise BundleError(
-            f"bundle {path}: {name} does not match its SHA-256 in {MANIFEST_FILE} (found {digest[:12]}..., listed "
-            f"{entry['sha256'][:12]}...): it was changed after export; copy the bundle again or {_REEXPORT}"
-        )
-    return data
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -527,7 +486,7 @@ def write_bundle(
         raise BundleError(f"{where}: the model file {model_path} does not exist; export the model to ONNX first")
     extras = {str(k): Path(v) for k, v in (extra_files or {}).items()}
     for file_name, source in extras.items():
-        problem = _file_name_problem(file_name)
+        problem = file_name_problem(file_name)
         if problem is None and file_name in (MODEL_FILE, DESCRIPTION_FILE, MANIFEST_FILE):
             problem = "is the name of a file the bundle writes itself; give the file another name"
         if problem is not None:
@@ -544,18 +503,18 @@ def write_bundle(
             "task": task,
             "labels": list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str) else labels,
             "model_file": MODEL_FILE,
-            "preprocessing": _plain_json(dict(preprocessing), "preprocessing")
+            "preprocessing": plain_json(dict(preprocessing), "preprocessing")
             if isinstance(preprocessing, Mapping)
             else preprocessing,
-            "threshold": _plain_json(threshold, "threshold"),
-            "metrics": _plain_json(metrics, "metrics"),
-            "info": _plain_json({**provenance, **(info or {})}, "info"),
+            "threshold": plain_json(threshold, "threshold"),
+            "metrics": plain_json(metrics, "metrics"),
+            "info": plain_json({**provenance, **(info or {})}, "info"),
         }
-    except _Invalid as err:
+    except Invalid as err:
         raise BundleError(f"{where}: {err}") from None
     try:
-        _check_description(meta)
-    except _Invalid as err:
+        check_description(meta)
+    except Invalid as err:
         raise BundleError(f"{where}: its {DESCRIPTION_FILE} would be invalid: it {err}") from None
     vocab = None
     if kind == "text":
@@ -578,7 +537,7 @@ def write_bundle(
         shutil.copyfile(model_path, tmp / MODEL_FILE)
         for file_name, source in extras.items():
             shutil.copyfile(source, tmp / file_name)
-        _write_json(tmp / DESCRIPTION_FILE, meta)
+        write_json(tmp / DESCRIPTION_FILE, meta)
         _write_manifest(tmp, [MODEL_FILE, DESCRIPTION_FILE, *extras])
         _open_model(
             (tmp / MODEL_FILE).read_bytes(),
@@ -621,140 +580,6 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         os.rename(old, out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _write_manifest(folder: Path, names: Sequence[str]) -> None:
-    files = {}
-    for name in names:
-        file = folder / name
-        digest = hashlib.sha256()
-        with file.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        files[name] = {"sha256": digest.hexdigest(), "bytes": file.stat().st_size}
-    _write_json(folder / MANIFEST_FILE, {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The description
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_description(meta: Any) -> None:
-    """Raise :class:`_Invalid` naming the first problem of a bundle.json dict."""
-    if not isinstance(meta, dict):
-        raise _Invalid(f"is a JSON {type(meta).__name__}, not an object")
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise _Invalid(f"has format {meta.get('format')!r}, not {BUNDLE_FORMAT!r}: it is not a medassist bundle")
-    version = meta.get("version")
-    if not _is_count(version) or version < 1:
-        raise _Invalid(f"has version {version!r}; expected {BUNDLE_VERSION}")
-    if version > BUNDLE_VERSION:
-        raise _Invalid(
-            f"has version {version}, newer than this medassist reads ({BUNDLE_VERSION})",
-            fix="upgrade medassist to read it",
-        )
-    for key in ("name", "model_file"):
-        if not isinstance(meta.get(key), str) or not meta[key]:
-            raise _Invalid(f"has no '{key}' (a non-empty string)")
-    problem = _file_name_problem(meta["model_file"])
-    if problem is not None:
-        raise _Invalid(f"has model_file {meta['model_file']!r}, which {problem}")
-    kind, task = meta.get("kind"), meta.get("task")
-    if kind not in KINDS:
-        raise _Invalid(f"has kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    if task not in TASKS:
-        raise _Invalid(f"has task {task!r}; known tasks: {', '.join(TASKS)}")
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or not labels:
-        raise _Invalid(f"has labels {labels!r}; give a non-empty list of label names in the model's output order")
-    if not all(isinstance(label, str) and label.strip() for label in labels):
-        raise _Invalid(f"has labels {labels!r}; every label must be a non-empty string")
-    if len(set(labels)) != len(labels):
-        raise _Invalid(f"has labels {labels!r} with duplicates; give each label once")
-    if task == "multi-class" and len(labels) < 2:
-        raise _Invalid(f"has one label {labels!r} for a multi-class task; a multi-class model needs at least two")
-    threshold = meta.get("threshold")
-    if not _is_number(threshold) or not 0.0 < threshold < 1.0:
-        raise _Invalid(f"has threshold {threshold!r}; give a probability between 0 and 1 (exclusive)")
-    for key in ("metrics", "info"):
-        if not isinstance(meta.get(key, {}), dict):
-            raise _Invalid(f"has {key} {meta.get(key)!r}; give a dict")
-    _check_preprocessing(meta.get("preprocessing"), kind)
-
-
-def _check_preprocessing(pre: Any, kind: str) -> None:
-    if not isinstance(pre, dict):
-        raise _Invalid(f"has preprocessing {pre!r}; give a dict")
-    keys = IMAGE_PREPROCESSING if kind == "image" else TEXT_PREPROCESSING
-    missing = [k for k in keys if k not in pre]
-    if missing:
-        raise _Invalid(f"lacks preprocessing key(s) {', '.join(missing)} ({_A[kind]} bundle needs {', '.join(keys)})")
-    unknown = [k for k in pre if k not in keys]
-    if unknown:
-        raise _Invalid(
-            f"has unknown preprocessing key(s) {', '.join(unknown)} ({_A[kind]} bundle has {', '.join(keys)})"
-        )
-    if kind == "image":
-        if not _is_count(pre["image_size"]) or pre["image_size"] < 1:
-            raise _Invalid(f"has image_size {pre['image_size']!r}; give a positive whole number of pixels")
-        if pre["channels"] not in (1, 3) or isinstance(pre["channels"], bool):
-            raise _Invalid(f"has channels {pre['channels']!r}; give 1 (grayscale) or 3 (RGB)")
-        if not _is_number(pre["scale"]) or pre["scale"] <= 0:
-            raise _Invalid(f"has scale {pre['scale']!r}; give a positive number (1/255 maps pixels to 0-1)")
-        for key in ("mean", "std"):
-            values = pre[key] if isinstance(pre[key], list) else [pre[key]]
-            if (
-                len(values) not in (1, pre["channels"])
-                or not all(_is_number(v) for v in values)
-                or (key == "std" and not all(v > 0 for v in values))
-            ):
-                raise _Invalid(
-                    f"has {key} {pre[key]!r}; give one number or one per channel ({pre['channels']})"
-                    + (", all positive" if key == "std" else "")
-                )
-    else:
-        if pre["tokenizer"] not in TOKENIZERS:
-            raise _Invalid(f"has tokenizer {pre['tokenizer']!r}; known tokenizers: {', '.join(TOKENIZERS)}")
-        if not _is_count(pre["max_len"]) or pre["max_len"] < 1:
-            raise _Invalid(f"has max_len {pre['max_len']!r}; give a positive whole number of tokens")
-        problem = _file_name_problem(pre["vocab_file"])
-        if problem is not None or pre["vocab_file"] in (DESCRIPTION_FILE, MANIFEST_FILE, MODEL_FILE):
-            raise _Invalid(f"has vocab_file {pre['vocab_file']!r}; give a file name such as {VOCAB_FILE!r}")
-
-
-def _file_name_problem(name: object) -> str | None:
-    """Why ``name`` cannot be a file of a bundle (a plain name inside the folder), or None."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-        return "is not a plain file name inside the bundle folder"
-    return None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _plain_json(value: Any, where: str) -> Any:
-    """``value`` with numpy scalars and arrays as Python numbers and lists; refuses NaN and what JSON cannot hold."""
-    if isinstance(value, np.generic | np.ndarray):
-        value = value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain_json(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _Invalid(f"{where} is {value}, which JSON cannot hold; store None for a value that is undefined")
-    if value is None or isinstance(value, str | int | float):
-        return value
-    raise _Invalid(f"{where} is a {type(value).__name__} ({value!r}); give numbers, strings, lists or dicts")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -882,7 +707,7 @@ def _run(
     where: str,
     *,
     also: str = "",
-    fix: str = _REEXPORT,
+    fix: str = REEXPORT,
 ) -> np.ndarray:
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the exception below carries the message; ONNX Runtime need not print it too

@@ -138,25 +138,34 @@ def _image_source(run_dir: Path, *, data_dir: str, n_teachers: int, progress: bo
     )
 
 
-def _text_source(run_dir: Path, metrics: dict[str, Any], *, progress: bool) -> Source:
+def _text_source(run_dir: Path, metrics: dict[str, Any], *, progress: bool, arch: str = "") -> Source:
     from medassist.studies.text import TextStudyConfig, load_text_data
-    from medassist.text.vocab import Vocab
+    from medassist.text import TEXT_TOKENIZER
 
     study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
     study.progress = progress
-    unit = metrics["best"].get(study.recurrent)
+    arch = arch or study.recurrent
+    unit = metrics["best"].get(arch)
     if unit is None:
-        raise MedAssistError(f"{run_dir}: the text run has no trained {study.recurrent} model to deploy")
+        raise MedAssistError(f"{run_dir}: the text run has no trained {arch} model to deploy")
     data = load_text_data(study)
-    vocab_file = run_dir / "models" / "vocab.json"
-    vocab = Vocab.load(vocab_file)
-    num = data.num_labels
-    model, _ = _unit_model(run_dir, unit, num_classes=num, in_channels=1)
-    splits = {}
+    model, result = _unit_model(run_dir, unit, num_classes=data.num_labels, in_channels=1)
+    splits, extra = {}, {}
+    if TEXT_TOKENIZER[result["model"]] == "word":
+        from medassist.text.vocab import Vocab
+
+        extra["vocab.json"] = run_dir / "models" / "vocab.json"
+        encode = Vocab.load(extra["vocab.json"]).encode_batch
+        preprocessing = {"tokenizer": "word", "vocab_file": "vocab.json", "max_len": int(study.max_len)}
+    else:
+        from medassist.text import hf_encode_batch, load_minilm_tokenizer
+
+        tok = load_minilm_tokenizer()
+        encode = lambda texts, max_len: hf_encode_batch(tok, texts, max_len=max_len)  # noqa: E731
+        preprocessing = {"tokenizer": "minilm", "max_len": int(study.max_len)}
     for s in ("train", "val", "test"):
         split = data.splits[s]
-        splits[s] = Labelled(TokenBatcher(vocab.encode_batch(split.texts, max_len=study.max_len)), split.labels)
-    result = json.loads((run_dir / "units" / unit / "result.json").read_text())
+        splits[s] = Labelled(TokenBatcher(encode(split.texts, max_len=study.max_len)), split.labels)
     return Source(
         kind="text",
         name=data.name,
@@ -166,7 +175,19 @@ def _text_source(run_dir: Path, metrics: dict[str, Any], *, progress: bool) -> S
         model_name=result["model"],
         model_kwargs=dict(result["model_kwargs"]),
         splits=splits,
-        preprocessing={"tokenizer": "word", "vocab_file": "vocab.json", "max_len": int(study.max_len)},
+        preprocessing=preprocessing,
         run_dir=run_dir,
-        extra_files={"vocab.json": vocab_file},
+        extra_files=extra,
     )
+
+
+def load_text_transformer(run_dir: str | Path, *, progress: bool = True) -> Source | None:
+    """The Transformer of a text study run (for its dynamic int8 comparison), or None if the run has none."""
+    from medassist.studies.text import TextStudyConfig
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
+    if study.transformer not in metrics.get("best", {}):
+        return None
+    return _text_source(run_dir, metrics, progress=progress, arch=study.transformer)

@@ -140,6 +140,28 @@ def build_deploy_report(run_dir: str | Path) -> str:
         "",
         _table(table, ["variant", "technique", "runtime", "note"]),
     ]
+    transformer = run_dir / "tables" / "transformer.csv"
+    if transformer.is_file():
+        lines += [
+            "## Dynamic int8 of the text study's Transformer",
+            "",
+            _table(
+                pd.read_csv(transformer),
+                [
+                    "variant",
+                    "size_mb",
+                    "size_ratio",
+                    "latency_b1_median_ms",
+                    "speedup_b1",
+                    "test_accuracy",
+                    "test_auc",
+                    "test_macro_f1",
+                    "test_auc_drop",
+                    "label_agreement",
+                ],
+            ),
+            "",
+        ]
     if m.get("teachers"):
         lines += [
             f"Distillation teachers (averaged log-probabilities): {', '.join(m['teachers']['teachers'])}; "

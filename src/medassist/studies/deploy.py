@@ -93,6 +93,8 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
         table = measure_variants(variants, source, cfg)
         chosen = select_variant(table, cfg)
         _write_results(run, cfg, source, variants, table, chosen)
+        if source.kind == "text":
+            _transformer_comparison(run, cfg, source.run_dir)
         from medassist.report.deploy import write_deploy_report
 
         write_deploy_report(run.dir)
@@ -296,6 +298,27 @@ def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]
     variants.append(v)
     h.to_csv(run.path("history/finetune.csv"), index=False)
     return variants
+
+
+def _transformer_comparison(run: Run, cfg: DeployConfig, run_dir: Path) -> None:
+    """Dynamic int8 of the text study's Transformer (its linear layers), against its fp32 self."""
+    from medassist.deploy.quantize import torch_dynamic_int8
+    from medassist.deploy.source import load_text_transformer
+
+    source = load_text_transformer(run_dir, progress=cfg.progress)
+    if source is None:
+        return
+    _stage(cfg, f"dynamic int8 of the Transformer ({source.model_name})")
+    q = torch_dynamic_int8(copy.deepcopy(source.model)).eval()
+    qpath = run.path("models/transformer.torch_int8.pt")
+    torch.save(q.state_dict(), qpath)
+    name = f"{source.model_name} fp32 (PyTorch)"
+    variants = [
+        Variant(name, "baseline", "pytorch", [_save_state(run, source.model, "transformer")], model=source.model),
+        Variant(f"{source.model_name} int8 dynamic (PyTorch)", "dynamic int8 of the linear layers", "pytorch",
+                [qpath], model=q, parity_with=name),
+    ]  # fmt: skip
+    run.write_table("transformer", measure_variants(variants, source, cfg))
 
 
 def _write_results(
