@@ -11,11 +11,18 @@ from medassist.bench.medmnist import BenchConfig
 from medassist.bench.text import TextBenchConfig
 from medassist.config import TrainConfig, apply_overrides, from_dict, load_yaml
 from medassist.errors import MedAssistError
+from medassist.studies.deploy import DeployConfig
 from medassist.studies.image import ImageStudyConfig
 from medassist.studies.text import TextStudyConfig
 
 SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))
-CLASSES = {"image": ImageStudyConfig, "bench": BenchConfig, "text": TextStudyConfig, "bench_text": TextBenchConfig}
+CLASSES = {
+    "image": ImageStudyConfig,
+    "bench": BenchConfig,
+    "text": TextStudyConfig,
+    "bench_text": TextBenchConfig,
+    "deploy": DeployConfig,
+}
 
 
 def test_profiles_are_shipped() -> None:
@@ -25,6 +32,8 @@ def test_profiles_are_shipped() -> None:
         "image/full",
         "bench/default",
         "bench/debug",
+        "deploy/debug",
+        "deploy/quick",
     }
 
 

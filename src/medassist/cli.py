@@ -174,8 +174,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     metrics = Path(args.run_dir) / "metrics.json"
     if not metrics.is_file():
         raise MedAssistError(f"{args.run_dir} has no metrics.json: not a finished study run folder")
-    text_study = "comparison" in json.loads(metrics.read_text())
-    print((write_text_report if text_study else write_image_report)(args.run_dir))
+    m = json.loads(metrics.read_text())
+    if "variants" in m:
+        from medassist.report.deploy import write_deploy_report
+
+        print(write_deploy_report(args.run_dir))
+        return 0
+    print((write_text_report if "comparison" in m else write_image_report)(args.run_dir))
     return 0
 
 

@@ -8,7 +8,6 @@ batches too.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,10 +179,3 @@ def parity(reference: np.ndarray, candidate: np.ndarray, task: str, threshold: f
     else:
         agree = float((reference.argmax(1) == candidate.argmax(1)).mean())
     return {"max_abs_logit_diff": float(np.abs(reference - candidate).max()), "label_agreement": agree}
-
-
-def timed(fn, *args) -> tuple[object, float]:  # noqa: ANN001 - any callable
-    """``fn(*args)`` and its wall time in seconds."""
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
