@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import math
 import multiprocessing as mp
 import resource
 import time
@@ -19,6 +20,7 @@ import pandas as pd
 import torch
 
 from medassist.config import TrainConfig, option, to_dict
+from medassist.errors import MedAssistError
 from medassist.run import Run, markdown_table
 
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
@@ -85,6 +87,10 @@ class BenchConfig:
     recipe_model: str = option("cnn_gap", "model of medassist's recipe")
     recipe_width: int = option(32, "width (first-stage channels) of the recipe's cnn_gap")
     recipe_members: int = option(3, "models in the recipe's ensemble (probabilities averaged), sharing the budget")
+    recipe_min_steps: int = option(
+        0, "at least this many optimisation steps per recipe model (a small data set gets more epochs); 0 = off"
+    )
+    methods: list[str] = option(["medassist", "reference"], "methods run: medassist (the recipe) and/or reference")
     recipe: TrainConfig = field(default_factory=_recipe, metadata={"help": "medassist's training recipe"})
     reference: TrainConfig = field(
         default_factory=_reference, metadata={"help": "reference protocol: ResNet-18, Adam 1e-3, no augmentation"}
@@ -108,6 +114,9 @@ def _job(method: str, dataset: str, seed: int, cfg_dict: dict[str, Any]) -> dict
         name = f"{cfg.recipe_model} x{members} + recipe"
     else:
         members, base, model_name, kwargs, name = 1, cfg.reference, "resnet18", {}, "ResNet-18 reference protocol"
+    if method == "medassist" and cfg.recipe_min_steps:
+        steps_per_epoch = math.ceil(len(data.splits["train"]) / base.batch_size)
+        base = dataclasses.replace(base, epochs=max(base.epochs, math.ceil(cfg.recipe_min_steps / steps_per_epoch)))
     t0 = time.perf_counter()
     probs, val_probs, epochs, budget_reached = [], [], 0, False
     for k in range(members):
@@ -186,7 +195,10 @@ def run_benchmark(cfg: BenchConfig) -> Run:
 
     run = Run.create(cfg.out, "bench-medmnist", to_dict(cfg))
     with run:
-        jobs = [(m, ds, s) for ds in cfg.datasets for s in cfg.seeds for m in ("medassist", "reference")]
+        unknown = [m for m in cfg.methods if m not in ("medassist", "reference")]
+        if unknown or not cfg.methods:
+            raise MedAssistError(f"methods must be medassist and/or reference; got {cfg.methods}")
+        jobs = [(m, ds, s) for ds in cfg.datasets for s in cfg.seeds for m in cfg.methods]
         rows = []
         for m, ds, s in tqdm(jobs, desc="benchmark", disable=not cfg.progress):
             rows.append(_in_child(m, ds, s, to_dict(cfg)))
