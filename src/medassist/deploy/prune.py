@@ -62,8 +62,10 @@ def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 def add_magnitude_masks(model: nn.Module, amount: float) -> list[tuple[nn.Module, str]]:
-    """Mask the ``amount`` fraction of smallest-magnitude weights across the whole model (one global ranking).
+    """Mask the ``amount`` fraction of smallest-magnitude weights of every prunable tensor.
 
+    Each tensor is ranked on its own (uniform sparsity): one global ranking would empty the layers whose weights
+    are small by construction (an LSTM's next to an embedding's), which is how a pruned model loses everything.
     The masks stay attached (as ``torch.nn.utils.prune`` forward hooks) so that fine-tuning keeps the pruned
     weights at zero; :func:`remove_masks` makes the zeros permanent.
     """
@@ -72,7 +74,8 @@ def add_magnitude_masks(model: nn.Module, amount: float) -> list[tuple[nn.Module
     if not 0.0 < amount < 1.0:
         raise MedAssistError(f"the pruning amount must lie in (0, 1); got {amount}")
     params = prunable_weights(model)
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
+    for m, name in params:
+        prune.l1_unstructured(m, name, amount=amount)
     return params
 
 
