@@ -88,7 +88,7 @@ class BenchConfig:
     recipe_width: int = option(32, "width (first-stage channels) of the recipe's cnn_gap")
     recipe_members: int = option(3, "models in the recipe's ensemble (probabilities averaged), sharing the budget")
     recipe_min_steps: int = option(
-        0, "at least this many optimisation steps per recipe model (a small data set gets more epochs); 0 = off"
+        800, "at least this many optimisation steps per recipe model (a small data set gets more epochs); 0 = off"
     )
     methods: list[str] = option(["medassist", "reference"], "methods run: medassist (the recipe) and/or reference")
     recipe: TrainConfig = field(default_factory=_recipe, metadata={"help": "medassist's training recipe"})
