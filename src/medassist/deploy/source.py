@@ -59,8 +59,8 @@ class Source:
         return len(self.labels)
 
     def example(self) -> tuple[torch.Tensor, ...]:
-        """One test input at batch 1 (the model's positional arguments)."""
-        return self.splits["test"].batcher.inputs(torch.arange(1))
+        """One training input at batch 1 (the model's positional arguments), for tracing and pruning graphs."""
+        return self.splits["train"].batcher.inputs(torch.arange(1))
 
 
 def _status(run_dir: Path) -> None:
