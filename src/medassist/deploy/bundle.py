@@ -18,7 +18,8 @@ Image models take one float32 input (B, C, H, W) normalised as ``(pixel * scale 
 probabilities by a softmax (multi-class) or a sigmoid per label (multi-label).
 
 The description format and its checks live in :mod:`medassist.deploy.bundle_spec`, the manifest in
-:mod:`medassist.deploy.manifest`; their constants are re-exported here.
+:mod:`medassist.deploy.manifest`, the model's checks and runs in :mod:`medassist.deploy.bundle_model`; the constants
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 from medassist.data.images import load_image
+from medassist.deploy.bundle_model import check_batch_size, logits_output, open_model, pad_rows, run
 from medassist.deploy.bundle_spec import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
@@ -52,12 +54,13 @@ from medassist.deploy.bundle_spec import (
     TEXT_PREPROCESSING,
     TOKENIZERS,
     VOCAB_FILE,
+    BundleError,
     Invalid,
     check_description,
     file_name_problem,
     plain_json,
 )
-from medassist.deploy.manifest import MANIFEST_FORMAT, ManifestError, read_manifest, verified_bytes, write_json
+from medassist.deploy.manifest import MANIFEST_FORMAT, read_manifest, verified_bytes, write_json
 
 # Under its old private name, which the tests patch to make writing fail half-way; write_bundle calls it by this name.
 from medassist.deploy.manifest import write_manifest as _write_manifest
@@ -83,10 +86,6 @@ __all__ = [
     "load_bundle",
     "write_bundle",
 ]
-
-
-class BundleError(MedAssistError):
-    """A bundle that is missing, incomplete, altered or inconsistent, or asked for what it cannot do."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ class Bundle:
         self.vocab = vocab
         self._preprocessing: dict[str, Any] = meta["preprocessing"]
         self._input_names = [i.name for i in session.get_inputs()]
-        self._output_name = _logits_output(session).name
+        self._output_name = logits_output(session).name
         first = session.get_inputs()[0].shape
         # A model exported without a dynamic batch axis runs exactly that many inputs at a time.
         self._static_batch = first[0] if isinstance(first[0], int) else None
@@ -213,7 +212,7 @@ class Bundle:
             BundleError: this is a text bundle.
         """
         self._require("image", "predict_images", "predict_texts")
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         images = self._check_images(images)
         pre = self._preprocessing
         c = self.channels
@@ -297,7 +296,7 @@ class Bundle:
             BundleError: this is an image bundle.
         """
         self._require("text", "predict_texts", "predict_images")
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         texts = check_texts(texts)
         if not texts:
             raise DataError("no texts to predict; give at least one report")
@@ -336,9 +335,9 @@ class Bundle:
         for feed in feeds:
             n = len(next(iter(feed.values())))
             if self._static_batch is not None and n < self._static_batch:
-                feed = {k: _pad_rows(v, self._static_batch) for k, v in feed.items()}
+                feed = {k: pad_rows(v, self._static_batch) for k, v in feed.items()}
             start = time.perf_counter()
-            logits = _run(self.session, [self._output_name], feed, f"bundle {self.path}: {self.meta['model_file']}")
+            logits = run(self.session, [self._output_name], feed, f"bundle {self.path}: {self.meta['model_file']}")
             seconds += time.perf_counter() - start
             parts.append(logits[:n])
         logits = np.concatenate(parts).astype(np.float64)  # (N, K)
@@ -393,16 +392,12 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
             f"{path} is a file, not a bundle folder; give the folder that holds {MODEL_FILE}, {DESCRIPTION_FILE} and "
             f"{MANIFEST_FILE}"
         )
-    try:
-        files = read_manifest(path)
-        if DESCRIPTION_FILE not in files:
-            raise BundleError(
-                f"bundle {path}: {DESCRIPTION_FILE} is not listed in {MANIFEST_FILE}, so it cannot be verified; "
-                f"{REEXPORT}"
-            )
-        contents = {name: verified_bytes(path, name, entry) for name, entry in files.items()}
-    except ManifestError as err:
-        raise BundleError(str(err)) from None
+    files = read_manifest(path)
+    if DESCRIPTION_FILE not in files:
+        raise BundleError(
+            f"bundle {path}: {DESCRIPTION_FILE} is not listed in {MANIFEST_FILE}, so it cannot be verified; {REEXPORT}"
+        )
+    contents = {name: verified_bytes(path, name, entry) for name, entry in files.items()}
     where = f"bundle {path}: {DESCRIPTION_FILE}"
     try:
         meta = json.loads(contents[DESCRIPTION_FILE].decode("utf-8"))
@@ -425,7 +420,7 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
         except DataError as err:
             raise BundleError(f"bundle {path}: {err}; {REEXPORT}") from None
     model = meta["model_file"]
-    session = _open_model(contents[model], meta, vocab, threads=threads, where=f"bundle {path}: {model}", fix=REEXPORT)
+    session = open_model(contents[model], meta, vocab, threads=threads, where=f"bundle {path}: {model}", fix=REEXPORT)
     return Bundle(path, meta, session, vocab)
 
 
@@ -539,7 +534,7 @@ def write_bundle(
             shutil.copyfile(source, tmp / file_name)
         write_json(tmp / DESCRIPTION_FILE, meta)
         _write_manifest(tmp, [MODEL_FILE, DESCRIPTION_FILE, *extras])
-        _open_model(
+        open_model(
             (tmp / MODEL_FILE).read_bytes(),
             meta,
             vocab,
@@ -580,153 +575,3 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         os.rename(old, out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The model
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _open_model(
-    data: bytes, meta: dict[str, Any], vocab: Vocab | None, *, threads: int, where: str, fix: str
-) -> ort.InferenceSession:
-    """An ONNX Runtime session on the model ``data``, checked against ``meta`` and run once on a dummy input."""
-    _check_self_contained(data, where, fix)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors become exceptions with our message; no warnings on the console
-    try:
-        # From bytes, so the model that runs is the one just verified, not whatever the file holds by now.
-        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ONNX Runtime raises its own exception types for every kind of bad model
-        raise BundleError(
-            f"{where} cannot be opened by ONNX Runtime {ort.__version__} ({_short(err)}); {fix}"
-        ) from None
-    _check_signature(session, meta, where, fix)
-    _dry_run(session, meta, vocab, where, fix)
-    return session
-
-
-def _check_self_contained(data: bytes, where: str, fix: str) -> None:
-    """Refuse a model that does not parse, or keeps weights in external files the manifest cannot vouch for."""
-    import onnx  # slow to import; only needed here
-
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as err:  # protobuf's DecodeError and friends
-        raise BundleError(f"{where} is not an ONNX model (it does not parse: {_short(err)}); {fix}") from None
-    graphs, external = [model.graph], []
-    while graphs:
-        graph = graphs.pop()
-        tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
-        for node in graph.node:
-            for attr in node.attribute:
-                tensors += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
-                graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
-        external += [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise BundleError(
-            f"{where} keeps {len(external)} weight tensor(s) (e.g. {external[0]!r}) in external data files; a bundle "
-            f"holds one self-contained model. Export it as one file; {fix}"
-        )
-
-
-def _logits_output(session: ort.InferenceSession) -> Any:
-    outputs = session.get_outputs()
-    return next((o for o in outputs if o.name == "logits"), outputs[0])
-
-
-def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where: str, fix: str) -> None:
-    """Compare the model's declared inputs and output with the description, where its shapes are static."""
-    pre, kind = meta["preprocessing"], meta["kind"]
-    inputs = session.get_inputs()
-    names = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-    if kind == "image":
-        size, channels = pre["image_size"], pre["channels"]
-        wanted = [None, channels, size, size]
-        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
-            raise BundleError(
-                f"{where} takes inputs ({names}), but an image model takes one float32 input (B, C, H, W); {fix}"
-            )
-        shape = inputs[0].shape
-        if any(isinstance(have, int) and have != want for have, want in zip(shape[1:], wanted[1:], strict=True)):
-            raise BundleError(
-                f"{where} takes input {inputs[0].name} of shape {shape}, but bundle.json describes "
-                f"(B, {channels}, {size}, {size}) (channels {channels}, image_size {size}); {fix}"
-            )
-    else:
-        if len(inputs) != 2 or any(i.type != "tensor(int64)" or len(i.shape) != 2 for i in inputs):
-            raise BundleError(
-                f"{where} takes inputs ({names}), but a text model takes two int64 inputs (B, T): token ids and "
-                f"attention mask; {fix}"
-            )
-        length = inputs[0].shape[1]
-        if isinstance(length, int) and length < pre["max_len"]:
-            raise BundleError(
-                f"{where} takes texts of exactly {length} tokens, fewer than max_len {pre['max_len']} in bundle.json; "
-                f"{fix}"
-            )
-    output = _logits_output(session)
-    k = len(meta["labels"])
-    if len(output.shape) != 2 or (isinstance(output.shape[1], int) and output.shape[1] != k):
-        raise BundleError(
-            f"{where} returns {output.name} of shape {output.shape}, but bundle.json has {k} labels "
-            f"({', '.join(meta['labels'])}), so it should return (B, {k}); {fix}"
-        )
-
-
-def _dry_run(session: ort.InferenceSession, meta: dict[str, Any], vocab: Vocab | None, where: str, fix: str) -> None:
-    """Run one dummy input, which catches what static shapes cannot (dynamic output size, too small an embedding)."""
-    inputs = session.get_inputs()
-    batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else 1
-    pre = meta["preprocessing"]
-    if meta["kind"] == "image":
-        shape = (batch, pre["channels"], pre["image_size"], pre["image_size"])
-        feed = {inputs[0].name: np.zeros(shape, dtype=np.float32)}
-        what = f"a zero image of shape {shape}"
-    else:
-        assert vocab is not None
-        length = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 1
-        ids = np.full((batch, length), len(vocab) - 1, dtype=np.int64)  # the largest id must fit the embedding
-        feed = {inputs[0].name: ids, inputs[1].name: np.ones_like(ids)}
-        what = f"token ids of shape {ids.shape} holding the vocabulary's largest id ({len(vocab) - 1})"
-    output = _logits_output(session)
-    logits = _run(session, [output.name], feed, where, also=f"on {what}", fix=fix)
-    k = len(meta["labels"])
-    if logits.shape != (batch, k):
-        raise BundleError(
-            f"{where} returns {output.name} of shape {logits.shape} for {batch} input(s), but bundle.json has {k} "
-            f"labels ({', '.join(meta['labels'])}); {fix}"
-        )
-
-
-def _run(
-    session: ort.InferenceSession,
-    outputs: list[str],
-    feed: dict[str, np.ndarray],
-    where: str,
-    *,
-    also: str = "",
-    fix: str = REEXPORT,
-) -> np.ndarray:
-    quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # the exception below carries the message; ONNX Runtime need not print it too
-    try:
-        return session.run(outputs, feed, quiet)[0]
-    except Exception as err:  # ONNX Runtime's own exception types
-        raise BundleError(f"{where} fails to run{' ' + also if also else ''} ({_short(err)}); {fix}") from None
-
-
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    pad = np.zeros((rows - len(array), *array.shape[1:]), dtype=array.dtype)
-    return np.concatenate([array, pad])
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MedAssistError(f"batch_size must be a positive whole number, got {batch_size!r}")
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

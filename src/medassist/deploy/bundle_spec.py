@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from medassist.errors import MedAssistError
+
 BUNDLE_FORMAT = "medassist-bundle"
 BUNDLE_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -27,6 +29,10 @@ TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
 
 KIND_WITH_ARTICLE = {"image": "an image", "text": "a text"}
 REEXPORT = "re-export the bundle with `medassist deploy`"
+
+
+class BundleError(MedAssistError):
+    """A bundle that is missing, incomplete, altered or inconsistent, or asked for what it cannot do."""
 
 
 class Invalid(Exception):

@@ -7,40 +7,32 @@ batcher, so a distillation epoch costs no more than a plain one; the engine's lo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medassist.train.data import ImageBatcher, batches, main_logits, to_tensor
+from medassist.train.data import ImageBatcher, main_logits, to_tensor
 from medassist.train.engine import StepFn
 
 
-class TeacherBatcher:
+class TeacherBatcher(ImageBatcher):
     """Training images with the teacher's logits: ``inputs(idx) -> (images (B, C, H, W), teacher_logits (B, K))``.
 
-    Not augmentable: the stored teacher logits belong to the unaugmented images.
+    Not augmentable: the stored teacher logits belong to the unaugmented images. Its subsets (for evaluation)
+    are plain image batchers.
     """
 
     augmentable = False
 
     def __init__(self, images: np.ndarray | torch.Tensor, teacher_logits: torch.Tensor) -> None:
-        self.x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+        super().__init__(images)
         self.t = teacher_logits.float()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-        return batches(len(self.x), batch_size, generator=generator)
 
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.x[idx], self.t[idx]
-
-    def subset(self, idx: np.ndarray) -> ImageBatcher:
-        return ImageBatcher(self.x[torch.as_tensor(idx)])  # evaluation subsets need images only
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ class Source:
         extra_files: files that travel with the model (the vocabulary of a word model).
         images: image splits as uint8 arrays (image sources only; calibration and distillation use them).
         teachers: (unit name, model) pairs of the other trained models, best validation AUC first (image only).
+        texts: the text data set and its study config, read once (text sources only).
     """
 
     kind: str
@@ -53,6 +54,7 @@ class Source:
     extra_files: dict[str, Path] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
     teachers: list[tuple[str, nn.Module]] = field(default_factory=list)
+    texts: tuple[Any, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,7 +82,11 @@ def load_source(run_dir: str | Path, *, data_dir: str = "", n_teachers: int = 3,
     _status(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if "comparison" in metrics:
-        return _text_source(run_dir, metrics, progress=progress)
+        from medassist.studies.text import TextStudyConfig, load_text_data
+
+        study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
+        study.progress = progress
+        return _text_source(run_dir, metrics, study, load_text_data(study), study.recurrent)
     if "selected" in metrics:
         return _image_source(run_dir, data_dir=data_dir, n_teachers=n_teachers, progress=progress)
     raise MedAssistError(f"{run_dir} is neither an image nor a text study run (its metrics.json has no model)")
@@ -138,17 +144,12 @@ def _image_source(run_dir: Path, *, data_dir: str, n_teachers: int, progress: bo
     )
 
 
-def _text_source(run_dir: Path, metrics: dict[str, Any], *, progress: bool, arch: str = "") -> Source:
-    from medassist.studies.text import TextStudyConfig, load_text_data
+def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, arch: str) -> Source:
     from medassist.text import TEXT_TOKENIZER
 
-    study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
-    study.progress = progress
-    arch = arch or study.recurrent
     unit = metrics["best"].get(arch)
     if unit is None:
         raise MedAssistError(f"{run_dir}: the text run has no trained {arch} model to deploy")
-    data = load_text_data(study)
     model, result = _unit_model(run_dir, unit, num_classes=data.num_labels, in_channels=1)
     splits, extra = {}, {}
     if TEXT_TOKENIZER[result["model"]] == "word":
@@ -178,16 +179,15 @@ def _text_source(run_dir: Path, metrics: dict[str, Any], *, progress: bool, arch
         preprocessing=preprocessing,
         run_dir=run_dir,
         extra_files=extra,
+        texts=(study, data),
     )
 
 
-def load_text_transformer(run_dir: str | Path, *, progress: bool = True) -> Source | None:
-    """The Transformer of a text study run (for its dynamic int8 comparison), or None if the run has none."""
-    from medassist.studies.text import TextStudyConfig
-
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
+def load_text_transformer(source: Source) -> Source | None:
+    """The Transformer of the text study run ``source`` came from (for its dynamic int8 comparison), read with the
+    same reports; None if the run trained none."""
+    study, data = source.texts
+    metrics = json.loads((source.run_dir / "metrics.json").read_text())
     if study.transformer not in metrics.get("best", {}):
         return None
-    return _text_source(run_dir, metrics, progress=progress, arch=study.transformer)
+    return _text_source(source.run_dir, metrics, study, data, study.transformer)

@@ -8,11 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from medassist.deploy.variants import BASELINE
 from medassist.report.html import markdown_to_html
 from medassist.run import markdown_table
 from medassist.utils.io import atomic_write_text
-
-BASELINE = "fp32 (PyTorch)"
 
 
 def _pct(x: float) -> str:

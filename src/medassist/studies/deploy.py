@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from medassist.config import TrainConfig, option, to_dict
 from medassist.deploy.export import export_onnx
 from medassist.deploy.source import Source, load_source
-from medassist.deploy.variants import Variant, measure_variants, select_variant
+from medassist.deploy.variants import BASELINE, TARGETS, Variant, measure_variants, select_variant
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.train import Labelled, fit
@@ -59,7 +59,7 @@ class DeployConfig:
         default_factory=_text_finetune, metadata={"help": "fine-tuning after text pruning"}
     )
     student: str = option("cnn_gap", "the distillation student (a registered image model)")
-    student_width: int = option(16, "first-stage channels of the student (cnn_gap / cnn)")
+    student_width: int = option(16, "first-stage channels of the student (when it is cnn_gap)")
     n_teachers: int = option(3, "teachers: the source run's best models by validation AUC, averaged")
     temperature: float = option(4.0, "distillation temperature")
     alpha: float = option(0.7, "weight of the teacher's soft targets (1 - alpha for the true labels)")
@@ -94,7 +94,7 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
         chosen = select_variant(table, cfg)
         _write_results(run, cfg, source, variants, table, chosen)
         if source.kind == "text":
-            _transformer_comparison(run, cfg, source.run_dir)
+            _transformer_comparison(run, cfg, source)
         from medassist.report.deploy import write_deploy_report
 
         write_deploy_report(run.dir)
@@ -170,6 +170,31 @@ def _pair(
     ]
 
 
+def _baselines(run: Run, cfg: DeployConfig, source: Source, int8_label: str, int8_technique: str) -> list[Variant]:
+    """The fp32 PyTorch model (the baseline every drop is measured from), its ONNX export and its int8 version."""
+    fp32, int8 = _onnx_pair(run, cfg, source, source.model, "baseline")
+    base = [_save_state(run, source.model, "baseline")]
+    return [
+        Variant(BASELINE, "baseline", "pytorch", base, model=source.model),
+        Variant("fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with=BASELINE),
+        Variant(int8_label, int8_technique, "onnxruntime", [int8], parity_with=BASELINE),
+    ]
+
+
+def _torch_int8(run: Run, model: torch.nn.Module, stem: str) -> tuple[torch.nn.Module, Path]:
+    """PyTorch's dynamic int8 of ``model`` (a copy) and the file of its state dict."""
+    from medassist.deploy.quantize import torch_dynamic_int8
+
+    q = torch_dynamic_int8(copy.deepcopy(model)).eval()
+    path = run.path(f"models/{stem}.torch_int8.pt")
+    torch.save(q.state_dict(), path)
+    return q, path
+
+
+def _student_kwargs(cfg: DeployConfig) -> dict[str, Any]:
+    return {"width": cfg.student_width} if cfg.student == "cnn_gap" else {}
+
+
 def _magnitude(run: Run, cfg: DeployConfig, source: Source, tcfg: TrainConfig) -> tuple[Variant, pd.DataFrame]:
     """Unstructured magnitude pruning, fine-tuned with its masks, stored as bitmask + values."""
     from medassist.deploy.prune import add_magnitude_masks, load_sparse, remove_masks, save_sparse
@@ -199,23 +224,11 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
     from medassist.models import create_model
 
     histories = []
-    base = source.model
     _stage(cfg, f"fp32 baseline, ONNX export and static int8 of {source.model_name}")
-    fp32, int8 = _onnx_pair(run, cfg, source, base, "baseline")
-    variants = [
-        Variant("fp32 (PyTorch)", "baseline", "pytorch", [_save_state(run, base, "baseline")], model=base),
-        Variant("fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with="fp32 (PyTorch)"),
-        Variant(
-            "int8 static (ONNX Runtime)",
-            "static int8 quantization",
-            "onnxruntime",
-            [int8],
-            parity_with="fp32 (PyTorch)",
-        ),
-    ]
+    variants = _baselines(run, cfg, source, "int8 static (ONNX Runtime)", "static int8 quantization")
 
     _stage(cfg, f"channel pruning ({cfg.channel_ratio:.0%}) + fine-tune")
-    pruned = copy.deepcopy(base)
+    pruned = copy.deepcopy(source.model)
     counts = prune_channels(pruned, source.example()[0], cfg.channel_ratio)
     histories.append(_train(cfg, pruned, source, cfg.finetune, f"channel-pruned {cfg.channel_ratio:.0%}"))
     note = f"parameters {counts['params_before']:,} -> {counts['params_after']:,}"
@@ -231,7 +244,7 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
         raise MedAssistError(f"{source.run_dir} has no other trained model to act as a distillation teacher")
     teacher_names = [n for n, _ in source.teachers]
     _stage(cfg, f"distillation: teachers {', '.join(teacher_names)} -> {source.model_name} student")
-    student_kw = {"width": cfg.student_width} if cfg.student in ("cnn_gap",) else {}
+    student_kw = _student_kwargs(cfg)
     tcfg = dataclasses.replace(cfg.student_train, augment=False)  # the stored teacher logits fit unaugmented images
 
     def student() -> torch.nn.Module:
@@ -260,39 +273,18 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
     histories.append(_train(cfg, dp, source, ft, "distilled + pruned", train=kd_train, step_fn=step))
     label = "distilled + channel-pruned"
     variants += _pair(run, cfg, source, dp, "distilled_pruned", label, "distillation + structured pruning")
-    run.write_json("teachers.json", {"teachers": teacher_names, "student": cfg.student, "student_kwargs": student_kw})
     pd.concat(histories).to_csv(run.path("history/finetune.csv"), index=False)
     return variants
 
 
 def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]:
-    from medassist.deploy.quantize import torch_dynamic_int8
-
-    base = source.model
     _stage(cfg, f"fp32 baseline, ONNX export and dynamic int8 of {source.model_name}")
-    fp32, int8 = _onnx_pair(run, cfg, source, base, "baseline")
-    q = torch_dynamic_int8(copy.deepcopy(base))
-    qpath = run.path("models/baseline.torch_int8.pt")
-    torch.save(q.state_dict(), qpath)
-    variants = [
-        Variant("fp32 (PyTorch)", "baseline", "pytorch", [_save_state(run, base, "baseline")], model=base),
-        Variant("fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with="fp32 (PyTorch)"),
-        Variant(
-            "int8 dynamic (ONNX Runtime)",
-            "dynamic int8 quantization",
-            "onnxruntime",
-            [int8],
-            parity_with="fp32 (PyTorch)",
-        ),
-        Variant(
-            "int8 dynamic (PyTorch)",
-            "dynamic int8 quantization",
-            "pytorch",
-            [qpath],
-            model=q.eval(),
-            parity_with="fp32 (PyTorch)",
-        ),
-    ]
+    variants = _baselines(run, cfg, source, "int8 dynamic (ONNX Runtime)", "dynamic int8 quantization")
+    q, qpath = _torch_int8(run, source.model, "baseline")
+    variants.append(
+        Variant("int8 dynamic (PyTorch)", "dynamic int8 quantization", "pytorch", [qpath], model=q,
+                parity_with=BASELINE)
+    )  # fmt: skip
     _stage(cfg, f"magnitude pruning ({cfg.magnitude_amount:.0%}) + fine-tune")
     v, h = _magnitude(run, cfg, source, cfg.text_finetune)
     variants.append(v)
@@ -300,18 +292,15 @@ def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]
     return variants
 
 
-def _transformer_comparison(run: Run, cfg: DeployConfig, run_dir: Path) -> None:
+def _transformer_comparison(run: Run, cfg: DeployConfig, lstm: Source) -> None:
     """Dynamic int8 of the text study's Transformer (its linear layers), against its fp32 self."""
-    from medassist.deploy.quantize import torch_dynamic_int8
     from medassist.deploy.source import load_text_transformer
 
-    source = load_text_transformer(run_dir, progress=cfg.progress)
+    source = load_text_transformer(lstm)
     if source is None:
         return
     _stage(cfg, f"dynamic int8 of the Transformer ({source.model_name})")
-    q = torch_dynamic_int8(copy.deepcopy(source.model)).eval()
-    qpath = run.path("models/transformer.torch_int8.pt")
-    torch.save(q.state_dict(), qpath)
+    q, qpath = _torch_int8(run, source.model, "transformer")
     name = f"{source.model_name} fp32 (PyTorch)"
     variants = [
         Variant(name, "baseline", "pytorch", [_save_state(run, source.model, "transformer")], model=source.model),
@@ -329,6 +318,10 @@ def _write_results(
     from medassist.deploy.variants import test_intervals
     from medassist.evaluate.plots import plot_tradeoff
 
+    teachers = None
+    if source.teachers:
+        names = [n for n, _ in source.teachers]
+        teachers = {"teachers": names, "student": cfg.student, "student_kwargs": _student_kwargs(cfg)}
     run.write_table("benchmark", table)
     plot_tradeoff(table, run.figure("size_latency"), highlight=chosen)
     intervals = test_intervals(variants, source, chosen, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -360,12 +353,12 @@ def _write_results(
             "source_run": str(source.run_dir),
             "task": source.task,
             "threads": cfg.threads,
-            "targets": {"size_ratio": 4.0, "speedup_b1": 3.0, "accuracy_drop": 0.005, "auc_drop": 0.005},
+            "targets": TARGETS,
             "selection": {"max_accuracy_drop": cfg.max_accuracy_drop, "max_auc_drop": cfg.max_auc_drop},
             "chosen": chosen,
             "bundle": str(bundle),
             "variants": table.to_dict("records"),
             "test_intervals": intervals,
-            "teachers": run.read_json("teachers.json") if (run.dir / "teachers.json").is_file() else None,
+            "teachers": teachers,
         },
     )
