@@ -172,3 +172,32 @@ def test_ece_matches_hand_computation():
     assert row["bin_low"] == pytest.approx(0.8)
     assert row["accuracy"] == pytest.approx(0.5) and row["confidence"] == pytest.approx(0.85)
     assert bins.loc[bins["count"] == 0, "accuracy"].isna().all()
+
+
+def fake_multilabel(n: int, k: int, *, seed: int = 0):
+    """0/1 labels (one rare label) and informative sigmoid probabilities rounded to create ties."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < np.linspace(0.03, 0.5, k)).astype(int)
+    p = np.round(1 / (1 + np.exp(-(2.0 * y - 1 + rng.normal(size=(n, k))))), 2)
+    return y, p
+
+
+@pytest.mark.parametrize("name", ["macro_f1", "micro_f1", "macro_auc"])
+def test_multilabel_bootstrap_fast_path_equals_calling_the_metric(name):
+    from medassist.evaluate import multilabel
+
+    metric = getattr(multilabel, name)
+    y, p = fake_multilabel(120, 5, seed=4)
+    fast = bootstrap_ci(y, p, metric, n_boot=200, seed=3)
+    slow = bootstrap_ci(y, p, lambda a, b: metric(a, b), n_boot=200, seed=3)
+    np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    assert fast[0] == pytest.approx(metric(y, p))
+
+
+def test_multilabel_bootstrap_is_fast():
+    from medassist.evaluate.multilabel import macro_auc
+
+    y, p = fake_multilabel(766, 15)
+    start = time.perf_counter()
+    bootstrap_ci(y, p, macro_auc, n_boot=1000)
+    assert time.perf_counter() - start < 5.0

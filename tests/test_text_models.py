@@ -340,3 +340,23 @@ def test_tfidf_errors_and_round_trip(tmp_path: Path) -> None:
     path.write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="tfidf.joblib"):
         TfidfLogReg.load(path)
+
+
+def test_multitask_loss_is_the_mean_over_findings_and_the_abnormal_output() -> None:
+    import torch.nn.functional as F
+
+    from medassist.studies.text import multitask_step
+
+    findings = torch.tensor([[2.0, -1.0, 0.5], [-0.3, 1.0, -2.0]])
+    abnormal = torch.tensor([0.7, -1.2])
+    y = torch.tensor([[1, 0, 1], [0, 1, 0]])  # label 0 is 'normal': case 0 normal, case 1 abnormal
+    loss, logits = multitask_step(0)(lambda *_: (findings, abnormal), (), y)
+    per_output = torch.cat(
+        [
+            F.binary_cross_entropy_with_logits(findings, y.float(), reduction="none"),
+            F.binary_cross_entropy_with_logits(abnormal, torch.tensor([0.0, 1.0]), reduction="none")[:, None],
+        ],
+        dim=1,
+    )
+    assert torch.allclose(loss, per_output.mean())
+    assert logits is findings

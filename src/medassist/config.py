@@ -62,6 +62,9 @@ class TrainConfig:
     augment: bool = option(False, "apply random augmentation to training batches")
     augmentation: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "augmentation settings"})
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss")
+    prior_bias: bool = option(
+        False, "multi-label: start the output layer's bias (model.head) at each label's training log-odds"
+    )
     time_budget: float = option(0.0, "stop training after this many seconds (0 = no limit); checked after every step")
     grad_norms: bool = option(False, "record per-layer gradient norms every epoch (grad_norms.csv)")
     bf16: bool = option(False, "bfloat16 autocast on CPU for the forward pass (faster on CPUs with bf16 support)")

@@ -106,6 +106,7 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     from medassist.models import create_model
     from medassist.text import TEXT_TOKENIZER, Vocab, hf_encode_batch, load_minilm_tokenizer
     from medassist.train import TokenBatcher, seed_everything
+    from medassist.train.data import cpu_bf16_supported
 
     seed_everything(0, cfg.threads)
     data = load_openi()
@@ -114,24 +115,29 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     enc = {"word": vocab.encode_batch(texts, max_len=cfg.max_len)}
     if "minilm" in cfg.models:
         enc["minilm"] = hf_encode_batch(load_minilm_tokenizer(), texts, max_len=cfg.max_len)
+    bf16 = cfg.bf16 and cpu_bf16_supported()
+    bf16_note = (
+        "bf16 autocast measured beside fp32"
+        if bf16
+        else "bf16 not measured: this CPU has no native bfloat16 (AVX512-BF16 or AMX; it offers "
+        f"{torch.backends.cpu.get_cpu_capability()}), where autocast is emulated and oneDNN has no bf16 LSTM"
+        if cfg.bf16
+        else "bf16 not requested"
+    )
     run = Run.create(cfg.out, "bench-text", to_dict(cfg))
     with run:
         rows = []
-        jobs = [
-            (m, bf16, b)
-            for m in cfg.models
-            for bf16 in ((False, True) if cfg.bf16 else (False,))
-            for b in (True, False)
-        ]
-        for name, bf16, bucketed in tqdm(jobs, desc="text benchmark", disable=not cfg.progress):
+        jobs = [(m, b16, b) for m in cfg.models for b16 in ((False, True) if bf16 else (False,)) for b in (True, False)]
+        for name, b16, bucketed in tqdm(jobs, desc="text benchmark", disable=not cfg.progress):
             torch.manual_seed(0)
             kind = TEXT_TOKENIZER[name]
             kwargs = {"vocab_size": len(vocab)} if kind == "word" else {}
             model = create_model(name, num_classes=data.num_labels, **kwargs)
-            rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, bf16, bucketed))
+            rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, b16, bucketed))
         df = pd.DataFrame(rows)
         run.write_table("speed", df, floatfmt=".3f")
-        run.write_json("metrics.json", {"speed": rows, "torch_threads": torch.get_num_threads()})
+        run.write_json("metrics.json", {"speed": rows, "torch_threads": torch.get_num_threads(), "bf16": bf16_note})
         print(markdown_table(df, floatfmt=".3f"))
+        print(bf16_note)
         print(f"benchmark run folder: {run.dir}")
     return run

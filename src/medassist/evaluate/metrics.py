@@ -14,6 +14,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from medassist.errors import DataError, MedAssistError
+from medassist.evaluate import multilabel
 from medassist.evaluate.calibration import bin_index, check_inputs, expected_calibration_error
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -167,12 +168,44 @@ def _ece_w(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.abs(w @ per_bin).sum(axis=1) / w.sum(axis=1)
 
 
+# Multi-label (y and p both (N, K)), positive at multilabel.THRESHOLD.
+
+
+def _ml_counts(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    truth, pred = (y == 1).astype(np.float64), (p >= multilabel.THRESHOLD).astype(np.float64)
+    return w @ (truth * pred), w @ truth, w @ pred  # (B, K) each: true positives, positives, predicted positives
+
+
+def _ml_macro_f1_w(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    tp, n_true, n_pred = _ml_counts(y, p, w)
+    denom = n_true + n_pred
+    return np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=1)  # zero_division=0
+
+
+def _ml_micro_f1_w(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    tp, n_true, n_pred = (a.sum(axis=1) for a in _ml_counts(y, p, w))
+    denom = n_true + n_pred
+    return np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def _ml_macro_auc_w(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    # Over the labels that have both classes in the resample, as multilabel.macro_auc does on its input.
+    per_label = np.stack([_binary_auc_w(y[:, k] == 1, p[:, k], w) for k in range(y.shape[1])], axis=1)  # (B, K)
+    defined = np.isfinite(per_label)
+    total = np.where(defined, per_label, 0.0).sum(axis=1)
+    count = defined.sum(axis=1)
+    return np.divide(total, count, out=np.full(len(total), np.nan), where=count > 0)
+
+
 _RESAMPLED: dict[Callable, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     accuracy: _accuracy_w,
     macro_f1: _macro_f1_w,
     auc: _auc_w,
     cross_entropy: _cross_entropy_w,
     expected_calibration_error: _ece_w,  # at its default of 15 bins
+    multilabel.macro_f1: _ml_macro_f1_w,
+    multilabel.micro_f1: _ml_micro_f1_w,
+    multilabel.macro_auc: _ml_macro_auc_w,
 }
 
 

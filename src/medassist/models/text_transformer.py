@@ -99,13 +99,18 @@ class MiniLMClassifier(nn.Module):
         num_classes: number of logits K.
         dropout: before the head (the encoder keeps its own dropout of 0.1).
         freeze_encoder: train the head only; the encoder then also stays in eval mode (no dropout).
+        attention_dropout: dropout on the attention probabilities while fine-tuning. Off by default: PyTorch's fused
+            attention kernel then runs in training too, and a step takes about 13% less time on 2 CPU cores
+            (0.58 s against 0.67 s for 16 Open-i reports); the encoder's hidden dropout (0.1) stays.
     """
 
     TOKENIZER = "minilm"
 
-    def __init__(self, *, num_classes: int, dropout: float = 0.1, freeze_encoder: bool = False) -> None:
+    def __init__(
+        self, *, num_classes: int, dropout: float = 0.1, freeze_encoder: bool = False, attention_dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.encoder = load_minilm_encoder()
+        self.encoder = load_minilm_encoder(attention_dropout=attention_dropout)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -170,6 +175,7 @@ def minilm(
     num_classes: int,
     dropout: float = 0.1,
     freeze_encoder: bool = False,
+    attention_dropout: float = 0.0,
     in_channels: int | None = None,
     vocab_size: int | None = None,
 ) -> MiniLMClassifier:
@@ -177,4 +183,6 @@ def minilm(
 
     ``in_channels`` and ``vocab_size`` are ignored (MiniLM brings its own 30,522-token vocabulary).
     """
-    return MiniLMClassifier(num_classes=num_classes, dropout=dropout, freeze_encoder=freeze_encoder)
+    return MiniLMClassifier(
+        num_classes=num_classes, dropout=dropout, freeze_encoder=freeze_encoder, attention_dropout=attention_dropout
+    )

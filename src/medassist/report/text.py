@@ -68,7 +68,8 @@ def build_text_report(run_dir: str | Path) -> str:
         "## Regularisation sweep",
         "",
         "Dropout at three values, weight decay (L2) at three values, and early stopping on validation loss, for both "
-        "architectures. The run with the highest validation macro-AUC is selected.",
+        "architectures. The run with the highest validation macro-AUC is selected. A run whose settings equal "
+        "another's (the weight-decay run at the base decay) is that run, named in `same_as`.",
         "",
         _cols(
             run_dir,
@@ -86,6 +87,7 @@ def build_text_report(run_dir: str | Path) -> str:
                 "val_auc",
                 "test_macro_f1",
                 "test_macro_auc",
+                "same_as",
             ],
         ),
         _fig(run_dir, f"sweep_{cfg['recurrent']}", f"Sweep curves: {cfg['recurrent']}"),

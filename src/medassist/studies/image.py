@@ -36,8 +36,9 @@ class DiagnosisConfig:
 
     variance_gap: float = option(0.05, "train-minus-validation accuracy above which variance is called high")
     loss_rise: float = option(
-        0.2, "relative rise of validation loss from its minimum to the last epoch that counts as overfitting"
+        0.2, "relative rise of validation loss from its minimum to the last epochs that counts as overfitting"
     )
+    tail_epochs: int = option(3, "last epochs whose median validation loss is compared with the minimum")
     bias_accuracy: float = option(0.9, "training accuracy below which bias is called high")
 
 
@@ -113,7 +114,9 @@ def diagnose(history: pd.DataFrame, unit: UnitResult, rule: DiagnosisConfig) -> 
     """Bias-variance diagnosis from a model's curves, by the rule stated in :func:`diagnosis_rule`."""
     gap = unit.train["accuracy"] - unit.val["accuracy"]
     vl = history["val_loss"].to_numpy()
-    rise = float((vl[-1] - vl.min()) / max(vl.min(), 1e-12))
+    # The median of the last epochs, so that one noisy epoch (a BatchNorm spike) does not decide the diagnosis.
+    tail = float(np.median(vl[-max(1, rule.tail_epochs) :]))
+    rise = float((tail - vl.min()) / max(vl.min(), 1e-12))
     high_variance = gap > rule.variance_gap or rise > rule.loss_rise
     high_bias = unit.train["accuracy"] < rule.bias_accuracy
     label = (
@@ -139,8 +142,8 @@ def diagnose(history: pd.DataFrame, unit: UnitResult, rule: DiagnosisConfig) -> 
 def diagnosis_rule(rule: DiagnosisConfig) -> str:
     return (
         f"high variance if train accuracy (eval mode, best epoch) exceeds validation accuracy by more than "
-        f"{rule.variance_gap:.2f}, or validation loss at the last epoch is more than {rule.loss_rise:.0%} above "
-        f"its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; good fit otherwise"
+        f"{rule.variance_gap:.2f}, or the median validation loss of the last {rule.tail_epochs} epochs is more than "
+        f"{rule.loss_rise:.0%} above its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; good fit otherwise"
     )
 
 

@@ -121,17 +121,18 @@ def _ratio(v: np.ndarray) -> float:
     return float(v[0] / v[-1]) if len(v) > 1 and v[-1] > 0 else float("nan")
 
 
-def _latency(model: torch.nn.Module, batcher, *, batch: int, repeats: int = 30) -> float:
-    """Median seconds per report over ``repeats`` timed batches (after warm-up), on the first reports."""
+def _latency(model: torch.nn.Module, batcher, *, batch: int, repeats: int, warmup: int = 2) -> float:
+    """Median seconds per report over ``repeats`` timed batches (after ``warmup`` untimed ones), on the first
+    reports."""
     model.eval()
     idx = torch.arange(min(batch, len(batcher)))
     inputs = batcher.inputs(idx)
     times = []
     with torch.no_grad():
-        for i in range(repeats + 3):
+        for i in range(repeats + warmup):
             t0 = time.perf_counter()
             model(*inputs)
-            if i >= 3:  # warm-up
+            if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return float(np.median(times)) / len(idx)
 
@@ -172,8 +173,8 @@ def compare_models(
                 "run": name,
                 "params": unit.params,
                 "train_time_s": unit.train_time,
-                "infer_ms_per_report_b64": 1000 * _latency(model, test.batcher, batch=64),
-                "infer_ms_batch1": 1000 * _latency(model, test.batcher, batch=1),
+                "infer_ms_per_report_b64": 1000 * _latency(model, test.batcher, batch=64, repeats=7),
+                "infer_ms_batch1": 1000 * _latency(model, test.batcher, batch=1, repeats=30),
                 "train_macro_f1": unit.train["macro_f1"],
                 "val_macro_f1": unit.val["macro_f1"],
                 "val_auc": unit.val["auc"],

@@ -71,8 +71,10 @@ def load_minilm_tokenizer() -> Any:
     return tokenizer
 
 
-def load_minilm_encoder() -> Any:
+def load_minilm_encoder(attention_dropout: float | None = None) -> Any:
     """The pretrained MiniLM ``BertModel`` (6 layers, hidden size 384), read from local files only.
+
+    ``attention_dropout`` replaces the checkpoint's dropout on the attention probabilities (0.1); None keeps it.
 
     Without BERT's pooler (a dense layer on [CLS]): sentence-transformers mean-pools the token states instead,
     and an unused layer would only hold parameters that never get a gradient.
@@ -83,7 +85,11 @@ def load_minilm_encoder() -> Any:
     model_dir = minilm_dir()
     with _quiet_transformers():
         model, info = _transformers().AutoModel.from_pretrained(
-            model_dir, local_files_only=True, output_loading_info=True, add_pooling_layer=False
+            model_dir,
+            local_files_only=True,
+            output_loading_info=True,
+            add_pooling_layer=False,
+            **({} if attention_dropout is None else {"attention_probs_dropout_prob": attention_dropout}),
         )
     bad = sorted(info.get("missing_keys", [])) + sorted(str(k) for k in info.get("mismatched_keys", []))
     if bad:

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from medassist.errors import DataError
+from medassist.errors import DataError, MedAssistError
 
 MEAN, STD = 0.5, 0.5  # the MedMNIST protocol: pixels/255 normalised to [-1, 1]
 TASKS = ("multi-class", "multi-label")
@@ -86,6 +86,7 @@ class TokenBatcher:
     """
 
     augmentable = False
+    EVAL_BATCH = 64
 
     def __init__(self, ids: Sequence[Sequence[int]], *, pad_id: int = 0, pool: int = 50) -> None:
         if any(len(s) == 0 for s in ids):
@@ -101,6 +102,7 @@ class TokenBatcher:
     def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         n = len(self.ids)
         if generator is None:  # evaluation: sorted by length, the fewest padded tokens
+            batch_size = min(batch_size, self.EVAL_BATCH)  # large batches would pad many reports to the longest
             idx = torch.argsort(self.lengths, stable=True)
             yield from (idx[i : i + batch_size] for i in range(0, n, batch_size))
             return
@@ -139,6 +141,25 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Softmax over classes (multi-class) or a sigmoid per label (multi-label), in float64."""
     logits = logits.double()
     return torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, dim=1)
+
+
+def cpu_bf16_supported() -> bool:
+    """True if this CPU runs bfloat16 natively (AVX512-BF16 or AMX) in oneDNN. Elsewhere bf16 autocast is emulated,
+    slower than fp32, and oneDNN has no bf16 LSTM at all."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def check_bf16(enabled: bool) -> None:
+    """Refuse bf16 autocast on a CPU without native bfloat16, with the reason."""
+    if enabled and not cpu_bf16_supported():
+        raise MedAssistError(
+            f"bf16 autocast needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one offers "
+            f"{torch.backends.cpu.get_cpu_capability()}. Run without bf16 (it would be slower here, not faster)."
+        )
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from medassist.errors import MedAssistError
 from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.train.augment import augment_batch
-from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba
+from medassist.train.data import TASKS, Batcher, ImageBatcher, check_bf16, predict_proba
 from medassist.train.optim import build_optimizer, build_scheduler
 from medassist.utils.io import atomic_path
 
@@ -122,6 +122,22 @@ def pos_weights(labels: np.ndarray, cap: float = 100.0) -> torch.Tensor:
     return torch.tensor(np.where(pos > 0, np.minimum(neg / np.maximum(pos, 1), cap), 1.0), dtype=torch.float32)
 
 
+def init_prior_bias(model: nn.Module, labels: np.ndarray) -> None:
+    """Set the bias of ``model.head`` to the log-odds of each label in ``labels`` (N, K).
+
+    An untrained head then predicts each label's frequency instead of 0.5, so the first steps are not spent learning
+    that most findings are rare (a rare label's bias would need thousands of small Adam steps to get there).
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or head.bias is None or head.out_features != labels.shape[1]:
+        raise MedAssistError(
+            f"prior_bias needs a model whose `head` is a linear layer with {labels.shape[1]} outputs and a bias"
+        )
+    freq = np.clip(labels.mean(0), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq)), dtype=head.bias.dtype))
+
+
 def default_loss(
     task: str, cfg: TrainConfig, labels: np.ndarray, num_classes: int
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -173,6 +189,7 @@ def fit(
         raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
     if task not in TASKS:
         raise MedAssistError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    check_bf16(cfg.bf16)
     seed_everything(cfg.seed, cfg.threads)
     train, val = as_labelled(train), as_labelled(val)
     y_labels = train.labels if task == "multi-label" else train.labels.reshape(-1)
@@ -189,6 +206,8 @@ def fit(
         return loss_fn(logits, yb), logits
 
     step = step_fn or default_step
+    if cfg.prior_bias and task == "multi-label":
+        init_prior_bias(model, y_labels)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
