@@ -69,8 +69,9 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
             )
     s.append(
         f"For {m['chosen_architecture']}, training accuracy (eval mode) was {_f(diag['train_accuracy'])} against "
-        f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss over the last "
-        f"epochs sat {diag['val_loss_rise']:.0%} above its minimum; by the stated rule the diagnosis is {diag['label']}."
+        f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss "
+        f"over the last epochs sat {diag['val_loss_rise']:.0%} above its minimum; by the stated rule the diagnosis is "
+        f"{diag['label']}."
     )
     optional.append(len(s))
     s.append(REMEDY[diag["label"]])

@@ -143,7 +143,8 @@ def diagnosis_rule(rule: DiagnosisConfig) -> str:
     return (
         f"high variance if train accuracy (eval mode, best epoch) exceeds validation accuracy by more than "
         f"{rule.variance_gap:.2f}, or the median validation loss of the last {rule.tail_epochs} epochs is more than "
-        f"{rule.loss_rise:.0%} above its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; good fit otherwise"
+        f"{rule.loss_rise:.0%} above its minimum; high bias if train accuracy is below {rule.bias_accuracy:.2f}; "
+        "good fit otherwise"
     )
 
 
