@@ -187,3 +187,15 @@ def test_multilabel_text_training_and_order_preserving_prediction() -> None:
             for s in ids[150:]
         ]
     np.testing.assert_allclose(probs, np.array(one_by_one), rtol=1e-5, atol=1e-6)
+
+
+def test_prior_bias_starts_the_head_at_the_label_frequencies() -> None:
+    from medassist.train.engine import init_prior_bias
+
+    labels = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])  # frequencies 0.75, 0.25, 0 (clipped)
+    model = create_model("bilstm", num_classes=3, vocab_size=10)
+    init_prior_bias(model, labels)
+    freq = torch.sigmoid(model.head.bias.detach()).numpy()
+    np.testing.assert_allclose(freq, [0.75, 0.25, 1e-4], rtol=1e-4)
+    with pytest.raises(MedAssistError, match="linear layer with 3 outputs"):
+        init_prior_bias(torch.nn.Sequential(torch.nn.Linear(4, 3)), labels)

@@ -125,3 +125,16 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(tmp_path: Path) -> None:
     x, y = np.zeros((4, 1, 28, 28), dtype=np.uint8), np.array([[0], [1], [0], [1]])
     with pytest.raises(MedAssistError, match="native bfloat16"):
         fit(torch.nn.Flatten(), Split(x, y), Split(x, y), TrainConfig(bf16=True), num_classes=2)
+
+
+def test_padchest_report_sets_the_best_model_beside_the_published_labeller() -> None:
+    from medassist.report.text import PADCHEST_REFERENCE, _reference
+
+    row = {"run": "bilstm-base", "model": "bilstm"}
+    row |= {f"test_{k}{s}": v for k in ("micro_f1", "macro_auc") for s, v in (("", 0.9), ("_lo", 0.89), ("_hi", 0.91))}
+    m = {"comparison": [row], "best_model": "bilstm-base"}
+    data = {"name": "padchest", "sizes": {"test": 13196}, "label_names": ["a", "b"]}
+    text = "\n".join(_reference(m, data))
+    assert "0.900 [0.890, 0.910]" in text and f"{PADCHEST_REFERENCE['micro_f1']:.2f}" in text
+    assert "0.030 below the published figure" in text
+    assert _reference(m, {**data, "name": "openi"}) == []
