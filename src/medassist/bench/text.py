@@ -106,7 +106,7 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     from medassist.models import create_model
     from medassist.text import TEXT_TOKENIZER, Vocab, hf_encode_batch, load_minilm_tokenizer
     from medassist.train import TokenBatcher, seed_everything
-    from medassist.train.data import cpu_bf16_supported
+    from medassist.train.data import bf16_unsupported_reason, cpu_bf16_supported
 
     seed_everything(0, cfg.threads)
     data = load_openi()
@@ -116,14 +116,12 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     if "minilm" in cfg.models:
         enc["minilm"] = hf_encode_batch(load_minilm_tokenizer(), texts, max_len=cfg.max_len)
     bf16 = cfg.bf16 and cpu_bf16_supported()
-    bf16_note = (
-        "bf16 autocast measured beside fp32"
-        if bf16
-        else "bf16 not measured: this CPU has no native bfloat16 (AVX512-BF16 or AMX; it offers "
-        f"{torch.backends.cpu.get_cpu_capability()}), where autocast is emulated and oneDNN has no bf16 LSTM"
-        if cfg.bf16
-        else "bf16 not requested"
-    )
+    if bf16:
+        bf16_note = "bf16 autocast measured beside fp32"
+    elif cfg.bf16:
+        bf16_note = f"bf16 not measured: {bf16_unsupported_reason()}"
+    else:
+        bf16_note = "bf16 not requested"
     run = Run.create(cfg.out, "bench-text", to_dict(cfg))
     with run:
         rows = []

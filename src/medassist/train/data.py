@@ -153,13 +153,18 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
+def bf16_unsupported_reason() -> str:
+    """Why bf16 autocast is not used on this CPU."""
+    return (
+        f"this CPU has no native bfloat16 (AVX512-BF16 or AMX; it offers {torch.backends.cpu.get_cpu_capability()}), "
+        "where autocast is emulated and slower than fp32, and oneDNN has no bf16 LSTM"
+    )
+
+
 def check_bf16(enabled: bool) -> None:
     """Refuse bf16 autocast on a CPU without native bfloat16, with the reason."""
     if enabled and not cpu_bf16_supported():
-        raise MedAssistError(
-            f"bf16 autocast needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one offers "
-            f"{torch.backends.cpu.get_cpu_capability()}. Run without bf16 (it would be slower here, not faster)."
-        )
+        raise MedAssistError(f"bf16 autocast refused: {bf16_unsupported_reason()}; run without bf16")
 
 
 @torch.no_grad()
