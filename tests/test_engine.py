@@ -105,6 +105,42 @@ def test_time_budget_stops() -> None:
     assert res.budget_reached and len(res.history) < 50
 
 
+@pytest.mark.parametrize("name", ["onecycle", "cosine"])
+def test_paced_schedule_follows_steps_like_torch(name: str) -> None:
+    # Without time pressure the paced schedule is torch's schedule, stepped per batch.
+    from medassist.train.optim import PacedSchedule
+
+    total, lr = 40, 1e-2
+    p1, p2 = [torch.nn.Parameter(torch.zeros(1))], [torch.nn.Parameter(torch.zeros(1))]
+    o1, o2 = torch.optim.SGD(p1, lr=lr), torch.optim.SGD(p2, lr=lr)
+    ref = (
+        torch.optim.lr_scheduler.OneCycleLR(o1, max_lr=lr, total_steps=total, anneal_strategy="cos")
+        if name == "onecycle"
+        else torch.optim.lr_scheduler.CosineAnnealingLR(o1, T_max=total - 1)
+    )
+    paced = PacedSchedule(o2, name, total, budget=1e9, clock=lambda: 0.0)
+    for _ in range(total):
+        assert o2.param_groups[0]["lr"] == pytest.approx(o1.param_groups[0]["lr"], rel=1e-6, abs=1e-12)
+        o1.step(), o2.step(), ref.step(), paced.step()
+
+
+def test_paced_schedule_anneals_within_the_budget() -> None:
+    # 500 planned epochs cannot run in 0.5 s: the plain onecycle is still warming up when the budget stops it,
+    # the paced one has annealed to (almost) nothing.
+    cfg = TrainConfig(epochs=500, batch_size=16, scheduler="onecycle", lr=1e-2, time_budget=0.5)
+    _, plain = _fit(cfg)
+    _, paced = _fit(dataclasses.replace(cfg, budget_schedule=True))
+    assert plain.budget_reached and paced.budget_reached
+    assert plain.history["lr"].iloc[-1] < 1e-2 / 5  # warm-up starts at lr / 25
+    assert paced.history["lr"].iloc[-1] < 1e-2 * 0.05
+    assert paced.history["lr"].max() > 1e-2 * 0.9  # it did reach the peak on the way
+
+
+def test_paced_schedule_refuses_other_schedules() -> None:
+    with pytest.raises(MedAssistError, match="budget_schedule needs scheduler onecycle or cosine"):
+        _fit(TrainConfig(epochs=2, scheduler="step", time_budget=5, budget_schedule=True))
+
+
 def test_class_weights_inverse_frequency() -> None:
     w = class_weights(np.array([0, 0, 0, 1]), 2)
     assert w[1] / w[0] == pytest.approx(3.0)

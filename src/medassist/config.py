@@ -66,6 +66,11 @@ class TrainConfig:
         False, "multi-label: start the output layer's bias (model.head) at each label's training log-odds"
     )
     time_budget: float = option(0.0, "stop training after this many seconds (0 = no limit); checked after every step")
+    budget_schedule: bool = option(
+        False,
+        "onecycle/cosine with a time budget: pace the schedule by elapsed time as well as by steps, so that the "
+        "learning rate has annealed when the budget ends, however fast the machine is",
+    )
     grad_norms: bool = option(False, "record per-layer gradient norms every epoch (grad_norms.csv)")
     bf16: bool = option(False, "bfloat16 autocast on CPU for the forward pass (faster on CPUs with bf16 support)")
     seed: int = option(0, "random seed (same seed, same numbers on CPU)")

@@ -56,6 +56,7 @@ def _recipe() -> TrainConfig:
         lr=2e-3,
         weight_decay=5e-4,
         scheduler="onecycle",
+        budget_schedule=True,  # each member's onecycle anneals within its share of the budget, on any machine
         augment=True,
         monitor="val_auc",
         label_smoothing=0.05,

@@ -29,7 +29,7 @@ from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.train.augment import augment_batch
 from medassist.train.data import TASKS, Batcher, ImageBatcher, check_bf16, predict_proba
-from medassist.train.optim import build_optimizer, build_scheduler
+from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
 from medassist.utils.io import atomic_path
 
 # step_fn(model, inputs, y) -> (loss, logits): the part of a training step that differs between studies.
@@ -105,6 +105,19 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 def _layer_names(model: nn.Module) -> dict[str, str]:
     """Parameter name -> layer name (the owning module), for per-layer gradient norms."""
     return {n: n.rsplit(".", 1)[0] if "." in n else n for n, p in model.named_parameters() if p.requires_grad}
+
+
+class _Clock:
+    """Seconds of training so far, resume included (paces a time-budgeted schedule)."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self, already: float = 0.0) -> None:
+        self._t0 = time.perf_counter() - already
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._t0
 
 
 def _is_better(score: float, best: float, monitor: str) -> bool:
@@ -209,7 +222,9 @@ def fit(
     if cfg.prior_bias and task == "multi-label":
         init_prior_bias(model, y_labels)
     optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    clock = _Clock()
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, clock=clock)
+    per_step = steps_per_batch(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     layers = _layer_names(model) if cfg.grad_norms else {}
 
@@ -229,6 +244,7 @@ def fit(
         elapsed, start_epoch = state["elapsed"], state["epoch"] + 1
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+    clock.start(elapsed)
 
     stopped_early = budget_reached = False
     done = bool(rows) and (rows[-1].get("stop_reason") or "") != ""
@@ -259,7 +275,7 @@ def fit(
                 for k, v in per_layer.items():
                     sums[k] = sums.get(k, 0.0) + math.sqrt(v)
             optimizer.step()
-            if cfg.scheduler == "onecycle":
+            if per_step:
                 scheduler.step()  # type: ignore[union-attr]
             n_steps += 1
             loss_sum += float(loss.detach()) * len(idx)
@@ -276,7 +292,7 @@ def fit(
         monitored = val_metrics[cfg.monitor.removeprefix("val_")]
         if scheduler is not None and cfg.scheduler == "plateau":
             scheduler.step(monitored)
-        elif scheduler is not None and cfg.scheduler != "onecycle":
+        elif scheduler is not None and not per_step:
             scheduler.step()
         if _is_better(monitored, best_score, cfg.monitor):
             best_score, best_epoch, bad_epochs = monitored, epoch, 0

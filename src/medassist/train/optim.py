@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -10,6 +13,55 @@ from medassist.errors import MedAssistError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
+# Schedules stepped after every batch (the others step once per epoch).
+PER_STEP = ("onecycle",)
+# OneCycleLR's defaults, reused by the time-paced version: 30% warm-up from lr/25, annealing to lr/(25 * 1e4).
+_PCT_START, _DIV, _FINAL_DIV = 0.3, 25.0, 1e4
+
+
+def _cos(start: float, end: float, t: float) -> float:
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
+def schedule_factor(name: str, progress: float, pct_start: float = _PCT_START) -> float:
+    """lr / base lr of the onecycle or cosine schedule at ``progress`` (0 = first step, 1 = last step)."""
+    if name == "cosine":
+        return _cos(1.0, 0.0, progress)
+    if name == "onecycle":
+        if progress < pct_start:
+            return _cos(1 / _DIV, 1.0, progress / pct_start)
+        return _cos(1.0, 1 / (_DIV * _FINAL_DIV), (progress - pct_start) / (1 - pct_start))
+    raise MedAssistError(f"budget_schedule needs scheduler onecycle or cosine, not '{name}'")
+
+
+class PacedSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """Onecycle or cosine, stepped per batch, whose progress is the larger of steps done / planned steps and
+    ``clock()`` / budget: on a slow machine the learning rate still anneals before the time budget stops training.
+    Progress never goes back. Paced by steps alone it is torch's OneCycleLR (cosine annealing) step for step.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        name: str,
+        total_steps: int,
+        budget: float,
+        clock: Callable[[], float],
+    ) -> None:
+        schedule_factor(name, 0.0)  # fails early on an unsupported schedule
+        last = max(1, total_steps - 1)  # torch's schedules end on the last step
+        self.name, self.last, self.budget, self.clock, self.progress = name, last, budget, clock, 0.0
+        self.pct_start = min(max((_PCT_START * total_steps - 1) / last, 1e-6), 1 - 1e-6)  # where OneCycleLR peaks
+        super().__init__(optimizer, self._factor)
+
+    def _factor(self, step: int) -> float:
+        self.progress = min(1.0, max(self.progress, step / self.last, self.clock() / self.budget))
+        return schedule_factor(self.name, self.progress, self.pct_start)
+
+
+def steps_per_batch(cfg: TrainConfig) -> bool:
+    """Whether the schedule of ``cfg`` steps after every batch rather than once per epoch."""
+    return cfg.scheduler in PER_STEP or (cfg.budget_schedule and cfg.time_budget > 0)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -28,12 +80,23 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    steps_per_epoch: int,
+    clock: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    """The schedule named by ``cfg.scheduler``; onecycle steps per batch, the others per epoch."""
+    """The schedule named by ``cfg.scheduler``; onecycle steps per batch, the others per epoch.
+
+    With ``cfg.budget_schedule`` and a time budget, onecycle and cosine are paced by ``clock()`` (seconds of
+    training so far) as well as by steps, and step per batch.
+    """
     s = cfg.scheduler
     if s == "none":
         return None
+    if cfg.budget_schedule and cfg.time_budget > 0:
+        if clock is None:
+            raise MedAssistError("budget_schedule needs a clock (seconds of training so far)")
+        return PacedSchedule(optimizer, s, max(1, cfg.epochs * steps_per_epoch), cfg.time_budget, clock)
     if s == "step":
         milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.milestones})
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
