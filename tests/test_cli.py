@@ -13,6 +13,8 @@ HELP = [
     [],
     ["image"],
     ["text"],
+    ["deploy"],
+    ["predict"],
     ["bench"],
     ["bench", "medmnist"],
     ["bench", "text"],
@@ -73,3 +75,23 @@ def test_data_list(tmp_path, capsys) -> None:
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "medassist.cli", "models"], capture_output=True, text=True, check=True)
     assert "resnet18" in out.stdout and "efficientnet_lite0" in out.stdout
+
+
+def test_top_level_help_imports_no_study() -> None:
+    # Only the chosen command's options are built: `medassist --help` stays fast (no torch, MONAI or transformers).
+    code = (
+        "import sys\n"
+        "from medassist.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'monai', 'transformers', 'medassist.studies.image') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "heavy: []" in out
+
+
+def test_study_options_only_for_the_chosen_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "medmnist", "--help"])
+    out = capsys.readouterr().out
+    assert "--recipe.lr" in out and "--train.lr" not in out

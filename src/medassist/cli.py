@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sys
 import typing
@@ -74,15 +75,29 @@ def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
 
 
 def _study_parser(
-    sub: argparse._SubParsersAction, name: str, cls: type, help_text: str, default_profile: str
+    sub: argparse._SubParsersAction, name: str, config: str, help_text: str, default_profile: str, chosen: bool
 ) -> argparse.ArgumentParser:
+    """A study command; its dataclass options (``config`` = "module:Class") are imported only when ``chosen``,
+    so that ``medassist --help`` and the other commands do not import every study's dependencies."""
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("--profile", default=default_profile, help=f"{PROFILES_HELP} (default: {default_profile})")
     p.add_argument("--config", help="a YAML file of options (applied over the profile)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any option, e.g. train.lr=3e-4")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    _add_dataclass_options(p, cls)
+    if chosen:
+        module, cls = config.split(":")
+        _add_dataclass_options(p, getattr(importlib.import_module(module), cls))
     return p
+
+
+def _command_path(argv: list[str]) -> tuple[str, ...]:
+    """The command words of ``argv``, e.g. ("bench", "medmnist"): its first two tokens that are not options."""
+    words = []
+    for token in argv:
+        if token.startswith("-"):
+            break  # options follow the command words
+        words.append(token)
+    return tuple(words[:2])
 
 
 def _run(args: argparse.Namespace, cls: type, study: str, runner: Any) -> int:
@@ -224,9 +239,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``medassist``; a study command's options are built only when ``argv`` selects it
+    (``argv=None`` reads ``sys.argv``)."""
     from medassist import __version__
 
+    path = _command_path(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="medassist",
         description="Build, study and ship the models of an intelligent healthcare assistant.",
@@ -234,64 +252,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medassist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from medassist.studies.image import ImageStudyConfig
-
     p = _study_parser(
         sub,
         "image",
-        ImageStudyConfig,
+        "medassist.studies.image:ImageStudyConfig",
         "the medical image study: capacity, bias-variance, regularisation, transfer learning, test "
         "metrics with confidence intervals, Grad-CAM, report",
         "quick",
+        path[:1] == ("image",),
     )
     p.set_defaults(func=cmd_image)
-
-    from medassist.studies.text import TextStudyConfig
-
     p = _study_parser(
         sub,
         "text",
-        TextStudyConfig,
+        "medassist.studies.text:TextStudyConfig",
         "the clinical text study: recurrent model vs Transformer on radiology reports, regularisation "
         "sweep, vanishing gradients, TF-IDF baseline, error analysis, report",
         "quick",
+        path[:1] == ("text",),
     )
     p.set_defaults(func=cmd_text)
-
-    from medassist.studies.deploy import DeployConfig
-
     p = _study_parser(
         sub,
         "deploy",
-        DeployConfig,
+        "medassist.studies.deploy:DeployConfig",
         "compress a study's model for the point of care (ONNX, int8, pruning, distillation), benchmark size, "
         "latency, throughput and accuracy of every variant, and write a verified bundle",
         "quick",
+        path[:1] == ("deploy",),
     )
     p.set_defaults(func=cmd_deploy)
 
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    from medassist.bench.medmnist import BenchConfig
-
     p = _study_parser(
         bsub,
         "medmnist",
-        BenchConfig,
+        "medassist.bench.medmnist:BenchConfig",
         "train on PneumoniaMNIST and BreastMNIST with several seeds; print test AUC/ACC, time and memory "
         "beside the published MedMNIST v2 rows and the reference protocol",
         "default",
+        path == ("bench", "medmnist"),
     )
     p.set_defaults(func=cmd_bench_medmnist)
-    from medassist.bench.text import TextBenchConfig
-
     p = _study_parser(
         bsub,
         "text",
-        TextBenchConfig,
-        "training throughput and inference latency of each text model on Open-i reports (fp32 and "
-        "bf16; bucketed and padded batches)",
+        "medassist.bench.text:TextBenchConfig",
+        "training throughput and inference latency of each text model on Open-i reports (fp32, and bf16 "
+        "where the CPU has it; bucketed and padded batches)",
         "default",
+        path == ("bench", "text"),
     )
     p.set_defaults(func=cmd_bench_text)
 
@@ -346,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medassist`` command."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
