@@ -136,6 +136,11 @@ def test_paced_schedule_anneals_within_the_budget() -> None:
     assert paced.history["lr"].max() > 1e-2 * 0.9  # it did reach the peak on the way
 
 
+def test_budget_schedule_without_a_schedule_trains_at_constant_lr() -> None:
+    _, res = _fit(TrainConfig(epochs=2, scheduler="none", time_budget=60, budget_schedule=True))
+    assert (res.history["lr"] == 1e-3).all()
+
+
 def test_paced_schedule_refuses_other_schedules() -> None:
     with pytest.raises(MedAssistError, match="budget_schedule needs scheduler onecycle or cosine"):
         _fit(TrainConfig(epochs=2, scheduler="step", time_budget=5, budget_schedule=True))

@@ -61,7 +61,7 @@ class PacedSchedule(torch.optim.lr_scheduler.LambdaLR):
 
 def steps_per_batch(cfg: TrainConfig) -> bool:
     """Whether the schedule of ``cfg`` steps after every batch rather than once per epoch."""
-    return cfg.scheduler in PER_STEP or (cfg.budget_schedule and cfg.time_budget > 0)
+    return cfg.scheduler in PER_STEP or (cfg.scheduler != "none" and cfg.budget_schedule and cfg.time_budget > 0)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
