@@ -240,3 +240,13 @@ def test_prior_bias_starts_the_head_at_the_label_frequencies() -> None:
     np.testing.assert_allclose(freq, [0.75, 0.25, 1e-4], rtol=1e-4)
     with pytest.raises(MedAssistError, match="linear layer with 3 outputs"):
         init_prior_bias(torch.nn.Sequential(torch.nn.Linear(4, 3)), labels)
+
+
+def test_min_steps_gives_a_small_data_set_more_epochs():
+    from medassist.config import TrainConfig
+    from medassist.train.engine import with_min_steps
+
+    cfg = TrainConfig(epochs=4, batch_size=32, min_steps=100)
+    assert with_min_steps(cfg, steps_per_epoch=15).epochs == 7  # ceil(100 / 15)
+    assert with_min_steps(cfg, steps_per_epoch=50).epochs == 4  # enough steps already
+    assert with_min_steps(TrainConfig(epochs=4), steps_per_epoch=1).epochs == 4  # off by default

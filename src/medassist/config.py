@@ -43,6 +43,9 @@ class TrainConfig:
     """How one model is trained: optimiser, schedule, regularisation, stopping, reproducibility."""
 
     epochs: int = option(30, "maximum number of epochs")
+    min_steps: int = option(
+        0, "at least this many optimisation steps: a small data set gets more epochs than `epochs` (0 = off)"
+    )
     batch_size: int = option(128, "images per training step")
     optimizer: str = option("adam", "adam | adamw | sgd")
     lr: float = option(1e-3, "initial learning rate")

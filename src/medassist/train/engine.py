@@ -8,6 +8,7 @@ stops early, writes a checkpoint after every epoch and resumes from it. A study 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -93,6 +94,13 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def with_min_steps(cfg: TrainConfig, steps_per_epoch: int) -> TrainConfig:
+    """``cfg`` with enough epochs for at least ``cfg.min_steps`` optimisation steps (small data sets train longer)."""
+    if cfg.min_steps <= 0:
+        return cfg
+    return dataclasses.replace(cfg, epochs=max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch))))
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -209,6 +217,7 @@ def fit(
     y_train = torch.from_numpy(y_labels.astype(np.int64))
     y_val = val.labels if task == "multi-label" else val.labels.reshape(-1).astype(np.int64)
     steps_per_epoch = max(1, math.ceil(len(train.batcher) / cfg.batch_size))
+    cfg = with_min_steps(cfg, steps_per_epoch)
     metrics = MULTILABEL_METRICS if task == "multi-label" else METRICS
     loss_fn = default_loss(task, cfg, y_labels, num_classes)
 
