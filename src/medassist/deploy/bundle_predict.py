@@ -1,0 +1,254 @@
+"""A verified bundle in use: its inputs checked and prepared as the model was trained (pixels normalised, reports
+tokenised and padded per batch), run with ONNX Runtime, and turned into :class:`~medassist.deploy.prediction.Prediction`
+objects. Bundles are opened and verified by :func:`medassist.deploy.bundle.load_bundle`."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from medassist.data.image_file import load_image
+from medassist.deploy.bundle_model import check_batch_size, logits_output, pad_rows, run
+from medassist.deploy.bundle_spec import KIND_WITH_ARTICLE, REEXPORT, BundleError
+from medassist.deploy.prediction import Prediction, to_predictions
+from medassist.errors import DataError
+from medassist.text.vocab import Vocab, check_texts
+
+
+class Bundle:
+    """A verified bundle with an ONNX Runtime session; create it with :func:`~medassist.deploy.bundle.load_bundle`.
+
+    Attributes:
+        path: the bundle folder.
+        meta: the description (bundle.json).
+        labels: the class or label names, in the order of the model's outputs.
+        kind: "image" or "text".
+        task: "multi-class" or "multi-label".
+        threshold: multi-label: a label is predicted when its probability is at least this.
+        session: the ONNX Runtime session.
+        vocab: the word vocabulary of a text bundle, else None.
+    """
+
+    def __init__(
+        self, path: Path, meta: dict[str, Any], session: ort.InferenceSession, vocab: Vocab | None = None
+    ) -> None:
+        self.path = path
+        self.meta = meta
+        self.labels: list[str] = list(meta["labels"])
+        self.kind: str = meta["kind"]
+        self.task: str = meta["task"]
+        self.threshold = float(meta["threshold"])
+        self.session = session
+        self.vocab = vocab
+        self._preprocessing: dict[str, Any] = meta["preprocessing"]
+        self._input_names = [i.name for i in session.get_inputs()]
+        self._output_name = logits_output(session).name
+        first = session.get_inputs()[0].shape
+        # A model exported without a dynamic batch axis runs exactly that many inputs at a time.
+        self._static_batch = first[0] if isinstance(first[0], int) else None
+        self._static_len = first[1] if self.kind == "text" and isinstance(first[1], int) else None
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, kind={self.kind!r}, task={self.task!r}, labels={self.labels})"
+
+    @property
+    def image_size(self) -> int:
+        """Height and width of the model's input images."""
+        return int(self._preprocessing["image_size"])
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model's input images (1 grayscale, 3 RGB)."""
+        return int(self._preprocessing["channels"])
+
+    @property
+    def max_len(self) -> int:
+        """Texts are truncated to this many tokens."""
+        return int(self._preprocessing["max_len"])
+
+    # -- images ------------------------------------------------------------------------------------------------
+
+    def predict_image_file(self, path: str | os.PathLike[str]) -> Prediction:
+        """Predict one PNG, JPEG or DICOM file, read and resized like :func:`medassist.data.images.load_image`.
+
+        A grayscale file is repeated into RGB for a 3-channel model; an RGB file whose three channels are identical
+        (grayscale saved as RGB) is reduced to one for a 1-channel model. A real colour image is refused by a
+        grayscale model, since turning it grey would feed the model something unlike what it learnt from.
+
+        Raises:
+            DataError: the file is missing, not an image, or a colour image for a grayscale model.
+            BundleError: this is a text bundle.
+        """
+        self._require("image", "predict_image_file", "predict_text or predict_text_file")
+        image = load_image(path, size=self.image_size, channels=None)  # (C, S, S) uint8
+        return self.predict_images(self._match_channels(image, Path(path)))[0]
+
+    def _match_channels(self, image: np.ndarray, path: Path) -> np.ndarray:
+        have, want = image.shape[0], self.channels
+        if have == want:
+            return image
+        if want == 3:  # grayscale into an RGB model: the usual way ImageNet-style models read X-rays
+            return np.repeat(image, 3, axis=0)
+        if (image[1:] == image[:1]).all():  # grayscale stored as RGB
+            return image[:1]
+        raise DataError(
+            f"{path} is a colour image (3 channels) but the model of bundle {self.path} reads grayscale images "
+            f"(1 channel); give a grayscale image of the kind the model was trained on."
+        )
+
+    def predict_images(self, images: np.ndarray, *, batch_size: int = 32) -> list[Prediction]:
+        """Predict uint8 pixel arrays of shape (N, C, H, W), or one image of shape (C, H, W).
+
+        Args:
+            images: pixels 0-255 with the model's channels and image size.
+            batch_size: images per ONNX Runtime run.
+
+        Raises:
+            DataError: not a uint8 array, NaN values, wrong number of dimensions, channels or size, or no images.
+            BundleError: this is a text bundle.
+        """
+        self._require("image", "predict_images", "predict_texts")
+        check_batch_size(batch_size)
+        images = self._check_images(images)
+        pre = self._preprocessing
+        c = self.channels
+        mean = np.asarray(pre["mean"], dtype=np.float32).reshape(-1, 1, 1) * np.ones((c, 1, 1), np.float32)
+        std = np.asarray(pre["std"], dtype=np.float32).reshape(-1, 1, 1) * np.ones((c, 1, 1), np.float32)
+        x = (images.astype(np.float32) * np.float32(pre["scale"]) - mean) / std  # (N, C, S, S)
+        name = self._input_names[0]
+        feeds = [{name: np.ascontiguousarray(x[i : i + n])} for i, n in self._chunks(len(x), batch_size)]
+        return self._predict(feeds)
+
+    def _check_images(self, images: object) -> np.ndarray:
+        expected = f"(N, {self.channels}, {self.image_size}, {self.image_size})"
+        if not isinstance(images, np.ndarray):
+            raise DataError(f"images must be a numpy uint8 array of shape {expected}, got {type(images).__name__}")
+        if images.dtype != np.uint8:
+            has_nan = images.dtype.kind in "fc" and bool(np.isnan(images).any())
+            raise DataError(
+                f"images must be uint8 pixels 0-255, got dtype {images.dtype}{' with NaN values' if has_nan else ''}; "
+                "give the pixels as read from the image files (medassist.data.images.load_image does)."
+            )
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise DataError(f"images must have shape {expected} or one image (C, H, W); got shape {images.shape}")
+        if images.shape[0] == 0:
+            raise DataError(f"no images to predict: the array has shape {images.shape}")
+        if images.shape[1] != self.channels:
+            raise DataError(
+                f"images have shape {images.shape}: {images.shape[1]} channel(s), but the model of bundle {self.path} "
+                f"reads {self.channels}; expected {expected}"
+            )
+        if images.shape[2:] != (self.image_size, self.image_size):
+            raise DataError(
+                f"images have shape {images.shape}: {images.shape[2]}x{images.shape[3]} pixels, but the model of "
+                f"bundle {self.path} reads {self.image_size}x{self.image_size}; expected {expected}. Resize them "
+                f"(load_image(path, size={self.image_size}) does)."
+            )
+        return images
+
+    # -- texts -------------------------------------------------------------------------------------------------
+
+    def predict_text(self, text: str) -> Prediction:
+        """Predict one report.
+
+        Raises:
+            DataError: the text is not a string, or is empty or only whitespace.
+            BundleError: this is an image bundle.
+        """
+        self._require("text", "predict_text", "predict_image_file")
+        if isinstance(text, str) and not text.strip():
+            raise DataError("the report text is empty (or only whitespace); give the text to classify")
+        return self.predict_texts([text])[0]
+
+    def predict_text_file(self, path: str | os.PathLike[str]) -> Prediction:
+        """Predict the report in a UTF-8 text file (a byte-order mark is allowed).
+
+        Raises:
+            DataError: the file is missing, not UTF-8, or empty.
+            BundleError: this is an image bundle.
+        """
+        self._require("text", "predict_text_file", "predict_image_file")
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save the report as UTF-8"
+            ) from None
+        if not text.strip():
+            raise DataError(f"{path} is empty (or only whitespace); give a file with the report text")
+        return self.predict_text(text)
+
+    def predict_texts(self, texts: Sequence[str], *, batch_size: int = 32) -> list[Prediction]:
+        """Predict reports; each is tokenised, truncated to ``max_len`` tokens and padded per batch.
+
+        Raises:
+            DataError: a text that is not a string, is empty or only whitespace, or no texts at all.
+            BundleError: this is an image bundle.
+        """
+        self._require("text", "predict_texts", "predict_images")
+        check_batch_size(batch_size)
+        texts = check_texts(texts)
+        if not texts:
+            raise DataError("no texts to predict; give at least one report")
+        assert self.vocab is not None  # load_bundle loads it for every text bundle
+        ids = self.vocab.encode_batch(texts, max_len=self.max_len)
+        ids_name, mask_name = self._input_names
+        feeds = []
+        for i, n in self._chunks(len(ids), batch_size):
+            chunk = ids[i : i + n]
+            width = self._static_len or max(len(row) for row in chunk)
+            input_ids = np.zeros((n, width), dtype=np.int64)  # (B, T), 0 = padding
+            mask = np.zeros((n, width), dtype=np.int64)  # (B, T), 1 = real token
+            for j, row in enumerate(chunk):
+                input_ids[j, : len(row)] = row
+                mask[j, : len(row)] = 1
+            feeds.append({ids_name: input_ids, mask_name: mask})
+        return self._predict(feeds)
+
+    # -- shared ------------------------------------------------------------------------------------------------
+
+    def _require(self, kind: str, method: str, instead: str) -> None:
+        if self.kind != kind:
+            a_kind = KIND_WITH_ARTICLE[kind]
+            raise BundleError(
+                f"bundle {self.path} predicts from {self.kind}s, not {kind}s: {method} needs {a_kind} bundle. "
+                f"Use {instead}, or load {a_kind} bundle."
+            )
+
+    def _chunks(self, n: int, batch_size: int) -> list[tuple[int, int]]:
+        """(start, size) of each run; a static batch axis sets the size (:meth:`_predict` pads the last run)."""
+        size = self._static_batch or batch_size
+        return [(i, min(size, n - i)) for i in range(0, n, size)]
+
+    def _predict(self, feeds: list[dict[str, np.ndarray]]) -> list[Prediction]:
+        parts, seconds = [], 0.0
+        for feed in feeds:
+            n = len(next(iter(feed.values())))
+            if self._static_batch is not None and n < self._static_batch:
+                feed = {k: pad_rows(v, self._static_batch) for k, v in feed.items()}
+            start = time.perf_counter()
+            logits = run(self.session, [self._output_name], feed, f"bundle {self.path}: {self.meta['model_file']}")
+            seconds += time.perf_counter() - start
+            parts.append(logits[:n])
+        logits = np.concatenate(parts).astype(np.float64)  # (N, K)
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels) or not np.isfinite(logits).all():
+            raise BundleError(
+                f"bundle {self.path}: the model returned logits of shape {logits.shape}"
+                f"{'' if np.isfinite(logits).all() else ' with NaN or infinite values'}; expected "
+                f"(N, {len(self.labels)}) finite numbers. {REEXPORT.capitalize()}."
+            )
+        return to_predictions(
+            logits, task=self.task, labels=self.labels, threshold=self.threshold, latency_ms=seconds * 1000.0
+        )

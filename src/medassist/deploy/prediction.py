@@ -1,0 +1,60 @@
+"""What a bundle returns for one input: the label(s), each label's probability and the latency, made from the
+model's logits by a softmax (multi-class) or a sigmoid per label (multi-label)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one input.
+
+    Attributes:
+        label: multi-class: the most probable label. Multi-label: every label whose probability is at least the
+            bundle's threshold, in the bundle's label order; possibly empty.
+        probabilities: each label's probability, in the bundle's label order.
+        latency_ms: wall time of the ONNX Runtime run(s) of the call that made this prediction; every prediction of
+            one batch call shares the batch's time.
+    """
+
+    label: str | list[str]
+    probabilities: dict[str, float]
+    latency_ms: float
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(label, probability) pairs, most probable first (ties keep the bundle's label order)."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; probabilities most probable first."""
+        label = list(self.label) if isinstance(self.label, list) else self.label
+        return {"label": label, "probabilities": dict(self.ranked()), "latency_ms": self.latency_ms}
+
+
+def to_predictions(
+    logits: np.ndarray, *, task: str, labels: Sequence[str], threshold: float, latency_ms: float
+) -> list[Prediction]:
+    """One prediction per row of ``logits`` (N, K), K = ``len(labels)``; every one carries ``latency_ms``.
+
+    Multi-class: the most probable label of a softmax. Multi-label: a sigmoid per label, and every label whose
+    probability is at least ``threshold``.
+    """
+    if task == "multi-class":
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = z / z.sum(axis=1, keepdims=True)
+    else:
+        probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without overflow for large |logits|
+    out = []
+    for row in probs:
+        probabilities = {name: float(p) for name, p in zip(labels, row, strict=True)}
+        if task == "multi-class":
+            label: str | list[str] = labels[int(np.argmax(row))]
+        else:
+            label = [name for name, p in probabilities.items() if p >= threshold]
+        out.append(Prediction(label=label, probabilities=probabilities, latency_ms=latency_ms))
+    return out
