@@ -12,13 +12,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medassist.deploy.config import DeployConfig
 from medassist.deploy.export import OrtModel, logits_of, parity, probs_from_logits
 from medassist.deploy.measure import file_mb, summarise_times, time_rounds
 from medassist.evaluate import metrics_for
 
 if TYPE_CHECKING:
     from medassist.deploy.source import Source
-    from medassist.studies.deploy import DeployConfig
 
 BASELINE = "fp32 (PyTorch)"
 # The bar for the best variant against the fp32 PyTorch baseline (drops are fractions: 0.005 = 0.5 points).
