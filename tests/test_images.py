@@ -342,3 +342,63 @@ def test_csv_one_class_train(tmp_path: Path) -> None:
             row["label"] = "healthy"
     with pytest.raises(DataError, match="'train' split has only one class \\('healthy'\\)"):
         read_image_csv(write_csv(tmp_path, rows), progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Named CSV columns, through the reader and through the image study's options
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def renamed_rows() -> list[dict]:
+    """given_split_rows() with the file in "image_file" and the class in "diagnosis"."""
+    return [
+        {"image_file": row["path"], "diagnosis": row["label"], **{k: row[k] for k in ("sex", "split")}}
+        for row in given_split_rows()
+    ]
+
+
+def test_csv_with_other_column_names_is_read_through_the_named_columns(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path, renamed_rows())
+    data = read_image_csv(csv, size=4, path_column="image_file", label_column="diagnosis", progress=False)
+    assert data.class_names == ["healthy", "sick"]
+    assert {k: len(s) for k, s in data.splits.items()} == {"train": 6, "val": 2, "test": 4}
+    test = data.splits["test"]
+    assert test.labels.tolist() == [0, 1, 0, 1]
+    # The named columns are consumed: "path" holds the resolved file, the other columns stay as metadata.
+    assert list(test.metadata.columns) == ["path", "sex"]
+    assert test.metadata["path"].tolist() == [str(tmp_path / "imgs" / f"{i}.png") for i in range(8, 12)]
+    assert test.images[0, 0, -1, -1] == 160  # Image 8 was written with value 20 * 8.
+
+
+@pytest.mark.parametrize(
+    ("columns", "role", "missing"),
+    [
+        ({}, "path", "path"),  # the defaults, on a file whose columns are named otherwise
+        ({"path_column": "file"}, "path", "file"),
+        ({"path_column": "image_file", "label_column": "class"}, "label", "class"),
+    ],
+    ids=["default names", "wrong path column", "wrong label column"],
+)
+def test_csv_wrong_column_lists_the_columns_present(tmp_path: Path, columns: dict, role: str, missing: str) -> None:
+    csv = write_csv(tmp_path, renamed_rows())
+    present = r"columns present: 'image_file', 'diagnosis', 'sex', 'split'"
+    with pytest.raises(DataError, match=rf"list\.csv has no {role} column '{missing}'; {present}\. .*--{role}-column"):
+        read_image_csv(csv, progress=False, **columns)
+
+
+def test_image_study_options_name_the_csv_columns(tmp_path: Path, capsys) -> None:
+    from medassist.cli import main
+    from medassist.studies.image import ImageStudyConfig, load_data
+
+    csv = write_csv(tmp_path, renamed_rows())
+    cfg = ImageStudyConfig(images=str(csv), image_size=4, progress=False, path_column="image_file")
+    with pytest.raises(DataError, match=r"no label column 'label'; columns present: 'image_file', 'diagnosis'"):
+        load_data(cfg)
+    cfg.label_column = "diagnosis"
+    data = load_data(cfg)
+    assert data.class_names == ["healthy", "sick"] and len(data.splits["test"]) == 4
+
+    argv = ["image", "--images", str(csv), "--path-column", "image_file", "--label-column", "diagnosis"]
+    assert main([*argv, "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "path_column: image_file\n" in out and "label_column: diagnosis\n" in out

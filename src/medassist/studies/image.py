@@ -57,6 +57,8 @@ class ImageStudyConfig:
 
     dataset: str = option("pneumoniamnist", "MedMNIST v2 data set name (ignored when `images` is set)")
     images: str = option("", "your own images: a folder with one subfolder per class, or a CSV (path,label,...)")
+    path_column: str = option("path", "CSV images: the column with each image's path (relative to the CSV's folder)")
+    label_column: str = option("label", "CSV images: the column with each image's class")
     image_size: int = option(28, "input size in pixels (your own images are resized to it)")
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
@@ -90,8 +92,17 @@ def load_data(cfg: ImageStudyConfig) -> ImageData:
         path = Path(cfg.images)
         if not path.exists():
             raise MedAssistError(f"images not found: {path} (give a folder with one subfolder per class, or a CSV)")
-        reader = read_image_csv if path.suffix.lower() == ".csv" else read_image_folder
-        data = reader(path, size=cfg.image_size, seed=cfg.train.seed, progress=cfg.progress)
+        if path.suffix.lower() == ".csv":
+            data = read_image_csv(
+                path,
+                size=cfg.image_size,
+                seed=cfg.train.seed,
+                progress=cfg.progress,
+                path_column=cfg.path_column,
+                label_column=cfg.label_column,
+            )
+        else:
+            data = read_image_folder(path, size=cfg.image_size, seed=cfg.train.seed, progress=cfg.progress)
     else:
         from medassist.data.medmnist import load_medmnist
 
