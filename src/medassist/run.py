@@ -132,9 +132,19 @@ class Run:
     def read_json(self, rel: str) -> Any:
         return json.loads((self.dir / rel).read_text())
 
-    def write_table(self, name: str, df: pd.DataFrame, *, floatfmt: str = ".4f") -> Path:
-        """Write ``tables/<name>.csv`` and ``tables/<name>.md``."""
-        atomic_write_text(self.path(f"tables/{name}.md"), markdown_table(df, floatfmt=floatfmt))
+    def write_table(
+        self, name: str, df: pd.DataFrame, *, floatfmt: str | None = None, kinds: dict[str, str] | None = None
+    ) -> Path:
+        """Write ``tables/<name>.csv`` (full precision) and ``tables/<name>.md`` (for people).
+
+        The Markdown formats each column by its name (``medassist.report.format``: seconds, counts, ratios,
+        metrics to 3 decimals, intervals as ``[lo, hi]``) and splits a wide table into parts that fit a page.
+        ``kinds`` overrides the kind of named columns; ``floatfmt`` formats float columns of no known kind.
+        """
+        # Imported here: the report package imports this module.
+        from medassist.report.format import readable_table
+
+        atomic_write_text(self.path(f"tables/{name}.md"), readable_table(df, kinds=kinds, floatfmt=floatfmt))
         return atomic_write_text(self.path(f"tables/{name}.csv"), df.to_csv(index=False))
 
     def figure(self, name: str) -> Path:

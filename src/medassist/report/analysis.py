@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from medassist.report.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds
+
 
 def paired_auc_difference(
     y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n_boot: int = 1000, seed: int = 0
@@ -34,12 +36,19 @@ REMEDY = {
 }
 
 
-def _f(x: float, d: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
+def _f(x: float | None, d: int = 3) -> str:
+    text = fmt_metric(x, d)
+    return "n/a" if text == MISSING else text
 
 
 def _ci(h: dict[str, float], d: int = 3) -> str:
-    return f"{_f(h['value'], d)} (95% CI {_f(h['ci_low'], d)}-{_f(h['ci_high'], d)})"
+    ci = fmt_ci(h["ci_low"], h["ci_high"], d)
+    return _f(h["value"], d) if ci == MISSING else f"{_f(h['value'], d)} (95% CI {ci})"
+
+
+def _s(seconds: float | None) -> str:
+    text = fmt_seconds(seconds)
+    return "n/a" if text == MISSING else f"{text} s"
 
 
 def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val: np.ndarray | None) -> str:
@@ -53,11 +62,12 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     s: list[str] = []
     optional: list[int] = []  # sentences dropped first (last first) if the text would pass MAX_WORDS
     s.append(
-        f"On {data['name']} ({data['sizes']['train']} training, {data['sizes']['val']} validation and "
-        f"{data['sizes']['test']} test images, {len(data['class_names'])} classes), {len(cap)} architectures were "
-        f"trained with the same recipe. {best['model']} reached the highest validation AUC ({_f(best['val_auc'])}, "
-        f"{best['params']:,} parameters, {best['train_time_s']:.0f} s of training); {worst['model']} the lowest "
-        f"({_f(worst['val_auc'])}, {worst['params']:,} parameters)."
+        f"On {data['name']} ({fmt_int(data['sizes']['train'])} training, {fmt_int(data['sizes']['val'])} validation "
+        f"and {fmt_int(data['sizes']['test'])} test images, {len(data['class_names'])} classes), {len(cap)} "
+        f"architectures were trained with the same recipe. {best['model']} reached the highest validation AUC "
+        f"({_f(best['val_auc'])}, "
+        f"{fmt_int(best['params'])} parameters, {_s(best['train_time_s'])} of training); {worst['model']} the "
+        f"lowest ({_f(worst['val_auc'])}, {fmt_int(worst['params'])} parameters)."
     )
     if len(cap) > 1:
         bigger = [r for r in cap if r["params"] > best["params"]]
@@ -84,13 +94,13 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         )
         s.append(
             f"With more training data validation accuracy {trend}, from {_f(a['val_accuracy'])} with "
-            f"{a['n_train']} images to {_f(b['val_accuracy'])} with {b['n_train']}, while training accuracy went "
-            f"from {_f(a['train_accuracy'])} to {_f(b['train_accuracy'])}."
+            f"{fmt_int(a['n_train'])} images to {_f(b['val_accuracy'])} with {fmt_int(b['n_train'])}, while training "
+            f"accuracy went from {_f(a['train_accuracy'])} to {_f(b['train_accuracy'])}."
         )
     s.append(_ablation_sentence(m, run_dir, y_val))
     tr = {r["mode"]: r for r in m.get("transfer", [])}
     if tr:
-        parts = [f"{k} {_f(v['val_auc'])} in {v['train_time_s']:.0f} s" for k, v in tr.items()]
+        parts = [f"{k} {_f(v['val_auc'])} in {_s(v['train_time_s'])}" for k, v in tr.items()]
         s.append(f"EfficientNet-Lite0 reached validation AUC {', '.join(parts)}.")
         if "finetune" in tr and "scratch" in tr:
             d = (tr["finetune"]["val_auc"] or 0) - (tr["scratch"]["val_auc"] or 0)
@@ -98,7 +108,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
             optional.append(len(s))
             s.append(
                 f"Starting from ImageNet weights instead of a random initialisation {verdict} "
-                f"({d:+.3f} validation AUC for the same architecture and budget)."
+                f"({fmt_delta(d)} validation AUC for the same architecture and budget)."
             )
     s.append(
         f"The selected model, {sel['label']}, chosen on validation AUC alone, scored on the untouched test set an AUC "
@@ -131,8 +141,8 @@ def _per_class_sentence(metrics: dict[str, Any]) -> str:
     if off.sum() > 0:
         i, j = np.unravel_index(off.argmax(), off.shape)
         text += (
-            f"; the most frequent error was {names[i]} predicted as {names[j]} ({int(off[i, j])} of "
-            f"{int(off.sum())} errors)"
+            f"; the most frequent error was {names[i]} predicted as {names[j]} ({fmt_int(off[i, j])} of "
+            f"{fmt_int(off.sum())} errors)"
         )
     return text + "."
 
@@ -156,5 +166,5 @@ def _ablation_sentence(m: dict[str, Any], run_dir: Path, y_val: np.ndarray | Non
     if y_val is not None and pa.is_file() and pb.is_file():
         d, lo, hi = paired_auc_difference(y_val, np.load(pa), np.load(pb))
         verdict = "a clear gain" if lo > 0 else "no clear difference"
-        text += f"; the paired bootstrap interval of the difference, {_f(lo)} to {_f(hi)}, shows {verdict}"
+        text += f"; the paired bootstrap interval of the difference, {fmt_ci(lo, hi)}, shows {verdict}"
     return text + "."

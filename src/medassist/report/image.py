@@ -9,13 +9,44 @@ import numpy as np
 import pandas as pd
 
 from medassist.report.analysis import image_analysis
+from medassist.report.format import fmt_ci, fmt_int, fmt_metric, readable_header, readable_table
 from medassist.report.html import markdown_to_html
 from medassist.utils.io import atomic_write_text
 
+NOT_COMPUTED = "_not computed in this run_\n"
+
+# Column titles for people; a column not listed gets readable_header(name).
+HEADERS = {
+    "params": "parameters",
+    "trainable_params": "trainable parameters",
+    "n_train": "training images",
+    "fraction": "share of training set",
+    "best_epoch": "best epoch",
+    "epochs_run": "epochs run",
+    "stopped_by": "stopped by",
+    "gap_accuracy": "gap (train - val accuracy)",
+    "train_accuracy": "train accuracy",
+    "val_accuracy": "val accuracy",
+    "test_accuracy": "test accuracy",
+}
+
+
+def _headers(cols: list[str]) -> dict[str, str]:
+    return {c: HEADERS.get(c) or readable_header(c) for c in cols}
+
+
+def _csv(run_dir: Path, name: str) -> pd.DataFrame | None:
+    path = run_dir / "tables" / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
 
 def _table(run_dir: Path, name: str) -> str:
+    """A whole table of the run, formatted for people (from its CSV; the Markdown of older runs otherwise)."""
+    df = _csv(run_dir, name)
+    if df is not None:
+        return readable_table(df, headers=_headers(list(df.columns)))
     path = run_dir / "tables" / f"{name}.md"
-    return path.read_text() if path.is_file() else "_not computed in this run_\n"
+    return path.read_text() if path.is_file() else NOT_COMPUTED
 
 
 def _fig(run_dir: Path, name: str, caption: str) -> str:
@@ -23,15 +54,56 @@ def _fig(run_dir: Path, name: str, caption: str) -> str:
     return f"![{caption}]({rel})\n\n*{caption}*\n" if (run_dir / rel).is_file() else ""
 
 
-def _cols(run_dir: Path, name: str, cols: list[str]) -> str:
-    """A table restricted to the columns a reader needs (the CSV keeps them all)."""
-    path = run_dir / "tables" / f"{name}.csv"
-    if not path.is_file():
-        return "_not computed in this run_\n"
-    from medassist.run import markdown_table
+def _cols(
+    run_dir: Path, name: str, cols: list[str], *, headers: dict[str, str] | None = None, note: bool = False
+) -> str:
+    """A table restricted to the columns a reader needs, formatted for people (the CSV keeps them all, at full
+    precision; ``note`` says so under the table). Wider than MAX_COLUMNS, it is split, the first column repeated."""
+    df = _csv(run_dir, name)
+    if df is None:
+        return NOT_COMPUTED
+    text = readable_table(df[[c for c in cols if c in df.columns]], headers=headers)
+    return text + (_full_csv(name) if note else "")
 
-    df = pd.read_csv(path)
-    return markdown_table(df[[c for c in cols if c in df.columns]])
+
+def _full_csv(name: str) -> str:
+    return f"\nEvery column, at full precision: `tables/{name}.csv`.\n"
+
+
+def _parts(run_dir: Path, name: str, parts: list[tuple[str, list[str]]]) -> str:
+    """A table shown as several narrower ones, one per concern (``(caption, columns)``; the first column of each
+    is the row's name), followed by where the full table is."""
+    df = _csv(run_dir, name)
+    if df is None:
+        return NOT_COMPUTED
+    out = []
+    for caption, cols in parts:
+        cols = [c for c in cols if c in df.columns]
+        if len(cols) > 1:
+            out += [f"{caption}:", "", readable_table(df[cols], headers=_headers(cols))]
+    return "\n".join(out) + _full_csv(name)
+
+
+def _splits(data: dict) -> str:
+    names = data["class_names"]
+    counts = data["class_counts"]
+
+    def one(split: str) -> str:
+        per = ", ".join(f"{c} {fmt_int(n)}" for c, n in zip(names, counts[split], strict=True))
+        return f"{fmt_int(data['sizes'][split])} ({per})"
+
+    return f"train {one('train')}, validation {one('val')}, test {one('test')}"
+
+
+def _headline(h: dict) -> list[str]:
+    return [
+        "| metric | value | 95% CI |",
+        "|---|---|---|",
+        *[
+            f"| {readable_header(k)} | {fmt_metric(v['value'])} | {fmt_ci(v['ci_low'], v['ci_high'])} |"
+            for k, v in h.items()
+        ],
+    ]
 
 
 def build_image_report(run_dir: str | Path) -> str:
@@ -43,16 +115,14 @@ def build_image_report(run_dir: str | Path) -> str:
     sel = m["selected"]
     h = sel["headline"]
     status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").is_file() else {}
-    sizes = data["sizes"]
-    counts = data["class_counts"]
     lines = [
         f"# Image study: {data['name']}",
         "",
         f"Run folder `{run_dir.name}`, started {status.get('started', '?')}. Classes: "
         + ", ".join(f"{i} = {c}" for i, c in enumerate(data["class_names"]))
-        + f". Splits: train {sizes['train']} ({counts['train']}), validation {sizes['val']} ({counts['val']}), "
-        f"test {sizes['test']} ({counts['test']}). Every choice below was made on the validation split; the test "
-        "split was evaluated only for reporting.",
+        + f". Splits: {_splits(data)}. Every choice below was made on the validation split; the test split was "
+        "evaluated only for reporting. Tables show rounded numbers; `tables/*.csv` keep every column at full "
+        "precision.",
         "",
         "## Analysis",
         "",
@@ -60,11 +130,10 @@ def build_image_report(run_dir: str | Path) -> str:
         "",
         "## Headline: the selected model on the test set",
         "",
-        f"Selected: **{sel['label']}** (validation AUC {sel['val_auc']:.4f}). 95% percentile bootstrap intervals.",
+        f"Selected: **{sel['label']}** (validation AUC {fmt_metric(sel['val_auc'])}). 95% percentile bootstrap "
+        "intervals.",
         "",
-        "| metric | value | 95% CI |",
-        "|---|---|---|",
-        *[f"| {k} | {v['value']:.4f} | {v['ci_low']:.4f} - {v['ci_high']:.4f} |" for k, v in h.items()],
+        *_headline(h),
         "",
         "Per class:",
         "",
@@ -76,22 +145,15 @@ def build_image_report(run_dir: str | Path) -> str:
         "",
         "All models trained with the same recipe; train metrics are measured in eval mode at the best epoch.",
         "",
-        _cols(
+        _parts(
             run_dir,
             "capacity",
             [
-                "model",
-                "params",
-                "best_epoch",
-                "epochs_run",
-                "train_time_s",
-                "train_loss",
-                "val_loss",
-                "train_accuracy",
-                "val_accuracy",
-                "val_auc",
-                "gap_accuracy",
-                "stopped_by",
+                ("Size and training", ["model", "params", "best_epoch", "epochs_run", "train_time_s", "stopped_by"]),
+                (
+                    "Fit",
+                    ["model", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_auc", "gap_accuracy"],
+                ),
             ],
         ),
         _fig(run_dir, "capacity_curves", "Learning curves: train (solid) and validation (dashed) loss and accuracy"),
@@ -111,40 +173,40 @@ def build_image_report(run_dir: str | Path) -> str:
         "",
         f"On {m['chosen_architecture']}. Validation chooses; test columns are reported only.",
         "",
-        _cols(
+        _parts(
             run_dir,
             "ablation",
             [
-                "regularisation",
-                "best_epoch",
-                "epochs_run",
-                "train_accuracy",
-                "val_accuracy",
-                "val_auc",
-                "gap_accuracy",
-                "test_accuracy",
-                "test_auc",
-                "test_macro_f1",
+                (
+                    "Validation (chooses)",
+                    [
+                        "regularisation",
+                        "best_epoch",
+                        "epochs_run",
+                        "train_accuracy",
+                        "val_accuracy",
+                        "val_auc",
+                        "gap_accuracy",
+                    ],
+                ),
+                ("Test (reported only)", ["regularisation", "test_accuracy", "test_auc", "test_macro_f1"]),
             ],
         ),
         _fig(run_dir, "ablation_curves", "Ablation curves: loss and AUC"),
         "## Transfer learning (EfficientNet-Lite0, ImageNet weights)",
         "",
-        _cols(
+        _parts(
             run_dir,
             "transfer",
             [
-                "mode",
-                "params",
-                "trainable_params",
-                "best_epoch",
-                "epochs_run",
-                "train_time_s",
-                "train_accuracy",
-                "val_accuracy",
-                "val_auc",
-                "test_accuracy",
-                "test_auc",
+                (
+                    "Size and training",
+                    ["mode", "params", "trainable_params", "best_epoch", "epochs_run", "train_time_s"],
+                ),
+                (
+                    "Accuracy (validation chooses; test reported only)",
+                    ["mode", "train_accuracy", "val_accuracy", "val_auc", "test_accuracy", "test_auc"],
+                ),
             ],
         ),
         _fig(run_dir, "transfer_curves", "Transfer learning curves"),
