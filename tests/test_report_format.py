@@ -265,3 +265,19 @@ def test_deploy_report_verdict_met(deploy_run: Path) -> None:
     assert rows[1][-1] == "**met**"
     assert sum(line.count("**met**") for line in text.splitlines()) == 1
     assert "<strong>met</strong>" in (deploy_run / "report.html").read_text()
+
+
+def test_deploy_report_splits_the_transformer_table(deploy_run: Path) -> None:
+    rows = [
+        {"variant": "minilm fp32 (PyTorch)", "size_mb": 86.7, "size_ratio": 1.0, "latency_b1_median_ms": 23.7,
+         "speedup_b1": 1.0, "test_accuracy": 0.61, "test_auc": 0.9941, "test_macro_f1": 0.9272, "test_auc_drop": 0.0},
+        {"variant": "minilm int8 dynamic (PyTorch)", "size_mb": 57.8, "size_ratio": 1.5, "latency_b1_median_ms": 8.17,
+         "speedup_b1": 2.9, "test_accuracy": 0.6, "test_auc": 0.9930, "test_macro_f1": 0.9201, "test_auc_drop": 0.0011,
+         "parity_with": "minilm fp32 (PyTorch)", "label_agreement": 0.9987},
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(deploy_run / "tables" / "transformer.csv", index=False)
+    text = build_deploy_report(deploy_run).split("## Dynamic int8 of the text study's Transformer")[1]
+    assert "| minilm int8 dynamic (PyTorch) | 57.8 | 1.5x | 8.17 | 2.9x |" in text
+    assert "| minilm int8 dynamic (PyTorch) | 0.600 | 0.993 | 0.920 | +0.001 | 99.9% |" in text
+    assert "| minilm fp32 (PyTorch) | 0.610 | 0.994 | 0.927 | 0.000 | — |" in text
+    assert max(_widths(text)) <= MAX_COLUMNS and "`tables/transformer.csv`" in text
