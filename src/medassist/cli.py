@@ -255,7 +255,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _study_parser(
         sub,
         "image",
-        "medassist.studies.image:ImageStudyConfig",
+        "medassist.studies.image_config:ImageStudyConfig",
         "the medical image study: capacity, bias-variance, regularisation, transfer learning, test "
         "metrics with confidence intervals, Grad-CAM, report",
         "quick",

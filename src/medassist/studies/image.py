@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,69 +18,33 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from medassist.config import TrainConfig, option, to_dict
+from medassist.config import TrainConfig, to_dict
 from medassist.data.types import ImageData, Split, validate_image_data
 from medassist.errors import MedAssistError
 from medassist.models import image_models
 from medassist.run import Run
+from medassist.studies import image_eval
+from medassist.studies.image_config import (
+    ABLATIONS,
+    TRANSFER_MODES,
+    DiagnosisConfig,
+    ImageStudyConfig,
+    RegularisationConfig,
+)
 from medassist.studies.units import UnitResult, load_history, split_metrics, stratified_fraction, train_unit
 
-ABLATIONS = ("none", "augmentation", "weight_decay", "dropout", "early_stopping", "all")
-TRANSFER_MODES = ("scratch", "finetune", "frozen")
-
-
-@dataclass
-class DiagnosisConfig:
-    """Thresholds of the bias-variance rule (stated in the report)."""
-
-    variance_gap: float = option(0.05, "train-minus-validation accuracy above which variance is called high")
-    loss_rise: float = option(
-        0.2, "relative rise of validation loss from its minimum to the last epochs that counts as overfitting"
-    )
-    tail_epochs: int = option(3, "last epochs whose median validation loss is compared with the minimum")
-    bias_accuracy: float = option(0.9, "training accuracy below which bias is called high")
-
-
-@dataclass
-class RegularisationConfig:
-    """Strengths used by the ablation."""
-
-    weight_decay: float = option(1e-4, "L2 weight decay of the 'weight_decay' row")
-    dropout: float = option(0.3, "dropout of the 'dropout' row")
-    patience: int = option(5, "patience of the 'early_stopping' row")
-
-
-@dataclass
-class ImageStudyConfig:
-    """The image study: which data, which models, how long to train, where to write."""
-
-    dataset: str = option("pneumoniamnist", "MedMNIST v2 data set name (ignored when `images` is set)")
-    images: str = option("", "your own images: a folder with one subfolder per class, or a CSV (path,label,...)")
-    path_column: str = option("path", "CSV images: the column with each image's path (relative to the CSV's folder)")
-    label_column: str = option("label", "CSV images: the column with each image's class")
-    image_size: int = option(28, "input size in pixels (your own images are resized to it)")
-    data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
-    download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
-    out: str = option("runs", "folder in which the run folder is made")
-    resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
-    subsample: int = option(0, "keep at most this many train and validation images (0 = all; for debug runs)")
-    models: list[str] = option(["mlp", "cnn", "cnn_gap", "resnet18", "resnet50"], "models compared for capacity")
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training of every model"})
-    size_fractions: list[float] = option([0.1, 0.25, 0.5, 1.0], "training-set fractions of the size learning curve")
-    regularisation: RegularisationConfig = field(
-        default_factory=RegularisationConfig, metadata={"help": "ablation strengths"}
-    )
-    ablations: list[str] = option(list(ABLATIONS), "rows of the regularisation ablation")
-    transfer: list[str] = option(list(TRANSFER_MODES), "EfficientNet-Lite0 modes compared (empty to skip)")
-    transfer_train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=10), metadata={"help": "training of the EfficientNet-Lite0 runs"}
-    )
-    transfer_input_size: int = option(64, "EfficientNet-Lite0 input size (images are upsampled)")
-    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig, metadata={"help": "bias-variance rule"})
-    train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")
-    n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
-    n_examples: int = option(10, "test images drawn with predictions and Grad-CAM")
-    progress: bool = option(True, "show progress bars")
+__all__ = [
+    "ABLATIONS",
+    "TRANSFER_MODES",
+    "DiagnosisConfig",
+    "ImageStudyConfig",
+    "RegularisationConfig",
+    "ablation_config",
+    "diagnose",
+    "diagnosis_rule",
+    "load_data",
+    "run_image_study",
+]
 
 
 def load_data(cfg: ImageStudyConfig) -> ImageData:
@@ -350,10 +313,10 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     ranked = sorted(
         ((k, u) for k, (u, _) in candidates.items()), key=lambda kv: (-_nan0(kv[1].val["auc"]), kv[1].params)
     )
-    from medassist.studies.image_eval import evaluate_selected
-
     by_auc = sorted(capacity.values(), key=lambda u: -_nan0(u.val["auc"]))
-    selected = evaluate_selected(run, cfg, data, *ranked[0], others=ranked[1:] + [(u.model, u) for u in by_auc])
+    selected = image_eval.evaluate_selected(
+        run, cfg, data, *ranked[0], others=ranked[1:] + [(u.model, u) for u in by_auc]
+    )
 
     histories = {m: load_history(run, f"capacity-{m}") for m in cfg.models}
     from medassist.evaluate.plots import plot_learning_curves, plot_size_curve

@@ -3,7 +3,7 @@ ROC, calibration, example predictions and Grad-CAM. Runs once, after every choic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,11 +13,9 @@ from safetensors.torch import load_file
 from medassist.data.types import ImageData
 from medassist.models import create_model
 from medassist.run import Run
+from medassist.studies.image_config import ImageStudyConfig
+from medassist.studies.units import UnitResult
 from medassist.train import predict_proba, to_tensor
-
-if TYPE_CHECKING:
-    from medassist.studies.image import ImageStudyConfig
-    from medassist.studies.units import UnitResult
 
 
 def evaluate_selected(
