@@ -294,7 +294,7 @@ def fmt_value(x: Any, kind: str = "auto", *, floatfmt: str | None = None) -> str
 
 
 # Name tokens that say what a column holds (tokens are the lower-case words of the name split on "_", " ", "/").
-_RATIO = {"ratio", "speedup", "x", "smaller", "faster"}
+_RATIO = {"ratio", "speedup", "smaller", "faster"}
 _QUANTITY = {"ms", "mb", "gb", "kb", "memory", "latency", "throughput"}
 _SECONDS = {"s", "seconds", "sec", "secs"}
 _DELTA = {"drop", "gap", "diff", "difference", "delta", "change"}
@@ -305,7 +305,6 @@ _INT = {
     "count",
     "counts",
     "support",
-    "n",
     "epoch",
     "epochs",
     "seeds",
@@ -315,7 +314,6 @@ _INT = {
     "index",
     "steps",
     "step",
-    "t",
     "reports",
     "images",
     "samples",
@@ -376,7 +374,7 @@ def column_kind(name: str, values: pd.Series | Sequence[Any] | None = None) -> s
     if not t:
         return "auto"
     low = name.lower()
-    if _RATIO & set(t):
+    if _RATIO & set(t) or (len(t) > 1 and t[-1] == "x"):
         return "ratio"
     # "per_s" before seconds: reports per second is a rate, not a time.
     if _QUANTITY & set(t) or "per_s" in low or "/s" in low:
@@ -388,7 +386,8 @@ def column_kind(name: str, values: pd.Series | Sequence[Any] | None = None) -> s
         return "quantity" if {"abs", "max"} & set(t) else "delta"
     if _PERCENT & set(t):
         return "percent"
-    if _INT & set(t) or t[0] == "n":
+    # "n" and "t" count only as the whole name or its first word (n_train), never as a suffix (macro_f1_t).
+    if _INT & set(t) or t[0] == "n" or t == ["t"]:
         return "int"
     if _NUMBER & set(t):
         return "number"
