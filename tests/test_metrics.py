@@ -201,3 +201,23 @@ def test_multilabel_bootstrap_is_fast():
     start = time.perf_counter()
     bootstrap_ci(y, p, macro_auc, n_boot=1000)
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_paired_difference_vectorised_equals_per_resample(multilabel: bool) -> None:
+    """The all-at-once paired bootstrap gives the interval that scoring each resample on its own gives."""
+    from medassist.evaluate import metrics as mc
+    from medassist.evaluate import multilabel as ml
+
+    rng = np.random.default_rng(3)
+    if multilabel:
+        y = (rng.random((80, 3)) < 0.3).astype(int)
+        pa, pb = rng.random((80, 3)), rng.random((80, 3))
+        metric = ml.macro_f1
+    else:
+        y = rng.integers(0, 3, 80)
+        pa, pb = rng.dirichlet(np.ones(3), 80), rng.dirichlet(np.ones(3), 80)
+        metric = mc.macro_f1
+    fast = mc.paired_bootstrap_difference(y, pa, pb, metric, n_boot=200, seed=1)
+    slow = mc.paired_bootstrap_difference(y, pa, pb, lambda a, b: metric(a, b), n_boot=200, seed=1)
+    np.testing.assert_allclose(fast, slow)

@@ -324,8 +324,17 @@ def paired_bootstrap_difference(
     if len(y) != len(pa) or len(y) != len(pb):
         raise MedAssistError(f"paired difference: {len(y)} labels but {len(pa)} and {len(pb)} predictions")
     rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(y), size=(int(n_boot), len(y)))
-    diffs = _resample_loop(metric, y, pa, index) - _resample_loop(metric, y, pb, index)
+    n = len(y)
+    fast = _RESAMPLED.get(metric)
+    parts = []
+    for start in range(0, int(n_boot), max(1, _MAX_CELLS // n)):
+        index = rng.integers(0, n, size=(min(max(1, _MAX_CELLS // n), int(n_boot) - start), n))  # (B, N)
+        if fast is not None:  # both models on the same resamples, all at once
+            counts = _resample_counts(index, n)
+            parts.append(fast(y, pa, counts) - fast(y, pb, counts))
+        else:
+            parts.append(_resample_loop(metric, y, pa, index) - _resample_loop(metric, y, pb, index))
+    diffs = np.concatenate(parts)
     diffs = diffs[np.isfinite(diffs)]
     point = float(metric(y, pa) - metric(y, pb))
     if diffs.size == 0:

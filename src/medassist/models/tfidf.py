@@ -1,4 +1,5 @@
-"""The classical baseline for reports: TF-IDF of word 1-2 grams and logistic regression (not a torch model)."""
+"""The classical baseline for reports: TF-IDF of word 1-2 grams (and optionally character 2-5 grams) and logistic
+regression (not a torch model)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import FeatureUnion
 
 from medassist.errors import DataError, MedAssistError
 from medassist.text.vocab import check_texts
 from medassist.utils.io import atomic_path
 
+FEATURES = ("word", "word+char")
+
 
 class TfidfLogReg:
-    """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression, multi-label or multi-class.
+    """TF-IDF (word 1-2 grams, sublinear tf; optionally also character 2-5 grams within words) + logistic
+    regression, multi-label or multi-class.
 
     Multi-label (labels (N, K) of 0/1): one binary liblinear model per label (one-vs-rest); a label that is
     constant in training gets a constant probability column, listed in ``constant_labels_``.
@@ -28,6 +33,8 @@ class TfidfLogReg:
     Args:
         C: inverse regularisation strength.
         class_weight: None, or "balanced" to weight each class by the inverse of its frequency.
+        features: "word" (word 1-2 grams) or "word+char" (word 1-2 grams beside character 2-5 grams, which catch
+            spelling variants and word stems).
         min_df: ignore n-grams found in fewer training texts.
         max_features: keep the most frequent n-grams only.
         max_iter: solver iterations.
@@ -38,12 +45,18 @@ class TfidfLogReg:
         *,
         C: float = 4.0,
         class_weight: str | None = None,
+        features: str = "word",
         min_df: int = 2,
         max_features: int = 50000,
         max_iter: int = 1000,
     ) -> None:
         self.C = C
+        if features not in FEATURES:
+            raise MedAssistError(f"unknown TF-IDF features '{features}'; choose {' or '.join(FEATURES)}")
+        if class_weight not in (None, "balanced"):
+            raise MedAssistError(f"unknown class_weight '{class_weight}'; choose None or 'balanced'")
         self.class_weight = class_weight
+        self.features = features
         self.min_df = min_df
         self.max_features = max_features
         self.max_iter = max_iter
@@ -61,9 +74,20 @@ class TfidfLogReg:
         if labels.ndim not in (1, 2) or len(labels) != len(texts):
             raise DataError(f"labels must have shape (N,) or (N, K) with N = {len(texts)} texts, got {labels.shape}")
         self.multilabel_ = labels.ndim == 2
-        self.vectorizer_ = TfidfVectorizer(
+        word = TfidfVectorizer(
             ngram_range=(1, 2), sublinear_tf=True, min_df=self.min_df, max_features=self.max_features
         )
+        if self.features == "word":
+            self.vectorizer_ = word
+        else:
+            char = TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=(2, 5),
+                sublinear_tf=True,
+                min_df=self.min_df,
+                max_features=self.max_features,
+            )
+            self.vectorizer_ = FeatureUnion([("word", word), ("char", char)])
         try:
             features = self.vectorizer_.fit_transform(texts)  # (N, V) sparse
         except ValueError as err:  # "empty vocabulary": no n-gram reaches min_df
@@ -93,6 +117,11 @@ class TfidfLogReg:
             self.clf_.fit(features, y)
             self.num_classes_ = max(num_classes or 0, int(y.max()) + 1)
         return self
+
+    @property
+    def n_features_(self) -> int:
+        """Number of TF-IDF features (n-grams) the model weighs."""
+        return len(self.vectorizer_.get_feature_names_out())
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities (N, K): per label for multi-label, per class (rows sum to 1) for multi-class."""

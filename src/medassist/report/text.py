@@ -8,35 +8,123 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from medassist.report.format import fmt_value_ci, readable_table
 from medassist.report.html import markdown_to_html
 from medassist.report.image import _cols, _fig
-from medassist.report.text_analysis import text_explanation
-from medassist.run import markdown_table
+from medassist.report.text_analysis import baseline_verdict, text_explanation
 from medassist.utils.io import atomic_write_text
 
+# Column titles of the text report's tables.
+HEADERS = {
+    "model": "model",
+    "params": "parameters",
+    "train_time_s": "train time (s)",
+    "epochs_run": "epochs",
+    "stopped_by": "stopped by",
+    "infer_ms_batch1": "ms/report, batch 1",
+    "infer_ms_per_report_b64": "ms/report, batch 64",
+    "train_macro_f1": "train macro-F1",
+    "val_macro_f1": "val macro-F1",
+    "gap_macro_f1": "gap (train - val)",
+    "test_macro_f1": "macro-F1 at 0.5",
+    "test_macro_f1_t": "macro-F1 at val thresholds",
+    "test_micro_f1": "micro-F1 at 0.5",
+    "test_micro_f1_t": "micro-F1 at val thresholds",
+    "test_macro_auc": "macro-AUC",
+    "test_accuracy": "accuracy",
+}
 
-def _ci_table(run_dir: Path) -> str:
-    df = pd.read_csv(run_dir / "tables" / "comparison.csv")
+
+def _task(m: dict) -> str:
+    return m.get("task", "multi-label")
+
+
+def _test_table(df: pd.DataFrame, task: str) -> str:
+    """Test metrics with their 95% intervals, one row per model."""
+    if task == "multi-label":
+        metrics = ["test_macro_f1", "test_macro_f1_t", "test_micro_f1", "test_micro_f1_t", "test_macro_auc"]
+    else:
+        metrics = ["test_accuracy", "test_macro_f1", "test_macro_auc"]
+    cols = ["model", *[c + sfx for c in metrics for sfx in ("", "_lo", "_hi") if c + sfx in df.columns]]
+    return readable_table(df[cols], headers=HEADERS, max_columns=None)
+
+
+def _cost_table(df: pd.DataFrame) -> str:
+    cols = ["model", "params", "train_time_s", "epochs_run", "stopped_by", "infer_ms_batch1"]
+    cols += ["infer_ms_per_report_b64", "train_macro_f1", "val_macro_f1", "gap_macro_f1"]
+    return readable_table(df[[c for c in cols if c in df.columns]], headers=HEADERS)
+
+
+def _versus_table(df: pd.DataFrame, task: str) -> str:
+    """Each neural model's paired difference from the tuned TF-IDF baseline on test, and what it means."""
+    head = "macro_f1_t" if task == "multi-label" else "macro_f1"
+    col = f"vs_tfidf_{head}"
+    rows = df[df["model"] != "tfidf_logreg"]
+    if col not in rows.columns:
+        return ""
+    what = "macro-F1 at each model's validation-chosen thresholds" if task == "multi-label" else "macro-F1"
     out = pd.DataFrame(
         {
-            "model": df["model"],
-            "params": df["params"].map(lambda v: f"{int(v):,}" if v == v else ""),
-            "train time (s)": df["train_time_s"].round(1),
-            "ms/report (batch 64)": df["infer_ms_per_report_b64"].round(3),
-            "ms/report (batch 1)": df["infer_ms_batch1"].round(2),
-            "train macro-F1": df["train_macro_f1"].round(3),
-            "val macro-F1": df["val_macro_f1"].round(3),
-            "gap": df["gap_macro_f1"].round(3),
-            **{
-                f"test {k}": [
-                    f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
-                    for v, lo, hi in zip(df[f"test_{c}"], df[f"test_{c}_lo"], df[f"test_{c}_hi"], strict=True)
-                ]
-                for k, c in (("macro-F1", "macro_f1"), ("macro-AUC", "macro_auc"), ("micro-F1", "micro_f1"))
-            },
+            "model": rows["model"],
+            f"difference in test {what} (model - TF-IDF)": [
+                fmt_value_ci(r[col], r[f"{col}_lo"], r[f"{col}_hi"], kind="delta") for _, r in rows.iterrows()
+            ],
+            "verdict": [baseline_verdict(r, head) for _, r in rows.iterrows()],
         }
     )
-    return markdown_table(out)
+    return readable_table(out, max_columns=None)
+
+
+def _baseline_section(run_dir: Path, m: dict, df: pd.DataFrame) -> list[str]:
+    base = df[df["model"] == "tfidf_logreg"].iloc[0]
+    grid = run_dir / "tables" / "tfidf_grid.csv"
+    lines = [
+        "## The TF-IDF baseline, tuned on validation",
+        "",
+        "TF-IDF + logistic regression fitted for every setting below on the training split; the setting with the "
+        f"highest validation macro-F1 was kept: **{base['settings']}**. The test split chose nothing.",
+        "",
+    ]
+    if grid.is_file():
+        g = pd.read_csv(grid)
+        lines += [readable_table(g, headers=True, kinds={"C": "number"}), ""]
+    return lines
+
+
+def _thresholds_section(run_dir: Path, task: str) -> list[str]:
+    path = run_dir / "tables" / "thresholds.csv"
+    if task != "multi-label" or not path.is_file():
+        return []
+    t = pd.read_csv(path)
+    t.columns = [c.split("-")[0] if c != "label" else c for c in t.columns]
+    return [
+        "## Decision thresholds, chosen on validation",
+        "",
+        "Per label and model, the probability at which a finding is predicted: the one that maximised that label's "
+        "F1 on the validation split (0.5 where validation has no positive case). The test metrics above are given "
+        "at 0.5 and at these thresholds.",
+        "",
+        readable_table(t, kinds={c: "number" for c in t.columns if c != "label"}),
+        "",
+    ]
+
+
+def _per_label_section(run_dir: Path, m: dict) -> list[str]:
+    if _task(m) == "multi-label":
+        return ["## Per-label test AUC", "", _cols(run_dir, "per_label_auc", _columns(run_dir, "per_label_auc")), ""]
+    best = m["best_model"]
+    return [
+        "## Per-class test F1 and one-vs-rest AUC",
+        "",
+        _cols(run_dir, "per_class", _columns(run_dir, "per_class")),
+        "",
+        _fig(run_dir, "confusion_matrix", f"Confusion matrix on test of {best}, the best model on validation"),
+    ]
+
+
+def _columns(run_dir: Path, name: str) -> list[str]:
+    path = run_dir / "tables" / f"{name}.csv"
+    return list(pd.read_csv(path, nrows=0).columns) if path.is_file() else []
 
 
 # The PadChest authors' own figure for their report labeller (Bustos et al., "PadChest: A large chest x-ray image
@@ -74,7 +162,7 @@ def _reference(m: dict, data: dict) -> list[str]:
     return [
         "## Beside the published PadChest labeller",
         "",
-        markdown_table(table),
+        readable_table(table, max_columns=None),
         f"This run's micro-F1 is {abs(gap):.3f} {'above' if gap >= 0 else 'below'} the published figure. The two are "
         "not measured on the same reports or labels (the published one covers the authors' full label set on their "
         "own test reports), so the comparison places this run beside that figure rather than ranking the two.",
@@ -88,27 +176,41 @@ def build_text_report(run_dir: str | Path) -> str:
     m = json.loads((run_dir / "metrics.json").read_text())
     data = json.loads((run_dir / "data.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    task = _task(m)
+    what = "labels (multi-label)" if task == "multi-label" else "classes (multi-class, one per report)"
     counts = pd.DataFrame({"label": data["label_names"], **{s: c for s, c in data["label_counts"].items()}})
+    comparison = pd.read_csv(run_dir / "tables" / "comparison.csv")
     g = m["gradients"]
     lines = [
         f"# Text study: {data['name']}",
         "",
         f"Run folder `{run_dir.name}`. Splits: "
         + ", ".join(f"{k} {v}" for k, v in data["sizes"].items())
-        + f" reports; {len(data['label_names'])} labels (multi-label). Every choice was made on the validation "
+        + f" reports; {len(data['label_names'])} {what}. Every choice was made on the validation "
         "split; the test split was evaluated only for reporting. Intervals are 95% percentile bootstrap intervals.",
         "",
         "## Explanation",
         "",
         text_explanation(m, data, cfg),
         "",
-        "## Comparison (selected run of each model, and the TF-IDF baseline)",
+        "## Comparison (selected run of each model, and the tuned TF-IDF baseline)",
         "",
-        _ci_table(run_dir),
+        "Test metrics of the selected run of each model, with 95% bootstrap intervals:",
+        "",
+        _test_table(comparison, task),
+        "Against the tuned baseline: the paired bootstrap interval of the difference on the same test reports. A "
+        "model beats the baseline only when the whole interval is above zero.",
+        "",
+        _versus_table(comparison, task),
+        "Cost and fit (train and validation macro-F1 at 0.5; the gap is the overfitting gap):",
+        "",
+        _cost_table(comparison),
         _fig(
             run_dir, "curves_best", "Training (solid) and validation (dashed) loss and macro-AUC of the selected runs"
         ),
         *_reference(m, data),
+        *_baseline_section(run_dir, m, comparison),
+        *_thresholds_section(run_dir, task),
         "## Regularisation sweep",
         "",
         "Dropout at three values, weight decay (L2) at three values, and early stopping on validation loss, for both "
@@ -129,7 +231,9 @@ def build_text_report(run_dir: str | Path) -> str:
                 "val_macro_f1",
                 "gap_macro_f1",
                 "val_auc",
+                "test_accuracy",
                 "test_macro_f1",
+                "test_macro_f1_t",
                 "test_macro_auc",
                 "same_as",
             ],
@@ -143,23 +247,26 @@ def build_text_report(run_dir: str | Path) -> str:
         f"{g['n_sequences']} longest validation reports, before and after training, for the selected recurrent model "
         "(mean and max pooling over time) and for a one-directional LSTM read from its last state.",
         "",
-        markdown_table(
+        readable_table(
             pd.DataFrame([{"curve": k, "ratio first/last step": v} for k, v in g["ratio_first_to_last_step"].items()]),
-            floatfmt=".3g",
+            kinds={"ratio first/last step": "ratio"},
         ),
         "",
         _fig(run_dir, "gradient_norms_layers", "Gradient norm per layer over training"),
         _fig(run_dir, "gradient_norms_time", "||dL/dh_t|| along the sequence"),
-        "## Per-label test AUC",
+        *_per_label_section(run_dir, m),
+        "## Label counts" if task == "multi-label" else "## Class counts",
         "",
-        (run_dir / "tables" / "per_label_auc.md").read_text(),
-        "## Label counts",
-        "",
-        markdown_table(counts),
+        readable_table(counts, kinds={c: "int" for c in counts.columns if c != "label"}),
         "## Error analysis",
         "",
-        f"The test reports that {m['best_model']} (the best model on validation) got most wrong, by the summed "
-        "absolute difference between labels and predicted probabilities.",
+        f"The test reports that {m['best_model']} (the best model on validation) got most wrong, "
+        + (
+            "by the summed absolute difference between labels and predicted probabilities (predicted: the labels at "
+            "or above its validation-chosen thresholds)."
+            if task == "multi-label"
+            else "by the lowest probability given to the true class (predicted: its most probable class)."
+        ),
         "",
         _cols(run_dir, "errors", ["error", "true", "predicted", "text"]),
     ]

@@ -1,29 +1,24 @@
 """The text study's explanation, generated from the measured numbers only.
 
-Two models are said to differ only when their 95% bootstrap intervals do not overlap.
+Two models are said to differ only when the 95% interval of their difference excludes zero: the paired bootstrap
+interval against the baseline, and, between two neural models, non-overlapping intervals.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from medassist.report.format import fmt_int, fmt_metric, fmt_sci, fmt_seconds, fmt_value_ci
+
 MAX_WORDS = 250
 
 
-def _f(x: Any, d: int = 3) -> str:
-    return "n/a" if x is None or x != x else f"{x:.{d}f}"
-
-
-def _sci(x: Any) -> str:
-    return "n/a" if x is None or x != x else f"{x:.2g}"
-
-
 def _ci(r: dict[str, Any], k: str) -> str:
-    return f"{_f(r[f'test_{k}'])} (95% CI {_f(r[f'test_{k}_lo'])}-{_f(r[f'test_{k}_hi'])})"
+    return fmt_value_ci(r[f"test_{k}"], r[f"test_{k}_lo"], r[f"test_{k}_hi"])
 
 
 def _versus(a: dict[str, Any], b: dict[str, Any], k: str) -> str:
-    """'better than', 'worse than' or 'no clearly different from', by interval overlap."""
+    """'better than', 'worse than' or 'not clearly different from', by interval overlap."""
     if a[f"test_{k}_lo"] > b[f"test_{k}_hi"]:
         return "better than"
     if a[f"test_{k}_hi"] < b[f"test_{k}_lo"]:
@@ -31,34 +26,67 @@ def _versus(a: dict[str, Any], b: dict[str, Any], k: str) -> str:
     return "not clearly different from"
 
 
+def baseline_verdict(r: dict[str, Any], head: str) -> str:
+    """'beats the baseline', 'below the baseline' or 'no difference', by the paired interval of the difference."""
+    lo, hi = r.get(f"vs_tfidf_{head}_lo"), r.get(f"vs_tfidf_{head}_hi")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "not measured"
+    if lo > 0:
+        return "beats the baseline"
+    if hi < 0:
+        return "below the baseline"
+    return "no difference"
+
+
+def _against_baseline(r: dict[str, Any], head: str, what: str) -> str:
+    d = fmt_value_ci(r[f"vs_tfidf_{head}"], r[f"vs_tfidf_{head}_lo"], r[f"vs_tfidf_{head}_hi"], kind="delta")
+    verdict = baseline_verdict(r, head)
+    if verdict == "beats the baseline":
+        return f"{r['model']} beat it by {d} {what}"
+    if verdict == "below the baseline":
+        return f"{r['model']} fell below it by {d} {what}"
+    return f"{r['model']} did not differ from it ({d} {what}, an interval that includes zero)"
+
+
 def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any]) -> str:
     """A 150-250-word explanation of a text study run, every figure taken from ``metrics.json``."""
+    multilabel = m.get("task", "multi-label") == "multi-label"
+    head = "macro_f1_t" if multilabel else "macro_f1"
+    what = "macro-F1 at validation-chosen thresholds" if multilabel else "macro-F1"
     rows = {r["model"]: r for r in m["comparison"]}
     rec, tra = rows[cfg["recurrent"]], rows[cfg["transformer"]]
     base = rows["tfidf_logreg"]
     words = data["mean_words"]["train"]
+    sizes = data["sizes"]
     pretrained = cfg["transformer"] == "minilm"
+    kind = f"{len(data['label_names'])} labels" if multilabel else f"{len(data['label_names'])} classes"
     s: list[str] = []
     optional: list[int] = []
     s.append(
-        f"On {data['name']} ({data['sizes']['train']} training, {data['sizes']['val']} validation and "
-        f"{data['sizes']['test']} test reports, {len(data['label_names'])} labels, {words:.0f} words per report on "
-        f"average), the Transformer ({cfg['transformer']}) reached a test macro-F1 of {_ci(tra, 'macro_f1')} and the "
-        f"recurrent model ({cfg['recurrent']}) {_ci(rec, 'macro_f1')}: the Transformer was "
-        f"{_versus(tra, rec, 'macro_f1')} the recurrent model. Macro-AUC was {_ci(tra, 'macro_auc')} against "
-        f"{_ci(rec, 'macro_auc')}."
+        f"On {data['name']} ({fmt_int(sizes['train'])} training, {fmt_int(sizes['val'])} validation and "
+        f"{fmt_int(sizes['test'])} test reports, {kind}, {words:.0f} words per report on average), the Transformer "
+        f"({cfg['transformer']}) reached a test {what} of {_ci(tra, head)} and the recurrent model "
+        f"({cfg['recurrent']}) {_ci(rec, head)}: the Transformer was {_versus(tra, rec, head)} the recurrent model. "
+        f"Macro-AUC was {_ci(tra, 'macro_auc')} against {_ci(rec, 'macro_auc')}."
     )
-    best_neural = max((tra, rec), key=lambda r: r["val_auc"])
+    neural = [r for r in m["comparison"] if r["model"] != "tfidf_logreg"]
+    beat = [r["model"] for r in neural if baseline_verdict(r, head) == "beats the baseline"]
+    best_neural = max(neural, key=lambda r: r["val_auc"])
     s.append(
-        f"The TF-IDF baseline scored macro-F1 {_ci(base, 'macro_f1')}; the better neural model on validation, "
-        f"{best_neural['model']}, was {_versus(best_neural, base, 'macro_f1')} it."
+        f"The TF-IDF baseline, tuned on validation ({base.get('settings', 'default settings')}), scored "
+        f"{_ci(base, head)}; by the paired bootstrap interval of the difference on the same test reports, "
+        f"{_against_baseline(best_neural, head, what)}, and "
+        + (
+            f"{len(beat)} of {len(neural)} neural models ({', '.join(beat)}) beat it."
+            if beat
+            else f"none of the {len(neural)} neural models beat it."
+        )
     )
-    verdict = _versus(tra, rec, "macro_f1")
+    verdict = _versus(tra, rec, head)
     if pretrained:
         why = (
-            "attention links every token to every other in one step, so a finding stated early in the report need "
-            "not survive a long recurrence, and the weights were pretrained on a large English corpus, whereas the "
-            "recurrent model learns its word embeddings from the training reports alone"
+            "attention links every token to every other in one step, and the weights were pretrained on a large "
+            "English corpus, whereas the recurrent model learns its word embeddings from the training reports alone"
         )
     else:
         why = (
@@ -68,10 +96,7 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
     if verdict == "better than":
         s.append(f"This fits the Transformer's advantages: {why}.")
     elif verdict == "worse than":
-        s.append(
-            f"The Transformer's advantages did not pay off here: {why}; with {data['sizes']['train']} training "
-            "reports and the epochs it was given, that was not enough."
-        )
+        s.append(f"The Transformer's advantages did not pay off in this run: {why}.")
     else:
         s.append(f"The Transformer's advantages gave no measurable edge here: {why}.")
     s.append(
@@ -86,20 +111,23 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
         fade = "fades" if la < 0.1 else "does not fade much"
         s.append(
             f"Along {g['steps']} time steps, the loss gradient that reaches the first hidden state of an LSTM read "
-            f"from its last state is {_sci(lb)} times the one at the last step before training and {_sci(la)} times "
-            f"after: the signal {fade} along the sequence. The selected model's mean and max pooling give every step a "
-            f"direct path to the loss (ratio {_sci(pa)} after training), which sidesteps the vanishing gradient."
+            f"from its last state is {fmt_sci(lb)} times the one at the last step before training and {fmt_sci(la)} "
+            f"times after: the signal {fade} along the sequence. The selected model's mean and max pooling give every "
+            f"step a direct path to the loss (ratio {fmt_sci(pa)} after training), which sidesteps the vanishing "
+            "gradient."
         )
     optional.append(len(s))
     s.append(
-        f"Costs differ: {tra['params']:,} against {rec['params']:,} parameters, {tra['train_time_s']:.0f} s against "
-        f"{rec['train_time_s']:.0f} s of training, and {_f(tra['infer_ms_batch1'], 1)} ms against "
-        f"{_f(rec['infer_ms_batch1'], 1)} ms per report at batch 1."
+        f"Costs differ: {fmt_int(tra['params'])} against {fmt_int(rec['params'])} parameters, "
+        f"{fmt_seconds(tra['train_time_s'])} s against {fmt_seconds(rec['train_time_s'])} s of training, and "
+        f"{fmt_metric(tra['infer_ms_batch1'], 1)} ms against {fmt_metric(rec['infer_ms_batch1'], 1)} ms per report "
+        "at batch 1."
     )
     optional.append(len(s))
     s.append(
         f"The overfitting gap (train minus validation macro-F1) of the selected runs was "
-        f"{_f(tra['gap_macro_f1'])} for the Transformer and {_f(rec['gap_macro_f1'])} for the recurrent model."
+        f"{fmt_metric(tra['gap_macro_f1'])} for the Transformer and {fmt_metric(rec['gap_macro_f1'])} for the "
+        "recurrent model."
     )
     for i in reversed(optional):
         if sum(len(x.split()) for x in s) <= MAX_WORDS:

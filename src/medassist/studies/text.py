@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,136 +16,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from medassist.config import TrainConfig, option, to_dict
-from medassist.data.text_types import TextData, TextSplit, validate_text_data
+from medassist.config import TrainConfig, to_dict
+from medassist.data.text_types import TextData
 from medassist.errors import MedAssistError
 from medassist.run import Run
+from medassist.studies.text_setup import (
+    RECURRENT,
+    TRANSFORMERS,
+    Encoded,
+    TextStudyConfig,
+    load_text_data,
+)
 from medassist.studies.units import UnitResult, load_history, train_unit
-from medassist.train import Labelled, TokenBatcher
 
-RECURRENT = ("bilstm", "gru")
-TRANSFORMERS = ("minilm", "transformer_small")
-
-
-def _text_train(**settings) -> TrainConfig:
-    """AdamW at weight decay 0.01, the best epoch by validation macro-AUC, the head's bias at the label log-odds."""
-    return TrainConfig(
-        **{"optimizer": "adamw", "weight_decay": 0.01, "monitor": "val_auc", "prior_bias": True, **settings}
-    )
-
-
-def _rnn_train() -> TrainConfig:
-    return _text_train(epochs=12, batch_size=32, lr=2e-3, scheduler="cosine", grad_norms=True)
-
-
-def _transformer_train() -> TrainConfig:
-    # lr 2e-4 with the head's bias started at the label log-odds: one epoch gave validation macro-AUC 0.976, against
-    # 0.967 at 1e-4 and 0.729 at 5e-5 without the prior bias (Open-i, seed 0).
-    return _text_train(epochs=3, batch_size=16, lr=2e-4, scheduler="onecycle")
-
-
-@dataclass
-class TextStudyConfig:
-    """The text study: which reports, which models, how long to train, where to write."""
-
-    dataset: str = option("openi", "openi (Indiana University reports) | padchest (stemmed Spanish reports)")
-    texts: str = option("", "your own CSV or JSONL with a `text` column and a `label` column or 0/1 label columns")
-    label_columns: list[str] = option([], "with `texts`: the 0/1 label columns (multi-label); empty = `label`")
-    subsample: int = option(0, "keep at most this many train and validation reports each (0 = all; quick runs)")
-    out: str = option("runs", "folder in which the run folder is made")
-    resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
-    max_len: int = option(256, "tokens kept per report")
-    recurrent: str = option("bilstm", "the recurrent model: bilstm | gru")
-    transformer: str = option("minilm", "the Transformer: minilm (pretrained) | transformer_small (from scratch)")
-    extra_models: list[str] = option(["gru", "bilstm_multitask"], "further models in the comparison")
-    rnn_train: TrainConfig = field(default_factory=_rnn_train, metadata={"help": "training of recurrent models"})
-    transformer_train: TrainConfig = field(
-        default_factory=_transformer_train, metadata={"help": "training of the Transformer"}
-    )
-    dropouts: list[float] = option([0.1, 0.3, 0.5], "dropout values of the sweep")
-    weight_decays: list[float] = option(
-        [1e-3, 1e-2, 1e-1],
-        "weight decay (L2, decoupled in AdamW) values of the sweep; a run equal to another is reused",
-    )
-    base_dropout: float = option(0.3, "dropout of the weight-decay and early-stopping runs")
-    patience: int = option(2, "early stopping patience (epochs, on validation loss)")
-    sweep: bool = option(True, "run the regularisation sweep (else one run per architecture)")
-    bf16: bool = option(False, "bfloat16 autocast for the Transformer (if it keeps the metric; see the benchmark)")
-    train_eval_samples: int = option(1000, "training reports evaluated in eval mode for the train metrics and gap")
-    n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
-    n_errors: int = option(10, "test reports listed in the error analysis")
-    seed: int = option(0, "random seed")
-    progress: bool = option(True, "show progress bars")
-
-
-def load_text_data(cfg: TextStudyConfig) -> TextData:
-    """The study's reports: the user's own file if given, else Open-i or PadChest."""
-    if cfg.texts:
-        from medassist.data.text_files import read_text_file
-
-        path = Path(cfg.texts)
-        if not path.exists():
-            raise MedAssistError(f"texts not found: {path} (give a CSV or JSONL file)")
-        data = read_text_file(path, label_columns=cfg.label_columns or None, seed=cfg.seed)
-    elif cfg.dataset == "openi":
-        from medassist.data.reports import load_openi
-
-        data = load_openi(seed=cfg.seed)
-    elif cfg.dataset == "padchest":
-        from medassist.data.reports import load_padchest
-
-        data = load_padchest(seed=cfg.seed, max_reports=2 * cfg.subsample)
-    else:
-        raise MedAssistError(f"unknown text data set '{cfg.dataset}'; choose openi or padchest, or give --texts")
-    if cfg.subsample:
-        rng = np.random.default_rng(cfg.seed)
-        for name in ("train", "val"):
-            split = data.splits[name]
-            if len(split) > cfg.subsample:
-                idx = np.sort(rng.choice(len(split), cfg.subsample, replace=False))
-                meta = None if split.metadata is None else split.metadata.iloc[idx].reset_index(drop=True)
-                data.splits[name] = TextSplit([split.texts[i] for i in idx], split.labels[idx], meta)
-    return validate_text_data(data)
-
-
-class Encoded:
-    """The splits tokenised once per tokenizer: word ids (vocabulary built on train) or MiniLM WordPiece ids."""
-
-    def __init__(self, data: TextData, run: Run, max_len: int) -> None:
-        self.data, self.run, self.max_len = data, run, max_len
-        self._cache: dict[str, dict[str, Labelled]] = {}
-        self.vocab_size = 0
-
-    def tokenizer(self, model: str) -> str:
-        from medassist.text import TEXT_TOKENIZER
-
-        return TEXT_TOKENIZER[model]
-
-    def get(self, model: str) -> dict[str, Labelled]:
-        kind = self.tokenizer(model)
-        if kind not in self._cache:
-            texts = {s: self.data.splits[s].texts for s in ("train", "val", "test")}
-            if kind == "word":
-                from medassist.text.vocab import Vocab
-
-                vocab = Vocab.build(texts["train"])
-                vocab.save(self.run.path("models/vocab.json"))  # the vocabulary travels with the model
-                self.vocab_size = len(vocab)
-                ids = {s: vocab.encode_batch(t, max_len=self.max_len) for s, t in texts.items()}
-            else:
-                from medassist.text.hf import hf_encode_batch, load_minilm_tokenizer
-
-                tok = load_minilm_tokenizer()
-                ids = {s: hf_encode_batch(tok, t, max_len=self.max_len) for s, t in texts.items()}
-            self._cache[kind] = {s: Labelled(TokenBatcher(ids[s]), self.data.splits[s].labels) for s in ids}
-        return self._cache[kind]
-
-    def model_kwargs(self, model: str, dropout: float) -> dict:
-        self.get(model)
-        kw: dict = {"dropout": dropout}
-        if self.tokenizer(model) == "word":
-            kw["vocab_size"] = self.vocab_size
-        return kw
+__all__ = ["Encoded", "TextStudyConfig", "load_text_data", "multitask_step", "run_text_study", "sweep_runs"]
 
 
 def multitask_step(normal_index: int, abnormal_weight: float = 1.0):
@@ -196,8 +79,6 @@ def run_text_study(cfg: TextStudyConfig) -> Path:
     """Run the whole text study and return its run folder."""
     _check(cfg)
     data = load_text_data(cfg)
-    if data.task != "multi-label":
-        raise MedAssistError(f"{data.name}: the text study handles multi-label findings; give 0/1 label columns")
     run = Run.create(cfg.out, f"text-{data.name}", to_dict(cfg), resume=cfg.resume or None)
     with run:
         _study(run, cfg, data)
@@ -213,7 +94,8 @@ def _stage(cfg: TextStudyConfig, i: int, n: int, text: str) -> None:
 
 
 def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
-    from medassist.studies.text_eval import compare_models, error_analysis, gradient_analysis, tfidf_baseline
+    from medassist.studies.text_baseline import tfidf_baseline
+    from medassist.studies.text_eval import compare_models, error_analysis, gradient_analysis
 
     enc = Encoded(data, run, cfg.max_len)
     k = data.num_labels
@@ -224,17 +106,14 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "label_names": data.label_names,
             "task": data.task,
             "sizes": {s: len(data.splits[s]) for s in data.splits},
-            "label_counts": {s: data.splits[s].labels.sum(0).astype(int).tolist() for s in data.splits},
+            "label_counts": {s: _label_counts(data, s) for s in data.splits},
             "mean_words": {s: float(np.mean([len(t.split()) for t in data.splits[s].texts])) for s in data.splits},
             "info": data.info,
         },
     )
-    pd.DataFrame(data.splits["val"].labels, columns=data.label_names).to_csv(
-        run.path("tables/val_labels.csv"), index=False
-    )
     n_stages = 6
-    _stage(cfg, 1, n_stages, "TF-IDF + logistic regression baseline")
-    baseline = tfidf_baseline(run, data)
+    _stage(cfg, 1, n_stages, "TF-IDF + logistic regression baseline, tuned on validation")
+    baseline = tfidf_baseline(run, cfg, data)
 
     units: dict[str, UnitResult] = {}
     models: dict[str, torch.nn.Module] = {}
@@ -259,7 +138,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
                 val=sets["val"],
                 cfg=tcfg,
                 num_classes=k,
-                task="multi-label",
+                task=data.task,
                 train_eval_samples=cfg.train_eval_samples,
                 progress=cfg.progress,
             )
@@ -283,7 +162,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
         base = cfg.transformer_train if arch in TRANSFORMERS else cfg.rnn_train
         step = None
         if arch == "bilstm_multitask":
-            if "normal" not in data.label_names:
+            if data.task != "multi-label" or "normal" not in data.label_names:
                 continue  # the second head predicts 'normal' vs abnormal; without that label there is nothing to add
             step = multitask_step(data.label_names.index("normal"))
         name = f"{arch}-base"
@@ -296,7 +175,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             val=sets["val"],
             cfg=dataclasses.replace(base, seed=cfg.seed),
             num_classes=k,
-            task="multi-label",
+            task=data.task,
             train_eval_samples=cfg.train_eval_samples,
             progress=cfg.progress,
             step_fn=step,
@@ -319,7 +198,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
         val=sets["val"],
         cfg=dataclasses.replace(cfg.rnn_train, seed=cfg.seed),
         num_classes=k,
-        task="multi-label",
+        task=data.task,
         train_eval_samples=cfg.train_eval_samples,
         progress=cfg.progress,
     )
@@ -345,7 +224,17 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     plot_learning_curves(
         {a: load_history(run, n) for a, n in best.items()}, run.figure("curves_best"), metrics=("loss", "auc")
     )
-    err = error_analysis(run, cfg, data, enc, comparison.best_name, comparison.best_probs)
+    if data.task == "multi-class":
+        from sklearn.metrics import confusion_matrix
+
+        from medassist.evaluate.plots import plot_confusion_matrix
+
+        y_test = data.splits["test"].labels.reshape(-1)
+        cm = confusion_matrix(y_test, comparison.best_probs.argmax(1), labels=range(data.num_labels))
+        plot_confusion_matrix(cm, data.label_names, run.figure("confusion_matrix"), normalize=True)
+    err = error_analysis(
+        run, cfg, data, comparison.best_name, comparison.best_probs, comparison.thresholds.get(comparison.best_name)
+    )
     run.write_json(
         "metrics.json",
         {
@@ -354,10 +243,21 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "sweep": sweep.to_dict("records"),
             "comparison": comparison.table.to_dict("records"),
             "best_model": comparison.best_name,
+            "task": data.task,
+            "tfidf_grid": baseline.grid.to_dict("records"),
+            "thresholds": comparison.thresholds,
             "gradients": run.read_json("gradients.json"),
             "errors": err,
         },
     )
+
+
+def _label_counts(data: TextData, split: str) -> list[int]:
+    """Positives per label (multi-label) or cases per class (multi-class)."""
+    y = data.splits[split].labels
+    if data.task == "multi-label":
+        return y.sum(0).astype(int).tolist()
+    return np.bincount(y.reshape(-1), minlength=data.num_labels).astype(int).tolist()
 
 
 def _unit_cols(u: UnitResult) -> dict:

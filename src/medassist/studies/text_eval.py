@@ -5,59 +5,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from medassist.data.text_types import TextData
-from medassist.evaluate.metrics import bootstrap_ci
-from medassist.evaluate.multilabel import MULTILABEL_METRICS, macro_auc, macro_f1, micro_f1
+from medassist.evaluate.metrics import bootstrap_ci, paired_bootstrap_difference
+from medassist.evaluate.thresholds import apply_thresholds, choose_thresholds
 from medassist.run import Run
+from medassist.studies.text_baseline import Baseline
+from medassist.studies.text_setup import Encoded, TextStudyConfig
+from medassist.studies.text_tasks import TaskMetrics, task_metrics
+from medassist.studies.units import UnitResult
 from medassist.train import predict_proba
 from medassist.train.data import main_logits
-
-if TYPE_CHECKING:
-    from medassist.studies.text import Encoded, TextStudyConfig
-    from medassist.studies.units import UnitResult
-
-CI_METRICS = {"macro_f1": macro_f1, "macro_auc": macro_auc, "micro_f1": micro_f1}
-
-
-@dataclass
-class Baseline:
-    """The fitted TF-IDF model's numbers."""
-
-    row: dict[str, Any]
-    test_probs: np.ndarray
-
-
-def tfidf_baseline(run: Run, data: TextData) -> Baseline:
-    """Fit TF-IDF + logistic regression on train; time it; evaluate on val and test."""
-    from medassist.models.tfidf import TfidfLogReg
-
-    tr, va, te = (data.splits[s] for s in ("train", "val", "test"))
-    t0 = time.perf_counter()
-    model = TfidfLogReg().fit(tr.texts, tr.labels)
-    fit_time = time.perf_counter() - t0
-    model.save(run.path("models/tfidf.joblib"))
-    p_tr, p_va = model.predict_proba(tr.texts), model.predict_proba(va.texts)
-    t0 = time.perf_counter()
-    p_te = model.predict_proba(te.texts)
-    per_report = (time.perf_counter() - t0) / len(te.texts)
-    row = {
-        "model": "tfidf_logreg",
-        "params": len(model.vectorizer_.vocabulary_) * data.num_labels,
-        "train_time_s": fit_time,
-        "infer_ms_per_report_b64": 1000 * per_report,
-        "infer_ms_batch1": np.nan,
-        "train_macro_f1": macro_f1(tr.labels, p_tr),
-        "val_macro_f1": macro_f1(va.labels, p_va),
-        "val_auc": macro_auc(va.labels, p_va),
-    }
-    return Baseline(row, p_te)
 
 
 def gradient_analysis(
@@ -84,16 +47,18 @@ def gradient_analysis(
     # The longest validation reports show how far back the signal reaches.
     order = np.argsort(-val.batcher.lengths.numpy(), kind="stable")[:64]
     ids, mask = val.batcher.inputs(torch.as_tensor(order))
-    y = torch.as_tensor(val.labels[order]).float()
+    y = torch.as_tensor(val.labels[order])
+    tm = task_metrics("multi-label" if val.labels.ndim == 2 else "multi-class")
 
     def loss_fn(out: Any) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(main_logits(out), y)
+        return tm.loss(main_logits(out), y)
 
     curves = {}
     for label, name in analysed:
         unit = units[name]
         torch.manual_seed(cfg.seed)
-        untrained = create_model(unit.model, num_classes=val.labels.shape[1], **unit.model_kwargs)
+        num_classes = val.labels.shape[1] if tm.multilabel else len(models[name].head.bias)
+        untrained = create_model(unit.model, num_classes=num_classes, **unit.model_kwargs)
         curves[f"{label}, before training"] = hidden_state_gradient_norms(untrained, ids, mask, loss_fn)
         curves[f"{label}, after training"] = hidden_state_gradient_norms(models[name], ids, mask, loss_fn)
     steps = int(mask.sum(1).max())
@@ -139,10 +104,45 @@ def _latency(model: torch.nn.Module, batcher, *, batch: int, repeats: int, warmu
 
 @dataclass
 class Comparison:
+    """The test comparison.
+
+    Attributes:
+        table: one row per model (the selected run of each architecture, and TF-IDF).
+        sweep_test: test metrics of every trained run of the sweep.
+        best_name: the run with the highest validation macro-AUC (TF-IDF included).
+        best_probs: its test probabilities.
+        thresholds: multi-label: each compared run's per-label thresholds, chosen on validation.
+    """
+
     table: pd.DataFrame
     sweep_test: pd.DataFrame
     best_name: str
     best_probs: np.ndarray
+    thresholds: dict[str, list[float]]
+
+
+def headline_metric(task: str) -> str:
+    """The metric on which every model is compared with the baseline: macro-F1 at the validation-chosen
+    thresholds (multi-label) or macro-F1 (multi-class)."""
+    return "macro_f1_t" if task == "multi-label" else "macro_f1"
+
+
+def _test_metrics(
+    tm: TaskMetrics, y: np.ndarray, p: np.ndarray, t: np.ndarray | None, cfg: TextStudyConfig, ci: bool
+) -> dict[str, float]:
+    """Test metrics at the default decision and, multi-label, at thresholds ``t`` (``_t``); with intervals if ``ci``."""
+    scored = [(k, f, p) for k, f in tm.ci.items()]
+    if t is not None:
+        decided = apply_thresholds(p, t)
+        scored += [(f"{k}_t", tm.ci[k], decided) for k in tm.thresholded]
+    out: dict[str, float] = {}
+    for k, f, q in scored:
+        if ci:
+            v, lo, hi = bootstrap_ci(y, q, f, n_boot=cfg.n_boot, seed=cfg.seed)
+            out.update({f"test_{k}": v, f"test_{k}_lo": lo, f"test_{k}_hi": hi})
+        else:
+            out[f"test_{k}"] = float(f(y, q))
+    return out
 
 
 def compare_models(
@@ -155,15 +155,26 @@ def compare_models(
     best: dict[str, str],
     baseline: Baseline,
 ) -> Comparison:
-    """Test metrics (with 95% bootstrap intervals) and timing of the best run of each model, beside TF-IDF."""
-    y = data.splits["test"].labels
-    rows, probs = [], {}
+    """Test metrics (with 95% bootstrap intervals) and timing of the best run of each model, beside the tuned TF-IDF
+    baseline, and each model's paired difference from that baseline.
+
+    Multi-label thresholds are chosen per label on the validation probabilities each run saved, then applied to test.
+    """
+    tm = task_metrics(data.task)
+    y, y_val = tm.labels(data.splits["test"].labels), tm.labels(data.splits["val"].labels)
+    probs: dict[str, np.ndarray] = {}
+    thresholds: dict[str, np.ndarray | None] = {}
     sweep_test = []
     for name, unit in units.items():
         test = enc.get(unit.model)["test"]
-        p = predict_proba(models[name], test.batcher, task="multi-label")
-        probs[name] = p
-        sweep_test.append({"run": name, **{f"test_{k}": float(f(y, p)) for k, f in CI_METRICS.items()}})
+        probs[name] = predict_proba(models[name], test.batcher, task=data.task)
+        p_val = np.load(run.dir / "units" / name / "val_probs.npy")
+        thresholds[name] = choose_thresholds(y_val, p_val) if tm.multilabel else None
+        sweep_test.append({"run": name, **_test_metrics(tm, y, probs[name], thresholds[name], cfg, ci=False)})
+    probs["tfidf"] = baseline.test_probs
+    thresholds["tfidf"] = choose_thresholds(y_val, baseline.val_probs) if tm.multilabel else None
+
+    rows = []
     for arch, name in best.items():
         unit, model = units[name], models[name]
         test = enc.get(unit.model)["test"]
@@ -173,64 +184,124 @@ def compare_models(
                 "run": name,
                 "params": unit.params,
                 "train_time_s": unit.train_time,
+                "epochs_run": unit.epochs_run,
+                "stopped_by": unit.row()["stopped_by"],
                 "infer_ms_per_report_b64": 1000 * _latency(model, test.batcher, batch=64, repeats=7),
                 "infer_ms_batch1": 1000 * _latency(model, test.batcher, batch=1, repeats=30),
                 "train_macro_f1": unit.train["macro_f1"],
                 "val_macro_f1": unit.val["macro_f1"],
                 "val_auc": unit.val["auc"],
-                **_with_ci(y, probs[name], cfg),
             }
         )
-    rows.append({**baseline.row, "run": "tfidf", **_with_ci(y, baseline.test_probs, cfg)})
-    probs["tfidf"] = baseline.test_probs
+    rows.append({**baseline.row, "run": "tfidf"})
+    head = headline_metric(data.task)
+    for r in rows:
+        t = thresholds[r["run"]]
+        r.update(_test_metrics(tm, y, probs[r["run"]], t, cfg, ci=True))
+        if t is not None:
+            p_val = (
+                baseline.val_probs if r["run"] == "tfidf" else np.load(run.dir / "units" / r["run"] / "val_probs.npy")
+            )
+            r["val_macro_f1_t"] = tm.macro_f1(y_val, apply_thresholds(p_val, t))
+        if r["run"] != "tfidf":  # paired bootstrap of the difference from the tuned baseline, on the same reports
+            a, b = probs[r["run"]], probs["tfidf"]
+            if t is not None and head.endswith("_t"):
+                a, b = apply_thresholds(a, t), apply_thresholds(b, thresholds["tfidf"])
+            d, lo, hi = paired_bootstrap_difference(y, a, b, tm.macro_f1, n_boot=cfg.n_boot, seed=cfg.seed)
+            r.update({f"vs_tfidf_{head}": d, f"vs_tfidf_{head}_lo": lo, f"vs_tfidf_{head}_hi": hi})
     table = pd.DataFrame(rows)
     table["gap_macro_f1"] = table["train_macro_f1"] - table["val_macro_f1"]
     run.write_table("comparison", table)
+    kept = {r["run"]: thresholds[r["run"]] for r in rows if thresholds[r["run"]] is not None}
+    if kept:
+        run.write_table("thresholds", pd.DataFrame({"label": data.label_names, **kept}))
     # "The best model": the highest validation macro-AUC, the baseline included.
     best_row = table.loc[table["val_auc"].idxmax()]
-    per_label = pd.DataFrame(
-        {
-            "label": data.label_names,
-            "test_positives": y.sum(0).astype(int),
-            **{r["model"]: _per_label_auc(y, probs[r["run"]]) for r in rows},
-        }
+    _per_label(run, tm, data, y, probs, thresholds, rows)
+    return Comparison(
+        table,
+        pd.DataFrame(sweep_test),
+        str(best_row["run"]),
+        probs[str(best_row["run"])],
+        {k: [float(x) for x in v] for k, v in kept.items()},
     )
-    run.write_table("per_label_auc", per_label)
-    return Comparison(table, pd.DataFrame(sweep_test), str(best_row["run"]), probs[str(best_row["run"])])
 
 
-def _per_label_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+def _per_label(
+    run: Run,
+    tm: TaskMetrics,
+    data: TextData,
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    thresholds: dict[str, np.ndarray | None],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Per-label test AUC (multi-label), or per-class F1 and one-vs-rest AUC (multi-class)."""
     from medassist.evaluate.multilabel import per_label_auc
 
-    return per_label_auc(y, p)
+    if tm.multilabel:
+        table = pd.DataFrame(
+            {
+                "label": data.label_names,
+                "test_positives": y.sum(0).astype(int),
+                **{r["model"]: per_label_auc(y, probs[r["run"]]) for r in rows},
+            }
+        )
+        run.write_table("per_label_auc", table)
+        return
+    from sklearn.metrics import f1_score
 
-
-def _with_ci(y: np.ndarray, p: np.ndarray, cfg: TextStudyConfig) -> dict[str, float]:
-    out = {}
-    for k, f in CI_METRICS.items():
-        v, lo, hi = bootstrap_ci(y, p, f, n_boot=cfg.n_boot, seed=cfg.seed)
-        out.update({f"test_{k}": v, f"test_{k}_lo": lo, f"test_{k}_hi": hi})
-    out["test_loss"] = MULTILABEL_METRICS["loss"](y, p)
-    return out
+    k = data.num_labels
+    onehot = np.eye(k, dtype=int)[y]
+    table = pd.DataFrame({"class": data.label_names, "test_cases": np.bincount(y, minlength=k)})
+    for r in rows:
+        p = probs[r["run"]]
+        table[f"{r['model']} F1"] = f1_score(y, p.argmax(1), labels=range(k), average=None, zero_division=0)
+        table[f"{r['model']} AUC"] = per_label_auc(onehot, p)
+    run.write_table("per_class", table)
 
 
 def error_analysis(
-    run: Run, cfg: TextStudyConfig, data: TextData, enc: Encoded, best_name: str, probs: np.ndarray
+    run: Run,
+    cfg: TextStudyConfig,
+    data: TextData,
+    best_name: str,
+    probs: np.ndarray,
+    thresholds: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """The test reports the best model got most wrong (largest summed |label - probability|)."""
+    """The test reports the best model got most wrong: the largest summed |label - probability| (multi-label), or
+    the lowest probability of the true class (multi-class)."""
     test = data.splits["test"]
-    y = test.labels
-    err = np.abs(y - probs).sum(1)
     names = np.array(data.label_names)
+    if data.task == "multi-label":
+        y = test.labels
+        err = np.abs(y - probs).sum(1)
+        t = np.full(y.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
+
+        def true(i: int) -> str:
+            return ", ".join(names[y[i] == 1]) or "(none)"
+
+        def predicted(i: int) -> str:
+            return ", ".join(f"{n} ({probs[i, j]:.2f})" for j, n in enumerate(names) if probs[i, j] >= t[j]) or "(none)"
+    else:
+        y = test.labels.reshape(-1)
+        err = 1.0 - probs[np.arange(len(y)), y]
+
+        def true(i: int) -> str:
+            return str(names[y[i]])
+
+        def predicted(i: int) -> str:
+            j = int(probs[i].argmax())
+            return f"{names[j]} ({probs[i, j]:.2f})"
+
     rows = []
-    for i in np.argsort(-err)[: cfg.n_errors]:
+    for i in np.argsort(-err, kind="stable")[: cfg.n_errors]:
         rows.append(
             {
                 "index": int(i),
                 "error": float(err[i]),
-                "true": ", ".join(names[y[i] == 1]) or "(none)",
-                "predicted": ", ".join(f"{n} ({probs[i, j]:.2f})" for j, n in enumerate(names) if probs[i, j] >= 0.5)
-                or "(none)",
+                "true": true(int(i)),
+                "predicted": predicted(int(i)),
                 "text": test.texts[i][:400],
             }
         )
