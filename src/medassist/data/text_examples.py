@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)
     counts = frame["finding"].value_counts()
-    print(
-        f"{args.out}: {len(frame):,} reports, {len(counts)} classes ({', '.join(f'{k} {v}' for k, v in counts.items())})"
-    )
+    listing = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(f"{args.out}: {len(frame):,} reports, {len(counts)} classes ({listing})")
     return 0
 
 

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from medassist.report.format import fmt_int, fmt_metric, fmt_sci, fmt_seconds, fmt_value_ci
+from medassist.report.format import fmt_int, fmt_metric, fmt_ratio, fmt_seconds, fmt_value_ci
 
 MAX_WORDS = 250
+
+
+def _r(x: Any) -> str:
+    """A ratio without the "x" (scientific when tiny)."""
+    return fmt_ratio(x, suffix="")
 
 
 def _ci(r: dict[str, Any], k: str) -> str:
@@ -111,9 +116,9 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
         fade = "fades" if la < 0.1 else "does not fade much"
         s.append(
             f"Along {g['steps']} time steps, the loss gradient that reaches the first hidden state of an LSTM read "
-            f"from its last state is {fmt_sci(lb)} times the one at the last step before training and {fmt_sci(la)} "
+            f"from its last state is {_r(lb)} times the one at the last step before training and {_r(la)} "
             f"times after: the signal {fade} along the sequence. The selected model's mean and max pooling give every "
-            f"step a direct path to the loss (ratio {fmt_sci(pa)} after training), which sidesteps the vanishing "
+            f"step a direct path to the loss (ratio {_r(pa)} after training), which sidesteps the vanishing "
             "gradient."
         )
     optional.append(len(s))

@@ -120,7 +120,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     sweep_rows = []
     best: dict[str, str] = {}
     for i, (arch, base) in enumerate(((cfg.recurrent, cfg.rnn_train), (cfg.transformer, cfg.transformer_train))):
-        base = dataclasses.replace(base, seed=cfg.seed, bf16=cfg.bf16 and arch in TRANSFORMERS)
+        base = _train_cfg(cfg, data, base, bf16=cfg.bf16 and arch in TRANSFORMERS)
         _stage(cfg, 2 + i, n_stages, f"{arch}: regularisation sweep")
         sets = enc.get(arch)
         trained: dict[str, dict] = {}  # settings -> the sweep row of the run that trained them
@@ -173,7 +173,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             model_kwargs=enc.model_kwargs(arch, cfg.base_dropout),
             train=sets["train"],
             val=sets["val"],
-            cfg=dataclasses.replace(base, seed=cfg.seed),
+            cfg=_train_cfg(cfg, data, base),
             num_classes=k,
             task=data.task,
             train_eval_samples=cfg.train_eval_samples,
@@ -196,7 +196,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
         model_kwargs=kwargs,
         train=sets["train"],
         val=sets["val"],
-        cfg=dataclasses.replace(cfg.rnn_train, seed=cfg.seed),
+        cfg=_train_cfg(cfg, data, cfg.rnn_train),
         num_classes=k,
         task=data.task,
         train_eval_samples=cfg.train_eval_samples,
@@ -250,6 +250,12 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "errors": err,
         },
     )
+
+
+def _train_cfg(cfg: TextStudyConfig, data: TextData, base: TrainConfig, **changes) -> TrainConfig:
+    """A model's training settings in this study: the study's seed, and class weights for multi-class texts."""
+    balance = cfg.balance_classes and data.task == "multi-class"
+    return dataclasses.replace(base, seed=cfg.seed, class_weights=base.class_weights or balance, **changes)
 
 
 def _label_counts(data: TextData, split: str) -> list[int]:

@@ -17,7 +17,7 @@ from medassist.data.types import Split
 from medassist.models import count_parameters, create_model
 from medassist.run import Run
 from medassist.train import fit, predict_proba
-from medassist.train.engine import Labelled, StepFn, as_labelled
+from medassist.train.engine import Labelled, StepFn, as_labelled, seed_everything
 from medassist.utils.io import atomic_path
 
 
@@ -107,6 +107,10 @@ def train_unit(
     metrics = metrics_for(task)
     unit_dir = run.path(f"units/{name}/x").parent
     weights = unit_dir / "best.safetensors"
+    # Every unit seeds itself (and sets its threads) before building its model, so its initial weights do not
+    # depend on what ran before it: a unit reused on resume (which draws nothing) and a trained one (which draws
+    # a whole training's worth) leave different random states, and the next unit must not inherit either.
+    seed_everything(cfg.seed, cfg.threads)
     model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **model_kwargs)
     if (unit_dir / "result.json").is_file() and weights.is_file():
         model.load_state_dict(load_file(str(weights)))
