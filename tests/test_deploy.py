@@ -253,8 +253,32 @@ def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
     table = pd.read_csv(run / "tables/benchmark.csv").set_index("variant")
     assert table.loc["fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
     assert {"int8 dynamic (ONNX Runtime)", "int8 dynamic (PyTorch)"} <= set(table.index)
+    # The bundle decides each finding at the threshold the text study chose for it on validation.
+    chosen = json.loads((openi_run / "metrics.json").read_text())["thresholds"]["bilstm-base"]
+    assert json.loads((run / "bundle" / "bundle.json").read_text())["threshold"] == chosen
     assert main(["predict", str(run / "bundle"), "--text", "Small left pleural effusion. Heart size normal."]) == 0
-    assert "latency" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "latency" in out and "each label's threshold" in out
+
+
+@pytest.mark.realdata
+def test_multiclass_text_deploy_predicts_a_class(tmp_path: Path, capsys) -> None:
+    """A multi-class text run deploys to a bundle whose prediction is one class."""
+    from test_study_text import _multiclass_csv
+
+    csv = _multiclass_csv(tmp_path / "notes.csv")
+    argv = ["text", "--profile", "debug", "--texts", str(csv), "--text-column", "note", "--label-column", "urgency"]
+    argv += ["--transformer", "transformer_small", "--extra-models", "[]", "--out", str(tmp_path / "text")]
+    assert main([*argv, "--progress", "false"]) == 0
+    (text_run,) = list((tmp_path / "text").iterdir())
+    argv = ["deploy", "--profile", "debug", "--run", str(text_run), "--out", str(tmp_path / "d"), "--progress", "false"]
+    assert main(argv) == 0
+    (run,) = list((tmp_path / "d").iterdir())
+    assert json.loads((run / "bundle" / "bundle.json").read_text())["task"] == "multi-class"
+    capsys.readouterr()
+    assert main(["predict", str(run / "bundle"), "--text", "patient 7. new fever and chest pain today", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["label"] in ("routine", "urgent", "emergency") and "threshold" not in out
 
 
 def test_deploy_refuses_a_run_that_is_not_finished(tmp_path: Path, capsys) -> None:

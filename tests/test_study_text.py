@@ -138,3 +138,51 @@ def test_padchest_report_sets_the_best_model_beside_the_published_labeller() -> 
     assert "0.900 [0.890, 0.910]" in text and f"{PADCHEST_REFERENCE['micro_f1']:.2f}" in text
     assert "0.030 below the published figure" in text
     assert _reference(m, {**data, "name": "openi"}) == []
+
+
+def _multiclass_csv(path: Path) -> Path:
+    """A user's multi-class CSV with their own column names: the note's keyword decides its urgency."""
+    words = {"routine": "stable chronic cough follow up", "urgent": "new fever and chest pain", "emergency": "collapse"}
+    rows = []
+    for i in range(150):
+        cls = list(words)[i % 3]
+        rows.append({"note": f"patient {i}. {words[cls]} today", "urgency": cls, "site": "A" if i % 2 else "B"})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_multiclass_csv_with_named_columns_runs_end_to_end(tmp_path: Path) -> None:
+    """Every model trains multi-class; the report has accuracy, macro-F1, one-vs-rest AUC, per-class F1, a confusion
+    matrix and the comparison with the tuned baseline."""
+    path = _multiclass_csv(tmp_path / "notes.csv")
+    out = tmp_path / "runs"
+    argv = ["text", "--profile", "debug", "--texts", str(path), "--text-column", "note", "--label-column", "urgency"]
+    argv += ["--transformer", "transformer_small", "--out", str(out), "--progress", "false", "--rnn-train.epochs", "6"]
+    assert main(argv) == 0
+    (run,) = list(out.iterdir())
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["task"] == "multi-class" and m["thresholds"] == {}
+    rows = {r["model"]: r for r in m["comparison"]}
+    assert set(rows) == {"bilstm", "transformer_small", "gru", "tfidf_logreg"}  # no multi-task head without 'normal'
+    for r in rows.values():
+        assert r["test_accuracy_lo"] <= r["test_accuracy"] <= r["test_accuracy_hi"]
+    assert rows["tfidf_logreg"]["test_macro_f1"] > 0.9  # the keywords decide the class
+    assert rows["bilstm"]["test_macro_auc"] > 0.8
+    assert "vs_tfidf_macro_f1_lo" in rows["bilstm"]
+    per_class = pd.read_csv(run / "tables" / "per_class.csv")
+    assert sorted(per_class["class"]) == ["emergency", "routine", "urgent"]
+    assert (run / "figures" / "confusion_matrix.png").is_file()
+    text = (run / "report.md").read_text()
+    assert "Per-class test F1" in text and "3 classes (multi-class" in text
+    explanation = text.split("## Explanation")[1].split("\n## ")[0]
+    assert 150 <= len(explanation.split()) <= 250
+    assert all(e["true"] in ("routine", "urgent", "emergency") for e in m["errors"])
+
+
+def test_wrong_text_column_lists_the_columns_present(tmp_path: Path, capsys) -> None:
+    path = _multiclass_csv(tmp_path / "notes.csv")
+    argv = ["text", "--profile", "debug", "--texts", str(path), "--text-column", "report", "--label-column", "urgency"]
+    assert main([*argv, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "report" in err and "note" in err and "urgency" in err and "site" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medassist.config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from medassist.config import RESUME_FREE_KEYS, apply_overrides, flatten, from_dict, load_yaml, merge, to_dict
 from medassist.errors import MedAssistError
 
 PROFILES_HELP = "shipped profile: debug (seconds), quick (minutes), full (the complete study)"
@@ -63,15 +63,68 @@ def _fmt_default(f: dataclasses.Field) -> str:
 
 
 def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
-    """Profile YAML, then --config YAML, then --section.key options, then --set overrides."""
+    """Profile YAML (the command's default profile unless one is given), then --config YAML, then --section.key
+    options, then --set overrides."""
     data: dict[str, Any] = {}
-    if getattr(args, "profile", None):
-        data = load_yaml(profile_path(study, args.profile))
+    profile = getattr(args, "profile", None) or getattr(args, "default_profile", None)
+    if profile:
+        data = load_yaml(profile_path(study, profile))
     if getattr(args, "config", None):
         data = merge(data, load_yaml(args.config))
     flags = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt:") and v is not None]
     data = apply_overrides(data, flags + list(getattr(args, "set", None) or []))
     return from_dict(cls, data)
+
+
+def _given_options(args: argparse.Namespace, study: str) -> list[tuple[str, dict[str, Any]]]:
+    """What the command line gave, one ``(option as typed, the mapping it sets)`` per option; the default profile
+    counts only when ``--profile`` was given."""
+    given: list[tuple[str, dict[str, Any]]] = []
+    if getattr(args, "profile", None):
+        given.append((f"--profile {args.profile}", load_yaml(profile_path(study, args.profile))))
+    if getattr(args, "config", None):
+        given.append((f"--config {args.config}", load_yaml(args.config)))
+    for k, v in vars(args).items():
+        if k.startswith("opt:") and v is not None:
+            given.append((f"--{k[4:].replace('_', '-')} {v}", apply_overrides({}, [f"{k[4:]}={v}"])))
+    for item in getattr(args, "set", None) or []:
+        given.append((f"--set {item}", apply_overrides({}, [item])))
+    return given
+
+
+def _resumed(cls: type, args: argparse.Namespace, study: str, cfg: Any) -> Any:
+    """The configuration of the run ``cfg.resume`` continues: the one saved in its config.yaml.
+
+    Options on the command line may repeat it; one that contradicts it is refused, with each contradicting option
+    and both values, so that a run never continues under another configuration. Only the keys that do not change
+    results (``RESUME_FREE_KEYS``: where the run and its data are, progress bars) take the command line's value.
+    """
+    from medassist.run import CONFIG, Run
+
+    run_dir = Path(cfg.resume)
+    try:
+        saved = from_dict(cls, Run.saved_config(run_dir))
+    except MedAssistError as exc:
+        if str(exc).startswith("cannot resume"):
+            raise
+        raise MedAssistError(f"cannot resume {run_dir}: its {CONFIG} does not load ({exc})") from None
+    base = to_dict(saved)
+    flat_base = flatten(base)
+    conflicts, free = [], {"resume"}
+    for label, data in _given_options(args, study):
+        flat_given = flatten(to_dict(from_dict(cls, merge(base, data))))
+        for key in flatten(data):
+            if key.split(".", 1)[0] in RESUME_FREE_KEYS:
+                free.add(key.split(".", 1)[0])
+            elif key in flat_base and flat_given[key] != flat_base[key]:
+                conflicts.append(f"{label}: {key} is {flat_given[key]!r}, the run's is {flat_base[key]!r}")
+    if conflicts:
+        raise MedAssistError(
+            f"cannot resume {run_dir} under other options than it was started with ({run_dir / CONFIG}):\n  "
+            + "\n  ".join(conflicts)
+            + "\nleave these options out to continue the run as it was started, or start a new run"
+        )
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in sorted(free) if hasattr(cfg, k)})
 
 
 def _study_parser(
@@ -80,7 +133,9 @@ def _study_parser(
     """A study command; its dataclass options (``config`` = "module:Class") are imported only when ``chosen``,
     so that ``medassist --help`` and the other commands do not import every study's dependencies."""
     p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--profile", default=default_profile, help=f"{PROFILES_HELP} (default: {default_profile})")
+    # No argparse default: a profile given explicitly is told apart from the default (which --resume ignores).
+    p.add_argument("--profile", default=None, help=f"{PROFILES_HELP} (default: {default_profile})")
+    p.set_defaults(default_profile=default_profile)
     p.add_argument("--config", help="a YAML file of options (applied over the profile)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any option, e.g. train.lr=3e-4")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
@@ -101,8 +156,11 @@ def _command_path(argv: list[str]) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace, cls: type, study: str, runner: Any) -> int:
-    """Resolve the config of ``study``; print it (``--print-config``) or run it."""
+    """Resolve the config of ``study`` (on ``--resume``, the run's saved one); print it (``--print-config``) or
+    run it."""
     cfg = _resolve(cls, args, study)
+    if getattr(cfg, "resume", ""):
+        cfg = _resumed(cls, args, study, cfg)
     if args.print_config:
         import yaml
 
@@ -230,7 +288,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bundle.task == "multi-class":
         print(f"label: {prediction.label}")
     else:
-        print(f"labels (probability >= {bundle.threshold:g}): {', '.join(prediction.label) or 'none'}")
+        t = bundle.threshold
+        rule = f"probability >= {t:g}" if isinstance(t, float) else "probability >= each label's threshold"
+        print(f"labels ({rule}): {', '.join(prediction.label) or 'none'}")
     print("probabilities:")
     width = max(len(name) for name in bundle.labels)
     for name, p in prediction.ranked():

@@ -181,3 +181,15 @@ def test_text_and_image_bundles_refuse_each_others_inputs(image, text, tmp_path)
         text.predict_images(pixels(1))
     with pytest.raises(BundleError, match=r"predicts from texts, not images: predict_image_file needs an image"):
         text.predict_image_file(tmp_path / "x.png")
+
+
+def test_per_label_thresholds_decide_each_label() -> None:
+    """A bundle's per-label thresholds (chosen on validation by the study) decide each label on its own."""
+    import numpy as np
+
+    from medassist.deploy.prediction import to_predictions
+
+    logits = np.log(np.array([[0.3, 0.6]]) / (1 - np.array([[0.3, 0.6]])))  # probabilities 0.3 and 0.6
+    (one,) = to_predictions(logits, task="multi-label", labels=["a", "b"], threshold=0.5, latency_ms=1.0)
+    (per,) = to_predictions(logits, task="multi-label", labels=["a", "b"], threshold=[0.25, 0.7], latency_ms=1.0)
+    assert one.label == ["b"] and per.label == ["a"]

@@ -25,6 +25,8 @@ BAD_ARGUMENTS = {
         r"has std \[0\.5, 0\.5\]; give one number",
     ),
     "threshold": ({"threshold": 1.5}, r"has threshold 1\.5; give a probability between 0 and 1"),
+    "thresholds per label": ({"threshold": [0.3]}, r"has 1 thresholds for 2 labels; give one per label"),
+    "threshold out of range": ({"threshold": [0.3, 1.0]}, r"has threshold \[0\.3, 1\.0\]; give a probability"),
     "NaN metric": ({"metrics": {"auc": float("nan")}}, r"metrics\['auc'\] is nan, which JSON cannot hold"),
     "labels vs model": ({"labels": ["a", "b", "c"]}, r"the model .*gray\.onnx returns logits of shape .* 3 labels"),
     "missing model": ({"model_path": "absent.onnx"}, r"the model file absent\.onnx does not exist"),

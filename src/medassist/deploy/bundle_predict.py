@@ -30,7 +30,8 @@ class Bundle:
         labels: the class or label names, in the order of the model's outputs.
         kind: "image" or "text".
         task: "multi-class" or "multi-label".
-        threshold: multi-label: a label is predicted when its probability is at least this.
+        threshold: multi-label: a label is predicted when its probability is at least this: one number, or one per
+            label (chosen on the validation split by the study).
         session: the ONNX Runtime session.
         vocab: the word vocabulary of a text bundle, else None.
     """
@@ -43,7 +44,8 @@ class Bundle:
         self.labels: list[str] = list(meta["labels"])
         self.kind: str = meta["kind"]
         self.task: str = meta["task"]
-        self.threshold = float(meta["threshold"])
+        t = meta["threshold"]
+        self.threshold: float | list[float] = [float(x) for x in t] if isinstance(t, list) else float(t)
         self.session = session
         self.vocab = vocab
         self._preprocessing: dict[str, Any] = meta["preprocessing"]

@@ -78,8 +78,11 @@ def check_description(meta: Any) -> None:
     if task == "multi-class" and len(labels) < 2:
         raise Invalid(f"has one label {labels!r} for a multi-class task; a multi-class model needs at least two")
     threshold = meta.get("threshold")
-    if not _is_number(threshold) or not 0.0 < threshold < 1.0:
-        raise Invalid(f"has threshold {threshold!r}; give a probability between 0 and 1 (exclusive)")
+    values = threshold if isinstance(threshold, list) else [threshold]
+    if not values or not all(_is_number(t) and 0.0 < t < 1.0 for t in values):
+        raise Invalid(f"has threshold {threshold!r}; give a probability between 0 and 1 (exclusive), or one per label")
+    if isinstance(threshold, list) and len(threshold) != len(labels):
+        raise Invalid(f"has {len(threshold)} thresholds for {len(labels)} labels; give one per label")
     for key in ("metrics", "info"):
         if not isinstance(meta.get(key, {}), dict):
             raise Invalid(f"has {key} {meta.get(key)!r}; give a dict")

@@ -40,7 +40,7 @@ def write_bundle(
     metrics: Mapping[str, Any],
     info: Mapping[str, Any] | None = None,
     extra_files: Mapping[str, str | os.PathLike[str]] | None = None,
-    threshold: float = 0.5,
+    threshold: float | list[float] = 0.5,
     name: str | None = None,
 ) -> Path:
     """Write a bundle folder: the model, the extra files, bundle.json and manifest.json.
@@ -61,7 +61,8 @@ def write_bundle(
         info: provenance (source run, variant, ...); the creation time and medassist version are added unless
             given.
         extra_files: more files to ship, file name -> path; a word-tokenizer text bundle needs its vocab_file here.
-        threshold: multi-label: a label is predicted when its probability is at least this.
+        threshold: multi-label: a label is predicted when its probability is at least this (one number, or one per
+            label in label order).
         name: the bundle's name; by default the folder's name.
 
     Returns:

@@ -37,13 +37,14 @@ class Prediction:
 
 
 def to_predictions(
-    logits: np.ndarray, *, task: str, labels: Sequence[str], threshold: float, latency_ms: float
+    logits: np.ndarray, *, task: str, labels: Sequence[str], threshold: float | Sequence[float], latency_ms: float
 ) -> list[Prediction]:
     """One prediction per row of ``logits`` (N, K), K = ``len(labels)``; every one carries ``latency_ms``.
 
     Multi-class: the most probable label of a softmax. Multi-label: a sigmoid per label, and every label whose
-    probability is at least ``threshold``.
+    probability is at least ``threshold`` (one for all labels, or one per label).
     """
+    cut = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(labels),))
     if task == "multi-class":
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = z / z.sum(axis=1, keepdims=True)
@@ -55,6 +56,6 @@ def to_predictions(
         if task == "multi-class":
             label: str | list[str] = labels[int(np.argmax(row))]
         else:
-            label = [name for name, p in probabilities.items() if p >= threshold]
+            label = [name for name, p, t in zip(labels, row, cut, strict=True) if p >= t]
         out.append(Prediction(label=label, probabilities=probabilities, latency_ms=latency_ms))
     return out

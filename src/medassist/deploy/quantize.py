@@ -91,7 +91,27 @@ def torch_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
+        q = quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
+    if any(isinstance(m, torch.nn.TransformerEncoderLayer) for m in model.modules()):
+        q = _WithoutFastPath(q)
+    return q
+
+
+class _WithoutFastPath(torch.nn.Module):
+    """Runs a dynamically quantized ``nn.TransformerEncoder`` on its ordinary path: the fused eval-mode "fast path"
+    reads ``linear.weight`` as a tensor, which a quantized Linear holds as a packed parameter, and fails."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        before = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return self.model(*inputs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(before)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ class Source:
         images: image splits as uint8 arrays (image sources only; calibration and distillation use them).
         teachers: (unit name, model) pairs of the other trained models, best validation AUC first (image only).
         texts: the text data set and its study config, read once (text sources only).
+        thresholds: multi-label: the per-label decision thresholds the study chose on validation for this model.
     """
 
     kind: str
@@ -55,6 +56,7 @@ class Source:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     teachers: list[tuple[str, nn.Module]] = field(default_factory=list)
     texts: tuple[Any, Any] | None = None
+    thresholds: list[float] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -82,7 +84,7 @@ def load_source(run_dir: str | Path, *, data_dir: str = "", n_teachers: int = 3,
     _status(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if "comparison" in metrics:
-        from medassist.studies.text import TextStudyConfig, load_text_data
+        from medassist.studies.text_setup import TextStudyConfig, load_text_data
 
         study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
         study.progress = progress
@@ -180,6 +182,7 @@ def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, 
         run_dir=run_dir,
         extra_files=extra,
         texts=(study, data),
+        thresholds=metrics.get("thresholds", {}).get(unit),
     )
 
 

@@ -29,14 +29,30 @@ def label_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(((p >= THRESHOLD) == (y == 1)).mean())
 
 
+def _counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives and false negatives per label (K,)."""
+    pred = p >= THRESHOLD
+    return (pred & (y == 1)).sum(0), (pred & (y == 0)).sum(0), (~pred & (y == 1)).sum(0)
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 = 2TP / (2TP + FP + FN), 0 where a label is neither present nor predicted (sklearn's zero_division=0)."""
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.zeros(np.shape(tp), dtype=np.float64), where=den > 0)
+
+
 def macro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean over labels of each label's F1 (computed from counts, so that one label column is not read as a
+    binary problem with two classes, as sklearn reads an (N, 1) array)."""
     y, p = _check(y_true, probs)
-    return float(skm.f1_score(y, p >= THRESHOLD, average="macro", zero_division=0))
+    return float(_f1(*_counts(y, p)).mean())
 
 
 def micro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """F1 of all (report, label) decisions pooled."""
     y, p = _check(y_true, probs)
-    return float(skm.f1_score(y, p >= THRESHOLD, average="micro", zero_division=0))
+    tp, fp, fn = (c.sum() for c in _counts(y, p))
+    return float(_f1(np.array(tp), np.array(fp), np.array(fn)))
 
 
 def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:

@@ -28,7 +28,8 @@ class TfidfLogReg:
 
     Multi-label (labels (N, K) of 0/1): one binary liblinear model per label (one-vs-rest); a label that is
     constant in training gets a constant probability column, listed in ``constant_labels_``.
-    Multi-class (labels (N,) of class indices): one multinomial model (saga).
+    Multi-class (labels (N,) of class indices): one multinomial model (lbfgs, which converges on sparse TF-IDF
+    features where saga needs thousands of iterations).
 
     Args:
         C: inverse regularisation strength.
@@ -112,7 +113,7 @@ class TfidfLogReg:
                 raise DataError(f"multi-class training needs at least two classes, found only {np.unique(y)}")
             self.constant_labels_ = []
             self.clf_ = LogisticRegression(
-                C=self.C, class_weight=self.class_weight, solver="saga", max_iter=self.max_iter
+                C=self.C, class_weight=self.class_weight, solver="lbfgs", max_iter=self.max_iter
             )
             self.clf_.fit(features, y)
             self.num_classes_ = max(num_classes or 0, int(y.max()) + 1)
@@ -130,7 +131,8 @@ class TfidfLogReg:
         features = self.vectorizer_.transform(check_texts(texts))  # (N, V) sparse
         proba = self.clf_.predict_proba(features)  # (N, K), or (N, classes seen) for multi-class
         if self.multilabel_:
-            return proba
+            # One label column is fitted as a binary problem: keep the positive class's column only.
+            return proba[:, 1:] if self.num_classes_ == 1 and proba.shape[1] == 2 else proba
         out = np.zeros((proba.shape[0], self.num_classes_))
         out[:, self.clf_.classes_] = proba
         return out

@@ -293,6 +293,7 @@ def _write_results(
         task=source.task,
         labels=source.labels,
         preprocessing=source.preprocessing,
+        threshold=source.thresholds or 0.5,
         metrics=bundle_metrics,
         extra_files=source.extra_files,
         info={"variant": chosen, "source_run": str(source.run_dir), "model": source.model_name},
