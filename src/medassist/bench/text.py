@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from medassist.config import option, to_dict
-from medassist.run import Run, markdown_table
+from medassist.report.format import readable_table
+from medassist.run import Run
 
 
 @dataclass
@@ -133,9 +134,9 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
             model = create_model(name, num_classes=data.num_labels, **kwargs)
             rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, b16, bucketed))
         df = pd.DataFrame(rows)
-        run.write_table("speed", df, floatfmt=".3f")
+        run.write_table("speed", df)
         run.write_json("metrics.json", {"speed": rows, "torch_threads": torch.get_num_threads(), "bf16": bf16_note})
-        print(markdown_table(df, floatfmt=".3f"))
+        print(readable_table(df, headers=True))
         print(bf16_note)
         print(f"benchmark run folder: {run.dir}")
     return run
