@@ -104,7 +104,7 @@ def _thresholds_section(run_dir: Path, task: str) -> list[str]:
         "F1 on the validation split (0.5 where validation has no positive case). The test metrics above are given "
         "at 0.5 and at these thresholds.",
         "",
-        readable_table(t, kinds={c: "number" for c in t.columns if c != "label"}),
+        readable_table(t, kinds={c: "metric" for c in t.columns if c != "label"}),
         "",
     ]
 
