@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -62,37 +63,52 @@ class TfidfLogReg:
         self.max_features = max_features
         self.max_iter = max_iter
 
-    def fit(self, texts: Sequence[str], labels: np.ndarray, *, num_classes: int | None = None) -> TfidfLogReg:
+    def vectorizer(self) -> TfidfVectorizer | FeatureUnion:
+        """A new, unfitted vectorizer of this model's features (fit it once to share it between settings)."""
+        word = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, min_df=self.min_df, max_features=self.max_features
+        )
+        if self.features == "word":
+            return word
+        char = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(2, 5),
+            sublinear_tf=True,
+            min_df=self.min_df,
+            max_features=self.max_features,
+        )
+        return FeatureUnion([("word", word), ("char", char)])
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: np.ndarray,
+        *,
+        num_classes: int | None = None,
+        vectorized: tuple[TfidfVectorizer | FeatureUnion, Any] | None = None,
+    ) -> TfidfLogReg:
         """Fit on ``texts`` and ``labels`` ((N, K) 0/1 for multi-label, (N,) class indices for multi-class).
 
         Args:
             texts: the training reports.
             labels: one row per text.
             num_classes: multi-class only: K, so that classes absent from training still get a (zero) column.
+            vectorized: (a vectorizer already fitted on ``texts``, its (N, V) features of them): skips fitting the
+                TF-IDF again when several settings of the classifier share the same features.
         """
         texts = check_texts(texts)
         labels = np.asarray(labels)
         if labels.ndim not in (1, 2) or len(labels) != len(texts):
             raise DataError(f"labels must have shape (N,) or (N, K) with N = {len(texts)} texts, got {labels.shape}")
         self.multilabel_ = labels.ndim == 2
-        word = TfidfVectorizer(
-            ngram_range=(1, 2), sublinear_tf=True, min_df=self.min_df, max_features=self.max_features
-        )
-        if self.features == "word":
-            self.vectorizer_ = word
+        if vectorized is not None:
+            self.vectorizer_, features = vectorized
         else:
-            char = TfidfVectorizer(
-                analyzer="char_wb",
-                ngram_range=(2, 5),
-                sublinear_tf=True,
-                min_df=self.min_df,
-                max_features=self.max_features,
-            )
-            self.vectorizer_ = FeatureUnion([("word", word), ("char", char)])
-        try:
-            features = self.vectorizer_.fit_transform(texts)  # (N, V) sparse
-        except ValueError as err:  # "empty vocabulary": no n-gram reaches min_df
-            raise DataError(f"no word occurs in {self.min_df} or more of the {len(texts)} training texts") from err
+            self.vectorizer_ = self.vectorizer()
+            try:
+                features = self.vectorizer_.fit_transform(texts)  # (N, V) sparse
+            except ValueError as err:  # "empty vocabulary": no n-gram reaches min_df
+                raise DataError(f"no word occurs in {self.min_df} or more of the {len(texts)} training texts") from err
         if self.multilabel_:
             if not np.isin(labels, (0, 1)).all():
                 raise DataError("multi-label labels must be 0 or 1")
@@ -124,11 +140,18 @@ class TfidfLogReg:
         """Number of TF-IDF features (n-grams) the model weighs."""
         return len(self.vectorizer_.get_feature_names_out())
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities (N, K): per label for multi-label, per class (rows sum to 1) for multi-class."""
+    def predict_proba(self, texts: Sequence[str], *, features: Any = None) -> np.ndarray:
+        """Probabilities (N, K): per label for multi-label, per class (rows sum to 1) for multi-class.
+
+        Args:
+            texts: the reports.
+            features: their TF-IDF features from this model's vectorizer, if already computed (``texts`` is then
+                not read again).
+        """
         if not hasattr(self, "clf_"):
             raise MedAssistError("TfidfLogReg is not fitted; call fit first")
-        features = self.vectorizer_.transform(check_texts(texts))  # (N, V) sparse
+        if features is None:
+            features = self.vectorizer_.transform(check_texts(texts))  # (N, V) sparse
         proba = self.clf_.predict_proba(features)  # (N, K), or (N, classes seen) for multi-class
         if self.multilabel_:
             # One label column is fitted as a binary problem: keep the positive class's column only.

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from medassist.data.text_types import TextData
-from medassist.errors import MedAssistError
+from medassist.errors import DataError, MedAssistError
 from medassist.run import Run
 from medassist.studies.text_setup import TextStudyConfig
 from medassist.studies.text_tasks import task_metrics
@@ -60,11 +60,22 @@ def tfidf_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> Baseline:
     metrics = task_metrics(data.task)
     tr, va, te = (data.splits[s] for s in ("train", "val", "test"))
     rows, best, best_score = [], None, -np.inf
+    shared: dict[str, tuple[Any, Any, Any, float]] = {}  # features -> (vectorizer, train and val features, seconds)
     for setting in _grid(cfg):
+        model = TfidfLogReg(**setting)
+        if setting["features"] not in shared:  # the TF-IDF is fitted once per feature set, shared by its settings
+            t0 = time.perf_counter()
+            vec = model.vectorizer()
+            try:
+                x_tr = vec.fit_transform(tr.texts)
+            except ValueError as err:  # "empty vocabulary": no n-gram reaches min_df
+                raise DataError(f"{data.name}: no word occurs in enough training texts for TF-IDF ({err})") from err
+            shared[setting["features"]] = (vec, x_tr, vec.transform(va.texts), time.perf_counter() - t0)
+        vec, x_tr, x_va, vec_time = shared[setting["features"]]
         t0 = time.perf_counter()
-        model = TfidfLogReg(**setting).fit(tr.texts, tr.labels, num_classes=data.num_labels)
-        fit_time = time.perf_counter() - t0
-        p_va = model.predict_proba(va.texts)
+        model.fit(tr.texts, tr.labels, num_classes=data.num_labels, vectorized=(vec, x_tr))
+        fit_time = vec_time + time.perf_counter() - t0  # as if fitted alone: TF-IDF and classifier
+        p_va = model.predict_proba(va.texts, features=x_va)
         score = metrics.macro_f1(va.labels, p_va)
         rows.append(
             {
