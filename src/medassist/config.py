@@ -184,3 +184,40 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     for k, v in update.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+# Top-level keys that say where a run lives, where its data is read from and how it reports progress, not what it
+# computes: a resumed run may give them other values than the run was started with.
+RESUME_FREE_KEYS = ("resume", "progress", "out", "data_dir", "download")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}`` (lists are values, not sections)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(
+    saved: dict[str, Any], given: dict[str, Any], *, ignore: tuple[str, ...] = RESUME_FREE_KEYS
+) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, given value)`` for every key present in both configs whose values differ.
+
+    Keys whose top-level section is in ``ignore`` are skipped; a key present in one config only (a field added or
+    removed since the run was saved) is not a difference.
+    """
+    a, b = flatten(saved), flatten(given)
+    return [(k, a[k], b[k]) for k in a if k in b and k.split(".", 1)[0] not in ignore and not _same_value(a[k], b[k])]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b

@@ -27,10 +27,12 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from medassist.config import config_differences
 from medassist.errors import MedAssistError
 from medassist.utils.io import atomic_path, atomic_write_text
 
 STATUS = "status.json"
+CONFIG = "config.yaml"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -68,15 +70,45 @@ class Run:
         self.dir = Path(path)
 
     @classmethod
+    def saved_config(cls, path: str | Path) -> dict[str, Any]:
+        """The configuration saved in the unfinished run folder ``path``, which ``--resume`` continues.
+
+        Raises:
+            MedAssistError: ``path`` is not a run folder, is already complete, or has no readable config.yaml.
+        """
+        run = cls(path)
+        if not (run.dir / STATUS).is_file():
+            raise MedAssistError(f"cannot resume {run.dir}: it is not a run folder (no {STATUS})")
+        if run.status().get("status") == "complete":
+            raise MedAssistError(f"cannot resume {run.dir}: the run is already complete")
+        saved = run.dir / CONFIG
+        if not saved.is_file():
+            raise MedAssistError(f"cannot resume {run.dir}: it has no {CONFIG} (the configuration it was started with)")
+        try:
+            data = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise MedAssistError(f"cannot resume {run.dir}: {saved} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise MedAssistError(f"cannot resume {run.dir}: {saved} does not hold a mapping of options")
+        return data
+
+    @classmethod
     def create(cls, root: str | Path, name: str, config: dict[str, Any], *, resume: str | Path | None = None) -> Run:
-        """Make a new run folder ``<root>/<name>-<timestamp>`` (or reopen ``resume``) and write its config."""
+        """Make a new run folder ``<root>/<name>-<timestamp>`` and write its config, or reopen ``resume``.
+
+        A resumed run keeps the config.yaml it was started with: ``config`` must agree with it on every key that
+        changes results (all but :data:`medassist.config.RESUME_FREE_KEYS`), so that one run folder never mixes
+        models trained under two configurations.
+        """
         if resume is not None:
             run = cls(resume)
-            if not (run.dir / STATUS).is_file():
-                raise MedAssistError(f"cannot resume {run.dir}: it is not a run folder (no {STATUS})")
-            old = run.status().get("status")
-            if old == "complete":
-                raise MedAssistError(f"cannot resume {run.dir}: the run is already complete")
+            diffs = config_differences(cls.saved_config(run.dir), _jsonable(config))
+            if diffs:
+                listed = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diffs)
+                raise MedAssistError(
+                    f"cannot resume {run.dir}: the configuration differs from its {CONFIG} ({listed}); resume with "
+                    "the run's own configuration, or start a new run"
+                )
         else:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             path = Path(root) / f"{name}-{stamp}"
@@ -87,7 +119,8 @@ class Run:
             run = cls(path)
         for sub in ("figures", "tables", "history", "models", "units"):
             (run.dir / sub).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.dir / "config.yaml", yaml.safe_dump(_jsonable(config), sort_keys=False))
+        if resume is None:
+            atomic_write_text(run.dir / CONFIG, yaml.safe_dump(_jsonable(config), sort_keys=False))
         run.set_status("running")
         return run
 

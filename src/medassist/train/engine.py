@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,13 +88,31 @@ class FitResult:
 
 def seed_everything(seed: int, threads: int = 0) -> None:
     """Seed Python, NumPy and PyTorch, and make CPU kernels deterministic."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, object]:
+    """Every random state training draws from: PyTorch's global generator (dropout, drop-connect, a step_fn's
+    noise), NumPy's and Python's global generators, and the engine's own ``generators`` (batch order, augmentation)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        **{f"generator:{k}": g.get_state() for k, g in generators.items()},
+    }
+
+
+def set_rng_state(state: dict[str, object], generators: dict[str, torch.Generator]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
+    np.random.set_state(state["numpy"])  # type: ignore[arg-type]
+    random.setstate(state["python"])  # type: ignore[arg-type]
+    for k, g in generators.items():
+        g.set_state(state[f"generator:{k}"])  # type: ignore[arg-type]
 
 
 def with_min_steps(cfg: TrainConfig, steps_per_epoch: int) -> TrainConfig:
@@ -234,7 +253,11 @@ def fit(
     clock = _Clock()
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, clock=clock)
     per_step = steps_per_batch(cfg)
+    # Batch order and augmentation draw from generators of their own, so that turning augmentation on (an
+    # ablation row) changes the augmentation only, not which images share a batch.
     gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    generators = {"order": gen, "augment": aug_gen}
     layers = _layer_names(model) if cfg.grad_norms else {}
 
     rows: list[dict] = []
@@ -244,6 +267,11 @@ def fit(
     ckpt = Path(checkpoint) if checkpoint else None
     if resume and ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own file: optimiser + RNG state
+        if "rng" not in state:
+            raise MedAssistError(
+                f"{ckpt} was written by an older medassist and lacks the random states a resume needs to give "
+                f"the numbers of an uninterrupted run; delete it to train '{desc}' again from its first epoch"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
@@ -251,8 +279,7 @@ def fit(
         rows, norm_rows, best_state = state["history"], state["grad_norms"], state["best_state"]
         best_score, best_epoch, bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
         elapsed, start_epoch = state["elapsed"], state["epoch"] + 1
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_state(state["rng"], generators)  # the state with which the next epoch starts
     clock.start(elapsed)
 
     stopped_early = budget_reached = False
@@ -269,7 +296,7 @@ def fit(
         for idx in train.batcher.order(cfg.batch_size, generator=gen):
             inputs, yb = train.batcher.inputs(idx), y_train[idx]
             if cfg.augment and getattr(train.batcher, "augmentable", False):
-                inputs = (augment_batch(inputs[0], cfg.augmentation, gen), *inputs[1:])
+                inputs = (augment_batch(inputs[0], cfg.augmentation, aug_gen), *inputs[1:])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, logits = step(model, inputs, yb)
             if not torch.isfinite(loss):
@@ -326,6 +353,8 @@ def fit(
         )
         norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(n_steps, 1)} for k, v in sums.items()]
         if ckpt is not None:  # everything resume needs, written atomically
+            # Nothing draws a random number between here and the next epoch's first batch, so the random state
+            # saved here is the one that epoch starts from: a run killed mid-epoch repeats that epoch exactly.
             with atomic_path(ckpt) as tmp:
                 torch.save(
                     {
@@ -340,8 +369,7 @@ def fit(
                         "best_epoch": best_epoch,
                         "bad_epochs": bad_epochs,
                         "elapsed": elapsed,
-                        "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
+                        "rng": rng_state(generators),
                         "config": to_dict(cfg),
                     },
                     tmp,

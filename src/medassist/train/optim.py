@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,6 +54,16 @@ class PacedSchedule(torch.optim.lr_scheduler.LambdaLR):
         self.name, self.last, self.budget, self.clock, self.progress = name, last, budget, clock, 0.0
         self.pct_start = min(max((_PCT_START * total_steps - 1) / last, 1e-6), 1 - 1e-6)  # where OneCycleLR peaks
         super().__init__(optimizer, self._factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's state without its clock: a resumed run keeps the clock of its own process."""
+        state = super().state_dict()
+        state.pop("clock", None)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # A checkpoint of an older version holds the clock of the process that wrote it: never restore that.
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "clock"})
 
     def _factor(self, step: int) -> float:
         self.progress = min(1.0, max(self.progress, step / self.last, self.clock() / self.budget))
