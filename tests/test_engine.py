@@ -125,9 +125,10 @@ def test_paced_schedule_follows_steps_like_torch(name: str) -> None:
 
 
 def test_paced_schedule_anneals_within_the_budget() -> None:
-    # 500 planned epochs cannot run in 0.5 s: the plain onecycle is still warming up when the budget stops it,
-    # the paced one has annealed to (almost) nothing.
-    cfg = TrainConfig(epochs=500, batch_size=16, scheduler="onecycle", lr=1e-2, time_budget=0.5)
+    # 500 planned epochs cannot run in 1.5 s: the plain onecycle is still warming up when the budget stops it,
+    # the paced one has annealed to (almost) nothing. (1.5 s leaves several epochs to see the peak even on a busy
+    # machine; at 0.5 s a loaded machine ran one epoch only.)
+    cfg = TrainConfig(epochs=500, batch_size=16, scheduler="onecycle", lr=1e-2, time_budget=1.5)
     _, plain = _fit(cfg)
     _, paced = _fit(dataclasses.replace(cfg, budget_schedule=True))
     assert plain.budget_reached and paced.budget_reached
