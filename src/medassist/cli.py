@@ -111,9 +111,15 @@ def _resumed(cls: type, args: argparse.Namespace, study: str, cfg: Any) -> Any:
     base = to_dict(saved)
     flat_base = flatten(base)
     conflicts, free = [], {"resume"}
-    for label, data in _given_options(args, study):
+    overridden: set[str] = set()  # keys a later option sets: an earlier one's value for them does not count
+    checked = []
+    for label, data in reversed(_given_options(args, study)):
+        keys = [k for k in flatten(data) if k not in overridden]
+        overridden.update(flatten(data))
+        checked.append((label, data, keys))
+    for label, data, keys in reversed(checked):
         flat_given = flatten(to_dict(from_dict(cls, merge(base, data))))
-        for key in flatten(data):
+        for key in keys:
             if key.split(".", 1)[0] in RESUME_FREE_KEYS:
                 free.add(key.split(".", 1)[0])
             elif key in flat_base and flat_given[key] != flat_base[key]:
