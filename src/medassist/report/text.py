@@ -148,7 +148,7 @@ def _reference(m: dict, data: dict) -> list[str]:
                 f"{best['test_micro_f1_hi']:.3f}]",
                 "test macro-AUC": f"{best['test_macro_auc']:.3f} [{best['test_macro_auc_lo']:.3f}, "
                 f"{best['test_macro_auc_hi']:.3f}]",
-                "test set": f"{data['sizes']['test']} physician-labelled reports, {len(data['label_names'])} labels",
+                "test set": f"{data['sizes']['test']:,} physician-labelled reports, {len(data['label_names'])} labels",
             },
             {
                 "model": ref["model"],
