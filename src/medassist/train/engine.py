@@ -214,8 +214,9 @@ def fit(
         cfg: optimiser, schedule, regularisation and stopping settings.
         num_classes: number of classes (multi-class) or labels (multi-label).
         task: "multi-class" (softmax, cross-entropy) or "multi-label" (sigmoid, binary cross-entropy).
-        checkpoint: file written after every epoch (model, optimiser, schedule, history, RNG state).
-        resume: continue from ``checkpoint`` if it exists.
+        checkpoint: file written after every epoch (model, optimiser, schedule, history, every random state).
+        resume: continue from ``checkpoint`` if it exists; a run killed mid-epoch repeats that epoch from the
+            random state it started with, and ends with the weights and history of an uninterrupted run.
         progress: show a progress bar.
         desc: label of the progress bar.
         step_fn: replaces the default loss step; returns (loss, logits).
