@@ -8,9 +8,20 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup study test bench lint clean
+.PHONY: setup system-packages study test bench lint clean
 
 setup: $(VENV)/.installed
+
+# Debian packages some features need: Chromium (the browser test of the service), Pango (WeasyPrint's PDF report),
+# poppler (pdftoppm, to look at a PDF page). Installed only when missing; needs root (or sudo).
+DEBIAN_PACKAGES = chromium libpango-1.0-0 libpangoft2-1.0-0 poppler-utils fonts-dejavu-core
+system-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 # torch first, pinned: the CPU build 2.13.0 (a plain `torch` requirement could pull a multi-GB CUDA build).
 # Two packages are data carriers only and come without their dependencies: torchxrayvision (the Open-i and
@@ -27,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 study: setup
 	$(BIN)/medassist image --profile quick $(ARGS)
 
-test: setup
+test: setup system-packages
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: setup
