@@ -52,6 +52,7 @@ from medassist.deploy.bundle_spec import (
 from medassist.deploy.bundle_write import write_bundle
 from medassist.deploy.manifest import MANIFEST_FORMAT, read_manifest, verified_bytes
 from medassist.deploy.prediction import Prediction
+from medassist.deploy.tokenizer import WordPiece
 from medassist.errors import DataError, MedAssistError
 from medassist.text.vocab import Vocab
 
@@ -125,10 +126,14 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
             raise BundleError(
                 f"bundle {path}: {name} is not listed in {MANIFEST_FILE}, so it cannot be verified; {REEXPORT}"
             )
-    vocab = None
+    vocab: Vocab | WordPiece | None = None
     if meta["kind"] == "text":
+        vocab_file = meta["preprocessing"]["vocab_file"]
         try:
-            vocab = Vocab.load(path / meta["preprocessing"]["vocab_file"])
+            if meta["preprocessing"]["tokenizer"] == "wordpiece":
+                vocab = WordPiece.from_bytes(contents[vocab_file], f"bundle {path}: {vocab_file}")
+            else:
+                vocab = Vocab.load(path / vocab_file)
         except DataError as err:
             raise BundleError(f"bundle {path}: {err}; {REEXPORT}") from None
     model = meta["model_file"]

@@ -92,6 +92,9 @@ def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where:
             )
     output = logits_output(session)
     k = len(meta["labels"])
+    cam = meta.get("cam_output")
+    if cam is not None and not any(o.name == cam and len(o.shape) == 4 for o in session.get_outputs()):
+        raise BundleError(f"{where} has no 4-dimensional output {cam!r}, which bundle.json names as cam_output; {fix}")
     if len(output.shape) != 2 or (isinstance(output.shape[1], int) and output.shape[1] != k):
         raise BundleError(
             f"{where} returns {output.name} of shape {output.shape}, but bundle.json has {k} labels "
@@ -133,10 +136,23 @@ def run(
     also: str = "",
     fix: str = REEXPORT,
 ) -> np.ndarray:
+    return run_many(session, outputs, feed, where, also=also, fix=fix)[0]
+
+
+def run_many(
+    session: ort.InferenceSession,
+    outputs: list[str],
+    feed: dict[str, np.ndarray],
+    where: str,
+    *,
+    also: str = "",
+    fix: str = REEXPORT,
+) -> list[np.ndarray]:
+    """Every output of ``outputs`` for ``feed``; a failure is a :class:`BundleError` naming ``where``."""
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the exception below carries the message; ONNX Runtime need not print it too
     try:
-        return session.run(outputs, feed, quiet)[0]
+        return session.run(outputs, feed, quiet)
     except Exception as err:  # ONNX Runtime's own exception types
         raise BundleError(f"{where} fails to run{' ' + also if also else ''} ({short(err)}); {fix}") from None
 

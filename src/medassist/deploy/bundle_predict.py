@@ -4,6 +4,7 @@ objects. Bundles are opened and verified by :func:`medassist.deploy.bundle.load_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from medassist.data.image_file import load_image
-from medassist.deploy.bundle_model import check_batch_size, logits_output, pad_rows, run
+from medassist.deploy.bundle_model import check_batch_size, logits_output, pad_rows, run_many
 from medassist.deploy.bundle_spec import KIND_WITH_ARTICLE, REEXPORT, BundleError
 from medassist.deploy.prediction import Prediction, to_predictions
 from medassist.errors import DataError
@@ -33,7 +34,10 @@ class Bundle:
         threshold: multi-label: a label is predicted when its probability is at least this: one number, or one per
             label (chosen on the validation split by the study).
         session: the ONNX Runtime session.
-        vocab: the word vocabulary of a text bundle, else None.
+        vocab: the tokenizer of a text bundle (word vocabulary or WordPiece), else None.
+        temperature: divides the logits before the softmax or sigmoid (fitted on validation; 1 = none).
+        min_confidence: below this confidence a prediction abstains (chosen on validation), or None.
+        cam_output: the model's class-activation output (image bundles that have one), or None.
     """
 
     def __init__(
@@ -48,6 +52,10 @@ class Bundle:
         self.threshold: float | list[float] = [float(x) for x in t] if isinstance(t, list) else float(t)
         self.session = session
         self.vocab = vocab
+        self.temperature = float(meta.get("temperature", 1.0))
+        rule = meta.get("abstain")
+        self.min_confidence: float | None = float(rule["min_confidence"]) if rule else None
+        self.cam_output: str | None = meta.get("cam_output")
         self._preprocessing: dict[str, Any] = meta["preprocessing"]
         self._input_names = [i.name for i in session.get_inputs()]
         self._output_name = logits_output(session).name
@@ -104,12 +112,14 @@ class Bundle:
             f"(1 channel); give a grayscale image of the kind the model was trained on."
         )
 
-    def predict_images(self, images: np.ndarray, *, batch_size: int = 32) -> list[Prediction]:
+    def predict_images(self, images: np.ndarray, *, batch_size: int = 32, cam: bool = False) -> list[Prediction]:
         """Predict uint8 pixel arrays of shape (N, C, H, W), or one image of shape (C, H, W).
 
         Args:
             images: pixels 0-255 with the model's channels and image size.
             batch_size: images per ONNX Runtime run.
+            cam: also return each image's class-activation map of its predicted class (``Prediction.cam``), from
+                the same model run; needs a bundle with a ``cam_output``.
 
         Raises:
             DataError: not a uint8 array, NaN values, wrong number of dimensions, channels or size, or no images.
@@ -125,7 +135,12 @@ class Bundle:
         x = (images.astype(np.float32) * np.float32(pre["scale"]) - mean) / std  # (N, C, S, S)
         name = self._input_names[0]
         feeds = [{name: np.ascontiguousarray(x[i : i + n])} for i, n in self._chunks(len(x), batch_size)]
-        return self._predict(feeds)
+        if cam and self.cam_output is None:
+            raise BundleError(
+                f"bundle {self.path} has no class-activation output, so it gives no heatmap; re-export it with "
+                "`medassist deploy` (a model with global average pooling before its linear head exports one)"
+            )
+        return self._predict(feeds, cam=cam)
 
     def _check_images(self, images: object) -> np.ndarray:
         expected = f"(N, {self.channels}, {self.image_size}, {self.image_size})"
@@ -206,6 +221,10 @@ class Bundle:
             raise DataError("no texts to predict; give at least one report")
         assert self.vocab is not None  # load_bundle loads it for every text bundle
         ids = self.vocab.encode_batch(texts, max_len=self.max_len)
+        return self._predict(self.text_feeds(ids, batch_size))
+
+    def text_feeds(self, ids: Sequence[Sequence[int]], batch_size: int) -> list[dict[str, np.ndarray]]:
+        """The model inputs of tokenised texts: runs of ``batch_size``, each padded to its longest text."""
         ids_name, mask_name = self._input_names
         feeds = []
         for i, n in self._chunks(len(ids), batch_size):
@@ -217,7 +236,7 @@ class Bundle:
                 input_ids[j, : len(row)] = row
                 mask[j, : len(row)] = 1
             feeds.append({ids_name: input_ids, mask_name: mask})
-        return self._predict(feeds)
+        return feeds
 
     # -- shared ------------------------------------------------------------------------------------------------
 
@@ -234,16 +253,19 @@ class Bundle:
         size = self._static_batch or batch_size
         return [(i, min(size, n - i)) for i in range(0, n, size)]
 
-    def _predict(self, feeds: list[dict[str, np.ndarray]]) -> list[Prediction]:
-        parts, seconds = [], 0.0
+    def _predict(self, feeds: list[dict[str, np.ndarray]], *, cam: bool = False) -> list[Prediction]:
+        parts, maps, seconds = [], [], 0.0
+        outputs = [self._output_name] + ([self.cam_output] if cam else [])
         for feed in feeds:
             n = len(next(iter(feed.values())))
             if self._static_batch is not None and n < self._static_batch:
                 feed = {k: pad_rows(v, self._static_batch) for k, v in feed.items()}
             start = time.perf_counter()
-            logits = run(self.session, [self._output_name], feed, f"bundle {self.path}: {self.meta['model_file']}")
+            out = run_many(self.session, outputs, feed, f"bundle {self.path}: {self.meta['model_file']}")
             seconds += time.perf_counter() - start
-            parts.append(logits[:n])
+            parts.append(out[0][:n])
+            if cam:
+                maps.append(out[1][:n])
         logits = np.concatenate(parts).astype(np.float64)  # (N, K)
         if logits.ndim != 2 or logits.shape[1] != len(self.labels) or not np.isfinite(logits).all():
             raise BundleError(
@@ -251,6 +273,29 @@ class Bundle:
                 f"{'' if np.isfinite(logits).all() else ' with NaN or infinite values'}; expected "
                 f"(N, {len(self.labels)}) finite numbers. {REEXPORT.capitalize()}."
             )
-        return to_predictions(
-            logits, task=self.task, labels=self.labels, threshold=self.threshold, latency_ms=seconds * 1000.0
+        predictions = to_predictions(
+            logits,
+            task=self.task,
+            labels=self.labels,
+            threshold=self.threshold,
+            latency_ms=seconds * 1000.0,
+            temperature=self.temperature,
+            min_confidence=self.min_confidence,
         )
+        if not cam:
+            return predictions
+        cams = np.concatenate(maps)  # (N, K, h, w)
+        return [
+            dataclasses.replace(p, cam=normalise_cam(c[self.labels.index(str(p.label))]))  # image tasks: one label
+            for p, c in zip(predictions, cams, strict=True)
+        ]
+
+
+def normalise_cam(cam: np.ndarray) -> np.ndarray:
+    """A class-activation map (h, w) with its negative evidence removed and scaled to [0, 1] (as Grad-CAM's ReLU and
+    :func:`medassist.explain.grad_cam`'s min-max do); a map without positive evidence is all zero."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float64), 0.0)
+    low, high = cam.min(), cam.max()
+    if high - low <= 1e-6 * max(high, 1e-12):
+        return np.zeros(cam.shape, dtype=np.float32)
+    return ((cam - low) / (high - low)).astype(np.float32)

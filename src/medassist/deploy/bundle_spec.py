@@ -22,7 +22,8 @@ MANIFEST_FILE = "manifest.json"
 VOCAB_FILE = "vocab.json"
 KINDS = ("image", "text")
 TASKS = ("multi-class", "multi-label")
-TOKENIZERS = ("word",)
+# "word": the study's word vocabulary (vocab.json); "wordpiece": a `tokenizers` fast tokenizer (tokenizer.json).
+TOKENIZERS = ("word", "wordpiece")
 # Every key is required: a key this version does not know could change what the model expects, so it is refused.
 IMAGE_PREPROCESSING = ("image_size", "channels", "scale", "mean", "std")
 TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
@@ -86,7 +87,20 @@ def check_description(meta: Any) -> None:
     for key in ("metrics", "info"):
         if not isinstance(meta.get(key, {}), dict):
             raise Invalid(f"has {key} {meta.get(key)!r}; give a dict")
+    _check_calibration(meta)
     _check_preprocessing(meta.get("preprocessing"), kind)
+
+
+def _check_calibration(meta: dict[str, Any]) -> None:
+    """The optional temperature (divides the logits) and abstention rule (refer below a confidence)."""
+    if "temperature" in meta and not (_is_number(meta["temperature"]) and meta["temperature"] > 0):
+        raise Invalid(f"has temperature {meta['temperature']!r}; give a positive number (1 leaves the logits alone)")
+    if "abstain" in meta:
+        rule = meta["abstain"]
+        if not isinstance(rule, dict) or not _is_number(rule.get("min_confidence")) or rule["min_confidence"] < 0:
+            raise Invalid(f"has abstain {rule!r}; give {{'min_confidence': a number >= 0, ...}}")
+    if "cam_output" in meta and meta["cam_output"] is not None and not isinstance(meta["cam_output"], str):
+        raise Invalid(f"has cam_output {meta['cam_output']!r}; give the name of the model's class-activation output")
 
 
 def _check_preprocessing(pre: Any, kind: str) -> None:

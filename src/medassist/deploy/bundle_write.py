@@ -25,6 +25,7 @@ from medassist.deploy.bundle_spec import (
     plain_json,
 )
 from medassist.deploy.manifest import write_json, write_manifest
+from medassist.deploy.tokenizer import WordPiece
 from medassist.errors import DataError
 from medassist.text.vocab import Vocab
 
@@ -42,6 +43,7 @@ def write_bundle(
     extra_files: Mapping[str, str | os.PathLike[str]] | None = None,
     threshold: float | list[float] = 0.5,
     name: str | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle folder: the model, the extra files, bundle.json and manifest.json.
 
@@ -64,6 +66,8 @@ def write_bundle(
         threshold: multi-label: a label is predicted when its probability is at least this (one number, or one per
             label in label order).
         name: the bundle's name; by default the folder's name.
+        calibration: optional keys of bundle.json fitted on validation: temperature (divides the logits), abstain
+            ({"min_confidence", "target_error"}) and cam_output (the name of an image model's class-activation output).
 
     Returns:
         ``out_dir``.
@@ -105,6 +109,7 @@ def write_bundle(
             "threshold": plain_json(threshold, "threshold"),
             "metrics": plain_json(metrics, "metrics"),
             "info": plain_json({**provenance, **(info or {})}, "info"),
+            **plain_json(dict(calibration or {}), "calibration"),
         }
     except Invalid as err:
         raise BundleError(f"{where}: {err}") from None
@@ -121,7 +126,10 @@ def write_bundle(
                 f"extra_files={{{vocab_file!r}: <path of the file written by Vocab.save>}}"
             )
         try:
-            vocab = Vocab.load(extras[vocab_file])
+            if meta["preprocessing"]["tokenizer"] == "wordpiece":
+                vocab = WordPiece.from_bytes(extras[vocab_file].read_bytes(), str(extras[vocab_file]))
+            else:
+                vocab = Vocab.load(extras[vocab_file])
         except DataError as err:
             raise BundleError(f"{where}: {err}") from None
     _check_destination(out_dir, where)

@@ -4,7 +4,7 @@ model's logits by a softmax (multi-class) or a sigmoid per label (multi-label)."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,11 +20,20 @@ class Prediction:
         probabilities: each label's probability, in the bundle's label order.
         latency_ms: wall time of the ONNX Runtime run(s) of the call that made this prediction; every prediction of
             one batch call shares the batch's time.
+        confidence: multi-class: the top probability; multi-label: the smallest margin of a label from its threshold
+            (see :mod:`medassist.deploy.calibrate`).
+        abstained: the confidence is below the bundle's abstention threshold: refer the case to a clinician.
+        reason: why it abstained (empty when it did not).
+        cam: image bundles asked for it: the class-activation map of the predicted class (h, w) in [0, 1].
     """
 
     label: str | list[str]
     probabilities: dict[str, float]
     latency_ms: float
+    confidence: float = 1.0
+    abstained: bool = False
+    reason: str = ""
+    cam: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def ranked(self) -> list[tuple[str, float]]:
         """(label, probability) pairs, most probable first (ties keep the bundle's label order)."""
@@ -33,29 +42,58 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; probabilities most probable first."""
         label = list(self.label) if isinstance(self.label, list) else self.label
-        return {"label": label, "probabilities": dict(self.ranked()), "latency_ms": self.latency_ms}
+        return {
+            "label": label,
+            "probabilities": dict(self.ranked()),
+            "latency_ms": self.latency_ms,
+            "confidence": self.confidence,
+            "abstained": self.abstained,
+            "reason": self.reason,
+        }
 
 
 def to_predictions(
-    logits: np.ndarray, *, task: str, labels: Sequence[str], threshold: float | Sequence[float], latency_ms: float
+    logits: np.ndarray,
+    *,
+    task: str,
+    labels: Sequence[str],
+    threshold: float | Sequence[float],
+    latency_ms: float,
+    temperature: float = 1.0,
+    min_confidence: float | None = None,
 ) -> list[Prediction]:
     """One prediction per row of ``logits`` (N, K), K = ``len(labels)``; every one carries ``latency_ms``.
 
     Multi-class: the most probable label of a softmax. Multi-label: a sigmoid per label, and every label whose
-    probability is at least ``threshold`` (one for all labels, or one per label).
+    probability is at least ``threshold`` (one for all labels, or one per label). The logits are divided by
+    ``temperature`` first; a prediction whose confidence is below ``min_confidence`` abstains.
     """
+    from medassist.deploy.calibrate import ABSTAIN_REASON, case_confidence
+
+    logits = np.asarray(logits, dtype=np.float64) / float(temperature)
     cut = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(labels),))
     if task == "multi-class":
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = z / z.sum(axis=1, keepdims=True)
     else:
         probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without overflow for large |logits|
+    confidence = case_confidence(probs, task, cut)
     out = []
-    for row in probs:
+    for row, conf in zip(probs, confidence, strict=True):
         probabilities = {name: float(p) for name, p in zip(labels, row, strict=True)}
         if task == "multi-class":
             label: str | list[str] = labels[int(np.argmax(row))]
         else:
             label = [name for name, p, t in zip(labels, row, cut, strict=True) if p >= t]
-        out.append(Prediction(label=label, probabilities=probabilities, latency_ms=latency_ms))
+        abstain = min_confidence is not None and bool(conf < min_confidence)
+        out.append(
+            Prediction(
+                label=label,
+                probabilities=probabilities,
+                latency_ms=latency_ms,
+                confidence=float(conf),
+                abstained=abstain,
+                reason=ABSTAIN_REASON if abstain else "",
+            )
+        )
     return out
