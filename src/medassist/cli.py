@@ -208,6 +208,13 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
     return _run(args, TextBenchConfig, "bench_text", run_text_benchmark)
 
 
+def cmd_tune_image(args: argparse.Namespace) -> int:
+    from medassist.studies.tune import TuneConfig, run_tune
+
+    args.set = [*(args.set or []), "study=image"]
+    return _run(args, TuneConfig, "tune", run_tune)
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from medassist.data import INFO, available, resolve_data_dir
 
@@ -371,6 +378,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         path == ("bench", "text"),
     )
     p.set_defaults(func=cmd_bench_text)
+
+    tune = sub.add_parser("tune", help="sweeps on Ray Tune", description="hyperparameter sweeps on Ray Tune")
+    tsub = tune.add_subparsers(dest="tune", metavar="STUDY", required=True)
+    p = _study_parser(
+        tsub,
+        "image",
+        "medassist.studies.tune:TuneConfig",
+        "sweep the image study's training on Ray Tune over a YAML search space (ASHA stops poor trials early); "
+        "choose on validation and write best.yaml for `medassist image --config`",
+        "quick",
+        path == ("tune", "image"),
+    )
+    p.set_defaults(func=cmd_tune_image)
 
     data = sub.add_parser("data", help="list and fetch data sets", description="list and fetch data sets")
     dsub = data.add_subparsers(dest="data", metavar="ACTION", required=True)

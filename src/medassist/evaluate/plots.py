@@ -447,3 +447,34 @@ def plot_tradeoff(df: pd.DataFrame, path: PathLike, *, highlight: str = "") -> P
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
+
+
+def plot_trials(curves: pd.DataFrame, metric: str, path: PathLike, *, best: str = "") -> Path:
+    """A sweep's validation curves, one line per trial (``curves``: trial, epoch, ``metric``); ``best`` in bold.
+
+    A trial that a scheduler stopped early ends where its line ends."""
+    _require_columns(curves, ["trial", "epoch", metric], "the sweep's curves")
+    trials = list(dict.fromkeys(curves["trial"]))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, color in zip(trials, _colors(len(trials)), strict=True):
+        part = curves[curves["trial"] == name].sort_values("epoch")
+        is_best = name == best
+        ax.plot(
+            part["epoch"],
+            part[metric],
+            color="black" if is_best else color,
+            lw=2.4 if is_best else 1.0,
+            alpha=1.0 if is_best else 0.6,
+            marker="o",
+            ms=3,
+            label=f"{name} (best)" if is_best else None,
+            zorder=3 if is_best else 2,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{len(trials)} trials: {metric.replace('_', ' ')} per epoch")
+    if best:
+        ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

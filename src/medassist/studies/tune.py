@@ -1,0 +1,262 @@
+"""Sweeps on Ray Tune: ``medassist tune image --space space.yaml --samples 20 --scheduler asha``.
+
+Ray Tune drives the image study's training (one model per trial, trained by the one engine :func:`fit`) over a
+search space written in YAML. Every epoch reports the validation metric, so that ASHA stops poor trials early; the
+best trial is chosen on validation only (its best epoch, as the engine chooses epochs), and its settings are written
+as ``best.yaml``, which ``medassist image --config best.yaml`` takes. Local by default (``ray.init`` on this
+machine, one trial per core, no dashboard); ``address`` joins a running Ray cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from medassist.config import flatten, from_dict, merge, option, to_dict
+from medassist.errors import MedAssistError
+from medassist.run import Run
+from medassist.studies.image_config import ImageStudyConfig
+from medassist.studies.tune_space import load_space, split_params
+
+SCHEDULERS = ("asha", "fifo")
+SWEEP_METRICS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
+
+
+@dataclass
+class TuneConfig:
+    """A sweep: which study, which space, how many trials, how they are scheduled and where they run."""
+
+    study: str = option("image", "the study whose training is swept (image)")
+    space: str = option("", "YAML search space: dotted option -> distribution (see medassist.studies.tune_space)")
+    samples: int = option(20, "trials sampled from the space")
+    scheduler: str = option("asha", "asha (stop poor trials early) | fifo (run every trial to the end)")
+    metric: str = option(
+        "val_auc", "validation metric that ranks trials: val_auc | val_accuracy | val_macro_f1 | val_loss"
+    )
+    grace_epochs: int = option(2, "ASHA: epochs every trial runs before it may be stopped")
+    reduction_factor: int = option(2, "ASHA: the fraction 1/factor of trials promoted at each rung")
+    model: str = option("cnn_gap", "model trained in every trial unless the space sets `model`")
+    cpus_per_trial: float = option(1.0, "CPU cores each trial reserves (one trial per core by default)")
+    num_cpus: int = option(0, "local Ray: cores Ray may use (0 = all of this machine's)")
+    address: str = option(
+        "", "join a running Ray cluster at this address (e.g. ray://head:10001) instead of a local one"
+    )
+    seed: int = option(0, "seed of the random search (the trials' training seed is image.train.seed)")
+    out: str = option("runs", "folder in which the sweep's run folder is made")
+    progress: bool = option(True, "show Ray Tune's progress table")
+    image: ImageStudyConfig = field(
+        default_factory=ImageStudyConfig, metadata={"help": "data and base training settings of every trial"}
+    )
+
+
+def study_keys(cfg: TuneConfig) -> set[str]:
+    """The dotted options a space may set: every option of the study's config, with its sections."""
+    flat = flatten(to_dict(cfg.image))
+    keys = set(flat)
+    for key in flat:
+        parts = key.split(".")
+        keys.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return keys
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any], default_model: str) -> tuple[ImageStudyConfig, dict]:
+    """The image study configuration of one trial, and its own settings (model, dropout, model kwargs)."""
+    own, nested = split_params(params)
+    cfg = from_dict(ImageStudyConfig, merge(base, nested))
+    kwargs = {k.split(".", 1)[1]: v for k, v in own.items() if k.startswith("model_kwargs.")}
+    return cfg, {"model": own.get("model", default_model), "dropout": float(own.get("dropout", 0.0)), "kwargs": kwargs}
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: str, threads: int) -> None:
+    """One trial, run by Ray Tune in a worker process: train one model, reporting every epoch's validation."""
+    from ray import tune
+
+    from medassist.models import create_model
+    from medassist.studies.image import load_data
+    from medassist.train import fit
+
+    cfg, own = trial_config(base, params, default_model)
+    data = load_data(dataclasses.replace(cfg, progress=False))
+    train_cfg = dataclasses.replace(cfg.train, threads=threads)
+    model = create_model(
+        own["model"],
+        num_classes=len(data.class_names),
+        in_channels=data.in_channels,
+        dropout=own["dropout"],
+        **{"image_size": data.image_size, **own["kwargs"]},
+    )
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report({k: float(v) for k, v in row.items() if k.startswith(("val_", "train_")) or k == "epoch"})
+
+    fit(
+        model,
+        data.splits["train"],
+        data.splits["val"],
+        train_cfg,
+        num_classes=len(data.class_names),
+        progress=False,
+        desc="trial",
+        on_epoch=report,
+    )
+
+
+def _scheduler(cfg: TuneConfig, mode: str) -> Any:
+    if cfg.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max(cfg.image.train.epochs, cfg.grace_epochs),
+        grace_period=max(1, cfg.grace_epochs),
+        reduction_factor=max(2, cfg.reduction_factor),
+    )
+
+
+def check_config(cfg: TuneConfig) -> dict[str, Any]:
+    """Refuse a sweep that cannot run, before Ray starts; return its search space."""
+    if cfg.study != "image":
+        raise MedAssistError(f"unknown study '{cfg.study}' to tune; choose: image")
+    if not cfg.space:
+        raise MedAssistError("give the search space: --space space.yaml (see `medassist tune image --help`)")
+    if cfg.scheduler not in SCHEDULERS:
+        raise MedAssistError(f"unknown scheduler '{cfg.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
+    if cfg.metric not in SWEEP_METRICS:
+        raise MedAssistError(f"unknown metric '{cfg.metric}'; choose one of {', '.join(SWEEP_METRICS)}")
+    if cfg.samples < 1:
+        raise MedAssistError(f"samples must be at least 1 (got {cfg.samples})")
+    return load_space(cfg.space, study_keys=study_keys(cfg))
+
+
+def run_tune(cfg: TuneConfig) -> Path:
+    """Run the sweep; write its run folder (trials table and figure, best.yaml, report) and return it."""
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    space = check_config(cfg)
+    mode = "min" if cfg.metric.endswith("loss") else "max"
+    cpus = cfg.num_cpus or os.cpu_count() or 1
+    threads = max(1, int(cfg.cpus_per_trial))
+    with Run.create(cfg.out, f"tune-{cfg.study}", to_dict(cfg)) as run:
+        started = not ray.is_initialized()
+        if started:
+            if cfg.address:
+                ray.init(address=cfg.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        t0 = time.perf_counter()
+        try:
+            trainable = tune.with_parameters(
+                run_trial, base=to_dict(cfg.image), default_model=cfg.model, threads=threads
+            )
+            tuner = tune.Tuner(
+                tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial}),
+                param_space=space,
+                tune_config=tune.TuneConfig(
+                    metric=cfg.metric,
+                    mode=mode,
+                    num_samples=cfg.samples,
+                    scheduler=_scheduler(cfg, mode),
+                    search_alg=BasicVariantGenerator(random_state=cfg.seed),
+                ),
+                run_config=tune.RunConfig(
+                    name="ray",
+                    storage_path=str(run.path("trials/x").parent.resolve()),
+                    verbose=1 if cfg.progress else 0,
+                ),
+            )
+            grid = tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
+        wall = time.perf_counter() - t0
+        trials, curves = trial_tables(grid, space, cfg.metric, mode)
+        if trials.empty:
+            raise MedAssistError("no trial reported a validation metric; see the errors under trials/ray")
+        run.write_table("trials", trials)
+        run.write_table("curves", curves)
+        best = trials.iloc[0]
+        from medassist.evaluate.plots import plot_trials
+
+        plot_trials(curves, cfg.metric, run.figure("trials"), best=str(best["trial"]))
+        params = {k.removeprefix("param:"): v for k, v in best.items() if str(k).startswith("param:")}
+        best_yaml = best_config(params, cfg)
+        (run.path("best.yaml")).write_text(yaml.safe_dump(best_yaml, sort_keys=False))
+        run.write_json(
+            "metrics.json",
+            {
+                "kind": "tune",
+                "study": cfg.study,
+                "metric": cfg.metric,
+                "mode": mode,
+                "scheduler": cfg.scheduler,
+                "samples": cfg.samples,
+                "trials_failed": int(sum(1 for r in grid if r.error is not None)),
+                "wall_time_s": wall,
+                "best": {"trial": best["trial"], "score": float(best["best_score"]), "epoch": int(best["best_epoch"])},
+                "best_config": best_yaml,
+            },
+        )
+        from medassist.report.tune import write_tune_report
+
+        write_tune_report(run.dir)
+    return run.dir
+
+
+def trial_tables(grid: Any, space: dict[str, Any], metric: str, mode: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per trial (its sampled settings, best epoch and score, epochs run), best first; and every epoch."""
+    rows, curves = [], []
+    for result in grid:
+        hist = result.metrics_dataframe
+        if hist is None or hist.empty or metric not in hist:
+            continue
+        trial = Path(result.path).name.split("_")[0] + "_" + Path(result.path).name.split("_")[1]
+        scores = hist[metric]
+        i = int(scores.idxmin() if mode == "min" else scores.idxmax())
+        row = {"trial": trial}
+        row.update({f"param:{k}": result.config.get(k) for k in space})
+        row.update(
+            {
+                "best_score": float(scores.loc[i]),
+                "best_epoch": int(hist["epoch"].loc[i]),
+                "epochs_run": len(hist),
+                "error": "" if result.error is None else type(result.error).__name__,
+            }
+        )
+        rows.append(row)
+        curves += [
+            {"trial": trial, "epoch": int(e), metric: float(s)} for e, s in zip(hist["epoch"], scores, strict=True)
+        ]
+    trials = pd.DataFrame(rows)
+    if not trials.empty:
+        trials = trials.sort_values("best_score", ascending=mode == "min", kind="stable").reset_index(drop=True)
+    return trials, pd.DataFrame(curves)
+
+
+def best_config(params: dict[str, Any], cfg: TuneConfig) -> dict[str, Any]:
+    """The best trial's settings as an image-study config file (the sweep's keys only, over any profile)."""
+    own, nested = split_params(params)
+    out = merge({}, nested)
+    model = own.get("model", cfg.model)
+    out["models"] = [model]
+    if "dropout" in own:  # the image study applies dropout in its 'dropout' (and 'all') ablation rows
+        out.setdefault("regularisation", {})["dropout"] = float(own["dropout"])
+    return _plain(out)
+
+
+def _plain(obj: Any) -> Any:
+    """Numpy scalars as Python ones, so that the YAML holds plain values."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj.item() if hasattr(obj, "item") else obj
