@@ -2,7 +2,8 @@
 
 It keeps per-epoch history, selects the best epoch on a validation metric (keeping a copy of those weights),
 stops early, writes a checkpoint after every epoch and resumes from it. A study that needs a special step
-(a teacher for distillation, two losses for a multi-task head) passes its own ``step_fn``.
+(a teacher for distillation, two losses for a multi-task head, a GAN's discriminator) passes its own ``step_fn``;
+a model that is not a classifier (a generator) passes a ``validate`` hook; DP-SGD plugs in as a ``privacy`` hook.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,10 +36,29 @@ from medassist.train.data import TASKS, Batcher, ImageBatcher, check_bf16, predi
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
 from medassist.utils.io import atomic_path
 
-# step_fn(model, inputs, y) -> (loss, logits): the part of a training step that differs between studies.
-# ``inputs`` is the tuple of the model's positional arguments (images, or token ids and mask).
-StepFn = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# step_fn(model, inputs, y) -> (loss, logits) or (loss, logits, logs): the part of a training step that differs
+# between studies. ``inputs`` is the tuple of the model's positional arguments (images, or token ids and mask);
+# ``logits`` may be None (a generator has none); ``logs`` maps names to per-batch scalars (a VAE's KL, a GAN's
+# D(real)) that the history averages per epoch as ``train_<name>``. A step_fn object with ``state_dict`` and
+# ``load_state_dict`` (a GAN step holding its discriminator and that optimiser) travels in the checkpoint.
+StepFn = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], tuple[Any, ...]]
+# validate(model) -> {name: value}: the validation of a model that is not a classifier (e.g. {"loss": -ELBO});
+# the history gets ``val_<name>`` and ``cfg.monitor`` names one of them.
+ValidateFn = Callable[[nn.Module], dict[str, float]]
 MONITORS = ("val_auc", "val_accuracy", "val_macro_f1", "val_micro_f1", "val_loss")
+LOWER_IS_BETTER = ("loss", "distance")  # a monitor ending with one of these is minimised
+
+
+class PrivacyHook(Protocol):
+    """DP-SGD for :func:`fit` (e.g. Opacus): wraps the model and optimiser once before training."""
+
+    def attach(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, *, n_samples: int, batch_size: int, epochs: int
+    ) -> tuple[nn.Module, torch.optim.Optimizer]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -152,7 +173,7 @@ def _is_better(score: float, best: float, monitor: str) -> bool:
         return False
     if math.isnan(best):
         return True
-    return score < best if monitor.endswith("loss") else score > best
+    return score < best if monitor.endswith(LOWER_IS_BETTER) else score > best
 
 
 def pos_weights(labels: np.ndarray, cap: float = 100.0) -> torch.Tensor:
@@ -203,6 +224,9 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     step_fn: StepFn | None = None,
+    validate: ValidateFn | None = None,
+    privacy: PrivacyHook | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``, validating on ``val`` after every epoch.
 
@@ -219,12 +243,17 @@ def fit(
             random state it started with, and ends with the weights and history of an uninterrupted run.
         progress: show a progress bar.
         desc: label of the progress bar.
-        step_fn: replaces the default loss step; returns (loss, logits).
+        step_fn: replaces the default loss step; returns (loss, logits) or (loss, logits, logs).
+        validate: replaces the classifier metrics on ``val`` (a generator's validation loss); ``cfg.monitor`` must
+            be one of the ``val_<name>`` it returns.
+        privacy: a DP-SGD hook that wraps the model and optimiser (its accountant travels in the checkpoint).
+        on_epoch: called with each epoch's history row once its checkpoint is written (a sweep reports it to its
+            scheduler, which may stop the trial there).
 
     Returns:
         A :class:`FitResult`; the model is left holding the best epoch's weights.
     """
-    if cfg.monitor not in MONITORS:
+    if validate is None and cfg.monitor not in MONITORS:
         raise MedAssistError(f"unknown monitor '{cfg.monitor}'; choose one of {', '.join(MONITORS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
@@ -260,12 +289,14 @@ def fit(
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     generators = {"order": gen, "augment": aug_gen}
     layers = _layer_names(model) if cfg.grad_norms else {}
+    step_state = step if hasattr(step, "state_dict") and hasattr(step, "load_state_dict") else None
 
     rows: list[dict] = []
     norm_rows: list[dict] = []
     best_state = copy.deepcopy(model.state_dict())
     best_score, best_epoch, bad_epochs, elapsed, start_epoch = float("nan"), 0, 0, 0.0, 1
     ckpt = Path(checkpoint) if checkpoint else None
+    privacy_state = None
     if resume and ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own file: optimiser + RNG state
         if "rng" not in state:
@@ -281,6 +312,16 @@ def fit(
         best_score, best_epoch, bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
         elapsed, start_epoch = state["elapsed"], state["epoch"] + 1
         set_rng_state(state["rng"], generators)  # the state with which the next epoch starts
+        if step_state is not None and state.get("step_state") is not None:
+            step_state.load_state_dict(state["step_state"])  # type: ignore[union-attr]
+        privacy_state = state.get("privacy_state")
+    train_model = model
+    if privacy is not None:
+        train_model, optimizer = privacy.attach(
+            model, optimizer, n_samples=len(train.batcher), batch_size=cfg.batch_size, epochs=cfg.epochs
+        )
+        if privacy_state is not None:
+            privacy.load_state_dict(privacy_state)
     clock.start(elapsed)
 
     stopped_early = budget_reached = False
@@ -290,16 +331,20 @@ def fit(
         if done:
             break
         t0 = time.perf_counter()
-        model.train()
+        train_model.train()
         loss_sum, correct, seen = 0.0, 0.0, 0
         sums: dict[str, float] = {}
+        log_sums: dict[str, float] = {}
         n_steps = 0
         for idx in train.batcher.order(cfg.batch_size, generator=gen):
             inputs, yb = train.batcher.inputs(idx), y_train[idx]
             if cfg.augment and getattr(train.batcher, "augmentable", False):
                 inputs = (augment_batch(inputs[0], cfg.augmentation, aug_gen), *inputs[1:])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, logits = step(model, inputs, yb)
+                out = step(train_model, inputs, yb)
+            loss, logits = out[0], out[1]
+            for k, v in (out[2] if len(out) > 2 else {}).items():
+                log_sums[k] = log_sums.get(k, 0.0) + float(v) * len(idx)
             if not torch.isfinite(loss):
                 _diverged(desc, epoch, cfg)
             optimizer.zero_grad(set_to_none=True)
@@ -316,15 +361,21 @@ def fit(
                 scheduler.step()  # type: ignore[union-attr]
             n_steps += 1
             loss_sum += float(loss.detach()) * len(idx)
-            correct += _n_correct(logits.detach().float(), yb, task)
+            correct += math.nan if logits is None else _n_correct(logits.detach().float(), yb, task)
             seen += len(idx)
             if cfg.time_budget and elapsed + time.perf_counter() - t0 > cfg.time_budget:
                 budget_reached = True
                 break
-        val_probs = predict_proba(model, val.batcher, task=task, bf16=cfg.bf16)
-        if not np.isfinite(val_probs).all():
-            _diverged(desc, epoch, cfg)
-        val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
+        if validate is not None:
+            val_metrics = {k: float(v) for k, v in validate(model).items()}
+            if cfg.monitor.removeprefix("val_") not in val_metrics:
+                known = ", ".join(f"val_{k}" for k in val_metrics)
+                raise MedAssistError(f"{desc}: unknown monitor '{cfg.monitor}'; this model's validation gives {known}")
+        else:
+            val_probs = predict_proba(model, val.batcher, task=task, bf16=cfg.bf16)
+            if not np.isfinite(val_probs).all():
+                _diverged(desc, epoch, cfg)
+            val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
         lr = optimizer.param_groups[0]["lr"]
         monitored = val_metrics[cfg.monitor.removeprefix("val_")]
         if scheduler is not None and cfg.scheduler == "plateau":
@@ -345,6 +396,7 @@ def fit(
                 "epoch": epoch,
                 "train_loss": loss_sum / max(seen, 1),
                 "train_accuracy": correct / max(seen, 1),
+                **{f"train_{k}": v / max(seen, 1) for k, v in log_sums.items()},
                 **{f"val_{k}": v for k, v in val_metrics.items()},
                 "lr": lr,
                 "epoch_time": epoch_time,
@@ -372,9 +424,13 @@ def fit(
                         "elapsed": elapsed,
                         "rng": rng_state(generators),
                         "config": to_dict(cfg),
+                        "step_state": step_state.state_dict() if step_state is not None else None,  # type: ignore[union-attr]
+                        "privacy_state": privacy.state_dict() if privacy is not None else None,
                     },
                     tmp,
                 )
+        if on_epoch is not None:
+            on_epoch(dict(rows[-1]))
         bar.update(1)
         bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{best_score:.4f}"})
         if stopped_early or budget_reached:
