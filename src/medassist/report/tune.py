@@ -12,6 +12,13 @@ from medassist.report.format import fmt_int, fmt_metric, fmt_seconds, readable_t
 from medassist.report.html import markdown_to_html
 from medassist.utils.io import atomic_write_text
 
+METRIC_NAMES = {
+    "val_auc": "validation AUC",
+    "val_accuracy": "validation accuracy",
+    "val_macro_f1": "validation macro-F1",
+    "val_loss": "validation loss",
+}
+
 
 def build_tune_report(run_dir: str | Path) -> str:
     """The Markdown report of a sweep: how it ran, the best trial and its config file, every trial, the curves."""
@@ -19,7 +26,7 @@ def build_tune_report(run_dir: str | Path) -> str:
     m = json.loads((run_dir / "metrics.json").read_text())
     trials = pd.read_csv(run_dir / "tables" / "trials.csv")
     best = m["best"]
-    metric = m["metric"].replace("_", " ")
+    metric = METRIC_NAMES.get(m["metric"], m["metric"])
     stopped = int((trials["epochs_run"] < trials["epochs_run"].max()).sum())
     headers = {c: c.removeprefix("param:") for c in trials.columns}
     headers.update({"best_score": f"best {metric}", "best_epoch": "best epoch", "epochs_run": "epochs run"})
@@ -27,7 +34,7 @@ def build_tune_report(run_dir: str | Path) -> str:
         f"# Sweep of the {m['study']} study on Ray Tune",
         "",
         f"{fmt_int(len(trials))} trials ({fmt_int(m['samples'])} sampled; {fmt_int(m['trials_failed'])} failed) "
-        f"in {fmt_seconds(m['wall_time_s'])}, scheduler {m['scheduler']}"
+        f"in {fmt_seconds(m['wall_time_s'])} s, scheduler {m['scheduler']}"
         + (f", which stopped {fmt_int(stopped)} trials before the last epoch" if m["scheduler"] == "asha" else "")
         + f". Trials are ranked by their best epoch's {metric} on the validation split; the test split is not read.",
         "",
@@ -55,7 +62,7 @@ def build_tune_report(run_dir: str | Path) -> str:
         lines += [
             "![Validation curves of every trial](figures/trials.png)",
             "",
-            f"*{metric} per epoch, per trial.*",
+            f"*{metric[0].upper() + metric[1:]} per epoch, one line per trial (the best in black).*",
             "",
         ]
     return "\n".join(lines)

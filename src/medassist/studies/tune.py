@@ -87,8 +87,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: st
     train_cfg = dataclasses.replace(cfg.train, threads=threads)
     model = create_model(
         own["model"],
-        num_classes=len(data.class_names),
-        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        in_channels=data.n_channels,
         dropout=own["dropout"],
         **{"image_size": data.image_size, **own["kwargs"]},
     )
@@ -101,7 +101,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: st
         data.splits["train"],
         data.splits["val"],
         train_cfg,
-        num_classes=len(data.class_names),
+        num_classes=data.num_classes,
         progress=False,
         desc="trial",
         on_epoch=report,
@@ -219,7 +219,7 @@ def trial_tables(grid: Any, space: dict[str, Any], metric: str, mode: str) -> tu
         hist = result.metrics_dataframe
         if hist is None or hist.empty or metric not in hist:
             continue
-        trial = Path(result.path).name.split("_")[0] + "_" + Path(result.path).name.split("_")[1]
+        trial = str(hist["trial_id"].iloc[0])
         scores = hist[metric]
         i = int(scores.idxmin() if mode == "min" else scores.idxmax())
         row = {"trial": trial}
