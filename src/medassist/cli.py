@@ -1,4 +1,4 @@
-"""The command table: ``medassist image | text | deploy | predict | bench | data | models | report``.
+"""The command table: ``medassist image | text | deploy | predict | serve | bench | data | models | report``.
 
 Commands are plain typed functions; their options are generated from the dataclass configs (every field becomes
 ``--name`` or ``--section.name``, with the field's help text), so the CLI, YAML files and code share one schema.
@@ -312,6 +312,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from medassist.serve import ServeConfig, serve
+
+    flags = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt:") and v is not None]
+    serve(args.bundles, from_dict(ServeConfig, apply_overrides({}, flags)))
+    return 0
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of ``medassist``; a study command's options are built only when ``argv`` selects it
     (``argv=None`` reads ``sys.argv``)."""
@@ -438,6 +446,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="ONNX Runtime intra-op threads (default: 0, ONNX Runtime's choice)",
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "serve",
+        help="the point-of-care service: an HTTP API and a web page over verified bundles",
+        description="Verify every bundle against its manifest (a problem stops here, before anything listens), then\n"
+        "serve POST /v1/images, POST /v1/reports, GET /v1/models, /healthz, /readyz, the OpenAPI schema (/docs)\n"
+        "and the web page at /.",
+        epilog="example:\n  medassist serve runs/deploy-image-.../bundle runs/deploy-text-.../bundle --port 8000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundles", metavar="BUNDLE", nargs="+", help="bundle folders (image and text)")
+    if path[:1] == ("serve",):
+        _add_dataclass_options(p, importlib.import_module("medassist.serve.config").ServeConfig)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
