@@ -1,0 +1,491 @@
+"""The point-of-care service: a FastAPI app over verified bundles, with a web page at ``/``.
+
+Routes (versioned, described by the OpenAPI schema at ``/openapi.json`` and ``/docs``):
+
+- ``POST /v1/images``: a PNG, JPEG or DICOM upload -> label, calibrated probabilities, abstention and why, the
+  Grad-CAM overlay of the shipped model (PNG), latency, model name and version.
+- ``POST /v1/reports``: ``{"text": ...}`` -> findings with probabilities, abstention, latency.
+- ``GET /v1/models``: each bundle's metadata and model card; ``GET /healthz`` (alive), ``GET /readyz`` (models
+  loaded and batchers running).
+
+Every bundle is verified against its manifest when the app is made (:func:`load_served`), so a tampered bundle
+stops the service before it listens. Concurrent requests to one model are micro-batched
+(:mod:`medassist.serve.batching`). Errors answer with a message and the request id, never a stack trace; the access
+log (:mod:`medassist.serve.logs`) holds no patient data.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from medassist.deploy.bundle import Bundle, BundleError, load_bundle
+from medassist.deploy.manifest import read_manifest, verified_bytes
+from medassist.deploy.prediction import Prediction
+from medassist.errors import MedAssistError
+from medassist.serve.batching import MicroBatcher
+from medassist.serve.config import ServeConfig
+from medassist.serve.limits import Limits, Refused, check_text, check_upload, read_image
+from medassist.serve.logs import AccessLog, access_logger
+
+MODEL_CARD_FILE = "model_card.md"
+NOT_A_DEVICE = (
+    "Research software, not a medical device: it has not been cleared for clinical use, and every answer needs a "
+    "clinician's judgement."
+)
+CONFIG_ENV = "MEDASSIST_SERVE_CONFIG"
+STATIC = Path(str(resources.files("medassist.serve") / "static"))
+
+
+# -- what the routes answer (the OpenAPI schema is generated from these) ----------------------------------------
+
+
+class ModelRef(BaseModel):
+    id: str = Field(description="the id to select this model with (the 'model' field of a request)")
+    name: str
+    version: str = Field(description="the first 12 hex digits of the model file's SHA-256")
+
+
+class ImageAnswer(BaseModel):
+    request_id: str
+    model: ModelRef
+    label: str = Field(description="the most probable class (shown even when the model abstains)")
+    probabilities: dict[str, float] = Field(description="calibrated (temperature-scaled), most probable first")
+    confidence: float
+    abstained: bool = Field(description="true: the confidence is below the abstention threshold chosen on validation")
+    reason: str = Field(description="why it abstained; empty when it did not")
+    overlay_png: str | None = Field(
+        description="data: URL of a PNG: the Grad-CAM heatmap of the predicted class over the image; null when the "
+        "model has no class-activation output"
+    )
+    latency_ms: float = Field(description="time in the service, from the upload read to the answer")
+    model_latency_ms: float = Field(description="time of the model call (shared by a micro-batch)")
+    batch_size: int = Field(description="requests answered by the same model call")
+
+
+class Finding(BaseModel):
+    label: str
+    probability: float
+    present: bool
+
+
+class ReportAnswer(BaseModel):
+    request_id: str
+    model: ModelRef
+    task: str
+    findings: list[Finding] = Field(description="every label, most probable first")
+    label: str | list[str] = Field(description="multi-label: the findings present; multi-class: the class")
+    confidence: float
+    abstained: bool
+    reason: str
+    latency_ms: float
+    model_latency_ms: float
+    batch_size: int
+
+
+class ReportRequest(BaseModel):
+    text: str = Field(description="the report text (never logged)")
+    model: str | None = Field(default=None, description="a text model's id from /v1/models; default: the first")
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    kind: str
+    task: str
+    labels: list[str]
+    version: str
+    created: str | None
+    metrics: dict[str, Any]
+    threshold: float | list[float]
+    temperature: float
+    abstain: dict[str, Any] | None
+    overlay: bool = Field(description="whether answers carry a Grad-CAM overlay")
+    model_card: str | None = Field(description="the bundle's model_card.md (Markdown), if it has one")
+
+
+class Models(BaseModel):
+    models: list[ModelInfo]
+    notice: str
+
+
+class Problem(BaseModel):
+    detail: str | list[dict[str, Any]]
+    request_id: str | None = None
+
+
+# -- models, each behind its micro-batcher ------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """One verified bundle with its id, version, model card and batcher."""
+
+    id: str
+    bundle: Bundle
+    version: str
+    card: str | None
+    batcher: MicroBatcher | None = field(default=None, repr=False)
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(id=self.id, name=self.bundle.meta["name"], version=self.version)
+
+    def info(self) -> ModelInfo:
+        b = self.bundle
+        return ModelInfo(
+            id=self.id,
+            name=b.meta["name"],
+            kind=b.kind,
+            task=b.task,
+            labels=b.labels,
+            version=self.version,
+            created=b.meta.get("info", {}).get("created"),
+            metrics=b.meta.get("metrics", {}),
+            threshold=b.threshold,
+            temperature=b.temperature,
+            abstain=b.meta.get("abstain"),
+            overlay=b.cam_output is not None,
+            model_card=self.card,
+        )
+
+
+def _bundle_id(path: Path) -> str:
+    """A deploy run's bundle is the folder ``bundle`` of the run: it is known by the run's name."""
+    path = path.resolve()
+    return path.parent.name if path.name == "bundle" else path.name
+
+
+def load_served(paths: Sequence[str | os.PathLike[str]], *, threads: int = 0) -> list[Served]:
+    """Verify and open every bundle; the first problem raises :class:`BundleError` naming the bundle and file."""
+    if not paths:
+        raise MedAssistError("give at least one bundle folder to serve: medassist serve runs/deploy-.../bundle")
+    served: list[Served] = []
+    for path in map(Path, paths):
+        bundle = load_bundle(path, threads=threads)
+        files = read_manifest(path)
+        version = files[bundle.meta["model_file"]]["sha256"][:12]
+        card = None
+        if MODEL_CARD_FILE in files:  # verified as every other file of the bundle
+            card = verified_bytes(path, MODEL_CARD_FILE, files[MODEL_CARD_FILE]).decode("utf-8", errors="replace")
+        model_id = _bundle_id(path)
+        if any(s.id == model_id for s in served):
+            raise MedAssistError(
+                f"two bundles would both be known as {model_id!r} ({path}); serve bundles from folders with "
+                "different names"
+            )
+        served.append(Served(model_id, bundle, version, card))
+    return served
+
+
+def _run_images(bundle: Bundle) -> Any:
+    def run(images: Sequence[np.ndarray]) -> list[tuple[Prediction, str | None, int]]:
+        preds = bundle.predict_images(np.stack(images), batch_size=len(images), cam=bundle.cam_output is not None)
+        n = len(images)
+        pairs = zip(preds, images, strict=True)
+        return [(p, overlay_png(x, p.cam) if p.cam is not None else None, n) for p, x in pairs]
+
+    return run
+
+
+def _run_texts(bundle: Bundle) -> Any:
+    def run(texts: Sequence[str]) -> list[tuple[Prediction, None, int]]:
+        return [(p, None, len(texts)) for p in bundle.predict_texts(list(texts), batch_size=len(texts))]
+
+    return run
+
+
+# -- the Grad-CAM overlay ----------------------------------------------------------------------------------------
+
+OVERLAY_SIZE = 224
+
+
+def _heat_colours(v: np.ndarray) -> np.ndarray:
+    """A blue-to-red colour map (like matplotlib's jet) of values in [0, 1]: (..., 3) float in [0, 1]."""
+    r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0.0, 1.0)
+    g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0.0, 1.0)
+    b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0.0, 1.0)
+    return np.stack([r, g, b], axis=-1)
+
+
+def overlay_png(image: np.ndarray, cam: np.ndarray, size: int = OVERLAY_SIZE) -> str:
+    """A data: URL of the heatmap ``cam`` (h, w) in [0, 1] blended over ``image`` (C, S, S) uint8, as PNG."""
+    from PIL import Image
+
+    gray = image.mean(axis=0).astype(np.uint8) if image.shape[0] > 1 else image[0]
+    base = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    heat = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0.0, 1.0)
+    alpha = (0.6 * heat)[..., None]  # the image shows through where the model found no evidence
+    rgb = (1.0 - alpha) * base[..., None] + alpha * _heat_colours(heat)  # (size, size, 3)
+    buf = io.BytesIO()
+    Image.fromarray((rgb * 255).round().astype(np.uint8), mode="RGB").save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# -- the app -----------------------------------------------------------------------------------------------------
+
+
+def _request_id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def _problem(request: Request, status: int, detail: Any) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"detail": detail, "request_id": _request_id(request)}, headers=None
+    )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``max_bytes`` is answered 413 with ``message``, from its
+    Content-Length before anything is read, or as soon as the bytes read pass the limit."""
+
+    def __init__(self, app: Any, *, max_bytes: int, message: str) -> None:
+        self.app, self.max_bytes, self.message = app, max_bytes, message
+
+    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
+        request_id = scope.get("state", {}).get("request_id")
+        body = json.dumps({"detail": self.message, "request_id": request_id}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        state = {"read": 0, "refused": False}
+
+        async def limited_receive() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["read"] += len(message.get("body", b""))
+                if state["read"] > self.max_bytes:
+                    state["refused"] = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if not state["refused"]:  # the app's own answer to the cut body is replaced by the 413
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        if state["refused"]:
+            await self._refuse(scope, send)
+
+
+def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app over ``served`` (from :func:`load_served`)."""
+    cfg = cfg or ServeConfig()
+    limits = Limits(
+        max_upload_bytes=int(cfg.max_upload_mb * 1024 * 1024),
+        max_pixels=cfg.max_pixels,
+        max_text_chars=cfg.max_text_chars,
+    )
+    logger = access_logger()
+    by_kind = {k: [s for s in served if s.bundle.kind == k] for k in ("image", "text")}
+
+    for s in served:
+        run = _run_images(s.bundle) if s.bundle.kind == "image" else _run_texts(s.bundle)
+        s.batcher = MicroBatcher(run, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name=s.id)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        for s in served:
+            await s.batcher.start()
+        try:
+            yield
+        finally:
+            for s in served:
+                await s.batcher.stop()
+
+    # Room for the multipart envelope around the largest file, and for a JSON report of the longest text (a
+    # character is at most 12 bytes as a JSON escape); each route then checks its own limit exactly.
+    body_cap = max(limits.max_upload_bytes, 12 * limits.max_text_chars) + 64 * 1024
+    app = FastAPI(
+        title="medassist point-of-care assistant",
+        version="1",
+        description=f"Chest X-ray and radiology-report models from verified medassist bundles. {NOT_A_DEVICE}",
+        lifespan=lifespan,
+    )
+    too_large = (
+        f"the request body is larger than the {body_cap:,} bytes accepted (files: at most "
+        f"{limits.max_upload_bytes:,} bytes; reports: at most {limits.max_text_chars:,} characters)"
+    )
+    app.add_middleware(BodyLimit, max_bytes=body_cap, message=too_large)
+    app.add_middleware(AccessLog)  # the outermost: it sees every answer, the body limit's too
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return _problem(request, exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never the input: a report or a file must not be echoed back.
+        detail = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "invalid")} for e in exc.errors()]
+        return _problem(request, 422, detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(request, exc.status_code, exc.detail)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # The type only: an exception's message could quote an input.
+        logger.error("error", extra={"fields": {"request_id": _request_id(request), "error": type(exc).__name__}})
+        return _problem(request, 500, "internal error; the request id names it in the service's log")
+
+    def pick(kind: str, model: str | None) -> Served:
+        candidates = by_kind[kind]
+        if not candidates:
+            raise Refused(404, f"this service has no {kind} model; it serves {', '.join(s.id for s in served)}")
+        if model is None:
+            return candidates[0]
+        for s in candidates:
+            if s.id == model:
+                return s
+        known = ", ".join(s.id for s in candidates)
+        raise Refused(404, f"no {kind} model with id {model[:80]!r}; the {kind} models are: {known}")
+
+    async def answer(s: Served, item: Any) -> tuple[Prediction, str | None, int]:
+        assert s.batcher is not None
+        try:
+            return await s.batcher.submit(item)
+        except BundleError:
+            raise Refused(500, "the model failed to run on this input; the request id names it in the log") from None
+
+    problems = {413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}, 404: {"model": Problem}}
+
+    @app.post("/v1/images", response_model=ImageAnswer, responses=problems, tags=["predict"])
+    async def predict_image(
+        request: Request,
+        file: Annotated[UploadFile, File(description="a PNG, JPEG or DICOM image (at most the upload limit)")],
+        model: Annotated[str | None, Form(description="an image model's id from /v1/models")] = None,
+    ) -> ImageAnswer:
+        """Classify one chest X-ray, with calibrated probabilities, abstention and the Grad-CAM overlay."""
+        start = time.perf_counter()
+        s = pick("image", model)
+        data = await file.read(limits.max_upload_bytes + 1)
+        kind = check_upload(data, limits)
+        image = read_image(data, kind, s.bundle)
+        pred, overlay, n = await answer(s, image)
+        return ImageAnswer(
+            request_id=_request_id(request) or "",
+            model=s.ref,
+            label=str(pred.label),
+            probabilities=dict(pred.ranked()),
+            confidence=pred.confidence,
+            abstained=pred.abstained,
+            reason=pred.reason,
+            overlay_png=overlay,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            model_latency_ms=pred.latency_ms,
+            batch_size=n,
+        )
+
+    @app.post("/v1/reports", response_model=ReportAnswer, responses=problems, tags=["predict"])
+    async def predict_report(request: Request, body: ReportRequest) -> ReportAnswer:
+        """Find the findings of one radiology report, with calibrated probabilities and abstention."""
+        start = time.perf_counter()
+        s = pick("text", body.model)
+        text = check_text(body.text, limits)
+        pred, _, n = await answer(s, text)
+        present = set(pred.label) if isinstance(pred.label, list) else {pred.label}
+        return ReportAnswer(
+            request_id=_request_id(request) or "",
+            model=s.ref,
+            task=s.bundle.task,
+            findings=[Finding(label=k, probability=v, present=k in present) for k, v in pred.ranked()],
+            label=pred.label,
+            confidence=pred.confidence,
+            abstained=pred.abstained,
+            reason=pred.reason,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            model_latency_ms=pred.latency_ms,
+            batch_size=n,
+        )
+
+    @app.get("/v1/models", response_model=Models, tags=["models"])
+    async def models() -> Models:
+        """Every served bundle's metadata and model card."""
+        return Models(models=[s.info() for s in served], notice=NOT_A_DEVICE)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"model": Problem}})
+    async def readyz(request: Request) -> Any:
+        """Every model is loaded and its batcher is running."""
+        if all(s.batcher is not None and s.batcher.running for s in served):
+            return {"status": "ready", "models": [s.id for s in served]}
+        return _problem(request, 503, "not ready: the models are still starting")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker, from the configuration the ``serve`` command put in ``MEDASSIST_SERVE_CONFIG``."""
+    from medassist.config import from_dict
+
+    spec = json.loads(os.environ[CONFIG_ENV])
+    cfg = from_dict(ServeConfig, spec["config"])
+    return create_app(load_served(spec["bundles"], threads=worker_threads(cfg)), cfg)
+
+
+def worker_threads(cfg: ServeConfig) -> int:
+    """ONNX Runtime threads per model in each worker: the given number, or the CPUs shared among the workers."""
+    return cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+
+
+def serve(bundles: Sequence[str], cfg: ServeConfig) -> None:
+    """Verify every bundle (a problem stops here, before anything listens), then run uvicorn."""
+    import uvicorn
+
+    if cfg.workers < 1:
+        raise MedAssistError(f"workers must be at least 1, got {cfg.workers}")
+    if cfg.max_batch < 1 or cfg.max_wait_ms < 0:
+        raise MedAssistError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {cfg.max_batch}, {cfg.max_wait_ms}")
+    served = load_served(bundles, threads=worker_threads(cfg))
+    common = {"host": cfg.host, "port": cfg.port, "log_level": cfg.log_level, "access_log": False}
+    if cfg.workers == 1:
+        uvicorn.run(create_app(served, cfg), **common)
+        return
+    from medassist.config import to_dict
+
+    os.environ[CONFIG_ENV] = json.dumps({"bundles": [str(Path(b).resolve()) for b in bundles], "config": to_dict(cfg)})
+    uvicorn.run("medassist.serve.app:app_from_env", factory=True, workers=cfg.workers, **common)

@@ -1,0 +1,23 @@
+"""The options of ``medassist serve`` (the command line is generated from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medassist.config import option
+
+
+@dataclass
+class ServeConfig:
+    """The point-of-care service: where it listens, how it batches, what it accepts."""
+
+    host: str = option("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
+    port: int = option(8000, "port to listen on")
+    workers: int = option(1, "uvicorn worker processes, each with every bundle loaded")
+    threads: int = option(0, "ONNX Runtime threads per model and worker; 0 = the CPU count divided by the workers")
+    max_batch: int = option(32, "micro-batching: most concurrent requests run in one model call (1 = one at a time)")
+    max_wait_ms: float = option(2.0, "micro-batching: longest time a request waits for others to join its call")
+    max_upload_mb: float = option(10.0, "largest uploaded image file, in MiB (1 MiB = 1,048,576 bytes)")
+    max_pixels: int = option(4096 * 4096, "largest image (width x height) decoded; larger headers are refused")
+    max_text_chars: int = option(20_000, "longest report, in characters")
+    log_level: str = option("warning", "uvicorn's own log level (the JSON access log is always written)")

@@ -1,0 +1,148 @@
+"use strict";
+// The page of medassist serve: no framework and nothing from the internet; every answer comes from this service.
+
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function bars(container, rows) {
+  container.replaceChildren();
+  for (const row of rows) {
+    const bar = document.createElement("div");
+    bar.className = "bar" + (row.present ? " present" : "");
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", (100 * row.probability).toFixed(1));
+    bar.setAttribute("aria-label", row.label);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = row.label;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = (100 * row.probability).toFixed(1) + "%";
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = (100 * row.probability).toFixed(1) + "%";
+    bar.append(name, track, value);
+    container.appendChild(bar);
+  }
+}
+
+function refer(el, answer) {
+  el.hidden = !answer.abstained;
+  el.textContent = answer.abstained ? "Uncertain \u2014 refer to a clinician (" + answer.reason + ")" : "";
+}
+
+async function problem(response) {
+  try {
+    const body = await response.json();
+    const detail = body.detail;
+    return typeof detail === "string" ? detail : detail.map((d) => d.loc.join(".") + ": " + d.msg).join("; ");
+  } catch (e) {
+    return "the service answered " + response.status;
+  }
+}
+
+async function loadModels() {
+  const response = await fetch("/v1/models");
+  const body = await response.json();
+  const cards = $("cards");
+  cards.replaceChildren();
+  for (const [kind, select] of [["image", $("image-model")], ["text", $("report-model")]]) {
+    const models = body.models.filter((m) => m.kind === kind);
+    select.replaceChildren(...models.map((m) => new Option(m.name + " (" + m.version + ")", m.id)));
+    select.disabled = models.length === 0;
+    $(kind === "image" ? "image-submit" : "report-submit").disabled = models.length === 0;
+  }
+  for (const m of body.models) {
+    const card = document.createElement("article");
+    card.className = "card";
+    const title = document.createElement("h3");
+    title.textContent = m.name + " \u2014 " + m.kind + " model, version " + m.version;
+    const text = document.createElement("div");
+    const abstain = m.abstain ? "refers below confidence " + Number(m.abstain.min_confidence).toFixed(3) : "never abstains";
+    text.textContent = (m.model_card || "No model card in this bundle.") +
+      "\nLabels: " + m.labels.join(", ") + ". Temperature " + Number(m.temperature).toFixed(3) + "; " + abstain + ".";
+    card.append(title, text);
+    cards.appendChild(card);
+  }
+}
+
+async function sendImage(file) {
+  showError("");
+  const form = new FormData();
+  form.append("file", file);
+  if ($("image-model").value) form.append("model", $("image-model").value);
+  const response = await fetch("/v1/images", { method: "POST", body: form });
+  if (!response.ok) {
+    $("image-result").hidden = true;
+    showError("Image refused: " + (await problem(response)));
+    return;
+  }
+  const answer = await response.json();
+  $("image-label").textContent = answer.label;
+  $("image-confidence").textContent = "(confidence " + (100 * answer.confidence).toFixed(1) + "%)";
+  refer($("image-refer"), answer);
+  bars($("image-bars"), Object.entries(answer.probabilities).map(([label, probability]) =>
+    ({ label, probability, present: label === answer.label })));
+  const figure = $("image-heatmap-figure");
+  figure.hidden = !answer.overlay_png;
+  if (answer.overlay_png) $("image-heatmap").src = answer.overlay_png;
+  $("image-meta").textContent = answer.model.name + ", version " + answer.model.version + "; " +
+    answer.latency_ms.toFixed(1) + " ms";
+  $("image-result").hidden = false;
+  $("image-result").dataset.done = "1";
+}
+
+async function sendReport(text) {
+  showError("");
+  const body = { text };
+  if ($("report-model").value) body.model = $("report-model").value;
+  const response = await fetch("/v1/reports", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    $("report-result").hidden = true;
+    showError("Report refused: " + (await problem(response)));
+    return;
+  }
+  const answer = await response.json();
+  const present = answer.findings.filter((f) => f.present).map((f) => f.label);
+  $("report-label").textContent = present.length ? present.join(", ") : "none";
+  $("report-confidence").textContent = "(confidence " + (100 * answer.confidence).toFixed(1) + "%)";
+  refer($("report-refer"), answer);
+  bars($("report-bars"), answer.findings);
+  $("report-meta").textContent = answer.model.name + ", version " + answer.model.version + "; " +
+    answer.latency_ms.toFixed(1) + " ms";
+  $("report-result").hidden = false;
+  $("report-result").dataset.done = "1";
+}
+
+$("image-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const file = $("image-file").files[0];
+  if (!file) { showError("Choose an image file first."); return; }
+  sendImage(file);
+});
+$("report-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendReport($("report-text").value);
+});
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  if (event.dataTransfer.files.length) sendImage(event.dataTransfer.files[0]);
+});
+loadModels().catch(() => showError("The model list could not be read from the service."));
