@@ -96,8 +96,14 @@ class Bundle:
             BundleError: this is a text bundle.
         """
         self._require("image", "predict_image_file", "predict_text or predict_text_file")
+        return self.predict_images(self.prepare_image_file(path))[0]
+
+    def prepare_image_file(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """The model's uint8 input (C, S, S) for one PNG, JPEG or DICOM file, read as :meth:`predict_image_file`
+        reads it (same checks and errors)."""
+        self._require("image", "prepare_image_file", "predict_text or predict_text_file")
         image = load_image(path, size=self.image_size, channels=None)  # (C, S, S) uint8
-        return self.predict_images(self._match_channels(image, Path(path)))[0]
+        return self._match_channels(image, Path(path))
 
     def _match_channels(self, image: np.ndarray, path: Path) -> np.ndarray:
         have, want = image.shape[0], self.channels

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -113,7 +114,7 @@ def choose_abstention(confidence: np.ndarray, wrong: np.ndarray, target_error: f
 
 def selective_summary(
     confidence: np.ndarray, wrong: np.ndarray, min_confidence: float, *, n_boot: int, seed: int
-) -> dict[str, list[float] | float | int]:
+) -> dict[str, Any]:
     """Coverage and the error of accepted cases at ``min_confidence``, each with a 95% percentile-bootstrap
     interval (cases resampled with replacement; a resample that accepts nothing has no error and is skipped)."""
     accept = np.asarray(confidence) >= min_confidence
@@ -128,15 +129,15 @@ def selective_summary(
         if a.any():
             err.append(wrong[idx][a].mean())
 
-    def ci(values: list[float]) -> list[float]:
-        return [float(v) for v in np.quantile(values, [0.025, 0.975])] if values else [float("nan")] * 2
+    def ci(values: list[float]) -> list[float | None]:
+        return [float(v) for v in np.quantile(values, [0.025, 0.975])] if values else [None, None]
 
     return {
         "n": int(n),
         "accepted": int(accept.sum()),
         "coverage": float(accept.mean()),
         "coverage_ci95": ci(cov),
-        "accepted_error": float(wrong[accept].mean()) if accept.any() else float("nan"),
+        "accepted_error": float(wrong[accept].mean()) if accept.any() else None,  # nothing accepted: no error
         "accepted_error_ci95": ci(err),
         "error_without_abstention": float(wrong.mean()),
     }

@@ -48,6 +48,9 @@ class DeployConfig:
     )
     max_accuracy_drop: float = option(0.005, "selection tolerance: largest validation accuracy drop (0.005 = 0.5 pt)")
     max_auc_drop: float = option(0.005, "selection tolerance: largest validation AUC drop")
+    target_error: float = option(
+        0.02, "abstention: the lowest confidence at which accepted validation cases err at most this is the threshold"
+    )
     warmup: int = option(20, "untimed calls per variant before timing")
     rounds: int = option(5, "timing rounds (every variant in turn each round)")
     repeats: int = option(40, "timed calls per variant and round at batch 1")

@@ -84,6 +84,55 @@ class ExportableTextRNN(nn.Module):
         return torch.cat([last, states[:, 0, h:]], dim=1) if self.bidirectional else last
 
 
+CAM_OUTPUT = "cam"
+
+
+class WithCAM(nn.Module):
+    """An image classifier with global average pooling before a linear head, returning its logits (B, K) and its
+    class-activation maps (B, K, h, w): ``cam[b, k] = sum_c W[k, c] * A[b, c] / (h w)`` of the last feature maps A.
+
+    For such a head Grad-CAM equals CAM (the gradient of logit k with respect to A[c] is W[k, c] / (h w) at every
+    position), so the maps of the shipped model are its Grad-CAM before the ReLU and normalisation.
+    """
+
+    def __init__(self, model: nn.Module, pool: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+        self._pool = [pool]  # a list, so the pool is not registered twice as a submodule
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features: list[torch.Tensor] = []
+        hook = self._pool[0].register_forward_hook(lambda _m, inputs, _out: features.append(inputs[0]))
+        try:
+            logits = self.model(images)  # (B, K)
+        finally:
+            hook.remove()  # the caller's model is left without hooks
+        a = features[-1]  # (B, C, h, w)
+        cam = torch.einsum("kc,bchw->bkhw", self.head.weight, a) / (a.shape[2] * a.shape[3])  # (B, K, h, w)
+        return logits, cam
+
+
+def cam_parts(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, nn.Linear] | None:
+    """The global-average-pooling layer and linear head of ``model`` when its logits are exactly
+    ``head(mean of the pooled feature maps)`` (checked on ``example``); None otherwise (no CAM for that model)."""
+    pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))]
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not pools or not heads:
+        return None
+    pool, head = pools[-1], heads[-1]
+    seen: list[torch.Tensor] = []
+    hook = pool.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    try:
+        with torch.no_grad():
+            logits = model.eval()(example)
+    finally:
+        hook.remove()
+    if len(seen) != 1 or seen[0].ndim != 4 or seen[0].shape[1] != head.in_features:
+        return None
+    expected = seen[0].mean(dim=(2, 3)) @ head.weight.T + (head.bias if head.bias is not None else 0.0)
+    return (pool, head) if torch.allclose(expected, logits, atol=1e-4, rtol=1e-4) else None
+
+
 def exportable(model: nn.Module) -> nn.Module:
     """The module to export for ``model``: recurrent text models are rewritten without packing."""
     from medassist.models.text_rnn import TextRNN
@@ -91,18 +140,25 @@ def exportable(model: nn.Module) -> nn.Module:
     return ExportableTextRNN(model) if isinstance(model, TextRNN) else model
 
 
-def export_onnx(model: nn.Module, example: Sequence[torch.Tensor], path: str | Path, *, text: bool = False) -> Path:
+def export_onnx(
+    model: nn.Module, example: Sequence[torch.Tensor], path: str | Path, *, text: bool = False, cam: bool = False
+) -> Path:
     """Export ``model`` (in eval mode) to one self-contained ONNX file with a dynamic batch (and length) axis.
 
     Inputs are named ``images`` (image models) or ``input_ids`` and ``attention_mask`` (text models); the output
-    is ``logits``.
+    is ``logits``. With ``cam`` an image model whose head is global average pooling + linear (:func:`cam_parts`)
+    gets a second output ``cam``, its class-activation maps (:class:`WithCAM`); other models export without it.
     """
     module = exportable(model).eval()
+    outputs = ["logits"]
+    if cam and not text and (parts := cam_parts(model, example[0])) is not None:
+        module = WithCAM(model, *parts).eval()
+        outputs.append(CAM_OUTPUT)
     if text:  # the bundle's contract: int64 ids and an int64 0/1 mask
         example = tuple(a.long() for a in example)
     names = list(TEXT_INPUTS if text else IMAGE_INPUTS)
     axes = {n: {0: "batch", 1: "length"} if text else {0: "batch"} for n in names}
-    axes["logits"] = {0: "batch"}
+    axes.update({name: {0: "batch"} for name in outputs})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -112,7 +168,7 @@ def export_onnx(model: nn.Module, example: Sequence[torch.Tensor], path: str | P
             tuple(example),
             str(tmp),
             input_names=names,
-            output_names=["logits"],
+            output_names=outputs,
             dynamic_axes=axes,
             opset_version=17,
             dynamo=False,

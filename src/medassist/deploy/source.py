@@ -165,7 +165,8 @@ def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, 
 
         tok = load_minilm_tokenizer()
         encode = lambda texts, max_len: hf_encode_batch(tok, texts, max_len=max_len)  # noqa: E731
-        preprocessing = {"tokenizer": "minilm", "max_len": int(study.max_len)}
+        # The bundle's tokenizer.json is written by the deploy study into its own run folder (extra_files).
+        preprocessing = {"tokenizer": "wordpiece", "vocab_file": "tokenizer.json", "max_len": int(study.max_len)}
     for s in ("train", "val", "test"):
         split = data.splits[s]
         splits[s] = Labelled(TokenBatcher(encode(split.texts, max_len=study.max_len)), split.labels)
@@ -187,8 +188,8 @@ def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, 
 
 
 def load_text_transformer(source: Source) -> Source | None:
-    """The Transformer of the text study run ``source`` came from (for its dynamic int8 comparison), read with the
-    same reports; None if the run trained none."""
+    """The Transformer of the text study run ``source`` came from, read with the same reports; None if the run
+    trained none."""
     study, data = source.texts
     metrics = json.loads((source.run_dir / "metrics.json").read_text())
     if study.transformer not in metrics.get("best", {}):

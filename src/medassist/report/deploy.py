@@ -149,6 +149,40 @@ def _intervals(intervals: pd.DataFrame) -> str:
     return readable_table(pd.DataFrame(rows))
 
 
+def _calibration_section(c: dict[str, Any]) -> list[str]:
+    """Temperature scaling and abstention of the shipped variant, fitted on validation and measured on test."""
+    t = c["test"]
+
+    def pct(value: float | None) -> str:
+        return "none" if value is None else f"{fmt_metric(100 * value, 1)}%"
+
+    def pct_ci(ci: list[float | None]) -> str:
+        return "undefined" if ci[0] is None else f"{pct(ci[0])} to {pct(ci[1])}"
+
+    threshold = "above 1 (every case referred)" if c["min_confidence"] > 1 else fmt_metric(c["min_confidence"], 3)
+    return [
+        "## Calibration and abstention",
+        "",
+        f"Temperature scaling fitted on validation: T = {fmt_metric(c['temperature'], 3)}; test ECE "
+        f"({c['ece_unit']}, 15 bins) {fmt_metric(c['ece_test_before'], 3)} before and "
+        f"{fmt_metric(c['ece_test_after'], 3)} after. The bundle stores T and divides the logits by it.",
+        "",
+        "![reliability before](figures/reliability_before.png) ![reliability after](figures/reliability_after.png)",
+        "",
+        f"Abstention: the lowest confidence at which the accepted validation cases err at most "
+        f"{pct(c['target_error'])} is {threshold} (validation coverage {pct(c['val_coverage'])}, accepted error "
+        f'{pct(c["val_accepted_error"])}); below it the bundle answers "uncertain: refer to a clinician". On test '
+        f"({t['n']:,} cases) it answers {t['accepted']:,}: coverage {pct(t['coverage'])} (95% CI "
+        f"{pct_ci(t['coverage_ci95'])}), error of the answered cases {pct(t['accepted_error'])} (95% CI "
+        f"{pct_ci(t['accepted_error_ci95'])}), against {pct(t['error_without_abstention'])} answering every case.",
+        "",
+        "![risk-coverage](figures/risk_coverage.png)",
+        "",
+        "Every point of the curve: `tables/risk_coverage.csv`.",
+        "",
+    ]
+
+
 def build_deploy_report(run_dir: str | Path) -> str:
     """The Markdown report of a deploy run folder."""
     run_dir = Path(run_dir)
@@ -217,6 +251,8 @@ def build_deploy_report(run_dir: str | Path) -> str:
             "Every column at full precision: `tables/transformer.csv`.",
             "",
         ]
+    if m.get("calibration"):
+        lines += _calibration_section(m["calibration"])
     if m.get("teachers"):
         lines += [
             f"Distillation teachers (averaged log-probabilities): {', '.join(m['teachers']['teachers'])}; "

@@ -2,11 +2,16 @@
 and ship the best one as a verified bundle.
 
 Variants of an image model: ONNX export, static int8, channel pruning (torch-pruning) with a short fine-tune,
-magnitude pruning stored sparse, a distilled student, and their combinations. Variants of a recurrent text model:
-ONNX export, dynamic int8 (ONNX Runtime and PyTorch), magnitude pruning stored sparse.
+magnitude pruning stored sparse, a distilled student, and their combinations; every ONNX export of a model with
+global average pooling before its head also returns its class-activation maps (Grad-CAM of that head). Variants of a
+recurrent text model: ONNX export, dynamic int8 (ONNX Runtime and PyTorch), magnitude pruning stored sparse; and,
+in the same table, the text study's Transformer (all-MiniLM-L6-v2): its ONNX export and dynamic int8, with its
+WordPiece tokenizer.
 
 The bundle's variant is chosen on the validation split (the fastest one whose validation accuracy and AUC stay
-within the stated tolerances of the fp32 model); the test split is only measured.
+within the stated tolerances of the best fp32 model); so are its temperature (calibration) and its abstention
+threshold (the lowest confidence at which accepted validation cases err at most ``target_error``). The test split is
+only measured.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from medassist.config import TrainConfig, to_dict
 from medassist.deploy.config import DeployConfig
-from medassist.deploy.export import export_onnx
+from medassist.deploy.export import CAM_OUTPUT, export_onnx
 from medassist.deploy.source import Source, load_source
 from medassist.deploy.variants import BASELINE, TARGETS, Variant, measure_variants, select_variant
 from medassist.errors import MedAssistError
@@ -47,8 +53,6 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
         table = measure_variants(variants, source, cfg)
         chosen = select_variant(table, cfg)
         _write_results(run, cfg, source, variants, table, chosen)
-        if source.kind == "text":
-            _transformer_comparison(run, cfg, source)
         from medassist.report.deploy import write_deploy_report
 
         write_deploy_report(run.dir)
@@ -95,7 +99,8 @@ def _onnx_pair(run: Run, cfg: DeployConfig, source: Source, model: torch.nn.Modu
     """fp32 ONNX export of ``model`` and its int8 version (static for images, dynamic for text)."""
     from medassist.deploy.quantize import calibration_sample, quantize_dynamic_int8, quantize_static_int8
 
-    fp32 = export_onnx(model, source.example(), run.path(f"models/{stem}.onnx"), text=source.kind == "text")
+    text = source.kind == "text"
+    fp32 = export_onnx(model, source.example(), run.path(f"models/{stem}.onnx"), text=text, cam=not text)
     int8 = run.path(f"models/{stem}.int8.onnx")
     if source.kind == "image":
         calib = calibration_sample(source.images["train"], cfg.calibration_images, cfg.seed)
@@ -243,25 +248,31 @@ def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]
     v, h = _magnitude(run, cfg, source, cfg.text_finetune)
     variants.append(v)
     h.to_csv(run.path("history/finetune.csv"), index=False)
-    return variants
+    return variants + _transformer_variants(run, cfg, source)
 
 
-def _transformer_comparison(run: Run, cfg: DeployConfig, lstm: Source) -> None:
-    """Dynamic int8 of the text study's Transformer (its linear layers), against its fp32 self."""
+def _transformer_variants(run: Run, cfg: DeployConfig, lstm: Source) -> list[Variant]:
+    """The text study's Transformer as fp32 PyTorch (a second baseline), its ONNX export and its dynamic int8,
+    each reading its own tokens of the same reports; a WordPiece model carries its tokenizer.json."""
     from medassist.deploy.source import load_text_transformer
+    from medassist.deploy.tokenizer import TOKENIZER_FILE, save_minilm_tokenizer
 
     source = load_text_transformer(lstm)
     if source is None:
-        return
-    _stage(cfg, f"dynamic int8 of the Transformer ({source.model_name})")
-    q, qpath = _torch_int8(run, source.model, "transformer")
-    name = f"{source.model_name} fp32 (PyTorch)"
-    variants = [
-        Variant(name, "baseline", "pytorch", [_save_state(run, source.model, "transformer")], model=source.model),
-        Variant(f"{source.model_name} int8 dynamic (PyTorch)", "dynamic int8 of the linear layers", "pytorch",
-                [qpath], model=q, parity_with=name),
+        return []
+    _stage(cfg, f"the Transformer ({source.model_name}): ONNX export and dynamic int8")
+    if source.preprocessing["tokenizer"] == "wordpiece":
+        source.extra_files = {TOKENIZER_FILE: save_minilm_tokenizer(run.path(f"models/{TOKENIZER_FILE}"))}
+    fp32, int8 = _onnx_pair(run, cfg, source, source.model, "transformer")
+    name, label = f"{source.model_name} fp32 (PyTorch)", source.model_name
+    return [
+        Variant(name, "baseline", "pytorch", [_save_state(run, source.model, "transformer")], model=source.model,
+                source=source),
+        Variant(f"{label} fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with=name,
+                source=source),
+        Variant(f"{label} int8 dynamic (ONNX Runtime)", "dynamic int8 quantization", "onnxruntime", [int8],
+                parity_with=name, source=source),
     ]  # fmt: skip
-    run.write_table("transformer", measure_variants(variants, source, cfg))
 
 
 def _write_results(
@@ -282,22 +293,30 @@ def _write_results(
     run.write_table("test_intervals", pd.DataFrame(intervals))
     row = table.set_index("variant").loc[chosen]
     var = next(v for v in variants if v.name == chosen)
+    shipped = var.source or source
     bundle_metrics = {
         k: float(row[k]) for k in ("test_accuracy", "test_auc", "test_macro_f1", "val_accuracy", "val_auc")
     }
+    _stage(cfg, f"calibration and abstention of '{chosen}' (fitted on validation)")
+    calibration, threshold = _calibrate(run, cfg, shipped, var)
     _stage(cfg, f"writing the bundle of '{chosen}'")
     bundle = write_bundle(
         run.path("bundle/x").parent,
         model_path=var.onnx_file,
-        kind=source.kind,
-        task=source.task,
-        labels=source.labels,
-        preprocessing=source.preprocessing,
-        threshold=source.thresholds or 0.5,
+        kind=shipped.kind,
+        task=shipped.task,
+        labels=shipped.labels,
+        preprocessing=shipped.preprocessing,
+        threshold=threshold,
         metrics=bundle_metrics,
-        extra_files=source.extra_files,
-        info={"variant": chosen, "source_run": str(source.run_dir), "model": source.model_name},
-        name=f"{source.name} {source.model_name} ({chosen})",
+        extra_files=shipped.extra_files,
+        info={"variant": chosen, "source_run": str(shipped.run_dir), "model": shipped.model_name},
+        name=f"{shipped.name} {shipped.model_name} ({chosen})",
+        calibration={
+            "temperature": calibration["temperature"],
+            "abstain": {"min_confidence": calibration["min_confidence"], "target_error": cfg.target_error},
+            **({"cam_output": CAM_OUTPUT} if _has_cam(var.onnx_file) else {}),
+        },
     )
     run.write_json(
         "metrics.json",
@@ -305,6 +324,8 @@ def _write_results(
             "kind": source.kind,
             "dataset": source.name,
             "model": source.model_name,
+            "shipped_model": shipped.model_name,
+            "calibration": calibration,
             "source_run": str(source.run_dir),
             "task": source.task,
             "threads": cfg.threads,
@@ -317,3 +338,94 @@ def _write_results(
             "teachers": teachers,
         },
     )
+
+
+def _has_cam(onnx_file: Path) -> bool:
+    import onnx
+
+    return CAM_OUTPUT in {o.name for o in onnx.load(str(onnx_file), load_external_data=False).graph.output}
+
+
+def _calibrate(run: Run, cfg: DeployConfig, source: Source, var: Variant) -> tuple[dict[str, Any], Any]:
+    """Temperature and abstention threshold of the shipped variant, fitted on its validation logits; on test, ECE
+    and reliability before and after, the risk-coverage curve, and coverage and accepted error with 95% intervals.
+
+    Returns the calibration summary (metrics.json) and the bundle's decision threshold(s) on the scaled
+    probabilities (multi-label: the same decisions as the study's thresholds on the unscaled ones).
+    """
+    from medassist.deploy.calibrate import (
+        choose_abstention,
+        confidence_and_error,
+        fit_temperature,
+        probabilities,
+        risk_coverage,
+        selective_summary,
+        threshold_after_temperature,
+    )
+    from medassist.evaluate.calibration import expected_calibration_error
+    from medassist.evaluate.plots import plot_reliability
+
+    task = source.task
+    labels = {s: source.splits[s].labels for s in ("val", "test")}
+    temperature = fit_temperature(var.logits["val"], labels["val"], task)
+    raw = source.thresholds or 0.5
+    threshold = threshold_after_temperature(raw, temperature) if task == "multi-label" else raw
+
+    def probs(split: str, t: float) -> np.ndarray:
+        return probabilities(var.logits[split] / t, task)
+
+    def as_classes(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-label: every (report, finding) pair as a two-class case, so ECE and reliability read it."""
+        if task == "multi-class":
+            return y.reshape(-1), p
+        flat = p.reshape(-1)
+        return y.reshape(-1).astype(np.int64), np.stack([1.0 - flat, flat], axis=1)
+
+    conf_val, wrong_val = confidence_and_error(probs("val", temperature), labels["val"], task, threshold)
+    min_conf = choose_abstention(conf_val, wrong_val, cfg.target_error)
+    conf, wrong = confidence_and_error(probs("test", temperature), labels["test"], task, threshold)
+    ece = {}
+    for when, t in (("before", 1.0), ("after", temperature)):
+        y, p = as_classes(labels["test"], probs("test", t))
+        ece[when] = expected_calibration_error(y, p)
+        plot_reliability(y, p, run.figure(f"reliability_{when}"))
+    curves = []
+    for split, (c, w) in {"val": (conf_val, wrong_val), "test": (conf, wrong)}.items():
+        curves.append(pd.DataFrame(risk_coverage(c, w)).assign(split=split))
+    curve = pd.concat(curves, ignore_index=True)
+    run.write_table("risk_coverage", curve)
+    _plot_risk_coverage(curve, cfg.target_error, run.figure("risk_coverage"))
+    test = selective_summary(conf, wrong, min_conf, n_boot=cfg.n_boot, seed=cfg.seed)
+    val = selective_summary(conf_val, wrong_val, min_conf, n_boot=1, seed=cfg.seed)
+    return {
+        "temperature": temperature,
+        "ece_test_before": ece["before"],
+        "ece_test_after": ece["after"],
+        "ece_unit": "top-label" if task == "multi-class" else "every (report, finding) pair",
+        "min_confidence": min_conf,
+        "target_error": cfg.target_error,
+        "val_coverage": val["coverage"],
+        "val_accepted_error": val["accepted_error"],
+        "test": test,
+    }, threshold
+
+
+def _plot_risk_coverage(curve: pd.DataFrame, target: float, path: Path) -> Path:
+    """The error of accepted cases against the share accepted, validation and test, with the target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+    for split, df in curve.groupby("split", sort=False):
+        ax.step(df.coverage, df.risk, where="post", label=split)
+    ax.axhline(target, color="grey", linestyle="--", label=f"target error {target:.0%}")
+    ax.set_xlabel("coverage (share of cases answered)")
+    ax.set_ylabel("error of answered cases")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max(0.05, float(curve.risk.max()) * 1.05))
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
