@@ -62,9 +62,10 @@ def _fmt_default(f: dataclasses.Field) -> str:
     return "required"
 
 
-def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
+def _resolve(cls: type, args: argparse.Namespace, study: str, expand: Any = None) -> Any:
     """Profile YAML (the command's default profile unless one is given), then --config YAML, then --section.key
-    options, then --set overrides."""
+    options, then --set overrides; ``expand`` (if given) rewrites the merged mapping before it is read (the
+    pipeline's sections name the studies' profiles)."""
     data: dict[str, Any] = {}
     profile = getattr(args, "profile", None) or getattr(args, "default_profile", None)
     if profile:
@@ -73,7 +74,7 @@ def _resolve(cls: type, args: argparse.Namespace, study: str) -> Any:
         data = merge(data, load_yaml(args.config))
     flags = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt:") and v is not None]
     data = apply_overrides(data, flags + list(getattr(args, "set", None) or []))
-    return from_dict(cls, data)
+    return from_dict(cls, expand(data) if expand else data)
 
 
 def _given_options(args: argparse.Namespace, study: str) -> list[tuple[str, dict[str, Any]]]:
@@ -92,7 +93,7 @@ def _given_options(args: argparse.Namespace, study: str) -> list[tuple[str, dict
     return given
 
 
-def _resumed(cls: type, args: argparse.Namespace, study: str, cfg: Any) -> Any:
+def _resumed(cls: type, args: argparse.Namespace, study: str, cfg: Any, expand: Any = None) -> Any:
     """The configuration of the run ``cfg.resume`` continues: the one saved in its config.yaml.
 
     Options on the command line may repeat it; one that contradicts it is refused, with each contradicting option
@@ -113,7 +114,8 @@ def _resumed(cls: type, args: argparse.Namespace, study: str, cfg: Any) -> Any:
     conflicts, free = [], {"resume"}
     overridden: set[str] = set()  # keys a later option sets: an earlier one's value for them does not count
     checked = []
-    for label, data in reversed(_given_options(args, study)):
+    given = [(label, expand(data) if expand else data) for label, data in _given_options(args, study)]
+    for label, data in reversed(given):
         keys = [k for k in flatten(data) if k not in overridden]
         overridden.update(flatten(data))
         checked.append((label, data, keys))
@@ -161,12 +163,12 @@ def _command_path(argv: list[str]) -> tuple[str, ...]:
     return tuple(words[:2])
 
 
-def _run(args: argparse.Namespace, cls: type, study: str, runner: Any) -> int:
+def _run(args: argparse.Namespace, cls: type, study: str, runner: Any, expand: Any = None) -> int:
     """Resolve the config of ``study`` (on ``--resume``, the run's saved one); print it (``--print-config``) or
     run it."""
-    cfg = _resolve(cls, args, study)
+    cfg = _resolve(cls, args, study, expand)
     if getattr(cfg, "resume", ""):
-        cfg = _resumed(cls, args, study, cfg)
+        cfg = _resumed(cls, args, study, cfg, expand)
     if args.print_config:
         import yaml
 
@@ -196,6 +198,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return _run(args, DeployConfig, "deploy", run_deploy_study)
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from medassist.studies.synth import SynthStudyConfig, run_synth_study
+
+    return _run(args, SynthStudyConfig, "synth", run_synth_study)
+
+
+def cmd_bench_synth(args: argparse.Namespace) -> int:
+    from medassist.bench.synth import SynthBenchConfig, run_synth_benchmark
+
+    return _run(args, SynthBenchConfig, "bench_synth", run_synth_benchmark)
+
+
 def cmd_bench_medmnist(args: argparse.Namespace) -> int:
     from medassist.bench.medmnist import BenchConfig, run_benchmark
 
@@ -206,6 +220,12 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
     from medassist.bench.text import TextBenchConfig, run_text_benchmark
 
     return _run(args, TextBenchConfig, "bench_text", run_text_benchmark)
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    from medassist.studies.pipeline import PipelineConfig, expand_profiles, run_pipeline
+
+    return _run(args, PipelineConfig, "all", run_pipeline, expand_profiles)
 
 
 def cmd_tune_image(args: argparse.Namespace) -> int:
@@ -262,6 +282,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not metrics.is_file():
         raise MedAssistError(f"{args.run_dir} has no metrics.json: not a finished study run folder")
     m = json.loads(metrics.read_text())
+    if "generators" in m or m.get("kind") == "records":
+        from medassist.report.synth import write_synth_report
+
+        print(write_synth_report(args.run_dir))
+        return 0
     if "variants" in m:
         from medassist.report.deploy import write_deploy_report
 
@@ -364,6 +389,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_deploy)
 
+    p = _study_parser(
+        sub,
+        "synth",
+        "medassist.studies.synth_config:SynthStudyConfig",
+        "the synthetic-data study: VAE, GAN and diffusion generators (and a DP-SGD VAE) for medical images, SDV "
+        "generators for patient records, measured for fidelity, usefulness (TSTR) and privacy (DCR, attacks), report",
+        "quick",
+        path[:1] == ("synth",),
+    )
+    p.set_defaults(func=cmd_synth)
+
+    p = _study_parser(
+        sub,
+        "all",
+        "medassist.studies.pipeline:PipelineConfig",
+        "the whole assistant: the text, image, synthetic-data, deploy and fairness studies in one parent folder, "
+        "each fed the runs it builds on, and one report of Parts 1-5 (report.html and report.pdf)",
+        "quick",
+        path[:1] == ("all",),
+    )
+    p.set_defaults(func=cmd_all)
+
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     p = _study_parser(
@@ -386,6 +433,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         path == ("bench", "text"),
     )
     p.set_defaults(func=cmd_bench_text)
+    p = _study_parser(
+        bsub,
+        "synth",
+        "medassist.bench.synth:SynthBenchConfig",
+        "each generator's training time, sampling time per 1,000 images, peak memory and headline numbers on "
+        "PneumoniaMNIST (quick profile), with 2 seeds",
+        "default",
+        path == ("bench", "synth"),
+    )
+    p.set_defaults(func=cmd_bench_synth)
 
     tune = sub.add_parser("tune", help="sweeps on Ray Tune", description="hyperparameter sweeps on Ray Tune")
     tsub = tune.add_subparsers(dest="tune", metavar="STUDY", required=True)

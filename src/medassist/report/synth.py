@@ -1,0 +1,329 @@
+"""The synthetic-data study's report: reads the run folder's files (metrics.json, tables, figures) and nothing else.
+
+One table holds every measured number with its 95% interval; the reflection is generated from those numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medassist.report.format import fmt_int, fmt_metric, fmt_percent, fmt_seconds, fmt_value_ci, readable_table
+from medassist.report.html import markdown_to_html
+from medassist.utils.io import atomic_write_text
+
+NAMES = {"vae": "VAE", "gan": "GAN", "diffusion": "diffusion"}
+
+
+def _name(g: str) -> str:
+    if g.startswith("vae_dp_eps"):
+        return f"VAE, DP-SGD ε={g.removeprefix('vae_dp_eps')}"
+    return NAMES.get(g, g)
+
+
+def _v(h: dict[str, Any]) -> str:
+    return fmt_value_ci(h["value"], h["ci_low"], h["ci_high"])
+
+
+def _d(x: list[float]) -> str:
+    return fmt_value_ci(x[0], x[1], x[2], kind="delta")
+
+
+def _differs(x: list[float]) -> bool:
+    return bool(x[1] > 0 or x[2] < 0)
+
+
+def measurement_rows(m: dict[str, Any]) -> pd.DataFrame:
+    """One row per generator (and the real-vs-real floor): every number of the study, with intervals."""
+    rows = []
+    floor, trtr = m["real_floor"], m["trtr"]["test"]
+    rows.append(
+        {
+            "generator": "real train vs real test (floor)",
+            "n_synthetic": None,
+            "frechet_distance": floor["frechet_distance"],
+            "precision": floor["precision"],
+            "recall": floor["recall"],
+            "density": floor["density"],
+            "coverage": floor["coverage"],
+            "conditional_accuracy": floor["conditional_accuracy"],
+            "near_duplicate_rate": floor["near_duplicate_rate"],
+            "test_auc": trtr["auc"]["value"],
+            "test_auc_lo": trtr["auc"]["ci_low"],
+            "test_auc_hi": trtr["auc"]["ci_high"],
+            "test_accuracy": trtr["accuracy"]["value"],
+            "test_accuracy_lo": trtr["accuracy"]["ci_low"],
+            "test_accuracy_hi": trtr["accuracy"]["ci_high"],
+        }
+    )
+    for g, r in {**m["generators"], **m.get("dp", {})}.items():
+        t, p = r["tstr"]["test"], r["privacy"]
+        am = p.get("attack_model", {})
+        rows.append(
+            {
+                "generator": _name(g),
+                "n_synthetic": r["n_synthetic"],
+                "train_time_s": r["train_time"],
+                "sample_s_per_1000": r["sample_seconds_per_1000"],
+                "frechet_distance": r["frechet_distance"],
+                "precision": r["precision"],
+                "recall": r["recall"],
+                "density": r["density"],
+                "coverage": r["coverage"],
+                "conditional_accuracy": r["conditional_accuracy"],
+                "near_duplicate_rate": r["near_duplicate_rate"],
+                "test_auc": t["auc"]["value"],
+                "test_auc_lo": t["auc"]["ci_low"],
+                "test_auc_hi": t["auc"]["ci_high"],
+                "test_accuracy": t["accuracy"]["value"],
+                "test_accuracy_lo": t["accuracy"]["ci_low"],
+                "test_accuracy_hi": t["accuracy"]["ci_high"],
+                "auc_minus_trtr": r["tstr_minus_trtr_auc"][0],
+                "auc_minus_trtr_lo": r["tstr_minus_trtr_auc"][1],
+                "auc_minus_trtr_hi": r["tstr_minus_trtr_auc"][2],
+                "dcr_pixel_share_below_p5": p["pixel"]["share_below_holdout_p5"],
+                "dcr_feature_share_below_p5": p["feature"]["share_below_holdout_p5"],
+                "mia_distance_auc": p["attack_distance_feature"]["auc"],
+                "mia_distance_auc_lo": p["attack_distance_feature"]["auc_lo"],
+                "mia_distance_auc_hi": p["attack_distance_feature"]["auc_hi"],
+                "mia_pixel_auc": p["attack_distance_pixel"]["auc"],
+                "mia_pixel_auc_lo": p["attack_distance_pixel"]["auc_lo"],
+                "mia_pixel_auc_hi": p["attack_distance_pixel"]["auc_hi"],
+                "mia_model_auc": am.get("auc"),
+                "mia_model_auc_lo": am.get("auc_lo"),
+                "mia_model_auc_hi": am.get("auc_hi"),
+                "epsilon": r.get("epsilon"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+HEADERS = {
+    "n_synthetic": "synthetic images",
+    "train_time_s": "train time",
+    "sample_s_per_1000": "sampling s / 1,000",
+    "frechet_distance": "Fréchet distance",
+    "conditional_accuracy": "conditional accuracy",
+    "near_duplicate_rate": "near-duplicate rate",
+    "test_auc": "TSTR test AUC",
+    "test_accuracy": "TSTR test accuracy",
+    "auc_minus_trtr": "AUC minus TRTR (paired)",
+    "dcr_pixel_share_below_p5": "share < held-out DCR p5 (pixel)",
+    "dcr_feature_share_below_p5": "share < held-out DCR p5 (features)",
+    "mia_distance_auc": "attack AUC, distance (features)",
+    "mia_pixel_auc": "attack AUC, distance (pixels)",
+    "mia_model_auc": "attack AUC, model score",
+    "epsilon": "ε (Opacus)",
+}
+KINDS = {
+    "near_duplicate_rate": "percent",
+    "dcr_pixel_share_below_p5": "percent",
+    "dcr_feature_share_below_p5": "percent",
+    "frechet_distance": "quantity",
+    "density": "metric",
+    "epsilon": "quantity",
+    "sample_s_per_1000": "seconds",
+    "n_synthetic": "int",
+    "auc_minus_trtr": "delta",
+}
+
+
+def reflection(m: dict[str, Any]) -> str:
+    """150-200 words from the measured numbers: the largest training challenge and what addressed it, fidelity,
+    diversity, plausibility, usefulness and what the privacy numbers mean for sharing."""
+    gens, floor = m["generators"], m["real_floor"]
+    if not gens:
+        return "No generator was trained in this run, so there is nothing to reflect on."
+    best_fd = min(gens, key=lambda g: gens[g]["frechet_distance"])
+    s: list[str] = []
+    vae, gan = gens.get("vae"), gens.get("gan")
+    active = vae and vae.get("active_units")
+    if vae and active is not None and active / vae["latent_dim"] < 0.5:
+        s.append(
+            f"The largest training challenge the measurements show is posterior collapse: only {active} of the VAE's "
+            f"{vae['latent_dim']} latent units stayed active, even with KL warm-up and free bits."
+        )
+    elif gan and gan["near_duplicate_rate"] > 2 * max(floor["near_duplicate_rate"], 0.01):
+        s.append(
+            f"The largest training challenge the measurements show is mode collapse: {fmt_percent(gan['near_duplicate_rate'])} "
+            f"of the GAN's samples have a near-duplicate, against {fmt_percent(floor['near_duplicate_rate'])} of real images."
+        )
+    elif vae and vae["frechet_distance"] > 2 * gens[best_fd]["frechet_distance"]:
+        s.append(
+            f"The largest training challenge the measurements show is blur: the VAE's Fréchet distance is "
+            f"{fmt_metric(vae['frechet_distance'])} against {fmt_metric(gens[best_fd]['frechet_distance'])} for the "
+            f"{_name(best_fd)}, with precision {fmt_metric(vae['precision'])}; KL warm-up and free bits kept "
+            f"{active} of {vae['latent_dim']} latent units active, so collapse was not the cause."
+        )
+    else:
+        s.append("No generator shows collapse or blur beyond the others by the rules of this report.")
+    b = gens[best_fd]
+    s.append(
+        f"The {_name(best_fd)}'s samples are the most realistic: Fréchet distance {fmt_metric(b['frechet_distance'])} "
+        f"on the domain classifier's features (real-vs-real floor {fmt_metric(floor['frechet_distance'])}), "
+        f"precision {fmt_metric(b['precision'])}."
+    )
+    cov = ", ".join(f"{_name(g)} {fmt_metric(r['coverage'])}" for g, r in gens.items())
+    s.append(f"Diversity, as coverage of the real test images: {cov} (real floor {fmt_metric(floor['coverage'])}).")
+    acc = ", ".join(f"{_name(g)} {fmt_metric(r['conditional_accuracy'])}" for g, r in gens.items())
+    s.append(
+        f"The real-trained classifier recognises the requested class in {acc} of the samples "
+        f"(real test accuracy {fmt_metric(floor['conditional_accuracy'])})."
+    )
+    best_t = max(gens, key=lambda g: gens[g]["tstr"]["val_auc"])
+    t, d = gens[best_t]["tstr"]["test"], gens[best_t]["tstr_minus_trtr_auc"]
+    verdict = ("differs from" if _differs(d) else "shows no difference from") + " training on real images"
+    s.append(
+        f"Trained on the {_name(best_t)}'s images (chosen on validation), the classifier reaches test AUC {_v(t['auc'])}, "
+        f"which {verdict} (paired difference {_d(d)})."
+    )
+    leaky = [
+        g
+        for g, r in gens.items()
+        if r["privacy"]["attack_distance_feature"]["auc_lo"] > 0.5
+        or r["privacy"].get("attack_model", {}).get("auc_lo", 0) > 0.5
+    ]
+    worst = max(
+        (max(r["privacy"]["attack_distance_feature"]["auc"], r["privacy"].get("attack_model", {}).get("auc", 0)), g)
+        for g, r in gens.items()
+    )
+    if leaky:
+        s.append(
+            f"Membership can be inferred above chance for {', '.join(_name(g) for g in leaky)} (highest attack AUC "
+            f"{fmt_metric(worst[0])}, interval above 0.5), so these samples should not be shared as anonymous."
+        )
+    else:
+        s.append(
+            f"No attack tells training images from held-out ones above chance (highest AUC {fmt_metric(worst[0])}, every "
+            "interval includes 0.5), which supports sharing but proves no formal guarantee."
+        )
+    dp = m.get("dp", {})
+    if dp:
+        parts = ", ".join(
+            f"ε={r['epsilon']:.2g} gives TSTR AUC {fmt_metric(r['tstr']['test']['auc']['value'])}" for r in dp.values()
+        )
+        s.append(f"Only DP-SGD gives a guarantee: {parts}.")
+    return " ".join(s)
+
+
+def _fig(run_dir: Path, name: str, caption: str) -> str:
+    rel = f"figures/{name}.png"
+    return f"![{caption}]({rel})\n\n*{caption}*\n" if (run_dir / rel).is_file() else ""
+
+
+def build_synth_report(run_dir: str | Path) -> str:
+    """The report of a synthetic-data run folder, as Markdown."""
+    run_dir = Path(run_dir)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    if m.get("kind") == "records":
+        from medassist.report.synth_records import build_records_report
+
+        return build_records_report(run_dir, m)
+    data = m["data"]
+    gens = {**m["generators"], **m.get("dp", {})}
+    out = [
+        f"# Synthetic data: {data['name']}",
+        "",
+        "> **Every image under `synthetic/` is synthetic** (see `SYNTHETIC.md`): generated, not a patient's.",
+        "",
+        f"Real images: train {fmt_int(data['splits']['train'])}, validation {fmt_int(data['splits']['val'])}, test "
+        f"{fmt_int(data['splits']['test'])}; classes {', '.join(data['class_names'])}. Wall time "
+        f"{fmt_seconds(m.get('wall_time'))} s.",
+        "",
+        "The domain classifier (features for the Fréchet distance, precision/recall/density/coverage, the "
+        f"conditional accuracy) is `{m['trtr']['unit']['model']}` trained on the real training split (TRTR); TSTR "
+        "trains the same model with the same budget on each generator's images; both are chosen on real validation "
+        "images and tested on the real test split. Privacy is measured against the same test images as held-out "
+        "records.",
+        "",
+        "## Reflection",
+        "",
+        reflection(m),
+        "",
+        "## Every number",
+        "",
+        "95% bootstrap intervals in brackets. Fidelity, diversity and DCR use the domain classifier's features; "
+        "attack AUC 0.5 means no leakage the attack can see.",
+        "",
+        readable_table(measurement_rows(m), headers={**HEADERS}, kinds=KINDS),
+        "",
+    ]
+    aug = m.get("augmentation")
+    if aug:
+        da = aug["minus_real_auc"]
+        dacc = aug["minus_real_accuracy"]
+        out += [
+            "## Augmentation",
+            "",
+            f"{fmt_int(aug['n_added'])} synthetic '{aug['minority_class']}' images from the {_name(aug['generator'])} "
+            f"(the generator with the best TSTR validation AUC) added to the real training images: test AUC "
+            f"{_v(aug['test']['auc'])}, accuracy {_v(aug['test']['accuracy'])}; minus real alone (paired): AUC "
+            f"{_d(da)}, accuracy {_d(dacc)} — "
+            + (
+                "an improvement"
+                if da[1] > 0 or dacc[1] > 0
+                else "a loss"
+                if da[2] < 0 or dacc[2] < 0
+                else "no difference"
+            )
+            + " by the interval rule.",
+            "",
+        ]
+    per = []
+    for g, r in {"real floor": m["real_floor"], **gens}.items():
+        for cls, v in r.get("per_class", {}).items():
+            per.append({"generator": _name(g), "class": cls, **v})
+    if per:
+        out += [
+            "## Per class",
+            "",
+            readable_table(
+                pd.DataFrame(per),
+                headers={"frechet_distance": "Fréchet distance"},
+                kinds={"frechet_distance": "quantity", "density": "metric"},
+                key=2,
+            ),
+            "",
+        ]
+    out += ["## Training", ""]
+    for g, r in gens.items():
+        line = (
+            f"- **{_name(g)}**: {fmt_int(r['params'])} parameters, {r['epochs_run']} epochs in "
+            f"{fmt_seconds(r['train_time'])} s (best epoch {r['best_epoch']}"
+            + (", stopped by its time budget" if r.get("budget_reached") else "")
+            + ")"
+        )
+        if g.startswith("vae"):
+            line += f"; {r.get('active_units')} of {r.get('latent_dim')} latent units active"
+        if r.get("epsilon") is not None:
+            line += f"; ε = {r['epsilon']:.3g} at δ = 1/N (Opacus RDP accountant), noise multiplier {r['noise_multiplier']:.3g}"
+        out.append(line + ".")
+    out.append("")
+    for g in gens:
+        out += [_fig(run_dir, f"curves_{g}", f"{_name(g)}: training curves")]
+    out += ["## Samples", ""]
+    for g in gens:
+        out += [_fig(run_dir, f"samples_{g}", f"{_name(g)}: synthetic samples, one row per class")]
+        out += [_fig(run_dir, f"reconstructions_{g}", f"{_name(g)}: test images above their reconstructions")]
+    out += [
+        "## Closest synthetic-training pairs",
+        "",
+        "For a person to check for copies: each generator's synthetic images with the smallest pixel distance "
+        "to a training image, above that training image.",
+        "",
+    ]
+    for g in gens:
+        out += [_fig(run_dir, f"closest_{g}", f"{_name(g)}: closest pairs")]
+    return "\n".join(out) + "\n"
+
+
+def write_synth_report(run_dir: str | Path) -> Path:
+    """Write report.md and report.html into the run folder."""
+    run_dir = Path(run_dir)
+    text = build_synth_report(run_dir)
+    atomic_write_text(run_dir / "report.md", text)
+    atomic_write_text(run_dir / "report.html", markdown_to_html(text, base_dir=run_dir, title=run_dir.name))
+    return run_dir / "report.md"

@@ -1,0 +1,115 @@
+"""A class-conditional DCGAN-style GAN: a generator with BatchNorm, a projection discriminator with spectral
+normalisation (Miyato & Koyama, 2018), and the hinge loss.
+
+The generator is the model :func:`medassist.train.fit` trains; the discriminator and its optimiser live in the
+:class:`GANStep` object, whose state travels in the engine's checkpoint, so that ``--resume`` continues both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from medassist.synth.common import check_image_size
+
+
+class Generator(nn.Module):
+    """z and a class embedding -> (C, H, W) in [-1, 1], two nearest-upsample + conv stages from H/4."""
+
+    def __init__(
+        self, *, in_channels: int = 1, num_classes: int = 2, image_size: int = 28, latent_dim: int = 64, width: int = 64
+    ) -> None:
+        super().__init__()
+        check_image_size(image_size, what="the GAN")
+        self.latent_dim, self.s, self.w = latent_dim, image_size // 4, width
+        self.emb = nn.Embedding(num_classes, latent_dim)
+        self.fc = nn.Linear(2 * latent_dim, 2 * width * self.s * self.s)
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(width, width // 2, 3, padding=1),
+            nn.BatchNorm2d(width // 2),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, in_channels, 3, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.emb(y)], 1)).view(len(z), 2 * self.w, self.s, self.s)
+        return self.net(h)  # (B, C, H, W)
+
+    @torch.no_grad()
+    def generate(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        out = torch.cat([self(torch.randn(len(yb), self.latent_dim, generator=generator), yb) for yb in y.split(512)])
+        self.train(was)
+        return out
+
+
+class Discriminator(nn.Module):
+    """Spectrally normalised conv net; the score is ``linear(h) + <embed(y), h>`` (projection conditioning)."""
+
+    def __init__(self, *, in_channels: int = 1, num_classes: int = 2, width: int = 64) -> None:
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            spectral_norm(nn.Conv2d(in_channels, w // 2, 3, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(w // 2, w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(w, w, 3, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+        )
+        self.out = spectral_norm(nn.Linear(2 * w, 1))
+        self.emb = spectral_norm(nn.Embedding(num_classes, 2 * w))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.net(x).sum(dim=(2, 3))  # (B, 2w): global sum pooling
+        return self.out(h).squeeze(1) + (self.emb(y) * h).sum(1)  # (B,)
+
+
+class GANStep:
+    """One GAN step for :func:`medassist.train.fit`: a discriminator update (hinge loss, its own Adam), then the
+    generator's loss ``-D(G(z, y), y)``, which the engine backpropagates and steps with the generator's optimiser.
+
+    Logs per batch: the discriminator's loss and its mean score on real and on generated images.
+    """
+
+    def __init__(
+        self, discriminator: Discriminator, *, lr: float = 2e-4, betas: tuple[float, float] = (0.0, 0.9)
+    ) -> None:
+        self.d = discriminator
+        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+
+    def __call__(self, g: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> tuple[Any, ...]:
+        x = inputs[0]
+        self.d.train()
+        z = torch.randn(len(x), g.latent_dim)  # type: ignore[arg-type]
+        fake = g(z, y)
+        d_real, d_fake = self.d(x, y), self.d(fake.detach(), y)
+        loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        loss_g = -self.d(fake, y).mean()
+        logs = {"d_loss": loss_d.detach(), "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        return loss_g, None, logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"discriminator": self.d.state_dict(), "optimizer": self.opt_d.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.d.load_state_dict(state["discriminator"])
+        self.opt_d.load_state_dict(state["optimizer"])
