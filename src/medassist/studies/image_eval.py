@@ -61,6 +61,7 @@ def evaluate_selected(
         ),
     )
     run.write_table("reliability", reliability_bins(y, probs))
+    _save_predictions(run, data, unit, probs)
     pd.DataFrame({"y_true": y, **{f"p_{c}": probs[:, i] for i, c in enumerate(names)}}).to_csv(
         run.path("tables/test_predictions.csv"), index=False
     )
@@ -101,6 +102,34 @@ def evaluate_selected(
         "gradcam": gradcam_note,
         "example_indices": idx.tolist(),
     }
+
+
+def _save_predictions(run: Run, data: ImageData, unit: UnitResult, test_probs: np.ndarray) -> None:
+    """The selected model's validation and test probabilities with the splits' metadata (sex, age, site, ... of a
+    user's CSV; file paths are left out), for an audit that does not retrain."""
+    from medassist.studies.predictions import write_predictions
+
+    val, test = data.splits["val"], data.splits["test"]
+    write_predictions(
+        run,
+        task="multi-class",
+        label_names=data.class_names,
+        splits={
+            "val": (val.labels.reshape(-1), np.load(run.dir / "units" / unit.name / "val_probs.npy"), val.metadata),
+            "test": (test.labels.reshape(-1), test_probs, test.metadata),
+        },
+        model=unit.name,
+        kind="image",
+        extra={
+            "dataset": data.name,
+            "unit": {
+                "name": unit.name,
+                "model": unit.model,
+                "model_kwargs": unit.model_kwargs,
+                "config": unit.extra.get("config"),
+            },
+        },
+    )
 
 
 def _load_unit(run: Run, data: ImageData, unit: UnitResult) -> torch.nn.Module:

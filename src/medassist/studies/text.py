@@ -95,7 +95,12 @@ def _stage(cfg: TextStudyConfig, i: int, n: int, text: str) -> None:
 
 def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     from medassist.studies.text_baseline import tfidf_baseline
-    from medassist.studies.text_eval import compare_models, error_analysis, gradient_analysis
+    from medassist.studies.text_eval import (
+        compare_models,
+        error_analysis,
+        gradient_analysis,
+        save_selected_predictions,
+    )
 
     enc = Encoded(data, run, cfg.max_len)
     k = data.num_labels
@@ -208,6 +213,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
 
     _stage(cfg, 6, n_stages, "test comparison, error analysis and report")
     comparison = compare_models(run, cfg, data, enc, units, models, best, baseline)
+    save_selected_predictions(run, data, comparison, baseline, units)
     sweep = pd.DataFrame(sweep_rows)
     if len(comparison.sweep_test):
         sweep = sweep.merge(comparison.sweep_test.rename(columns={"run": "unit"}), on="unit", how="left")

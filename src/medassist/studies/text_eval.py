@@ -227,6 +227,33 @@ def compare_models(
     )
 
 
+def save_selected_predictions(
+    run: Run, data: TextData, comparison: Comparison, baseline: Baseline, units: dict[str, UnitResult]
+) -> None:
+    """Save the selected model's validation and test probabilities with the splits' metadata (never the texts), so
+    that an audit (``medassist fairness``) reads them instead of retraining."""
+    from medassist.studies.predictions import write_predictions
+
+    name = comparison.best_name
+    p_val = baseline.val_probs if name == "tfidf" else np.load(run.dir / "units" / name / "val_probs.npy")
+    extra: dict[str, Any] = {"thresholds": comparison.thresholds.get(name), "dataset": data.name}
+    if name in units:
+        u = units[name]
+        extra["unit"] = {"name": u.name, "model": u.model, "model_kwargs": u.model_kwargs, "config": u.extra["config"]}
+    write_predictions(
+        run,
+        task=data.task,
+        label_names=data.label_names,
+        splits={
+            "val": (data.splits["val"].labels, p_val, data.splits["val"].metadata),
+            "test": (data.splits["test"].labels, comparison.best_probs, data.splits["test"].metadata),
+        },
+        model=name,
+        kind="text",
+        extra=extra,
+    )
+
+
 def _per_label(
     run: Run,
     tm: TaskMetrics,
