@@ -210,6 +210,12 @@ def cmd_bench_synth(args: argparse.Namespace) -> int:
     return _run(args, SynthBenchConfig, "bench_synth", run_synth_benchmark)
 
 
+def cmd_fairness(args: argparse.Namespace) -> int:
+    from medassist.studies.fairness import FairnessConfig, run_fairness_study
+
+    return _run(args, FairnessConfig, "fairness", run_fairness_study)
+
+
 def cmd_bench_medmnist(args: argparse.Namespace) -> int:
     from medassist.bench.medmnist import BenchConfig, run_benchmark
 
@@ -410,6 +416,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         path[:1] == ("all",),
     )
     p.set_defaults(func=cmd_all)
+
+    p = _study_parser(
+        sub,
+        "fairness",
+        "medassist.studies.fairness:FairnessConfig",
+        "audit a finished study run across patient subgroups (sex, age, sex x age, metadata columns), mitigate, "
+        "and write the ethics report",
+        "quick",
+        path[:1] == ("fairness",),
+    )
+    p.set_defaults(func=cmd_fairness)
 
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)

@@ -1,0 +1,391 @@
+"""The fairness and ethics study: a finished study run audited across patient subgroups, mitigated, and written up.
+
+It reads the audited run's saved predictions (``predictions/val|test.parquet``: the selected model's probabilities
+and the splits' metadata) and never retrains to audit. Mitigation fits on the validation split only; the test
+split is only evaluated. A run without demographics (MedMNIST) gets a report that says so, with the biases that
+could exist and how one would test them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from medassist.config import option, to_dict
+from medassist.errors import MedAssistError
+from medassist.fairness.audit import METRICS, Scored, audit_grouping
+from medassist.fairness.disparities import chance_summary, disparities
+from medassist.fairness.groups import Grouping, default_groups, make_groupings
+from medassist.run import Run
+from medassist.studies.predictions import INFO, read_predictions
+
+
+@dataclass
+class FairnessConfig:
+    """The fairness study: which run, which groups, how to mitigate, where to write."""
+
+    run: str = option("", "the finished study run folder to audit (text or image study)")
+    groups: list[str] = option(
+        [], "groupings to audit: metadata columns, or two joined by * (sex*age); default: sex, age, sex*age"
+    )
+    age_bands: list[float] = option([40.0, 60.0, 80.0], "ages (years) at which the age bands are cut")
+    min_group_size: int = option(30, "groups with fewer test cases are listed with their counts but not compared")
+    n_boot: int = option(1000, "bootstrap resamples (within groups) for the 95% intervals")
+    mitigate: bool = option(True, "mitigate: ThresholdOptimizer on validation, and the balanced retrain")
+    mitigate_group: str = option("", "the grouping mitigation balances (default: the first audited grouping)")
+    constraint: str = option("equalized_odds", "ThresholdOptimizer constraint: equalized_odds | equal_opportunity")
+    objective: str = option(
+        "balanced_accuracy_score", "ThresholdOptimizer objective: balanced_accuracy_score | accuracy_score"
+    )
+    retrain: bool = option(True, "retrain the selected model once with group x label balanced sample weights")
+    synth_run: str = option("", "a synthetic-data run whose privacy numbers the ethics report quotes")
+    deploy_run: str = option("", "a deployment run whose numbers the ethics report quotes")
+    out: str = option("runs", "folder in which the run folder is made")
+    seed: int = option(0, "random seed (bootstrap, randomised thresholds)")
+    progress: bool = option(True, "show progress")
+
+
+def _stage(cfg: FairnessConfig, text: str) -> None:
+    if cfg.progress:
+        tqdm.write(f"[fairness] {text}", file=sys.stderr)
+
+
+def check_source(path: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The audited run folder, its metrics and its predictions' description.
+
+    Raises:
+        MedAssistError: no such run, an unfinished run, a run of another study kind, or one without predictions.
+    """
+    if not path:
+        raise MedAssistError("give the run to audit: medassist fairness --run runs/text-padchest-<time>")
+    run_dir = Path(path)
+    status = run_dir / "status.json"
+    if not status.is_file():
+        raise MedAssistError(f"{run_dir} is not a run folder (no status.json); give a finished text or image run")
+    state = json.loads(status.read_text()).get("status")
+    if state != "complete":
+        raise MedAssistError(
+            f"{run_dir} is {state or 'unfinished'}, not complete; finish it (--resume) before an audit"
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "comparison" not in metrics and "selected" not in metrics:
+        kind = "deployment" if "variants" in metrics else "fairness" if "audits" in metrics else "another study's"
+        raise MedAssistError(
+            f"{run_dir} is a {kind} run; the fairness audit reads a text or image study run (medassist text/image)"
+        )
+    if not (run_dir / INFO).is_file():
+        raise MedAssistError(
+            f"{run_dir} has no {INFO}: it was written before studies saved their predictions; run its study again"
+        )
+    return run_dir, metrics, json.loads((run_dir / INFO).read_text())
+
+
+def scored(frame: pd.DataFrame, info: dict[str, Any]) -> Scored:
+    """Each label as a binary decision: multi-label at the run's validation-chosen thresholds (0.5 without),
+    a binary task's positive class at the arg-max, and each class of a multi-class task one-vs-rest."""
+    names = info["label_names"]
+    p = frame[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
+    if info["task"] == "multi-label":
+        y = frame[[f"y:{n}" for n in names]].to_numpy(dtype=np.int64)
+        t = np.asarray(info.get("thresholds") or [0.5] * len(names), dtype=np.float64)
+        return Scored(list(names), y, p, (p >= t).astype(np.int64))
+    cls = frame["y"].to_numpy(dtype=np.int64)
+    pred = p.argmax(axis=1)
+    keep = [1] if len(names) == 2 else list(range(len(names)))
+    y = np.stack([(cls == c).astype(np.int64) for c in keep], axis=1)
+    d = np.stack([(pred == c).astype(np.int64) for c in keep], axis=1)
+    return Scored([names[c] for c in keep], y, p[:, keep], d)
+
+
+def run_fairness_study(cfg: FairnessConfig) -> Path:
+    """Audit ``cfg.run``; write the fairness run folder and its report; return the folder."""
+    run_dir, source_metrics, info = check_source(cfg.run)
+    if cfg.min_group_size < 1 or cfg.n_boot < 1:
+        raise MedAssistError(f"min_group_size and n_boot must be at least 1 (got {cfg.min_group_size}, {cfg.n_boot})")
+    val, test = read_predictions(run_dir, "val"), read_predictions(run_dir, "test")
+    meta_cols = list(info.get("metadata_columns", []))
+    names = cfg.groups or default_groups(meta_cols)
+    groupings = (
+        make_groupings(names, val, test, age_edges=cfg.age_bands, where=str(run_dir)) if names else []
+    )  # explicit groups that the metadata lacks are refused here, before any folder is made
+    dataset = info.get("dataset") or source_metrics.get("dataset", "run")
+    run = Run.create(cfg.out, f"fairness-{dataset}", to_dict(cfg))
+    with run:
+        _study(run, cfg, run_dir, source_metrics, info, val, test, groupings)
+        from medassist.report.fairness import write_fairness_report
+
+        write_fairness_report(run.dir)
+    return run.dir
+
+
+def _study(
+    run: Run,
+    cfg: FairnessConfig,
+    run_dir: Path,
+    source_metrics: dict[str, Any],
+    info: dict[str, Any],
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    groupings: list[Grouping],
+) -> None:
+    from medassist.fairness.ethics import no_demographics_note, write_ethics
+    from medassist.fairness.plots import plot_group_metrics, plot_group_reliability
+
+    s_val, s_test = scored(val, info), scored(test, info)
+    source = {
+        "run": str(run_dir),
+        "kind": info["kind"],
+        "task": info["task"],
+        "dataset": info.get("dataset"),
+        "model": info["model"],
+        "labels": s_test.labels,
+        "n_val": len(val),
+        "n_test": len(test),
+        "metadata_columns": info.get("metadata_columns", []),
+        "stated": {c: int(test[c].notna().sum()) for c in info.get("metadata_columns", []) if c in ("sex", "age")},
+    }
+    metrics: dict[str, Any] = {
+        "source": source,
+        "min_group_size": cfg.min_group_size,
+        "n_boot": cfg.n_boot,
+        "interval_level_percent": 95,
+        "per_patients": 1000,
+        "demographics": bool(groupings),
+        "audits": {},
+        "timing": {},
+    }
+    if not groupings:
+        metrics["no_demographics"] = no_demographics_note(info, source)
+        run.write_json("metrics.json", metrics)
+        write_ethics(run, metrics, source_metrics, cfg)
+        return
+
+    _stage(cfg, f"audit of {len(groupings)} groupings x {len(s_test.labels)} labels, {cfg.n_boot} resamples")
+    t0 = time.perf_counter()
+    cache: dict = {}
+    audits = {}
+    for g in groupings:
+        counts = {str(k): int(v) for k, v in g.counts().items()}
+        compared = g.compared(cfg.min_group_size)
+        small = {k: v for k, v in counts.items() if k not in compared}
+        entry: dict[str, Any] = {"counts": counts, "compared": compared, "not_compared": small}
+        run.write_table(f"groups_{_slug(g.name)}", pd.DataFrame({"group": list(counts), "test_cases": counts.values()}))
+        if len(compared) < 2:
+            entry["note"] = (
+                f"fewer than two groups reach {cfg.min_group_size} test cases; the groups are listed, not compared"
+            )
+            metrics["audits"][g.name] = entry
+            continue
+        audit = audit_grouping(
+            s_test, g.test, g.name, counts=counts, compared=compared, n_boot=cfg.n_boot, seed=cfg.seed, cache=cache
+        )
+        table, _ = disparities(audit, s_test, g.test)
+        audits[g.name] = (g, audit, table)
+        run.write_table(f"audit_{_slug(g.name)}", audit.table)
+        run.write_table(f"disparities_{_slug(g.name)}", table)
+        for label, frame in audit.frames.items():
+            if label == s_test.labels[0]:  # fairlearn's own view of the first label, overall and by group
+                by = frame.by_group.reset_index().rename(columns={"sensitive_feature_0": "group"})
+                run.write_table(f"metricframe_{_slug(g.name)}", by)
+        entry.update(
+            {
+                "table": audit.table.to_dict("records"),
+                "disparities": table.to_dict("records"),
+                "chance": chance_summary(table),
+            }
+        )
+        metrics["audits"][g.name] = entry
+    metrics["timing"]["audit_s"] = time.perf_counter() - t0
+    _stage(cfg, f"audit done in {metrics['timing']['audit_s']:.1f} s; figures")
+    for name, (g, audit, _) in audits.items():
+        plot_group_metrics(audit.table, run.figure(f"metrics_{_slug(name)}"), title=f"by {name}")
+        plot_group_reliability(s_test, g.test, audit.compared, run.figure(f"reliability_{_slug(name)}"), title=name)
+    metrics["overall"] = _overall(s_test, next(iter(audits.values()))[1].table) if audits else {}
+    metrics["clinical"] = _clinical(s_test)
+
+    if cfg.mitigate and audits:
+        name = cfg.mitigate_group or next(iter(audits))
+        if name not in audits:
+            raise MedAssistError(
+                f"mitigate_group '{name}' is not an audited grouping with two compared groups; "
+                f"choose one of {', '.join(audits)}"
+            )
+        t1 = time.perf_counter()
+        metrics["mitigation"] = _mitigate(run, cfg, run_dir, info, s_val, s_test, *audits[name][:2])
+        metrics["timing"]["mitigation_s"] = time.perf_counter() - t1
+    write_ethics(run, metrics, source_metrics, cfg)
+
+
+def _slug(name: str) -> str:
+    return name.replace("*", "_x_").replace(" ", "_")
+
+
+def _overall(s: Scored, table: pd.DataFrame) -> dict[str, Any]:
+    rows = table[table.group == "overall"]
+    return {
+        r["label"]: {m: r[m] for m in METRICS} | {f"{m}_lo": r[f"{m}_lo"] for m in METRICS} for _, r in rows.iterrows()
+    } | {"n": len(s.y)}
+
+
+def _clinical(s: Scored) -> list[dict[str, Any]]:
+    """Per label, errors at the operating point as cases per 1,000 patients."""
+    n = len(s.y)
+    out = []
+    for k, label in enumerate(s.labels):
+        y, d = s.y[:, k], s.d[:, k]
+        out.append(
+            {
+                "label": label,
+                "prevalence_per_1000": round(1000 * float(y.mean()), 1),
+                "false_negatives_per_1000": round(1000 * float(((y == 1) & (d == 0)).sum()) / n, 1),
+                "false_positives_per_1000": round(1000 * float(((y == 0) & (d == 1)).sum()) / n, 1),
+            }
+        )
+    return out
+
+
+def _mitigate(
+    run: Run,
+    cfg: FairnessConfig,
+    run_dir: Path,
+    info: dict[str, Any],
+    s_val: Scored,
+    s_test: Scored,
+    g: Grouping,
+    before_audit: Any,
+) -> dict[str, Any]:
+    """Before and after: ThresholdOptimizer (fitted on validation) and the balanced retrain, with paired intervals."""
+    from medassist.fairness.mitigate import retrain_weighted, threshold_optimize
+
+    _stage(cfg, f"mitigation by {g.name}: ThresholdOptimizer ({cfg.constraint}) fitted on validation")
+    variants: dict[str, Scored] = {"before": s_test}
+    notes: dict[str, Any] = {}
+    post, skipped = threshold_optimize(
+        s_val,
+        s_test,
+        g.val,
+        g.test,
+        before_audit.compared,
+        constraint=cfg.constraint,
+        objective=cfg.objective,
+        seed=cfg.seed,
+    )
+    variants["threshold_optimizer"] = post
+    notes["threshold_optimizer"] = {"fitted_on": "validation", "skipped_labels": skipped}
+    if cfg.retrain:
+        _stage(cfg, f"mitigation by {g.name}: one retrain with group x label balanced weights")
+        try:
+            p_val, p_test, facts = retrain_weighted(
+                run_dir, info, g.name, age_edges=cfg.age_bands, work=run.dir / "retrain", progress=cfg.progress
+            )
+            truth = s_test.y if info["task"] == "multi-label" else None
+            if truth is not None and p_test.shape != s_test.p.shape:
+                raise MedAssistError(f"the retrained model's test predictions have shape {p_test.shape}")
+            frame_val = _as_frame(p_val, info, s_val)
+            frame_test = _as_frame(p_test, info, s_test)
+            variants["balanced_retrain"] = scored(frame_test, {**info, "thresholds": _thresholds(frame_val, info)})
+            notes["balanced_retrain"] = facts
+        except MedAssistError as exc:
+            notes["balanced_retrain"] = {"not_run": str(exc)}
+    compared = before_audit.compared
+    rows, results = [], {}
+    for name, sc in variants.items():
+        a = audit_grouping(sc, g.test, g.name, counts={}, compared=compared, n_boot=cfg.n_boot, seed=cfg.seed + 1)
+        table, boot = disparities(a, sc, g.test)
+        results[name] = (a, table, boot)
+    worst = (
+        results["before"][1][results["before"][1].label != "macro"].sort_values("eod", ascending=False).iloc[0]["label"]
+    )
+    summary = {}
+    for name in variants:
+        a, table, boot = results[name]
+        summary[name] = _summary(a, table, boot, worst)
+    base = summary["before"]
+    for name, vals in summary.items():
+        for metric, (v, reps) in vals.items():
+            lo, hi = _ci(reps)
+            row = {"variant": name, "metric": metric, "value": v, "value_lo": lo, "value_hi": hi}
+            if name != "before":
+                d_lo, d_hi = _ci(reps - base[metric][1])
+                row.update({"change": v - base[metric][0], "change_lo": d_lo, "change_hi": d_hi})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    run.write_table("mitigation", table)
+    out: dict[str, Any] = {"grouping": g.name, "worst_label": worst, "constraint": cfg.constraint, "notes": notes}
+    out["table"] = table.to_dict("records")
+    out["target"] = {}
+    for name in variants:
+        if name == "before":
+            continue
+        eod0, eod1 = base["worst_label_eod"][0], summary[name]["worst_label_eod"][0]
+        cost = base["macro_auc"][0] - summary[name]["macro_auc"][0]
+        out["target"][name] = {
+            "worst_label_eod_before": eod0,
+            "worst_label_eod_after": eod1,
+            "eod_ratio": eod1 / eod0 if eod0 > 0 else float("nan"),
+            "macro_auc_cost": cost,
+            "halved": bool(eod1 <= eod0 / 2),
+            "cost_within_0_005": bool(cost <= 0.005),
+        }
+    return out
+
+
+def _as_frame(p: np.ndarray, info: dict[str, Any], like: Scored) -> pd.DataFrame:
+    names = info["label_names"]
+    frame = pd.DataFrame({f"p:{n}": p[:, j] for j, n in enumerate(names)})
+    if info["task"] == "multi-label":
+        for j, n in enumerate(names):
+            frame[f"y:{n}"] = like.y[:, j]
+    else:
+        frame["y"] = 0  # labels are not read back from here for multi-class (the audited truth stays the saved one)
+    return frame
+
+
+def _thresholds(frame_val: pd.DataFrame, info: dict[str, Any]) -> list[float] | None:
+    """Multi-label thresholds of a retrained model, chosen on validation as the study chose them."""
+    if info["task"] != "multi-label":
+        return None
+    from medassist.evaluate.thresholds import choose_thresholds
+
+    names = info["label_names"]
+    y = frame_val[[f"y:{n}" for n in names]].to_numpy()
+    return [float(t) for t in choose_thresholds(y, frame_val[[f"p:{n}" for n in names]].to_numpy())]
+
+
+def _summary(a: Any, table: pd.DataFrame, boot: dict, worst: str) -> dict[str, tuple[float, np.ndarray]]:
+    """(value, bootstrap replicates) of the before/after metrics of one variant."""
+    from medassist.fairness.audit import macro
+
+    overall = a.table[(a.table.group == "overall") & (a.table.label == "macro")].iloc[0]
+    ob = a.boot["overall"]
+    macro_row = table[table.label == "macro"].iloc[0]
+    worst_row = table[table.label == worst].iloc[0]
+    worst_group = macro_row["worst_group"]
+    gap_groups = str(macro_row["auc_gap_groups"]).split(" - ")
+    return {
+        "macro_auc": (overall["auc"], macro(ob["auc"])),
+        "macro_f1": (overall["f1"], macro(ob["f1"])),
+        "accuracy": (overall["accuracy"], macro(ob["accuracy"])),
+        "worst_group_macro_auc": (macro_row["worst_group_auc"], macro(a.boot[worst_group]["auc"])),
+        "macro_auc_gap": (
+            macro_row["auc_gap"],
+            macro(a.boot[gap_groups[0]]["auc"]) - macro(a.boot[gap_groups[1]]["auc"]),
+        ),
+        "macro_eod": (macro_row["eod"], boot["macro"]["eod"]),
+        "macro_dpd": (macro_row["dpd"], boot["macro"]["dpd"]),
+        "worst_label_eod": (worst_row["eod"], boot[worst]["eod"]),
+    }
+
+
+def _ci(reps: np.ndarray) -> tuple[float, float]:
+    from medassist.fairness.audit import interval
+
+    return interval(np.asarray(reps, dtype=np.float64))
