@@ -229,10 +229,9 @@ def _slug(name: str) -> str:
 
 
 def _overall(s: Scored, table: pd.DataFrame) -> dict[str, Any]:
-    rows = table[table.group == "overall"]
-    return {
-        r["label"]: {m: r[m] for m in METRICS} | {f"{m}_lo": r[f"{m}_lo"] for m in METRICS} for _, r in rows.iterrows()
-    } | {"n": len(s.y)}
+    """Every overall metric (and interval) per label and macro."""
+    rows = table[table.group == "overall"].drop(columns=["grouping", "group"])
+    return {str(r.pop("label")): r for r in rows.to_dict("records")} | {"n": len(s.y)}
 
 
 def _clinical(s: Scored) -> list[dict[str, Any]]:
