@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from medassist.config import option, to_dict
 from medassist.errors import MedAssistError
-from medassist.fairness.audit import METRICS, Scored, audit_grouping
+from medassist.fairness.audit import Scored, audit_grouping
 from medassist.fairness.disparities import chance_summary, disparities
 from medassist.fairness.groups import Grouping, default_groups, make_groupings
 from medassist.run import Run
