@@ -344,7 +344,8 @@ def _as_frame(p: np.ndarray, info: dict[str, Any], like: Scored) -> pd.DataFrame
         for j, n in enumerate(names):
             frame[f"y:{n}"] = like.y[:, j]
     else:
-        frame["y"] = 0  # labels are not read back from here for multi-class (the audited truth stays the saved one)
+        # the class index back from the audited one-vs-rest truth (binary: the positive class's column)
+        frame["y"] = like.y[:, 0] if len(names) == 2 else like.y.argmax(axis=1)
     return frame
 
 
