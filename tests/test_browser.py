@@ -88,7 +88,7 @@ def test_page_in_chromium(server, real_data_dir: Path, tmp_path: Path) -> None:
             assert abs(sum(widths) - 100) < 0.2
             heat = page.locator("#image-heatmap")
             sync_api.expect(heat).to_be_visible()
-            assert heat.evaluate("img => img.complete && img.naturalWidth") == 224
+            assert heat.evaluate("img => img.complete && img.naturalWidth") == 112
             page.screenshot(path=str(tmp_path / "image.png"), full_page=True)
 
             page.set_input_files("#image-file", str(dicom))

@@ -120,7 +120,7 @@ def test_image_answer(client, encode) -> None:
     prefix = "data:image/png;base64,"
     assert body["overlay_png"].startswith(prefix)
     overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"][len(prefix) :])))
-    assert overlay.size == (224, 224) and overlay.mode == "RGB"
+    assert overlay.size == (112, 112) and overlay.mode == "RGB"
 
 
 def test_abstaining_model_says_why(client) -> None:

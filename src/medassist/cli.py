@@ -241,6 +241,12 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
     return _run(args, TuneConfig, "tune", run_tune)
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from medassist.bench.serve import ServeBenchConfig, run_serve_benchmark
+
+    return _run(args, ServeBenchConfig, "bench_serve", run_serve_benchmark)
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from medassist.data import INFO, available, resolve_data_dir
 
@@ -450,6 +456,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         path == ("bench", "text"),
     )
     p.set_defaults(func=cmd_bench_text)
+    p = _study_parser(
+        bsub,
+        "serve",
+        "medassist.bench.serve:ServeBenchConfig",
+        "start medassist serve on 127.0.0.1 and send image and report requests one at a time and 50 concurrent; "
+        "throughput, p50/p95/p99 latency and errors for 1 and 2 workers, micro-batching against one per call",
+        "default",
+        path == ("bench", "serve"),
+    )
+    p.set_defaults(func=cmd_bench_serve)
     p = _study_parser(
         bsub,
         "synth",

@@ -1,0 +1,263 @@
+"""Service benchmark: `medassist serve` started on 127.0.0.1 and loaded with image and report requests.
+
+For each number of uvicorn workers and each serving mode (micro-batching, and one request per model call), in one
+run: requests one at a time (latency of a single client: p50/p95/p99), then ``requests`` at ``concurrency`` at once
+(throughput, p50/p95/p99 and errors). Every phase is bounded in count and in time; a request not answered in time is
+an error. The client runs on the same machine and shares its CPUs with the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medassist.config import option, to_dict
+from medassist.errors import MedAssistError
+from medassist.run import Run
+
+HOST = "127.0.0.1"  # the benchmark only ever talks to this machine
+# Report texts of the kind Open-i holds (findings and impression), from short to long.
+REPORTS = [
+    "No acute cardiopulmonary abnormality.",
+    "Heart size is normal. The lungs are clear. No pneumothorax or pleural effusion.",
+    "Small left pleural effusion with adjacent atelectasis. Heart size is mildly enlarged.",
+    "Cardiomegaly with pulmonary vascular congestion and mild interstitial edema. Small bilateral effusions.",
+    "Stable postsurgical changes of median sternotomy. No focal consolidation. Degenerative changes of the spine.",
+    "Right lower lobe opacity may represent pneumonia in the appropriate clinical setting. Follow-up recommended.",
+    "The cardiomediastinal silhouette is within normal limits for size and contour. The lungs are normally inflated "
+    "without evidence of focal airspace disease, pleural effusion, or pneumothorax. Osseous structures are within "
+    "normal limits for patient age. Impression: no acute radiographic cardiopulmonary process.",
+    "Interval increase in right-sided pleural effusion, now moderate, with compressive atelectasis of the right "
+    "lower lobe. Left lung is clear. Heart size is at the upper limits of normal. Calcified granuloma in the left "
+    "upper lobe, unchanged. Impression: enlarging right pleural effusion.",
+]
+
+
+@dataclass
+class ServeBenchConfig:
+    """The service benchmark."""
+
+    image_bundle: str = option("", "an image bundle folder (required)")
+    text_bundle: str = option("", "a text bundle folder (required)")
+    requests: int = option(1000, "requests of each kind at the concurrency below (per worker count and mode)")
+    concurrency: int = option(50, "requests in flight at once")
+    sequential: int = option(200, "requests of each kind sent one at a time (single-client latency)")
+    workers: list[int] = option([1, 2], "uvicorn worker counts measured")
+    max_batch: int = option(32, "largest micro-batch of the batching mode (the other mode runs one request per call)")
+    max_wait_ms: float = option(2.0, "longest wait of a request for others to join its micro-batch")
+    phase_timeout: float = option(180.0, "seconds a phase may take; requests still open then count as errors")
+    data_dir: str = option("", "data directory with PneumoniaMNIST (default: $MEDASSIST_DATA_DIR); random if absent")
+    out: str = option("runs", "folder in which the benchmark's run folder is made")
+
+
+def _images(data_dir: str, n: int = 50) -> list[bytes]:
+    """PNG files of PneumoniaMNIST test images (random pixels when the data is absent)."""
+    from PIL import Image
+
+    from medassist.data.paths import resolve_data_dir
+
+    path = resolve_data_dir(data_dir or None) / "medmnist" / "pneumoniamnist.npz"
+    if path.is_file():
+        pixels = np.load(path)["test_images"][:n]
+    else:
+        pixels = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    out = []
+    for p in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(p).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """`medassist serve` as a subprocess on a free port of 127.0.0.1, ready when /readyz answers 200."""
+
+    def __init__(self, cfg: ServeBenchConfig, workers: int, max_batch: int, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        cmd = [sys.executable, "-m", "medassist.cli", "serve", cfg.image_bundle, cfg.text_bundle]
+        cmd += ["--host", HOST, "--port", str(self.port), "--workers", str(workers)]
+        cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(cfg.max_wait_ms)]
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise MedAssistError(f"the server stopped before it was ready (exit {self.proc.returncode})")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise MedAssistError(f"the server was not ready within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+async def _phase(url: str, kind: str, payloads: list[Any], n: int, concurrency: int, timeout: float) -> dict:
+    """``n`` requests of ``kind`` with at most ``concurrency`` in flight; latency per answered request."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        nonlocal errors
+        async with sem:
+            payload = payloads[i % len(payloads)]
+            start = time.perf_counter()
+            try:
+                if kind == "image":
+                    r = await client.post("/v1/images", files={"file": ("x.png", payload, "image/png")})
+                else:
+                    r = await client.post("/v1/reports", json={"text": payload})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
+        await one(client, 0)  # a warm connection and a warm model before timing
+        latencies.clear()
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(one(client, i)) for i in range(n)]
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        wall = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000.0
+    q = np.percentile(ms, [50, 95, 99]) if len(ms) else [float("nan")] * 3
+    return {
+        "requests": n,
+        "answered": len(latencies),
+        "errors": errors + len(pending),
+        "throughput_per_s": len(latencies) / wall,
+        "p50_ms": float(q[0]),
+        "p95_ms": float(q[1]),
+        "p99_ms": float(q[2]),
+        "seconds": wall,
+    }
+
+
+TARGETS = {
+    "image_p95_ms_one_at_a_time": 20.0,
+    "report_p95_ms_one_at_a_time": 40.0,
+    "image_per_s_concurrent": 200.0,
+    "report_per_s_concurrent": 60.0,
+}
+
+
+def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
+    """Measure every worker count and mode; write and print the table."""
+    for name in ("image_bundle", "text_bundle"):
+        if not getattr(cfg, name):
+            raise MedAssistError(
+                f"give --{name.replace('_', '-')} BUNDLE: the benchmark serves an image and a text bundle"
+            )
+        if not Path(getattr(cfg, name)).is_dir():
+            raise MedAssistError(f"{name} {getattr(cfg, name)} is not a bundle folder")
+    if cfg.requests < 1 or cfg.concurrency < 1 or cfg.sequential < 1 or not cfg.workers:
+        raise MedAssistError("requests, concurrency and sequential must be positive, and workers non-empty")
+    images = _images(cfg.data_dir)
+    run = Run.create(cfg.out, "bench-serve", to_dict(cfg))
+    rows = []
+    concurrent = f"{cfg.concurrency} concurrent"
+    with run:
+        for workers in cfg.workers:
+            for mode, max_batch in (("micro-batching", cfg.max_batch), ("one per call", 1)):
+                server = _Server(cfg, workers, max_batch, run.path("server.log"))
+                try:
+                    server.wait_ready()
+                    loads = [("one at a time", cfg.sequential, 1), (concurrent, cfg.requests, cfg.concurrency)]
+                    for kind, payloads in (("image", images), ("report", REPORTS)):
+                        for load, n, conc in loads:
+                            res = asyncio.run(_phase(server.url, kind, payloads, n, conc, cfg.phase_timeout))
+                            rows.append({"workers": workers, "mode": mode, "kind": kind, "load": load, **res})
+                            print(
+                                f"[bench serve] workers {workers}, {mode}, {kind}, {load}: "
+                                f"{res['throughput_per_s']:.0f}/s, p95 {res['p95_ms']:.1f} ms, {res['errors']} errors",
+                                file=sys.stderr,
+                            )
+                finally:
+                    server.stop()
+        df = pd.DataFrame(rows)
+        run.write_table("serve", df)
+        verdicts = _verdicts(df)
+        run.write_json("metrics.json", {"rows": rows, "targets": TARGETS, "verdicts": verdicts, "cpus": os.cpu_count()})
+        cols = [
+            "workers",
+            "mode",
+            "kind",
+            "load",
+            "requests",
+            "errors",
+            "throughput_per_s",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+        ]
+        shown = df[cols].rename(columns={"throughput_per_s": "req/s"})
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+        for v in verdicts:
+            print(v)
+        print(f"benchmark run folder: {run.dir}")
+    return run
+
+
+def _verdicts(df: pd.DataFrame) -> list[str]:
+    """Each target against the best configuration measured for it, with its numbers."""
+    out = []
+    errors = int(df.errors.sum())
+    out.append(
+        f"errors: {errors} in {int(df.requests.sum()):,} requests (target 0): {'met' if errors == 0 else 'missed'}"
+    )
+    for kind, key in (("image", "image_p95_ms_one_at_a_time"), ("report", "report_p95_ms_one_at_a_time")):
+        rows = df[(df.kind == kind) & (df.load == "one at a time")]
+        best = rows.sort_values("p95_ms").iloc[0]
+        ok = best.p95_ms <= TARGETS[key]
+        out.append(
+            f"{kind} one at a time: best p95 {best.p95_ms:.1f} ms ({best.workers} worker(s), {best['mode']}), target "
+            f"<= {TARGETS[key]:g} ms: {'met' if ok else 'missed'}"
+        )
+    for kind, key in (("image", "image_per_s_concurrent"), ("report", "report_per_s_concurrent")):
+        rows = df[(df.kind == kind) & (df.load != "one at a time")]
+        best = rows.sort_values("throughput_per_s", ascending=False).iloc[0]
+        ok = best.throughput_per_s >= TARGETS[key]
+        out.append(
+            f"{kind} {best.load}: best {best.throughput_per_s:.0f}/s ({best.workers} worker(s), {best['mode']}), "
+            f"target >= {TARGETS[key]:g}/s: {'met' if ok else 'missed'}"
+        )
+    return out
