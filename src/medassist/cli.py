@@ -272,6 +272,13 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from medassist.data.datasheet import load_datasheet, render_datasheet
+
+    print(render_datasheet(load_datasheet(args.name)))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from medassist.models import count_parameters, create_model, list_models
     from medassist.text import TEXT_TOKENIZER
@@ -499,6 +506,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", help="data set names, e.g. pneumoniamnist breastmnist")
     p.add_argument("--data-dir", help="data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     p.set_defaults(func=cmd_data_fetch)
+    p = dsub.add_parser("info", help="the datasheet of a data set: source, licence, demographics, gaps, label noise")
+    p.add_argument("name", help="openi, padchest, or a MedMNIST set (e.g. pneumoniamnist)")
+    p.set_defaults(func=cmd_data_info)
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)
