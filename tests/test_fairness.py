@@ -247,3 +247,35 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path, case: str, message: str) -
     with pytest.raises(MedAssistError, match=re.escape(message)):
         run_fairness_study(FairnessConfig(run=str(src), groups=groups, out=str(tmp_path / "out"), progress=False))
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_model_card_has_every_section_and_the_subgroup_audit(tmp_path: Path) -> None:
+    from medassist.deploy.model_card import model_card
+
+    src = _source_run(tmp_path, _meta())
+    (src / "data.json").write_text(json.dumps({"name": "padchest", "sizes": {"train": 1, "val": 600, "test": 600}}))
+    meta = {
+        "name": "b",
+        "kind": "text",
+        "task": "multi-label",
+        "labels": ["normal"],
+        "threshold": [0.5],
+        "metrics": {"macro_auc": 0.9},
+        "info": {"source_run": str(src), "model": "bilstm"},
+    }
+    card = model_card(meta)
+    for head in (
+        "Intended use",
+        "Out-of-scope use",
+        "Training data",
+        "Evaluation",
+        "By subgroup",
+        "Calibration",
+        "Limitations",
+        "Ethical considerations",
+    ):
+        assert f"## {head}" in card or f"### {head}" in card, head
+    assert "Not a medical device" in card and "CC BY-SA 4.0" in card and "Not audited by subgroup" in card
+    run_fairness_study(FairnessConfig(run=str(src), out=str(src.parent), n_boot=20, mitigate=False, progress=False))
+    card = model_card(meta)
+    assert "From the fairness run" in card and "sex = F" in card

@@ -116,7 +116,7 @@ def test_bundle_files_describe_the_model(image_bundle) -> None:
     assert meta["labels"] == IMAGE_LABELS and meta["preprocessing"] == IMAGE_PRE and meta["metrics"]["auc"] == 0.9
     assert {"created", "medassist_version", "source_run"} <= set(meta["info"])
     manifest = json.loads((image_bundle / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.onnx", "bundle.json"}
+    assert set(manifest["files"]) == {"model.onnx", "bundle.json", "model_card.md"}  # the model card is covered
     assert manifest["files"]["model.onnx"]["bytes"] == (image_bundle / "model.onnx").stat().st_size
 
 

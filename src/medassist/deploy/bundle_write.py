@@ -25,6 +25,7 @@ from medassist.deploy.bundle_spec import (
     plain_json,
 )
 from medassist.deploy.manifest import write_json, write_manifest
+from medassist.deploy.model_card import MODEL_CARD_FILE, write_model_card
 from medassist.deploy.tokenizer import WordPiece
 from medassist.errors import DataError
 from medassist.text.vocab import Vocab
@@ -45,7 +46,7 @@ def write_bundle(
     name: str | None = None,
     calibration: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle folder: the model, the extra files, bundle.json and manifest.json.
+    """Write a bundle folder: the model, the extra files, bundle.json, model_card.md and manifest.json.
 
     The bundle is built in a temporary sibling folder, its model opened and run once with ONNX Runtime, and only
     then moved to ``out_dir``; an earlier bundle there is replaced only after the new one is complete, and survives
@@ -87,7 +88,7 @@ def write_bundle(
     extras = {str(k): Path(v) for k, v in (extra_files or {}).items()}
     for file_name, source in extras.items():
         problem = file_name_problem(file_name)
-        if problem is None and file_name in (MODEL_FILE, DESCRIPTION_FILE, MANIFEST_FILE):
+        if problem is None and file_name in (MODEL_FILE, DESCRIPTION_FILE, MANIFEST_FILE, MODEL_CARD_FILE):
             problem = "is the name of a file the bundle writes itself; give the file another name"
         if problem is not None:
             raise BundleError(f"{where}: the extra file name {file_name!r} {problem}")
@@ -142,7 +143,8 @@ def write_bundle(
         for file_name, source in extras.items():
             shutil.copyfile(source, tmp / file_name)
         write_json(tmp / DESCRIPTION_FILE, meta)
-        write_manifest(tmp, [MODEL_FILE, DESCRIPTION_FILE, *extras])
+        write_model_card(tmp, meta)
+        write_manifest(tmp, [MODEL_FILE, DESCRIPTION_FILE, MODEL_CARD_FILE, *extras])
         open_model(
             (tmp / MODEL_FILE).read_bytes(),
             meta,
