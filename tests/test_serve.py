@@ -89,14 +89,16 @@ def test_health_ready_schema_and_page(client) -> None:
     assert client.get("/static/app.js").status_code == 200
 
 
-def test_models_lists_each_bundle(client) -> None:
+def test_models_lists_each_bundle(client, bundles) -> None:
     body = client.get("/v1/models").json()
     ids = [m["id"] for m in body["models"]]
     assert ids == ["xray", "cautious", "reports", "cautious-reports"] and "not a medical device" in body["notice"]
     xray = body["models"][0]
     assert xray["kind"] == "image" and xray["labels"] == IMAGE_LABELS and xray["overlay"] is True
     assert re.fullmatch(r"[0-9a-f]{12}", xray["version"]) and xray["temperature"] == 1.5
-    assert xray["model_card"] is None and body["models"][2]["labels"] == TEXT_LABELS
+    card = bundles["xray"] / "model_card.md"  # written by write_bundle, verified by the manifest
+    assert xray["model_card"] == (card.read_text(encoding="utf-8") if card.is_file() else None)
+    assert body["models"][2]["labels"] == TEXT_LABELS
 
 
 @pytest.mark.parametrize(
