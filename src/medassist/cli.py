@@ -306,6 +306,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(write_synth_report(args.run_dir))
         return 0
+    if "audits" in m:
+        from medassist.report.fairness import write_fairness_report
+
+        print(write_fairness_report(args.run_dir))
+        return 0
     if "variants" in m:
         from medassist.report.deploy import write_deploy_report
 

@@ -109,7 +109,8 @@ def _fairness(metrics: dict[str, Any]) -> tuple[str, list[str]]:
             "correction."
         )
         if small:
-            out.append(f"Groups too small to compare: {', '.join(f'{g} ({fmt_int(n)})' for g, n in small.items())}.")
+            listed = ", ".join(f"{g} ({fmt_int(n)})" for g, n in small.items())
+            out.append(f"Not compared (too few test cases, or not stated): {listed}.")
     mit = metrics.get("mitigation")
     if mit:
         rows = {(r["variant"], r["metric"]): r for r in mit["table"]}
