@@ -1,0 +1,259 @@
+"""The whole assistant in one command: ``medassist all --profile quick|full``.
+
+Runs the studies in order, each in its own folder under one parent ``runs/all-<time>/``, passing each study's run
+folder to the studies that build on it (the deploy study takes the text and image runs, the fairness audit takes
+the text, synthetic-data and deploy runs), then writes one report of Parts 1-5 (``report.html`` and
+``report.pdf``). ``--resume`` continues a pipeline: finished studies are reused, an unfinished one is resumed where
+the study supports it (else run again), and a failed study is marked failed in ``pipeline.json`` while the others
+go on; the report names every part that is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medassist.config import option, to_dict
+from medassist.deploy.config import DeployConfig
+from medassist.errors import MedAssistError
+from medassist.run import STATUS, Run
+from medassist.studies.image_config import ImageStudyConfig
+from medassist.studies.synth_config import SynthStudyConfig
+from medassist.studies.text_setup import TextStudyConfig
+from medassist.utils.io import atomic_write_text
+
+PIPELINE_FILE = "pipeline.json"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One study of the pipeline: its config section, the shipped profile family, how to run it, what it needs."""
+
+    name: str
+    study: str  # profile folder under configs/ (text, image, synth, deploy, fairness)
+    runner: str  # "module:function" taking the study's config and returning its run folder
+    title: str
+    needs: tuple[str, ...] = ()
+
+
+PARTS: tuple[Part, ...] = (
+    Part("text", "text", "medassist.studies.text:run_text_study", "Part 1: clinical text (Open-i)"),
+    Part("image", "image", "medassist.studies.image:run_image_study", "Part 2: medical images (PneumoniaMNIST)"),
+    Part("synth", "synth", "medassist.studies.synth:run_synth_study", "Part 3: synthetic images"),
+    Part("synth_records", "synth", "medassist.studies.synth:run_synth_study", "Part 3: synthetic patient records"),
+    Part("deploy_image", "deploy", "medassist.studies.deploy:run_deploy_study", "Part 4: image deployment", ("image",)),
+    Part("deploy_text", "deploy", "medassist.studies.deploy:run_deploy_study", "Part 4: text deployment", ("text",)),
+    Part(
+        "fairness_text",
+        "text",
+        "medassist.studies.text:run_text_study",
+        "Part 5: the text run audited (PadChest)",
+    ),
+    Part(
+        "fairness",
+        "fairness",
+        "medassist.studies.fairness:run_fairness_study",
+        "Part 5: fairness and ethics",
+        ("text",),
+    ),
+)
+PART_NAMES = tuple(p.name for p in PARTS)
+
+
+@dataclass
+class PipelineConfig:
+    """The whole assistant: which studies run, with which options, and where the parent folder is made."""
+
+    parts: list[str] = option(
+        ["text", "image", "synth", "synth_records", "deploy_image", "deploy_text"],
+        f"studies to run, in this order: {', '.join(PART_NAMES)}",
+    )
+    audit: str = option(
+        "text", "the text run the fairness audit reads: text (the Open-i run) or fairness_text (a PadChest run)"
+    )
+    out: str = option("runs", "folder in which the parent folder all-<time>/ is made")
+    resume: str = option("", "an unfinished pipeline folder to continue (finished studies are reused)")
+    stop_on_failure: bool = option(False, "stop at the first failed study instead of going on with the others")
+    mlflow: bool = option(False, "log each study's config, metrics and report to MLflow, nested under the pipeline")
+    mlflow_uri: str = option(
+        "", "MLflow tracking URI (default: sqlite:///<out>/mlflow.db, artifacts in <out>/mlartifacts)"
+    )
+    pdf: bool = option(True, "also write report.pdf (WeasyPrint)")
+    progress: bool = option(True, "show progress bars")
+    text: TextStudyConfig = field(default_factory=TextStudyConfig, metadata={"help": "Part 1, the text study"})
+    image: ImageStudyConfig = field(default_factory=ImageStudyConfig, metadata={"help": "Part 2, the image study"})
+    synth: SynthStudyConfig = field(default_factory=SynthStudyConfig, metadata={"help": "Part 3, synthetic images"})
+    synth_records: SynthStudyConfig = field(
+        default_factory=lambda: SynthStudyConfig(data="padchest-records"),
+        metadata={"help": "Part 3, synthetic patient records"},
+    )
+    deploy_image: DeployConfig = field(default_factory=DeployConfig, metadata={"help": "Part 4, image deployment"})
+    deploy_text: DeployConfig = field(default_factory=DeployConfig, metadata={"help": "Part 4, text deployment"})
+    fairness_text: TextStudyConfig = field(
+        default_factory=lambda: TextStudyConfig(dataset="padchest"),
+        metadata={"help": "Part 5, the PadChest text run that the full profile audits"},
+    )
+
+
+def expand_profiles(data: dict[str, Any]) -> dict[str, Any]:
+    """Replace each section's ``profile: NAME`` by that study's shipped profile, with the section's other keys over
+    it: the pipeline's profiles name the studies' profiles instead of copying them."""
+    from medassist.cli import profile_path
+    from medassist.config import load_yaml, merge
+
+    out = dict(data)
+    for part in PARTS:
+        section = out.get(part.name)
+        if isinstance(section, dict) and "profile" in section:
+            rest = {k: v for k, v in section.items() if k != "profile"}
+            out[part.name] = merge(load_yaml(profile_path(part.study, str(section["profile"]))), rest)
+    return out
+
+
+def _import(path: str) -> Callable[..., Any]:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Pipeline:
+    """The parent folder and its ``pipeline.json``: each part's status, run folder, wall time and error."""
+
+    def __init__(self, root: Path, cfg: PipelineConfig) -> None:
+        self.root, self.cfg = root, cfg
+        self.state: dict[str, Any] = {"parts": {}}
+        if (root / PIPELINE_FILE).is_file():
+            self.state = json.loads((root / PIPELINE_FILE).read_text())
+
+    def save(self) -> None:
+        atomic_write_text(self.root / PIPELINE_FILE, json.dumps(self.state, indent=2) + "\n")
+
+    def part(self, name: str) -> dict[str, Any]:
+        return self.state["parts"].setdefault(name, {"status": "pending"})
+
+    def run_dir(self, name: str) -> Path | None:
+        rel = self.part(name).get("run")
+        return self.root / rel if rel else None
+
+
+def _unfinished(folder: Path) -> Path | None:
+    """The newest run folder under ``folder`` that started and did not complete (to resume), if any."""
+    runs = sorted(p for p in folder.glob("*/") if (p / STATUS).is_file())
+    for p in reversed(runs):
+        if json.loads((p / STATUS).read_text()).get("status") != "complete":
+            return p
+    return None
+
+
+def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
+    """The study config of ``part``: its section, written under the parent folder, fed the runs it builds on."""
+    sub = getattr(cfg, part.name)
+    folder = pipe.root / part.name
+    changes: dict[str, Any] = {"out": str(folder)}
+    if hasattr(sub, "progress"):
+        changes["progress"] = cfg.progress
+    if part.name in ("deploy_image", "deploy_text"):
+        changes["run"] = str(pipe.run_dir(part.needs[0]))
+    if part.name == "fairness":
+        audited = pipe.run_dir(cfg.audit)
+        changes["run"] = str(audited)
+        extra = {"synth_run": "synth", "deploy_run": "deploy_text" if cfg.audit == "text" else "", "image_run": "image"}
+        for key, source in extra.items():
+            if source and hasattr(sub, key) and pipe.part(source).get("status") == "complete":
+                changes[key] = str(pipe.run_dir(source))
+    unfinished = _unfinished(folder) if folder.is_dir() else None
+    if unfinished is not None and hasattr(sub, "resume"):
+        changes["resume"] = str(unfinished)
+    return dataclasses.replace(sub, **{k: v for k, v in changes.items() if hasattr(sub, k)})
+
+
+def _needs(part: Part, cfg: PipelineConfig) -> tuple[str, ...]:
+    return (cfg.audit,) if part.name == "fairness" else part.needs
+
+
+def run_pipeline(cfg: PipelineConfig) -> Path:
+    """Run every study of ``cfg.parts`` in order and write the one report; return the parent folder."""
+    unknown = [p for p in cfg.parts if p not in PART_NAMES]
+    if unknown:
+        raise MedAssistError(f"unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PART_NAMES)}")
+    if cfg.audit not in ("text", "fairness_text"):
+        raise MedAssistError(f"audit must be text or fairness_text (got '{cfg.audit}')")
+    if cfg.resume:
+        root = Path(cfg.resume)
+        if not (root / PIPELINE_FILE).is_file():
+            raise MedAssistError(f"cannot resume {root}: it is not a pipeline folder (no {PIPELINE_FILE})")
+        Run(root).set_status("running")
+    else:
+        root = Run.create(cfg.out, "all", to_dict(cfg)).dir
+    pipe = Pipeline(root, cfg)
+    pipe.state.update({"profile_parts": list(cfg.parts), "audit": cfg.audit})
+    tracker = _tracker(cfg, root)
+    order = [p for p in PARTS if p.name in cfg.parts]
+    t_start = time.perf_counter()
+    for part in order:
+        state = pipe.part(part.name)
+        if state.get("status") == "complete" and pipe.run_dir(part.name) and pipe.run_dir(part.name).is_dir():
+            continue
+        missing = [n for n in _needs(part, cfg) if pipe.part(n).get("status") != "complete"]
+        if missing:
+            state.update({"status": "skipped", "error": f"needs {', '.join(missing)}, which did not complete"})
+            pipe.save()
+            continue
+        print(f"[all] {part.title}", file=sys.stderr, flush=True)
+        state.update({"status": "running", "error": ""})
+        pipe.save()
+        t0 = time.perf_counter()
+        try:
+            out = _import(part.runner)(_configure(part, cfg, pipe))
+        except KeyboardInterrupt:
+            state.update({"status": "interrupted"})
+            pipe.save()
+            raise
+        except Exception as exc:  # a failed study is recorded and the others go on
+            message = str(exc) if isinstance(exc, MedAssistError) else f"{type(exc).__name__}: {exc}"
+            state.update({"status": "failed", "error": message, "seconds": time.perf_counter() - t0})
+            (root / part.name).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(root / part.name / "error.txt", traceback.format_exc())
+            pipe.save()
+            print(f"[all] {part.name} failed: {message}", file=sys.stderr, flush=True)
+            if cfg.stop_on_failure:
+                break
+            continue
+        state.update(
+            {
+                "status": "complete",
+                "run": str(Path(out).resolve().relative_to(root.resolve())),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        pipe.save()
+        if tracker is not None:
+            tracker.log_study(part.name, Path(out))
+    pipe.state["seconds"] = pipe.state.get("seconds", 0.0) + time.perf_counter() - t_start
+    pipe.save()
+    from medassist.report.pipeline import write_pipeline_report
+
+    write_pipeline_report(root, pdf=cfg.pdf)
+    if tracker is not None:
+        tracker.finish(root)
+    failed = [n for n in cfg.parts if pipe.part(n).get("status") != "complete"]
+    Run(root).set_status("complete" if not failed else "incomplete", missing=failed)
+    return root
+
+
+def _tracker(cfg: PipelineConfig, root: Path) -> Any:
+    if not cfg.mlflow:
+        return None
+    from medassist.tracking import MlflowTracker, default_store
+
+    uri, artifacts = default_store(root.parent)
+    if cfg.mlflow_uri:
+        uri, artifacts = cfg.mlflow_uri, None
+    return MlflowTracker(uri=uri, pipeline=root.name, artifacts=artifacts)

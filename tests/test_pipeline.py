@@ -1,0 +1,155 @@
+"""The pipeline (``medassist all``): order, options passed through, resume, failures and missing parts, MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medassist.cli import build_parser, main
+from medassist.run import Run
+from medassist.studies import pipeline
+from medassist.studies.pipeline import PipelineConfig, expand_profiles, run_pipeline
+
+
+class FakeStudies:
+    """Stands in for the studies: each writes a finished run folder holding the config it was given."""
+
+    def __init__(self, fail: tuple[str, ...] = (), interrupt: str = "") -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail, self.interrupt = fail, interrupt
+
+    def __call__(self, path: str) -> Any:
+        name = path.split(":")[1]
+
+        def runner(cfg: Any) -> Path:
+            kind = {"run_text_study": "text", "run_image_study": "image", "run_deploy_study": "deploy"}.get(name, name)
+            self.calls.append((kind, cfg))
+            if kind in self.fail or (kind == "deploy" and "deploy" in self.fail):
+                raise RuntimeError(f"{kind} broke")
+            if kind == self.interrupt:
+                raise KeyboardInterrupt
+            run = Run.create(cfg.out, kind, {"seen": getattr(cfg, "run", "")})
+            with run:
+                run.write_json("metrics.json", {"kind": kind})
+            return run.dir
+
+        return runner
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStudies:
+    studies = FakeStudies()
+    monkeypatch.setattr(pipeline, "_import", studies)
+    monkeypatch.setattr("medassist.report.pipeline.write_pipeline_report", lambda root, pdf=True: root)
+    return studies
+
+
+def _cfg(tmp_path: Path, **kw: Any) -> PipelineConfig:
+    parts = kw.pop("parts", ["text", "image", "deploy_image", "deploy_text"])
+    return PipelineConfig(parts=parts, out=str(tmp_path), progress=False, pdf=False, **kw)
+
+
+def test_each_study_gets_its_section_and_the_runs_it_builds_on(tmp_path: Path, fake: FakeStudies) -> None:
+    root = run_pipeline(_cfg(tmp_path))
+    state = json.loads((root / "pipeline.json").read_text())
+    assert [c[0] for c in fake.calls] == ["text", "image", "deploy", "deploy"]
+    assert all(state["parts"][p]["status"] == "complete" for p in ("text", "image", "deploy_image", "deploy_text"))
+    deploy_image, deploy_text = fake.calls[2][1], fake.calls[3][1]
+    assert Path(deploy_image.run) == root / state["parts"]["image"]["run"]
+    assert Path(deploy_text.run) == root / state["parts"]["text"]["run"]
+    assert Path(fake.calls[0][1].out) == root / "text"  # every study writes inside the parent folder
+    assert json.loads((root / "status.json").read_text())["status"] == "complete"
+
+
+def test_a_failed_study_is_marked_and_its_dependants_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    studies = FakeStudies(fail=("image",))
+    monkeypatch.setattr(pipeline, "_import", studies)
+    monkeypatch.setattr("medassist.report.pipeline.write_pipeline_report", lambda root, pdf=True: root)
+    root = run_pipeline(_cfg(tmp_path))
+    parts = json.loads((root / "pipeline.json").read_text())["parts"]
+    assert parts["image"]["status"] == "failed" and "image broke" in parts["image"]["error"]
+    assert parts["deploy_image"]["status"] == "skipped" and "needs image" in parts["deploy_image"]["error"]
+    assert parts["deploy_text"]["status"] == "complete"  # the others go on
+    status = json.loads((root / "status.json").read_text())
+    assert status["status"] == "incomplete" and set(status["missing"]) == {"image", "deploy_image"}
+    assert (root / "image" / "error.txt").read_text().count("RuntimeError") >= 1
+
+
+def test_resume_reuses_finished_studies_and_runs_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("medassist.report.pipeline.write_pipeline_report", lambda root, pdf=True: root)
+    first = FakeStudies(interrupt="image")  # the pipeline is killed during the image study
+    monkeypatch.setattr(pipeline, "_import", first)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(_cfg(tmp_path))
+    (root,) = tmp_path.glob("all-*")
+    assert json.loads((root / "pipeline.json").read_text())["parts"]["image"]["status"] == "interrupted"
+    text_run = json.loads((root / "pipeline.json").read_text())["parts"]["text"]["run"]
+    second = FakeStudies()
+    monkeypatch.setattr(pipeline, "_import", second)
+    run_pipeline(_cfg(tmp_path, resume=str(root)))
+    assert [c[0] for c in second.calls] == ["image", "deploy", "deploy"]  # text is reused, not run again
+    parts = json.loads((root / "pipeline.json").read_text())["parts"]
+    assert parts["text"]["run"] == text_run and all(p["status"] == "complete" for p in parts.values())
+
+
+def test_an_unfinished_study_folder_is_resumed_by_the_study(tmp_path: Path, fake: FakeStudies) -> None:
+    root = Run.create(tmp_path, "all", {}).dir
+    (root / "pipeline.json").write_text(json.dumps({"parts": {"text": {"status": "running"}}}))
+    half = Run.create(root / "text", "text-openi", {})  # a text run that was stopped mid-way
+    run_pipeline(_cfg(tmp_path, parts=["text"], resume=str(root)))
+    assert fake.calls[0][1].resume == str(half.dir)
+
+
+def test_options_pass_through_to_the_right_study(tmp_path: Path) -> None:
+    args = build_parser(["all"]).parse_args(
+        [
+            "all",
+            "--profile",
+            "quick",
+            "--text.dataset",
+            "padchest",
+            "--image.dataset",
+            "breastmnist",
+            "--deploy-text.threads",
+            "1",
+        ]
+    )
+    from medassist.cli import _resolve, profile_path
+    from medassist.config import load_yaml
+
+    cfg = _resolve(PipelineConfig, args, "all", expand_profiles)
+    assert cfg.text.dataset == "padchest" and cfg.image.dataset == "breastmnist"
+    assert cfg.deploy_text.threads == 1 and cfg.deploy_image.threads == 2
+    # The pipeline's quick profile is each study's own quick profile, not a copy of it.
+    quick_image = load_yaml(profile_path("image", "quick"))
+    assert cfg.text.rnn_train.min_steps == load_yaml(profile_path("text", "quick"))["rnn_train"]["min_steps"]
+    assert cfg.image.train.epochs == quick_image["train"]["epochs"]
+    assert main(["all", "--profile", "debug", "--print-config"]) == 0
+
+
+def test_unknown_parts_are_refused(tmp_path: Path) -> None:
+    from medassist.errors import MedAssistError
+
+    with pytest.raises(MedAssistError, match="unknown part"):
+        run_pipeline(_cfg(tmp_path, parts=["text", "pictures"]))
+
+
+def test_mlflow_logs_each_study_nested_under_the_pipeline(tmp_path: Path, fake: FakeStudies) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from medassist.tracking import default_store
+
+    uri, _ = default_store(tmp_path)  # what the pipeline uses when no URI is given
+    root = run_pipeline(_cfg(tmp_path, parts=["text", "image"], mlflow=True))
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("medassist")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.info.run_name == root.name)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["image", "text"]
+    text = next(r for r in children if r.info.run_name == "text")
+    assert text.data.params["seen"] == ""
+    assert "metrics.json" in [a.path for a in client.list_artifacts(text.info.run_id)]
