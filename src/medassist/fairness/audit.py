@@ -30,6 +30,7 @@ METRICS = (
     "selection_rate",
     "accuracy",
 )
+BIASED = ("ece",)  # metrics given the basic bootstrap interval (see :func:`interval`)
 ECE_BINS = 15  # the bins of medassist.evaluate.calibration's ECE
 _MAX_CELLS = 4_000_000  # resample weights held at once (B x n), to bound memory on large groups
 
@@ -182,12 +183,19 @@ def replicates(s: Scored, *, n_boot: int, rng: np.random.Generator) -> dict[str,
     return {m: np.concatenate([p[m] for p in parts]) for m in METRICS}
 
 
-def interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of bootstrap values along axis 0, ignoring undefined replicates."""
+def interval(values: np.ndarray, alpha: float = 0.05, *, around: float | None = None) -> tuple[float, float]:
+    """Percentile interval of bootstrap values along axis 0, ignoring undefined replicates.
+
+    With ``around`` (the point estimate), the basic (reverse-percentile) interval ``2 * around - q``, kept at or
+    above zero: for statistics that resampling biases upwards (a calibration error sums absolute bin gaps; a largest
+    minus smallest group rate grows with noise), whose percentile interval can lie wholly above the estimate.
+    """
     v = values[np.isfinite(values)]
     if v.size == 0:
         return float("nan"), float("nan")
     lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    if around is not None and np.isfinite(around):
+        return float(max(0.0, 2 * around - hi)), float(max(0.0, 2 * around - lo))
     return float(lo), float(hi)
 
 
@@ -261,6 +269,6 @@ def audit_grouping(
                     reps = boot[group][m][:, k]
                 row[m] = value
                 if m != "n":  # a group's size is fixed by the resampling within groups
-                    row[f"{m}_lo"], row[f"{m}_hi"] = interval(reps)
+                    row[f"{m}_lo"], row[f"{m}_hi"] = interval(reps, around=value if m in BIASED else None)
             rows.append(row)
     return GroupAudit(name, counts, compared, pd.DataFrame(rows), boot, frames)

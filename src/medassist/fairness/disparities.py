@@ -2,7 +2,8 @@
 
 Per label (and macro): the AUC gap (the best group's AUC minus the worst group's, those two groups fixed at the
 point estimate; its interval is the bootstrap interval of that difference), the worst-group AUC, and fairlearn's
-equalized-odds and demographic-parity differences (their intervals from the same within-group replicates).
+equalized-odds and demographic-parity differences (basic bootstrap intervals from the same within-group
+replicates: a largest-minus-smallest difference grows with resampling noise).
 
 A gap is called a disparity only when a test says so after Holm's correction: every pair of compared groups of
 every label is tested (a two-sided bootstrap p-value of the pair's difference: AUC; true- and false-positive rate
@@ -108,8 +109,8 @@ def disparities(audit: GroupAudit, s: Scored, groups: pd.Series) -> tuple[pd.Dat
             eod_reps = np.nanmean(np.stack([r["_eod_reps"] for r in rows], 1), 1)
             dpd_reps = np.nanmean(np.stack([r["_dpd_reps"] for r in rows], 1), 1)
         row["_eod_reps"], row["_dpd_reps"] = eod_reps, dpd_reps
-        row.update(dict(zip(("eod_lo", "eod_hi"), interval(eod_reps), strict=True)))
-        row.update(dict(zip(("dpd_lo", "dpd_hi"), interval(dpd_reps), strict=True)))
+        row.update(dict(zip(("eod_lo", "eod_hi"), interval(eod_reps, around=row["eod"]), strict=True)))
+        row.update(dict(zip(("dpd_lo", "dpd_hi"), interval(dpd_reps, around=row["dpd"]), strict=True)))
         if label != "macro":  # the macro row summarises; the tests are per label
             i = len(rows)
             for a, b in itertools.combinations(compared, 2):

@@ -310,7 +310,7 @@ def _mitigate(
     base = summary["before"]
     for name, vals in summary.items():
         for metric, (v, reps) in vals.items():
-            lo, hi = _ci(reps)
+            lo, hi = _ci(reps, v if metric in ("macro_eod", "macro_dpd", "worst_label_eod") else None)
             row = {"variant": name, "metric": metric, "value": v, "value_lo": lo, "value_hi": hi}
             if name != "before":
                 d_lo, d_hi = _ci(reps - base[metric][1])
@@ -385,7 +385,7 @@ def _summary(a: Any, table: pd.DataFrame, boot: dict, worst: str) -> dict[str, t
     }
 
 
-def _ci(reps: np.ndarray) -> tuple[float, float]:
+def _ci(reps: np.ndarray, around: float | None = None) -> tuple[float, float]:
     from medassist.fairness.audit import interval
 
-    return interval(np.asarray(reps, dtype=np.float64))
+    return interval(np.asarray(reps, dtype=np.float64), around=around)
