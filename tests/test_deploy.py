@@ -236,6 +236,10 @@ def test_image_deploy_run(image_deploy: Path, real_data_dir: Path, tmp_path: Pat
     assert 100 <= words <= 150, words
     bundle = load_bundle(image_deploy / "bundle")
     assert bundle.meta["info"]["variant"] == m["chosen"]
+    c = m["calibration"]  # fitted on validation; measured on test with intervals
+    assert bundle.temperature == c["temperature"] > 0 and bundle.min_confidence == c["min_confidence"]
+    assert c["test"]["coverage_ci95"][0] <= c["test"]["coverage"] <= c["test"]["coverage_ci95"][1]
+    assert "## Calibration and abstention" in (image_deploy / "report.md").read_text()
     from PIL import Image
 
     test = np.load(real_data_dir / "medmnist" / "pneumoniamnist.npz")["test_images"]
@@ -253,9 +257,27 @@ def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
     table = pd.read_csv(run / "tables/benchmark.csv").set_index("variant")
     assert table.loc["fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
     assert {"int8 dynamic (ONNX Runtime)", "int8 dynamic (PyTorch)"} <= set(table.index)
-    # The bundle decides each finding at the threshold the text study chose for it on validation.
-    chosen = json.loads((openi_run / "metrics.json").read_text())["thresholds"]["bilstm-base"]
-    assert json.loads((run / "bundle" / "bundle.json").read_text())["threshold"] == chosen
+    # The Transformer, its ONNX export and dynamic int8 are measured in the same table.
+    assert {"minilm fp32 (PyTorch)", "minilm fp32 (ONNX Runtime)", "minilm int8 dynamic (ONNX Runtime)"} <= set(
+        table.index
+    )
+    assert table.loc["minilm fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
+    # The bundle takes each finding's decision at the threshold the text study chose for it on validation (moved to
+    # the temperature-scaled probabilities, so every decision is the same).
+    from medassist.deploy.calibrate import threshold_after_temperature
+
+    m = json.loads((run / "metrics.json").read_text())
+    study = json.loads((openi_run / "metrics.json").read_text())
+    unit = study["best"][m["shipped_model"]]
+    meta = json.loads((run / "bundle" / "bundle.json").read_text())
+    want = threshold_after_temperature(study["thresholds"][unit], meta["temperature"])
+    assert np.allclose(meta["threshold"], want) and meta["abstain"]["target_error"] == 0.02
+    curve = pd.read_csv(run / "tables/risk_coverage.csv")
+    assert curve.query("split == 'test'").accepted.max() == m["calibration"]["test"]["n"]
+    for fig in ("reliability_before", "reliability_after", "risk_coverage"):
+        assert (run / "figures" / f"{fig}.png").is_file()
+    if m["shipped_model"] == "minilm":
+        assert meta["preprocessing"]["tokenizer"] == "wordpiece" and (run / "bundle" / "tokenizer.json").is_file()
     assert main(["predict", str(run / "bundle"), "--text", "Small left pleural effusion. Heart size normal."]) == 0
     out = capsys.readouterr().out
     assert "latency" in out and "each label's threshold" in out
