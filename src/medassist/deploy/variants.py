@@ -94,10 +94,8 @@ def measure_variants(variants: list[Variant], source: Source, cfg: DeployConfig)
             v.logits[split] = logits_of(runners[v.name], (v.source or source).splits[split].batcher)
     by_name = {v.name: v for v in variants}
     # The same reports (or images) for every variant, each in the inputs its model reads.
-    inputs = {
-        id(s): timing_inputs(s, cfg.throughput_batch, cfg.seed)
-        for s in {id(source): source} | {id(v.source): v.source for v in variants if v.source is not None}.values()
-    }
+    sources = {id(source): source} | {id(v.source): v.source for v in variants if v.source is not None}
+    inputs = {key: timing_inputs(s, cfg.throughput_batch, cfg.seed) for key, s in sources.items()}
     one = {v.name: inputs[id(v.source or source)][0] for v in variants}
     many = {v.name: inputs[id(v.source or source)][1] for v in variants}
     b1 = time_rounds(
