@@ -91,9 +91,15 @@ def _privacy(metrics: dict[str, Any], synth: dict[str, Any]) -> str:
     return text
 
 
-def _fairness(metrics: dict[str, Any]) -> tuple[str, list[str]]:
+METHOD = (
+    "Each group's intervals come from resampling its own cases, so a small group has a wide interval, and a gap "
+    "is called a disparity only when its test survives the correction for the many labels and pairs compared."
+)
+
+
+def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = False) -> tuple[str, list[str]]:
     out, recs = ["**Fairness.**"], []
-    for name, entry in metrics["audits"].items():
+    for i, (name, entry) in enumerate(metrics["audits"].items()):
         small = entry.get("not_compared", {})
         if "table" not in entry:
             out.append(f"By {name}, fewer than two groups reach {metrics['min_group_size']} test cases; not compared.")
@@ -101,6 +107,12 @@ def _fairness(metrics: dict[str, Any]) -> tuple[str, list[str]]:
         macro = next(d for d in entry["disparities"] if d["label"] == "macro")
         overall = next(r for r in entry["table"] if r["group"] == "overall" and r["label"] == "macro")
         ch = entry["chance"]["auc"]
+        if brief and i > 0:
+            out.append(
+                f"By {name}, the worst group is {macro['worst_group']} at {_ci(macro, 'worst_group_auc')}; "
+                f"{ch['disparities_holm']} AUC disparities remain after correction."
+            )
+            continue
         out.append(
             f"By {name}, the worst group for macro AUC is {macro['worst_group']} at "
             f"{_ci(macro, 'worst_group_auc')} against {_m(overall['auc'])} overall; of {ch['tests']} pairwise "
@@ -127,6 +139,8 @@ def _fairness(metrics: dict[str, Any]) -> tuple[str, list[str]]:
                 f"{_m(e0['value'])} to {_m(e1['value'])}, changing macro AUC by {_m(auc['change'])} "
                 f"[{_m(auc['change_lo'])}, {_m(auc['change_hi'])}]."
             )
+    if method:
+        out.insert(1, METHOD)
     return " ".join(out), recs
 
 
@@ -211,7 +225,17 @@ DUAL_USE = (
 
 
 def ethics_text(metrics: dict[str, Any]) -> str:
-    """The ethics report's Markdown, from ``metrics`` (the fairness run's metrics.json)."""
+    """The ethics report's Markdown, from ``metrics`` (the fairness run's metrics.json): 400-600 words, the
+    fairness paragraph shortened or explained further to stay within them."""
+    text = _ethics_text(metrics)
+    if len(text.split()) > 600:
+        text = _ethics_text(metrics, brief=True)
+    if len(text.split()) < 400:
+        text = _ethics_text(metrics, method=True)
+    return text
+
+
+def _ethics_text(metrics: dict[str, Any], *, brief: bool = False, method: bool = False) -> str:
     linked = metrics.get("linked_runs", {})
     src = metrics["source"]
     extra = (
@@ -221,7 +245,7 @@ def ethics_text(metrics: dict[str, Any]) -> str:
     )
     parts = [_privacy(metrics, linked.get("synth", {}))]
     if metrics.get("demographics"):
-        text, _ = _fairness(metrics)
+        text, _ = _fairness(metrics, brief=brief, method=method)
         parts.append(text)
     else:
         note = metrics["no_demographics"]
