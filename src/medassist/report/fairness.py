@@ -62,6 +62,12 @@ def build_fairness_report(run_dir: str | Path) -> str:
     )
     for col, n in src.get("stated", {}).items():
         out.append(f"- `{col}` stated for {fmt_int(n)} of {fmt_int(src['n_test'])} test cases\n")
+    ds = src.get("dataset_stated")
+    if ds:
+        out.append(
+            f"- in the whole data set ({fmt_int(ds['reports'])} reports), sex is stated in {fmt_int(ds['sex'])} and "
+            f"age in {fmt_int(ds['age'])}\n"
+        )
     if not m.get("demographics"):
         note = m["no_demographics"]
         out.append(f"\n## No demographics\n\nThe {note['statement']}.\n\nBiases that could exist, and how to test:\n")

@@ -152,6 +152,15 @@ def _study(
         "metadata_columns": info.get("metadata_columns", []),
         "stated": {c: int(test[c].notna().sum()) for c in info.get("metadata_columns", []) if c in ("sex", "age")},
     }
+    data_info = (json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").is_file() else {}).get(
+        "info", {}
+    )
+    if "n_with_sex" in data_info:  # Open-i: how many of all its reports state sex and age
+        source["dataset_stated"] = {
+            "reports": data_info.get("n_kept"),
+            "sex": data_info["n_with_sex"],
+            "age": data_info.get("n_with_age"),
+        }
     metrics: dict[str, Any] = {
         "source": source,
         "min_group_size": cfg.min_group_size,
