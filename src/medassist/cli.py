@@ -357,6 +357,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     width = max(len(name) for name in bundle.labels)
     for name, p in prediction.ranked():
         print(f"  {name:<{width}}  {p:.4f}")
+    if prediction.abstained:
+        print(f"abstained: {prediction.reason} (confidence {prediction.confidence:.3f} < {bundle.min_confidence:.3f})")
     print(f"latency: {prediction.latency_ms:.2f} ms")
     return 0
 

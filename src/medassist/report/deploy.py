@@ -264,7 +264,8 @@ def build_deploy_report(run_dir: str | Path) -> str:
         "",
         f"`bundle/` holds the shipped model (`model.onnx`), its preprocessing, label names and test metrics "
         f"(`bundle.json`) and `manifest.json` with the sha256 of every file; the loader refuses a tampered, "
-        f"truncated or mismatching file. Run it with `medassist predict {run_dir.name}/bundle <input>`.",
+        f"truncated or mismatching file. Run it with `medassist predict {run_dir.name}/bundle <input>`, or serve it "
+        f"(API and web page) with `medassist serve {run_dir.name}/bundle`.",
         "",
     ]
     return "\n".join(lines)
