@@ -148,8 +148,9 @@ def reflection(m: dict[str, Any]) -> str:
         )
     elif gan and gan["near_duplicate_rate"] > 2 * max(floor["near_duplicate_rate"], 0.01):
         s.append(
-            f"The largest training challenge the measurements show is mode collapse: {fmt_percent(gan['near_duplicate_rate'])} "
-            f"of the GAN's samples have a near-duplicate, against {fmt_percent(floor['near_duplicate_rate'])} of real images."
+            "The largest training challenge the measurements show is mode collapse: "
+            f"{fmt_percent(gan['near_duplicate_rate'])} of the GAN's samples have a near-duplicate, against "
+            f"{fmt_percent(floor['near_duplicate_rate'])} of real images."
         )
     elif vae and vae["frechet_distance"] > 2 * gens[best_fd]["frechet_distance"]:
         s.append(
@@ -171,13 +172,15 @@ def reflection(m: dict[str, Any]) -> str:
     acc = ", ".join(f"{_name(g)} {fmt_metric(r['conditional_accuracy'])}" for g, r in gens.items())
     s.append(
         f"The real-trained classifier recognises the requested class in {acc} of the samples "
-        f"(real test accuracy {fmt_metric(floor['conditional_accuracy'])})."
+        f"(real test accuracy {fmt_metric(floor['conditional_accuracy'])}), as far as a classifier can judge "
+        "medical plausibility."
     )
     best_t = max(gens, key=lambda g: gens[g]["tstr"]["val_auc"])
     t, d = gens[best_t]["tstr"]["test"], gens[best_t]["tstr_minus_trtr_auc"]
     verdict = ("differs from" if _differs(d) else "shows no difference from") + " training on real images"
     s.append(
-        f"Trained on the {_name(best_t)}'s images (chosen on validation), the classifier reaches test AUC {_v(t['auc'])}, "
+        f"Trained on the {_name(best_t)}'s images (chosen on validation), the classifier reaches test AUC "
+        f"{_v(t['auc'])}, "
         f"which {verdict} (paired difference {_d(d)})."
     )
     leaky = [
@@ -197,9 +200,17 @@ def reflection(m: dict[str, Any]) -> str:
         )
     else:
         s.append(
-            f"No attack tells training images from held-out ones above chance (highest AUC {fmt_metric(worst[0])}, every "
+            "No attack tells training images from held-out ones above chance (highest AUC "
+            f"{fmt_metric(worst[0])}, every "
             "interval includes 0.5), which supports sharing but proves no formal guarantee."
         )
+    dcr = ", ".join(
+        f"{_name(g)} {fmt_percent(r['privacy']['pixel']['share_below_holdout_p5'])}" for g, r in gens.items()
+    )
+    s.append(
+        f"Closer to a training image than the 5th percentile of held-out images (about 5% expected without copying): "
+        f"{dcr} of the samples, in pixel space."
+    )
     dp = m.get("dp", {})
     if dp:
         parts = ", ".join(
@@ -299,7 +310,10 @@ def build_synth_report(run_dir: str | Path) -> str:
         if g.startswith("vae"):
             line += f"; {r.get('active_units')} of {r.get('latent_dim')} latent units active"
         if r.get("epsilon") is not None:
-            line += f"; ε = {r['epsilon']:.3g} at δ = 1/N (Opacus RDP accountant), noise multiplier {r['noise_multiplier']:.3g}"
+            line += (
+                f"; ε = {r['epsilon']:.3g} at δ = 1/N (Opacus RDP accountant), noise multiplier "
+                f"{r['noise_multiplier']:.3g}"
+            )
         out.append(line + ".")
     out.append("")
     for g in gens:

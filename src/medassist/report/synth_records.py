@@ -32,8 +32,9 @@ def records_reflection(m: dict[str, Any]) -> str:
         a = r["attack_distance"]
         leak = a["auc_lo"] > 0.5
         s.append(
-            f"{g}: {fmt_percent(r['share_below_holdout_p5'])} of synthetic records are closer to a training record than "
-            f"the held-out 5th percentile; {fmt_percent(r['exact_copies'])} equal a training record (held-out real records: "
+            f"{g}: {fmt_percent(r['share_below_holdout_p5'])} of synthetic records are closer to a training record "
+            f"than the held-out 5th percentile; {fmt_percent(r['exact_copies'])} equal a training record (held-out "
+            "real records: "
             f"{fmt_percent(m['holdout'].get('exact_copies'))}); the distance attack's AUC is "
             f"{fmt_value_ci(a['auc'], a['auc_lo'], a['auc_hi'])}, "
             + ("above chance, so membership leaks." if leak else "no leakage the attack can see.")
@@ -57,8 +58,9 @@ def build_records_report(run_dir: Path, m: dict[str, Any]) -> str:
         "",
         "> **Every record under `synthetic/` is synthetic** (`synthetic` column true; see `SYNTHETIC.md`).",
         "",
-        f"Source: {d['source']}. Records used: train {fmt_int(sizes['train'])} (of {fmt_int(d['full_sizes']['train'])}), "
-        f"validation {fmt_int(sizes['val'])}, test {fmt_int(sizes['test'])} (held out; of {fmt_int(d['full_sizes']['test'])}). "
+        f"Source: {d['source']}. Records used: train {fmt_int(sizes['train'])} "
+        f"(of {fmt_int(d['full_sizes']['train'])}), validation {fmt_int(sizes['val'])}, test {fmt_int(sizes['test'])} "
+        f"(held out; of {fmt_int(d['full_sizes']['test'])}). "
         f"Columns: {', '.join(f'{c} ({k})' for c, k in d['columns'].items())}. TSTR target: {d['target']}. "
         f"Wall time {fmt_seconds(m.get('wall_time'))} s.",
         "",

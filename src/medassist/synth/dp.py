@@ -23,6 +23,18 @@ def check_reachable(target_epsilon: float, delta: float, *, n_samples: int, batc
         raise MedAssistError(
             f"DP-SGD needs epsilon > 0 and 0 < delta < 1 (got epsilon {target_epsilon}, delta {delta})"
         )
+    # Opacus's RDP-to-(epsilon, delta) conversion adds a term that no amount of noise removes; below its minimum
+    # over Opacus's orders, no noise multiplier reaches the target (and Opacus's own search takes a minute to say so).
+    import numpy as np
+    from opacus.accountants import RDPAccountant
+
+    orders = np.asarray(RDPAccountant.DEFAULT_ALPHAS, dtype=np.float64)
+    floor = float(np.min(np.log((orders - 1) / orders) - (np.log(delta) + np.log(orders)) / (orders - 1)))
+    if target_epsilon <= floor:
+        raise MedAssistError(
+            f"Opacus cannot reach epsilon {target_epsilon} at delta {delta:.2g}: its RDP accountant gives at least "
+            f"{floor:.3g} at any noise level; raise dp_epsilons above {floor:.3g}"
+        )
     try:
         return float(
             get_noise_multiplier(

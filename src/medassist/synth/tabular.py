@@ -29,7 +29,8 @@ def padchest_records(cfg: SynthStudyConfig) -> tuple[dict[str, pd.DataFrame], di
 
     data = load_padchest(seed=cfg.seed, top_k=cfg.records.findings)
     source = resolve_file(None, PADCHEST_FILE)
-    proj = pd.read_csv(source, usecols=["ReportID", "Projection"], dtype={"Projection": str}).drop_duplicates("ReportID")
+    proj = pd.read_csv(source, usecols=["ReportID", "Projection"], dtype={"Projection": str})
+    proj = proj.drop_duplicates("ReportID")  # the first row of a report, as load_padchest keeps
     proj = proj.set_index("ReportID")["Projection"]
     frames, dropped = {}, {}
     for name, s in data.splits.items():
