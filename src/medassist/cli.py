@@ -169,13 +169,22 @@ def _run(args: argparse.Namespace, cls: type, study: str, runner: Any, expand: A
     cfg = _resolve(cls, args, study, expand)
     if getattr(cfg, "resume", ""):
         cfg = _resumed(cls, args, study, cfg, expand)
+    main_rank = True
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and hasattr(cfg, "out"):  # under torchrun
+        from medassist.train.distributed import scratch_out, setup
+
+        main_rank = setup().is_main
+        if not main_rank:  # only rank 0 writes the run folder; the others write into a scratch folder
+            out, resume = scratch_out(cfg.out, getattr(cfg, "resume", ""))
+            changes = {"out": out, "resume": resume, "progress": False}
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if hasattr(cfg, k)})
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     out = runner(cfg)
-    if isinstance(out, Path):
+    if isinstance(out, Path) and main_rank:
         print(f"run complete: {out}\nreport: {out / 'report.md'} and {out / 'report.html'}")
     return 0
 

@@ -33,6 +33,7 @@ from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.train.augment import augment_batch
 from medassist.train.data import TASKS, Batcher, ImageBatcher, check_bf16, predict_proba
+from medassist.train.distributed import all_sum, any_rank, ranks, shard
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
 from medassist.utils.io import atomic_path
 
@@ -113,7 +114,9 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    # Under torchrun the processes of one node share its cores (LOCAL_WORLD_SIZE of them run side by side).
+    per_process = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads or per_process)
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, object]:
@@ -322,11 +325,23 @@ def fit(
         )
         if privacy_state is not None:
             privacy.load_state_dict(privacy_state)
+    r = ranks()
+    if r.distributed:  # under torchrun: each rank trains on its shard of every batch, gradients averaged
+        if privacy is not None:
+            raise MedAssistError(f"{desc}: DP-SGD cannot be combined with torchrun's data parallelism; run it alone")
+        train_model = nn.parallel.DistributedDataParallel(train_model)
     clock.start(elapsed)
 
     stopped_early = budget_reached = False
     done = bool(rows) and (rows[-1].get("stop_reason") or "") != ""
-    bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc=desc, disable=not progress, leave=False, unit="ep")
+    bar = tqdm(
+        total=cfg.epochs,
+        initial=start_epoch - 1,
+        desc=desc,
+        disable=not progress or not r.is_main,
+        leave=False,
+        unit="ep",
+    )
     for epoch in range(start_epoch, cfg.epochs + 1):
         if done:
             break
@@ -337,6 +352,10 @@ def fit(
         log_sums: dict[str, float] = {}
         n_steps = 0
         for idx in train.batcher.order(cfg.batch_size, generator=gen):
+            if r.distributed:  # every rank drew the same global batch; each keeps its shard
+                if len(idx) < r.world_size:
+                    continue
+                idx = shard(idx, r)
             inputs, yb = train.batcher.inputs(idx), y_train[idx]
             if cfg.augment and getattr(train.batcher, "augmentable", False):
                 inputs = (augment_batch(inputs[0], cfg.augmentation, aug_gen), *inputs[1:])
@@ -363,9 +382,14 @@ def fit(
             loss_sum += float(loss.detach()) * len(idx)
             correct += math.nan if logits is None else _n_correct(logits.detach().float(), yb, task)
             seen += len(idx)
-            if cfg.time_budget and elapsed + time.perf_counter() - t0 > cfg.time_budget:
+            if cfg.time_budget and any_rank(elapsed + time.perf_counter() - t0 > cfg.time_budget, r):
                 budget_reached = True
                 break
+        if r.distributed:  # the epoch's training numbers over every rank's shards
+            keys = sorted(log_sums)
+            totals = all_sum([loss_sum, correct, float(seen), *(log_sums[k] for k in keys)], r)
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
+            log_sums = dict(zip(keys, totals[3:], strict=True))
         if validate is not None:
             val_metrics = {k: float(v) for k, v in validate(model).items()}
             if cfg.monitor.removeprefix("val_") not in val_metrics:
@@ -405,7 +429,7 @@ def fit(
             }
         )
         norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(n_steps, 1)} for k, v in sums.items()]
-        if ckpt is not None:  # everything resume needs, written atomically
+        if ckpt is not None and r.is_main:  # everything resume needs, written atomically (by rank 0 only)
             # Nothing draws a random number between here and the next epoch's first batch, so the random state
             # saved here is the one that epoch starts from: a run killed mid-epoch repeats that epoch exactly.
             with atomic_path(ckpt) as tmp:
@@ -429,7 +453,7 @@ def fit(
                     },
                     tmp,
                 )
-        if on_epoch is not None:
+        if on_epoch is not None and r.is_main:
             on_epoch(dict(rows[-1]))
         bar.update(1)
         bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{best_score:.4f}"})
