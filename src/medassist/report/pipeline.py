@@ -300,19 +300,149 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
     ]
 
 
-# --- Parts 3 and 5: synthetic data, fairness (their studies write their own pieces) -------------------------------
+# --- Part 3: synthetic data ----------------------------------------------------------------------------------
+
+
+def _table_rows(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    return df[[c for c in cols if c in df.columns]]
 
 
 def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
-    from medassist.report import synth as synth_report
+    from medassist.report.synth import measurement_rows, reflection
 
-    return synth_report.pipeline_section(doc, run)
+    m = _json(run / "metrics.json")
+    if m.get("kind") == "records":
+        return part_records(doc, run, m)
+    rows = measurement_rows(m)
+    fidelity = ["generator", "frechet_distance", "precision", "recall", "coverage", "conditional_accuracy"]
+    useful = [
+        "generator",
+        "test_auc",
+        "test_auc_lo",
+        "test_auc_hi",
+        "test_accuracy",
+        "test_accuracy_lo",
+        "test_accuracy_hi",
+    ]
+    privacy = [c for c in rows.columns if c.startswith(("dcr", "share_", "attack", "mia"))]
+    t1 = doc.table(
+        readable_table(_table_rows(rows, fidelity)),
+        "Fidelity, diversity and conditional plausibility "
+        "of each generator on the domain classifier's features, beside the real-vs-real floor.",
+        "Part 3: fidelity and diversity",
+    )
+    t2 = doc.table(
+        readable_table(_table_rows(rows, useful), max_columns=None),
+        "Usefulness: the same classifier "
+        "trained on each generator's images (TSTR) and on real images (TRTR), tested on real test images.",
+        "Part 3: TSTR against TRTR",
+    )
+    t3 = doc.table(
+        readable_table(_table_rows(rows, ["generator", *privacy]), max_columns=None) if privacy else "",
+        "Privacy: distance to the closest training image and membership-inference attacks.",
+        "Part 3: privacy",
+    )
+    gens = list(m.get("generators", {}))
+    figs = [
+        doc.figure(
+            run / "figures" / f"samples_{g}.png", f"Samples of the {g} per class (synthetic).", f"Part 3: {g} samples"
+        )
+        for g in gens
+    ]
+    figs.append(
+        doc.figure(
+            run / "figures" / "reconstructions_vae.png",
+            "VAE reconstructions beside their originals.",
+            "Part 3: VAE reconstructions",
+        )
+    )
+    figs.append(
+        doc.figure(
+            run / "figures" / "closest_gan.png",
+            "The closest synthetic-training pairs (GAN).",
+            "Part 3: closest-pair gallery",
+        )
+    )
+    doc.piece("synth", reflection(m), [t1, t2, t3, *figs], "Part 3: reflection (150-200 words)")
+    best = m.get("best_tstr") or m.get("best")
+    out = []
+    row = rows[rows["generator"].astype(str).str.startswith(str(best))] if best else rows.iloc[0:0]
+    if not row.empty and "test_auc" in row:
+        r = row.iloc[0]
+        out.append(
+            (
+                f"Synthetic images ({m['data']['name']}): TSTR test AUC of {r['generator']}",
+                f"{fmt_metric(r['test_auc'])} {fmt_ci(r.get('test_auc_lo'), r.get('test_auc_hi'))}",
+            )
+        )
+    trtr = m.get("trtr", {}).get("test", {}).get("auc")
+    if trtr:
+        out.append(
+            (
+                "Real images, same classifier (TRTR): test AUC",
+                f"{fmt_metric(trtr['value'])} {fmt_ci(trtr['ci_low'], trtr['ci_high'])}",
+            )
+        )
+    return out
+
+
+def part_records(doc: Doc, run: Path, m: dict[str, Any]) -> list[tuple[str, str]]:
+    table = _csv(run / "tables" / "records.csv") or _csv(run / "tables" / "generators.csv")
+    label = ""
+    if table is not None:
+        label = doc.table(
+            readable_table(table),
+            "Synthetic patient records (SDV generators): SDMetrics quality, distance to the closest record and TSTR.",
+            "Part 3: patient records",
+        )
+    doc.text(f"The patient-record generators are measured in {label or 'the run folder ' + run.name}.")
+    out = []
+    for name, g in m.get("generators", {}).items():
+        q = g.get("quality_score") if isinstance(g, dict) else None
+        if q is not None:
+            out.append((f"Synthetic records ({name}): SDMetrics quality score", fmt_metric(q)))
+    return out
+
+
+# --- Part 5: fairness and ethics ------------------------------------------------------------------------------
 
 
 def part_fairness(doc: Doc, run: Path) -> list[tuple[str, str]]:
-    from medassist.report import fairness as fairness_report
+    from medassist.fairness.ethics import ethics_text
 
-    return fairness_report.pipeline_section(doc, run)
+    m = _json(run / "metrics.json")
+    src = m.get("source", {})
+    refs = []
+    if not m.get("demographics"):
+        note = m.get("no_demographics", {})
+        doc.text(
+            f"**{src.get('dataset', '')}: no demographics.** The {note.get('statement', 'data carry none')}. "
+            "Biases that could exist, and how to test them: "
+            + "; ".join(f"{b['attribute']}: {b['how_to_test']}" for b in note.get("possible_biases", []))
+            + "."
+        )
+        doc.deliverables.append(("Part 5: MedMNIST has no demographics", "stated in Part 5"))
+        return []
+    for name in m.get("audits", {}):
+        slug = name.replace("*", "_x_").replace(" ", "_")
+        refs.append(
+            doc.figure(
+                run / "figures" / f"metrics_{slug}.png",
+                f"Per-group metrics by {name} with 95% intervals.",
+                f"Part 5: metrics by {name}",
+            )
+        )
+    mit = _csv(run / "tables" / "mitigation.csv")
+    if mit is not None:
+        refs.append(
+            doc.table(
+                readable_table(mit),
+                "Before and after mitigation (ThresholdOptimizer fitted on validation; group-balanced retrain).",
+                "Part 5: mitigation before and after",
+            )
+        )
+    doc.piece("ethics", ethics_text(m), refs, "Part 5: ethics report (400-600 words)")
+    return []
 
 
 SECTIONS: list[tuple[str, str, Callable[..., list[tuple[str, str]]], tuple[str, ...]]] = [
@@ -320,7 +450,7 @@ SECTIONS: list[tuple[str, str, Callable[..., list[tuple[str, str]]], tuple[str, 
     ("Part 2: medical images", "image", part_image, ()),
     ("Part 3: synthetic data", "synth", part_synth, ("synth_records",)),
     ("Part 4: edge deployment", "deploy_image", lambda d, r: part_deploy(d, r, "image"), ("deploy_text",)),
-    ("Part 5: ethics and fairness", "fairness", part_fairness, ()),
+    ("Part 5: ethics and fairness", "fairness", part_fairness, ("fairness_image",)),
 ]
 
 
@@ -352,6 +482,8 @@ def build_pipeline_report(root: str | Path) -> tuple[str, Doc]:
                 summary += part_deploy(body, run, "text")
             elif name == "synth_records":
                 summary += part_synth(body, run)
+            elif name == "fairness_image":
+                summary += part_fairness(body, run)
             else:
                 summary += build(body, run)
     doc.lines += [

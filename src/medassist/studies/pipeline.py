@@ -25,6 +25,7 @@ from medassist.config import option, to_dict
 from medassist.deploy.config import DeployConfig
 from medassist.errors import MedAssistError
 from medassist.run import STATUS, Run
+from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image_config import ImageStudyConfig
 from medassist.studies.synth_config import SynthStudyConfig
 from medassist.studies.text_setup import TextStudyConfig
@@ -64,6 +65,13 @@ PARTS: tuple[Part, ...] = (
         "Part 5: fairness and ethics",
         ("text",),
     ),
+    Part(
+        "fairness_image",
+        "fairness",
+        "medassist.studies.fairness:run_fairness_study",
+        "Part 5: the image run audited (what its data holds)",
+        ("image",),
+    ),
 )
 PART_NAMES = tuple(p.name for p in PARTS)
 
@@ -73,7 +81,7 @@ class PipelineConfig:
     """The whole assistant: which studies run, with which options, and where the parent folder is made."""
 
     parts: list[str] = option(
-        ["text", "image", "synth", "synth_records", "deploy_image", "deploy_text"],
+        ["text", "image", "synth", "synth_records", "deploy_image", "deploy_text", "fairness", "fairness_image"],
         f"studies to run, in this order: {', '.join(PART_NAMES)}",
     )
     audit: str = option(
@@ -100,6 +108,10 @@ class PipelineConfig:
     fairness_text: TextStudyConfig = field(
         default_factory=lambda: TextStudyConfig(dataset="padchest"),
         metadata={"help": "Part 5, the PadChest text run that the full profile audits"},
+    )
+    fairness: FairnessConfig = field(default_factory=FairnessConfig, metadata={"help": "Part 5, the fairness audit"})
+    fairness_image: FairnessConfig = field(
+        default_factory=FairnessConfig, metadata={"help": "Part 5, the audit of the image run"}
     )
 
 
@@ -161,12 +173,12 @@ def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
         changes["progress"] = cfg.progress
     if part.name in ("deploy_image", "deploy_text"):
         changes["run"] = str(pipe.run_dir(part.needs[0]))
+    if part.name == "fairness_image":
+        changes["run"] = str(pipe.run_dir("image"))
     if part.name == "fairness":
-        audited = pipe.run_dir(cfg.audit)
-        changes["run"] = str(audited)
-        extra = {"synth_run": "synth", "deploy_run": "deploy_text" if cfg.audit == "text" else "", "image_run": "image"}
-        for key, source in extra.items():
-            if source and hasattr(sub, key) and pipe.part(source).get("status") == "complete":
+        changes["run"] = str(pipe.run_dir(cfg.audit))
+        for key, source in {"synth_run": "synth", "deploy_run": "deploy_text" if cfg.audit == "text" else ""}.items():
+            if source and pipe.part(source).get("status") == "complete":
                 changes[key] = str(pipe.run_dir(source))
     unfinished = _unfinished(folder) if folder.is_dir() else None
     if unfinished is not None and hasattr(sub, "resume"):
