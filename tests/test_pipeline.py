@@ -153,3 +153,28 @@ def test_mlflow_logs_each_study_nested_under_the_pipeline(tmp_path: Path, fake: 
     text = next(r for r in children if r.info.run_name == "text")
     assert text.data.params["seen"] == ""
     assert "metrics.json" in [a.path for a in client.list_artifacts(text.info.run_id)]
+
+
+@pytest.mark.realdata
+def test_the_debug_pipeline_writes_one_report_of_every_part(real_data_dir: Path, tmp_path: Path) -> None:
+    from medassist.report.pipeline import WORD_LIMITS, words
+
+    argv = ["all", "--profile", "debug", "--out", str(tmp_path), "--progress", "false"]
+    argv += ["--image.data-dir", str(real_data_dir), "--synth.data-dir", str(real_data_dir)]
+    assert main(argv) == 0
+    (root,) = tmp_path.glob("all-*")
+    parts = json.loads((root / "pipeline.json").read_text())["parts"]
+    assert {k: v["status"] for k, v in parts.items()} == dict.fromkeys(PipelineConfig().parts, "complete")
+    info = json.loads((root / "report.json").read_text())
+    assert (root / "report.html").stat().st_size > 10_000 and (root / "report.pdf").read_bytes()[:4] == b"%PDF"
+    assert info["pages"] <= 12
+    # Every written piece keeps the brief's length, counted in the report that carries it.
+    assert set(info["words"]) == set(WORD_LIMITS)
+    for key, n in info["words"].items():
+        low, high = WORD_LIMITS[key]
+        assert low <= n <= high, f"{key}: {n} words, brief {low}-{high}"
+    md = (root / "report.md").read_text()
+    for i in range(1, info["figures"] + 1):  # every figure is numbered, in order, and the text refers to it
+        assert f"Figure {i}." in md and md.count(f"Figure {i}") >= 2
+    assert "## Appendix: where each deliverable is answered" in md and "## References" in md
+    assert words("one two, three") == 3

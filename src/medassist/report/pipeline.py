@@ -287,7 +287,8 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
     if what == "image":
         doc.piece("deploy", deploy_analysis(m), refs, "Part 4: explanation (100-150 words)")
     else:
-        doc.text(f"The text bundle: {deploy_analysis(m)}")
+        shown = ", ".join(r for r in refs if r)
+        doc.text(f"The text model's deployment ({shown}): {deploy_analysis(m)}")
     chosen = next((r for r in m.get("variants", []) if r["variant"] == m.get("chosen")), None)
     if chosen is None:
         return []
