@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from medassist.bench.ddp import DDPBenchConfig
 from medassist.bench.medmnist import BenchConfig
 from medassist.bench.serve import ServeBenchConfig
 from medassist.bench.synth import SynthBenchConfig
@@ -33,6 +34,7 @@ CLASSES = {
     "bench_serve": ServeBenchConfig,
     "fairness": FairnessConfig,
     "tune": TuneConfig,
+    "bench_ddp": DDPBenchConfig,
     "all": PipelineConfig,
 }
 

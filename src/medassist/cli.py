@@ -256,6 +256,12 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return _run(args, ServeBenchConfig, "bench_serve", run_serve_benchmark)
 
 
+def cmd_bench_ddp(args: argparse.Namespace) -> int:
+    from medassist.bench.ddp import DDPBenchConfig, run_ddp_benchmark
+
+    return _run(args, DDPBenchConfig, "bench_ddp", run_ddp_benchmark)
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from medassist.data import INFO, available, resolve_data_dir
 
@@ -479,6 +485,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         path == ("bench", "text"),
     )
     p.set_defaults(func=cmd_bench_text)
+    p = _study_parser(
+        bsub,
+        "ddp",
+        "medassist.bench.ddp:DDPBenchConfig",
+        "one fixed amount of training in 1 process and in N processes under torchrun (DDP): median times and "
+        "their ratio",
+        "default",
+        path == ("bench", "ddp"),
+    )
+    p.set_defaults(func=cmd_bench_ddp)
     p = _study_parser(
         bsub,
         "serve",
