@@ -212,6 +212,20 @@ def _run_texts(bundle: Bundle) -> Any:
     return run
 
 
+async def _warm_up(s: Served, limits: Limits) -> None:
+    """One answer through the whole path (decoding, model, overlay), so that lazy imports and ONNX Runtime's first
+    run happen before the service reports ready."""
+    from PIL import Image
+
+    if s.bundle.kind == "image":
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((s.bundle.image_size,) * 2, dtype=np.uint8)).save(buf, format="PNG")
+        data = buf.getvalue()
+        await s.batcher.submit(read_image(data, check_upload(data, limits), s.bundle))
+    else:
+        await s.batcher.submit("warm-up")
+
+
 # -- the Grad-CAM overlay ----------------------------------------------------------------------------------------
 
 OVERLAY_SIZE = 112  # 4x a 28-pixel input; the page shows it at twice that (PNG encoding dominates its cost)
@@ -321,6 +335,7 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> Any:
         for s in served:
             await s.batcher.start()
+            await _warm_up(s, limits)  # the first answer is not slower than the others; /readyz means ready
         try:
             yield
         finally:
