@@ -294,9 +294,11 @@ def _mitigate(
             p_val, p_test, facts = retrain_weighted(
                 run_dir, info, g.name, age_edges=cfg.age_bands, work=run.dir / "retrain", progress=cfg.progress
             )
-            truth = s_test.y if info["task"] == "multi-label" else None
-            if truth is not None and p_test.shape != s_test.p.shape:
-                raise MedAssistError(f"the retrained model's test predictions have shape {p_test.shape}")
+            if len(p_test) != len(s_test.y) or len(p_val) != len(s_val.y):
+                raise MedAssistError(
+                    f"{run_dir}: its data no longer match the saved predictions ({len(p_test)} test cases now, "
+                    f"{len(s_test.y)} saved); audit a fresh run of the study"
+                )
             frame_val = _as_frame(p_val, info, s_val)
             frame_test = _as_frame(p_test, info, s_test)
             variants["balanced_retrain"] = scored(frame_test, {**info, "thresholds": _thresholds(frame_val, info)})
