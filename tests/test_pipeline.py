@@ -103,6 +103,13 @@ def test_an_unfinished_study_folder_is_resumed_by_the_study(tmp_path: Path, fake
     assert fake.calls[0][1].resume == str(half.dir)
 
 
+def test_a_users_images_and_texts_go_to_the_studies_that_read_them(tmp_path: Path, fake: FakeStudies) -> None:
+    run_pipeline(_cfg(tmp_path, parts=["text", "image", "synth"], images="xrays/", texts="notes.csv"))
+    seen = {kind: cfg for kind, cfg in fake.calls}
+    assert seen["image"].images == "xrays/" and seen["run_synth_study"].images == "xrays/"
+    assert seen["text"].texts == "notes.csv"
+
+
 def test_options_pass_through_to_the_right_study(tmp_path: Path) -> None:
     args = build_parser(["all"]).parse_args(
         [

@@ -87,6 +87,8 @@ class PipelineConfig:
     audit: str = option(
         "text", "the text run the fairness audit reads: text (the Open-i run) or fairness_text (a PadChest run)"
     )
+    images: str = option("", "your own images (a folder of class subfolders, or a CSV) for the image and synth studies")
+    texts: str = option("", "your own text CSV or JSONL for the text study (see --text.text-column and friends)")
     out: str = option("runs", "folder in which the parent folder all-<time>/ is made")
     resume: str = option("", "an unfinished pipeline folder to continue (finished studies are reused)")
     stop_on_failure: bool = option(False, "stop at the first failed study instead of going on with the others")
@@ -171,6 +173,10 @@ def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
     changes: dict[str, Any] = {"out": str(folder)}
     if hasattr(sub, "progress"):
         changes["progress"] = cfg.progress
+    if cfg.images and part.name in ("image", "synth"):
+        changes["images"] = cfg.images
+    if cfg.texts and part.name == "text":
+        changes["texts"] = cfg.texts
     if part.name in ("deploy_image", "deploy_text"):
         changes["run"] = str(pipe.run_dir(part.needs[0]))
     if part.name == "fairness_image":
