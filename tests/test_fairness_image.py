@@ -18,7 +18,7 @@ def test_image_csv_run_with_metadata_is_audited_end_to_end(tmp_path: Path, capsy
     rng = np.random.default_rng(0)
     rows = []
     (tmp_path / "imgs").mkdir()
-    for i in range(160):
+    for i in range(120):
         label = i % 2
         site = "A" if i % 4 < 2 else "B"
         # site B's images are noisier: a real difference the audit may find
@@ -56,7 +56,7 @@ def test_image_csv_run_with_metadata_is_audited_end_to_end(tmp_path: Path, capsy
         "--ablations",
         "none",
         "--train.epochs",
-        "2",
+        "1",
     ]
     assert main(argv) == 0
     (run,) = list(out.iterdir())
@@ -74,7 +74,7 @@ def test_image_csv_run_with_metadata_is_audited_end_to_end(tmp_path: Path, capsy
         "--min-group-size",
         "5",
         "--n-boot",
-        "100",
+        "50",
         "--out",
         str(fair_out),
         "--progress",
