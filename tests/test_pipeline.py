@@ -162,6 +162,7 @@ def test_mlflow_logs_each_study_nested_under_the_pipeline(tmp_path: Path, fake: 
     assert "metrics.json" in [a.path for a in client.list_artifacts(text.info.run_id)]
 
 
+@pytest.mark.slow  # every study's debug run, one after another: minutes, not the default run's seconds
 @pytest.mark.realdata
 def test_the_debug_pipeline_writes_one_report_of_every_part(real_data_dir: Path, tmp_path: Path) -> None:
     from medassist.report.pipeline import WORD_LIMITS, words
