@@ -122,7 +122,7 @@ class _Study:
             self.run,
             name,
             model_name=self.cfg.classifier,
-            model_kwargs={},
+            model_kwargs={"width": self.cfg.classifier_width} if self.cfg.classifier == "cnn_gap" else {},
             train=train,
             val=self.val,
             cfg=_seeded(self.cfg.classifier_train, self.cfg.seed),
@@ -162,7 +162,6 @@ class _Study:
         """Train (or reload) one generator; returns it and its training record."""
         cfg, k, c, s = self.cfg, self.k, self.data.n_channels, self.data.image_size
         tr = Labelled(ImageBatcher(self.x_train), self.y_train)
-        spe = -(-len(self.train) // 1)
         if name == "vae" or name.startswith("vae_dp"):
             from medassist.synth.vae import ConditionalVAE, VAEStep, vae_validation
 
@@ -190,7 +189,11 @@ class _Study:
                 self.run,
                 name,
                 lambda: ConditionalVAE(
-                    in_channels=c, num_classes=k, image_size=s, latent_dim=v.latent_dim, width=v.width
+                    in_channels=c,
+                    num_classes=k,
+                    image_size=s,
+                    latent_dim=v.latent_dim,
+                    width=cfg.dp.width if dp_eps is not None else v.width,
                 ),
                 tr,
                 tcfg,
@@ -233,7 +236,6 @@ class _Study:
 
         d = cfg.diffusion
         nv = min(512, len(self.val))
-        del spe
         return train_generator(
             self.run,
             name,

@@ -60,6 +60,7 @@ class DPConfig:
 
     epsilons: list[float] = option([8.0, 1.0], "privacy budgets; delta is 1/N (N training images); empty to skip")
     max_grad_norm: float = option(1.0, "per-sample gradient clipping norm")
+    width: int = option(16, "channels of the DP-SGD VAE (per-sample gradients cost memory and time)")
     train: TrainConfig = field(
         default_factory=lambda: _train(batch_size=256, lr=2e-3), metadata={"help": "DP-SGD training of the VAE"}
     )
@@ -103,6 +104,7 @@ class SynthStudyConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig, metadata={"help": "the diffusion model"})
     dp: DPConfig = field(default_factory=DPConfig, metadata={"help": "DP-SGD"})
     classifier: str = option("cnn_gap", "registered model used as domain classifier (features), for TRTR and TSTR")
+    classifier_width: int = option(16, "cnn_gap classifier: channels of its first stage (ignored by other models)")
     classifier_train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=10, batch_size=128, time_budget=60.0),
         metadata={"help": "training of every classifier (real, synthetic, augmented: the same budget)"},

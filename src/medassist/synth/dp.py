@@ -14,6 +14,8 @@ from torch import nn
 
 from medassist.errors import MedAssistError
 
+MAX_NOISE = 100.0  # noise multipliers above this are refused as unreachable budgets
+
 
 def check_reachable(target_epsilon: float, delta: float, *, n_samples: int, batch_size: int, epochs: int) -> float:
     """The noise multiplier Opacus needs for ``target_epsilon``; refuses a budget it cannot reach."""
@@ -34,6 +36,18 @@ def check_reachable(target_epsilon: float, delta: float, *, n_samples: int, batc
         raise MedAssistError(
             f"Opacus cannot reach epsilon {target_epsilon} at delta {delta:.2g}: its RDP accountant gives at least "
             f"{floor:.3g} at any noise level; raise dp_epsilons above {floor:.3g}"
+        )
+    # Opacus searches up to a noise multiplier of 1e6, which takes minutes for an unreachable target; more noise
+    # than MAX_NOISE times the clipping norm leaves nothing to learn, so a target it cannot reach is refused here.
+    q = min(1.0, batch_size / n_samples)
+    steps = int(epochs / q)
+    acc = RDPAccountant()
+    acc.history = [(MAX_NOISE, q, steps)]
+    if acc.get_epsilon(delta=delta) > target_epsilon:
+        raise MedAssistError(
+            f"Opacus cannot reach epsilon {target_epsilon} at delta {delta:.2g} with {epochs} epochs of batch "
+            f"{batch_size} over {n_samples} records: even a noise multiplier of {MAX_NOISE:g} spends more; raise "
+            "dp_epsilons, or train fewer epochs / smaller batches"
         )
     try:
         return float(
