@@ -50,6 +50,7 @@ class TrainConfig:
     optimizer: str = option("adam", "adam | adamw | sgd")
     lr: float = option(1e-3, "initial learning rate")
     momentum: float = option(0.9, "SGD momentum")
+    betas: list[float] = option([0.9, 0.999], "Adam/AdamW betas (a GAN's generator trains with 0.0, 0.9)")
     weight_decay: float = option(0.0, "L2 weight decay (decoupled for adamw)")
     scheduler: str = option("none", "none | step | cosine | onecycle | plateau")
     milestones: list[float] = option(

@@ -36,7 +36,7 @@ class GANConfig:
     d_lr: float = option(2e-4, "discriminator learning rate (Adam, betas 0.0/0.9)")
     val_samples: int = option(1000, "generated images whose Fréchet distance to validation images selects the epoch")
     train: TrainConfig = field(
-        default_factory=lambda: _train(batch_size=64, lr=2e-4, monitor="val_frechet_distance"),
+        default_factory=lambda: _train(batch_size=64, lr=2e-4, betas=[0.0, 0.9], monitor="val_frechet_distance"),
         metadata={"help": "training of the generator (the epoch is chosen by the validation Fréchet distance)"},
     )
 
