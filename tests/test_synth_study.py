@@ -121,3 +121,36 @@ def test_debug_study_on_real_pneumoniamnist(real_data_dir: Path, tmp_path: Path)
     report = (run / "report.md").read_text()
     assert "## Reflection" in report and (run / "figures" / "samples_gan.png").is_file()
     assert (run / "figures" / "reconstructions_vae.png").is_file() and (run / "figures" / "closest_vae.png").is_file()
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_trained_models_and_gives_the_same_numbers(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(study, "_load", lambda cfg: tiny_data(n=64, size=12))
+    tiny = {"epochs": 1, "batch_size": 32}
+    cfg = _cfg(
+        tmp_path,
+        generators=["vae"],
+        n_boot=20,
+        eval_samples=32,
+        n_show=2,
+        augment=False,
+        dp={"epsilons": []},
+        classifier_train=tiny,
+        vae={"latent_dim": 4, "width": 8, "train": tiny},
+    )
+    run = study.run_synth_study(cfg)
+    first = json.loads((run / "metrics.json").read_text())
+    (run / "status.json").write_text(json.dumps({"status": "failed"}))
+    mtime = (run / "units" / "vae" / "model.safetensors").stat().st_mtime_ns
+    again = study.run_synth_study(from_dict(SynthStudyConfig, {**vars_of(cfg), "resume": str(run)}))
+    assert again == run and (run / "units" / "vae" / "model.safetensors").stat().st_mtime_ns == mtime
+    second = json.loads((run / "metrics.json").read_text())
+    for key in ("frechet_distance", "coverage", "conditional_accuracy"):
+        assert second["generators"]["vae"][key] == first["generators"]["vae"][key]
+    assert second["generators"]["vae"]["tstr"]["test"] == first["generators"]["vae"]["tstr"]["test"]
+
+
+def vars_of(cfg: SynthStudyConfig) -> dict:
+    from medassist.config import to_dict
+
+    return to_dict(cfg)
