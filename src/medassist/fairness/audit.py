@@ -30,7 +30,7 @@ METRICS = (
     "selection_rate",
     "accuracy",
 )
-BIASED = ("ece",)  # metrics given the basic bootstrap interval (see :func:`interval`)
+BIASED = ("ece",)  # metrics given the bias-corrected interval (see :func:`interval`)
 ECE_BINS = 15  # the bins of medassist.evaluate.calibration's ECE
 _MAX_CELLS = 4_000_000  # resample weights held at once (B x n), to bound memory on large groups
 
@@ -186,16 +186,18 @@ def replicates(s: Scored, *, n_boot: int, rng: np.random.Generator) -> dict[str,
 def interval(values: np.ndarray, alpha: float = 0.05, *, around: float | None = None) -> tuple[float, float]:
     """Percentile interval of bootstrap values along axis 0, ignoring undefined replicates.
 
-    With ``around`` (the point estimate), the basic (reverse-percentile) interval ``2 * around - q``, kept at or
-    above zero: for statistics that resampling biases upwards (a calibration error sums absolute bin gaps; a largest
-    minus smallest group rate grows with noise), whose percentile interval can lie wholly above the estimate.
+    With ``around`` (the point estimate), the percentile interval shifted by the bootstrap's bias (the mean of the
+    replicates minus the estimate), kept at or above zero: for statistics that resampling inflates (a calibration
+    error sums absolute bin gaps; a largest-minus-smallest rate grows with noise), whose plain percentile interval
+    can lie wholly above the estimate.
     """
     v = values[np.isfinite(values)]
     if v.size == 0:
         return float("nan"), float("nan")
     lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
     if around is not None and np.isfinite(around):
-        return float(max(0.0, 2 * around - hi)), float(max(0.0, 2 * around - lo))
+        bias = float(v.mean()) - around
+        return float(max(0.0, lo - bias)), float(max(0.0, hi - bias))
     return float(lo), float(hi)
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medassist.fairness.groups import NOT_STATED
 from medassist.report.format import fmt_int, fmt_metric
 from medassist.run import Run
 
@@ -121,13 +122,17 @@ def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = Fa
             "correction."
         )
         if small:
-            listed = ", ".join(f"{g} ({fmt_int(n)})" for g, n in small.items())
-            out.append(f"Not compared (too few test cases, or not stated): {listed}.")
+            unstated = small.get(NOT_STATED)
+            listed = ", ".join(f"{g} ({fmt_int(n)})" for g, n in small.items() if g != NOT_STATED)
+            if listed:
+                out.append(f"Too small to compare: {listed}.")
+            if unstated:
+                out.append(f"{fmt_int(unstated)} test cases do not state {name} and are left out.")
     mit = metrics.get("mitigation")
     if mit:
         rows = {(r["variant"], r["metric"]): r for r in mit["table"]}
         for variant, what in (
-            ("threshold_optimizer", "ThresholdOptimizer, fitted on validation"),
+            ("threshold_optimizer", "ThresholdOptimizer (fitted on validation)"),
             ("balanced_retrain", "the retrain with balanced weights"),
         ):
             if (variant, "worst_label_eod") not in rows:
@@ -160,11 +165,18 @@ def _recommendations(metrics: dict[str, Any]) -> list[str]:
                 continue
             gap = o["sensitivity"] - r["sensitivity"]
             if best is None or gap > best[0]:
+                shown = r["sensitivity_lo"] <= o["sensitivity"] <= r["sensitivity_hi"]
                 best = (
                     gap,
                     f"Collect more cases of the group {r['group']} ({name}): its sensitivity for {r['label']} is "
                     f"{_ci(r, 'sensitivity')} against {_m(o['sensitivity'])} overall, on {fmt_int(r['n'])} test "
-                    "cases.",
+                    "cases"
+                    + (
+                        "; the interval includes the overall value, so no difference is shown yet and more cases "
+                        "would settle it."
+                        if shown
+                        else "; the interval excludes the overall value."
+                    ),
                 )
     if best:
         recs.append(best[1])

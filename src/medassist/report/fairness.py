@@ -56,9 +56,10 @@ def build_fairness_report(run_dir: str | Path) -> str:
         f"cases, {len(src['labels'])} labels. Predictions read from the run's saved files (no retraining to audit). "
         f"Intervals are 95% bootstrap intervals ({fmt_int(m['n_boot'])} resamples within each group); groups with "
         f"fewer than {m['min_group_size']} test cases are listed, not compared. ECE and the equalized-odds and "
-        "demographic-parity differences carry basic (reverse-percentile) intervals, since resampling inflates them; "
-        "the other metrics percentile intervals. A gap is called a disparity only when its pairwise bootstrap test "
-        "stays below 0.05 after Holm's correction over every label and pair of groups.\n"
+        "demographic-parity differences carry bias-corrected percentile intervals (shifted by the bootstrap's bias), "
+        "since resampling inflates them; the other metrics plain percentile intervals. A gap is called a disparity "
+        "only when its pairwise bootstrap test stays below 0.05 after Holm's correction over every label and pair "
+        "of groups.\n"
     )
     for col, n in src.get("stated", {}).items():
         out.append(f"- `{col}` stated for {fmt_int(n)} of {fmt_int(src['n_test'])} test cases\n")
