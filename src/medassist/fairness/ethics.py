@@ -31,11 +31,19 @@ POSSIBLE_BIASES = [
 
 def no_demographics_note(info: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     """What the audit of a run without demographics says: that there are none, and how one would test."""
+    from medassist.data.datasheet import load_datasheet
+    from medassist.errors import MedAssistError
+
+    try:
+        source_note = str(load_datasheet(info.get("dataset") or "").get("set_note", "")).strip()
+    except MedAssistError:
+        source_note = ""
     return {
         "statement": (
-            f"the {info.get('dataset') or 'audited'} data carry no demographics: no sex, age, site or scanner is "
+            f"The {info.get('dataset') or 'audited'} data carry no demographics: no sex, age, site or scanner is "
             "recorded per case, so no subgroup metric can be measured and none is reported"
         ),
+        "source_note": source_note,
         "metadata_columns": source.get("metadata_columns", []),
         "possible_biases": [{"attribute": a, "how_to_test": t} for a, t in POSSIBLE_BIASES],
     }
@@ -262,8 +270,9 @@ def _ethics_text(metrics: dict[str, Any], *, brief: bool = False, method: bool =
     else:
         note = metrics["no_demographics"]
         biases = "; ".join(f"{b['attribute']}: {b['how_to_test']}" for b in note["possible_biases"])
+        known = f" What the source says about who is in it: {note['source_note']}" if note.get("source_note") else ""
         parts.append(
-            f"**Fairness.** The {note['statement']}. Biases that could exist and how one would test them: {biases}."
+            f"**Fairness.** {note['statement']}.{known} Biases that could exist and how one would test them: {biases}."
         )
     overall = metrics.get("overall", {}).get("macro")
     if overall:

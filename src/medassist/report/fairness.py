@@ -53,7 +53,7 @@ def build_fairness_report(run_dir: str | Path) -> str:
     out = [f"# Fairness and ethics: {src['dataset']} ({src['kind']} study, model {src['model']})\n"]
     out.append(
         f"Audited run: `{src['run']}`; {fmt_int(src['n_test'])} test cases, {fmt_int(src['n_val'])} validation "
-        f"cases, {len(src['labels'])} labels. Predictions read from the run's saved files (no retraining to audit). "
+        f"cases, {len(src['labels'])} label(s). Predictions read from the run's saved files (no retraining to audit). "
         f"Intervals are 95% bootstrap intervals ({fmt_int(m['n_boot'])} resamples within each group); groups with "
         f"fewer than {m['min_group_size']} test cases are listed, not compared. ECE and the equalized-odds and "
         "demographic-parity differences carry bias-corrected percentile intervals (shifted by the bootstrap's bias), "
@@ -71,7 +71,10 @@ def build_fairness_report(run_dir: str | Path) -> str:
         )
     if not m.get("demographics"):
         note = m["no_demographics"]
-        out.append(f"\n## No demographics\n\nThe {note['statement']}.\n\nBiases that could exist, and how to test:\n")
+        out.append(f"\n## No demographics\n\n{note['statement']}.\n")
+        if note.get("source_note"):
+            out.append(f"What the source says about who is in it: {note['source_note']}\n")
+        out.append("\nBiases that could exist, and how to test:\n")
         out += [f"- **{b['attribute']}**: {b['how_to_test']}\n" for b in note["possible_biases"]]
     timing = m.get("timing", {})
     if "audit_s" in timing:

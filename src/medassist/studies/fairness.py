@@ -173,6 +173,7 @@ def _study(
     }
     if not groupings:
         metrics["no_demographics"] = no_demographics_note(info, source)
+        metrics["clinical"] = _clinical(s_test)
         run.write_json("metrics.json", metrics)
         write_ethics(run, metrics, source_metrics, cfg)
         return
