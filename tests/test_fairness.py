@@ -174,6 +174,8 @@ def _meta(n: int = 600, seed: int = 0) -> pd.DataFrame:
 
 
 def _numbers(text: str) -> list[str]:
+    """The numbers of a text, list markers ("1. ") left out."""
+    text = re.sub(r"(?m)^\d+\. ", "", text)
     return re.findall(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?", text)
 
 
