@@ -100,6 +100,7 @@ def _privacy(metrics: dict[str, Any], synth: dict[str, Any]) -> str:
     return text
 
 
+MIN_POSITIVES = 10  # a group's sensitivity is recommended on only with at least this many positive test cases
 METHOD = (
     "Each group's intervals come from resampling its own cases, so a small group has a wide interval, and a gap "
     "is called a disparity only when its test survives the correction for the many labels and pairs compared."
@@ -169,8 +170,8 @@ def _recommendations(metrics: dict[str, Any]) -> list[str]:
             if r["group"] == "overall" or r["label"] == "macro" or r["sensitivity"] is None:
                 continue
             o = overall[r["label"]]
-            if o["sensitivity"] is None or r["sensitivity_hi"] is None:
-                continue
+            if o["sensitivity"] is None or r["sensitivity_hi"] is None or r["n"] * r["prevalence"] < MIN_POSITIVES:
+                continue  # a sensitivity on a handful of positives says little
             gap = o["sensitivity"] - r["sensitivity"]
             if best is None or gap > best[0]:
                 shown = r["sensitivity_lo"] <= o["sensitivity"] <= r["sensitivity_hi"]
