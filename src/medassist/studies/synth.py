@@ -107,8 +107,13 @@ class _Study:
         self.rng = np.random.default_rng(cfg.seed)
         n_eval = min(cfg.eval_samples, len(self.train))
         self.eval_idx = np.sort(self.rng.choice(len(self.train), n_eval, replace=False))
-        n_mia = min(len(self.test), len(self.train))
-        self.member_idx = np.sort(self.rng.choice(len(self.train), n_mia, replace=False))
+        # Attack members: training images drawn with the test split's class counts, so that a class imbalance
+        # between the splits (PneumoniaMNIST's test set has fewer pneumonia cases) does not pass for leakage.
+        parts = []
+        for c, n_c in enumerate(np.bincount(self.y_test, minlength=self.k)):
+            pool = np.flatnonzero(self.y_train == c)
+            parts.append(self.rng.choice(pool, min(int(n_c), len(pool)), replace=False))
+        self.member_idx = np.sort(np.concatenate(parts))
         self.x_train = to_tensor(self.train.images)
         self.x_val, self.x_test = to_tensor(self.val.images), to_tensor(self.test.images)
         self.t_ytrain = torch.from_numpy(self.y_train.astype(np.int64))
