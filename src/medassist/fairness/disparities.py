@@ -6,9 +6,10 @@ equalized-odds and demographic-parity differences (bias-corrected intervals from
 replicates: a largest-minus-smallest difference grows with resampling noise).
 
 A gap is called a disparity only when a test says so after Holm's correction: every pair of compared groups of
-every label is tested (a two-sided bootstrap p-value of the pair's difference: AUC; true- and false-positive rate
+every label is tested (a two-sided p-value of the pair's difference: AUC; true- and false-positive rate
 for equalized odds; selection rate for demographic parity), and Holm's step-down holds the chance of any false
-call in a grouping at 5% for each measure.
+call in a grouping at 5% for each measure. Each pair's p-value is a Wald test of its difference with the
+standard error of the within-group bootstrap.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+from scipy.stats import norm
 
 from medassist.fairness.audit import GroupAudit, Scored, interval, macro
 
@@ -38,12 +40,20 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def bootstrap_p(diff: np.ndarray) -> float:
-    """Two-sided bootstrap p-value that a difference is zero, from its replicates (at least 1 / B)."""
+def bootstrap_p(diff: np.ndarray, point: float | None = None) -> float:
+    """Two-sided p-value that a difference is zero: a Wald test with the bootstrap's standard error.
+
+    (A p-value counted from the replicates could not go below 1 / B, too coarse for Holm's correction over
+    hundreds of pairs: with 1,000 replicates no more than 50 tests could ever be rejected.)
+    """
     d = diff[np.isfinite(diff)]
-    if d.size == 0:
+    if d.size < 2:
         return float("nan")
-    return float(min(1.0, max(2 * min(np.mean(d <= 0), np.mean(d >= 0)), 1.0 / d.size)))
+    se = float(d.std(ddof=1))
+    centre = float(d.mean()) if point is None or not np.isfinite(point) else float(point)
+    if se == 0:
+        return 1.0 if centre == 0 else 0.0
+    return float(2 * norm.sf(abs(centre) / se))
 
 
 def _rates(audit: GroupAudit, group: str, k: int | None) -> dict[str, np.ndarray]:
