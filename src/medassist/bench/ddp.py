@@ -119,7 +119,7 @@ def run_ddp_benchmark(cfg: DDPBenchConfig) -> Run:
                     "train_time_runs_s": ", ".join(f"{r['train_time']:.1f}" for r in rs),
                     "time_ratio": t / base,
                     "speedup": base / t,
-                    "val_auc_last_epoch": rs[0]["val_auc"],
+                    "final_val_auc": rs[0]["val_auc"],
                 }
             )
         df = pd.DataFrame(rows)
