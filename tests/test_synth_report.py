@@ -94,3 +94,13 @@ def test_the_table_holds_every_generator_and_the_report_reads_the_run_folder(tmp
     (tmp_path / "metrics.json").write_text(json.dumps(m))
     report = build_synth_report(tmp_path)
     assert "0.955 [0.935, 0.975]" in report and "7.99" in report and "-0.004 [-0.012, +0.003]" in report
+
+
+def test_benchmark_rows_carry_every_generator_and_the_peak_memory() -> None:
+    from medassist.bench.synth import rows_of
+
+    m = _metrics([-0.004, -0.012, 0.003], [0.51, 0.48, 0.54])
+    rows = rows_of(m, seed=1, wall=600.0, peak_mb=2048.0)
+    assert [r["generator"] for r in rows] == ["vae", "gan", "vae_dp_eps8"]
+    assert rows[1]["tstr_auc"] == 0.955 and rows[1]["trtr_auc"] == 0.96 and rows[2]["epsilon"] == 7.99
+    assert all(r["peak_memory_mb"] == 2048.0 and r["seed"] == 1 for r in rows)

@@ -36,7 +36,7 @@ class SynthBenchConfig:
     """The synthetic-data benchmark."""
 
     seeds: list[int] = option([0, 1], "seeds; each runs the whole study once")
-    profile: str = option("quick", "profile of `medassist synth` that each seed runs")
+    study_profile: str = option("quick", "profile of `medassist synth` that each seed runs")
     dataset: str = option("pneumoniamnist", "MedMNIST data set")
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     extra: list[str] = option([], "further `medassist synth` options, e.g. --set,dp.epsilons=[]")
@@ -83,7 +83,7 @@ def run_synth_benchmark(cfg: SynthBenchConfig) -> Path:
             argv = [
                 "synth",
                 "--profile",
-                cfg.profile,
+                cfg.study_profile,
                 "--dataset",
                 cfg.dataset,
                 "--seed",
@@ -128,7 +128,7 @@ def run_synth_benchmark(cfg: SynthBenchConfig) -> Path:
             },
         )
         (run.dir / "report.md").write_text(
-            f"# Synthetic-data benchmark ({cfg.profile} profile, {cfg.dataset})\n\n{text}"
+            f"# Synthetic-data benchmark ({cfg.study_profile} profile, {cfg.dataset})\n\n{text}"
         )
         print(text)
     return run.dir
