@@ -135,3 +135,20 @@ def test_a_four_trial_sweep_chooses_the_best_validation_trial_and_writes_a_confi
     assert main(["image", "--config", str(run / "best.yaml"), "--print-config"]) == 0
     report = (run / "report.md").read_text()
     assert f"Best trial: {trial}" in report and (run / "figures" / "trials.png").is_file()
+
+
+@pytest.mark.slow  # a second Ray start and Open-i tokenisation: the image sweep covers the machinery by default
+def test_a_text_sweep_trains_the_text_studys_model_and_writes_a_text_config(tmp_path: Path) -> None:
+    from medassist.studies.text_setup import TextStudyConfig
+
+    space = _space(tmp_path, "rnn_train.lr: {choice: [1.0e-3, 3.0e-3]}\ndropout: {choice: [0.1]}\n")
+    argv = ["tune", "text", "--profile", "debug", "--space", str(space), "--samples", "2", "--num-cpus", "2"]
+    argv += ["--progress", "false", "--out", str(tmp_path / "runs"), "--metric", "val_macro_f1"]
+    assert main(argv) == 0
+    (run,) = (tmp_path / "runs").glob("tune-text-*")
+    m = json.loads((run / "metrics.json").read_text())
+    trials = pd.read_csv(run / "tables" / "trials.csv")
+    assert len(trials) == 2 and m["best"]["score"] == pytest.approx(trials["best_score"].max())
+    best = load_yaml(run / "best.yaml")
+    cfg = from_dict(TextStudyConfig, best)
+    assert cfg.recurrent == "bilstm" and cfg.base_dropout == 0.1 and cfg.rnn_train.lr in (1e-3, 3e-3)

@@ -243,10 +243,10 @@ def cmd_all(args: argparse.Namespace) -> int:
     return _run(args, PipelineConfig, "all", run_pipeline, expand_profiles)
 
 
-def cmd_tune_image(args: argparse.Namespace) -> int:
+def cmd_tune(args: argparse.Namespace) -> int:
     from medassist.studies.tune import TuneConfig, run_tune
 
-    args.set = [*(args.set or []), "study=image"]
+    args.set = [*(args.set or []), f"study={args.tune}"]
     return _run(args, TuneConfig, "tune", run_tune)
 
 
@@ -518,16 +518,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="sweeps on Ray Tune", description="hyperparameter sweeps on Ray Tune")
     tsub = tune.add_subparsers(dest="tune", metavar="STUDY", required=True)
-    p = _study_parser(
-        tsub,
-        "image",
-        "medassist.studies.tune:TuneConfig",
-        "sweep the image study's training on Ray Tune over a YAML search space (ASHA stops poor trials early); "
-        "choose on validation and write best.yaml for `medassist image --config`",
-        "quick",
-        path == ("tune", "image"),
-    )
-    p.set_defaults(func=cmd_tune_image)
+    for study in ("image", "text"):
+        p = _study_parser(
+            tsub,
+            study,
+            "medassist.studies.tune:TuneConfig",
+            f"sweep the {study} study's training on Ray Tune over a YAML search space (ASHA stops poor trials "
+            f"early); choose on validation and write best.yaml for `medassist {study} --config`",
+            "quick",
+            path == ("tune", study),
+        )
+        p.set_defaults(func=cmd_tune)
 
     data = sub.add_parser("data", help="list and fetch data sets", description="list and fetch data sets")
     dsub = data.add_subparsers(dest="data", metavar="ACTION", required=True)

@@ -23,9 +23,11 @@ from medassist.config import flatten, from_dict, merge, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.studies.image_config import ImageStudyConfig
+from medassist.studies.text_setup import TRANSFORMERS, TextStudyConfig
 from medassist.studies.tune_space import load_space, split_params
 
 SCHEDULERS = ("asha", "fifo")
+STUDIES = ("image", "text")
 SWEEP_METRICS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
 
 
@@ -33,7 +35,7 @@ SWEEP_METRICS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
 class TuneConfig:
     """A sweep: which study, which space, how many trials, how they are scheduled and where they run."""
 
-    study: str = option("image", "the study whose training is swept (image)")
+    study: str = option("image", "the study whose training is swept: image | text")
     space: str = option("", "YAML search space: dotted option -> distribution (see medassist.studies.tune_space)")
     samples: int = option(20, "trials sampled from the space")
     scheduler: str = option("asha", "asha (stop poor trials early) | fifo (run every trial to the end)")
@@ -42,7 +44,7 @@ class TuneConfig:
     )
     grace_epochs: int = option(2, "ASHA: epochs every trial runs before it may be stopped")
     reduction_factor: int = option(2, "ASHA: the fraction 1/factor of trials promoted at each rung")
-    model: str = option("cnn_gap", "model trained in every trial unless the space sets `model`")
+    model: str = option("", "model trained in every trial unless the space sets it (default: cnn_gap | bilstm)")
     cpus_per_trial: float = option(1.0, "CPU cores each trial reserves (one trial per core by default)")
     num_cpus: int = option(0, "local Ray: cores Ray may use (0 = all of this machine's)")
     address: str = option(
@@ -52,13 +54,24 @@ class TuneConfig:
     out: str = option("runs", "folder in which the sweep's run folder is made")
     progress: bool = option(True, "show Ray Tune's progress table")
     image: ImageStudyConfig = field(
-        default_factory=ImageStudyConfig, metadata={"help": "data and base training settings of every trial"}
+        default_factory=ImageStudyConfig, metadata={"help": "image sweeps: data and base training of every trial"}
     )
+    text: TextStudyConfig = field(
+        default_factory=TextStudyConfig, metadata={"help": "text sweeps: reports and base training of every trial"}
+    )
+
+
+def _study_cls(study: str) -> type:
+    return TextStudyConfig if study == "text" else ImageStudyConfig
+
+
+def default_model(cfg: TuneConfig) -> str:
+    return cfg.model or ("bilstm" if cfg.study == "text" else "cnn_gap")
 
 
 def study_keys(cfg: TuneConfig) -> set[str]:
     """The dotted options a space may set: every option of the study's config, with its sections."""
-    flat = flatten(to_dict(cfg.image))
+    flat = flatten(to_dict(getattr(cfg, cfg.study)))
     keys = set(flat)
     for key in flat:
         parts = key.split(".")
@@ -66,18 +79,59 @@ def study_keys(cfg: TuneConfig) -> set[str]:
     return keys
 
 
-def trial_config(base: dict[str, Any], params: dict[str, Any], default_model: str) -> tuple[ImageStudyConfig, dict]:
-    """The image study configuration of one trial, and its own settings (model, dropout, model kwargs)."""
+def trial_config(
+    base: dict[str, Any], params: dict[str, Any], default_model: str, study: str = "image"
+) -> tuple[Any, dict]:
+    """The study configuration of one trial, and its own settings (model, dropout, model kwargs)."""
     own, nested = split_params(params)
-    cfg = from_dict(ImageStudyConfig, merge(base, nested))
+    cfg = from_dict(_study_cls(study), merge(base, nested))
     kwargs = {k.split(".", 1)[1]: v for k, v in own.items() if k.startswith("model_kwargs.")}
     return cfg, {"model": own.get("model", default_model), "dropout": float(own.get("dropout", 0.0)), "kwargs": kwargs}
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: str, threads: int) -> None:
-    """One trial, run by Ray Tune in a worker process: train one model, reporting every epoch's validation."""
+def _report(row: dict[str, Any]) -> None:
     from ray import tune
 
+    tune.report({k: float(v) for k, v in row.items() if k.startswith(("val_", "train_")) or k == "epoch"})
+
+
+def run_text_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: str, threads: int) -> None:
+    """One text trial: the study's reports, tokenised as the study tokenises them, one model trained by ``fit``."""
+    import tempfile
+
+    from medassist.models import create_model
+    from medassist.studies.text_setup import Encoded, load_text_data
+    from medassist.train import fit
+
+    cfg, own = trial_config(base, params, default_model, "text")
+    data = load_text_data(dataclasses.replace(cfg, progress=False))
+    arch = own["model"]
+    base_train = cfg.transformer_train if arch in TRANSFORMERS else cfg.rnn_train
+    balance = cfg.balance_classes and data.task == "multi-class"
+    train_cfg = dataclasses.replace(
+        base_train, seed=cfg.seed, threads=threads, class_weights=base_train.class_weights or balance
+    )
+    with tempfile.TemporaryDirectory() as tmp:  # the vocabulary file the encoder writes; the trial keeps none
+        enc = Encoded(data, Run.create(tmp, "trial", {}), cfg.max_len)
+        sets = enc.get(arch)
+        model = create_model(
+            arch, num_classes=data.num_labels, **enc.model_kwargs(arch, own["dropout"]), **own["kwargs"]
+        )
+        fit(
+            model,
+            sets["train"],
+            sets["val"],
+            train_cfg,
+            num_classes=data.num_labels,
+            task=data.task,
+            progress=False,
+            desc="trial",
+            on_epoch=_report,
+        )
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: str, threads: int) -> None:
+    """One trial, run by Ray Tune in a worker process: train one model, reporting every epoch's validation."""
     from medassist.models import create_model
     from medassist.studies.image import load_data
     from medassist.train import fit
@@ -93,9 +147,6 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: st
         **{"image_size": data.image_size, **own["kwargs"]},
     )
 
-    def report(row: dict[str, Any]) -> None:
-        tune.report({k: float(v) for k, v in row.items() if k.startswith(("val_", "train_")) or k == "epoch"})
-
     fit(
         model,
         data.splits["train"],
@@ -104,7 +155,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: st
         num_classes=data.num_classes,
         progress=False,
         desc="trial",
-        on_epoch=report,
+        on_epoch=_report,
     )
 
 
@@ -115,16 +166,22 @@ def _scheduler(cfg: TuneConfig, mode: str) -> Any:
 
     return ASHAScheduler(
         time_attr="training_iteration",
-        max_t=max(cfg.image.train.epochs, cfg.grace_epochs),
+        max_t=max(_max_epochs(cfg), cfg.grace_epochs),
         grace_period=max(1, cfg.grace_epochs),
         reduction_factor=max(2, cfg.reduction_factor),
     )
 
 
+def _max_epochs(cfg: TuneConfig) -> int:
+    if cfg.study == "text":
+        return max(cfg.text.rnn_train.epochs, cfg.text.transformer_train.epochs)
+    return cfg.image.train.epochs
+
+
 def check_config(cfg: TuneConfig) -> dict[str, Any]:
     """Refuse a sweep that cannot run, before Ray starts; return its search space."""
-    if cfg.study != "image":
-        raise MedAssistError(f"unknown study '{cfg.study}' to tune; choose: image")
+    if cfg.study not in STUDIES:
+        raise MedAssistError(f"unknown study '{cfg.study}' to tune; choose one of {', '.join(STUDIES)}")
     if not cfg.space:
         raise MedAssistError("give the search space: --space space.yaml (see `medassist tune image --help`)")
     if cfg.scheduler not in SCHEDULERS:
@@ -156,7 +213,10 @@ def run_tune(cfg: TuneConfig) -> Path:
         t0 = time.perf_counter()
         try:
             trainable = tune.with_parameters(
-                run_trial, base=to_dict(cfg.image), default_model=cfg.model, threads=threads
+                run_text_trial if cfg.study == "text" else run_trial,
+                base=to_dict(getattr(cfg, cfg.study)),
+                default_model=default_model(cfg),
+                threads=threads,
             )
             tuner = tune.Tuner(
                 tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial}),
@@ -243,10 +303,15 @@ def trial_tables(grid: Any, space: dict[str, Any], metric: str, mode: str) -> tu
 
 
 def best_config(params: dict[str, Any], cfg: TuneConfig) -> dict[str, Any]:
-    """The best trial's settings as an image-study config file (the sweep's keys only, over any profile)."""
+    """The best trial's settings as a config file of the study (the sweep's keys only, over any profile)."""
     own, nested = split_params(params)
     out = merge({}, nested)
-    model = own.get("model", cfg.model)
+    model = own.get("model", default_model(cfg))
+    if cfg.study == "text":
+        out["transformer" if model in TRANSFORMERS else "recurrent"] = model
+        if "dropout" in own:  # the text study's base dropout (its sweep varies it further)
+            out["base_dropout"] = float(own["dropout"])
+        return _plain(out)
     out["models"] = [model]
     if "dropout" in own:  # the image study applies dropout in its 'dropout' (and 'all') ablation rows
         out.setdefault("regularisation", {})["dropout"] = float(own["dropout"])
