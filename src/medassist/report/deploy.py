@@ -18,8 +18,7 @@ from medassist.report.format import (
     readable_header,
     readable_table,
 )
-from medassist.report.html import markdown_to_html
-from medassist.utils.io import atomic_write_text
+from medassist.report.html import write_report
 
 
 def _pct(x: float) -> str:
@@ -274,7 +273,4 @@ def build_deploy_report(run_dir: str | Path) -> str:
 def write_deploy_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` and a self-contained ``report.html`` into the deploy run folder."""
     run_dir = Path(run_dir)
-    text = build_deploy_report(run_dir)
-    atomic_write_text(run_dir / "report.md", text)
-    atomic_write_text(run_dir / "report.html", markdown_to_html(text, base_dir=run_dir, title="Deployment study"))
-    return run_dir / "report.md"
+    return write_report(run_dir, build_deploy_report(run_dir), title="Deployment study")

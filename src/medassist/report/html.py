@@ -36,3 +36,13 @@ def markdown_to_html(text: str, *, base_dir: Path, title: str) -> str:
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )
+
+
+def write_report(run_dir: Path, markdown_text: str, *, title: str) -> Path:
+    """Write ``report.md`` and a self-contained ``report.html`` into ``run_dir`` (atomically); return the Markdown
+    path."""
+    from medassist.utils.io import atomic_write_text
+
+    atomic_write_text(run_dir / "report.md", markdown_text)
+    atomic_write_text(run_dir / "report.html", markdown_to_html(markdown_text, base_dir=run_dir, title=title))
+    return run_dir / "report.md"

@@ -9,10 +9,9 @@ import pandas as pd
 import yaml
 
 from medassist.report.format import fmt_value_ci, readable_table
-from medassist.report.html import markdown_to_html
+from medassist.report.html import write_report
 from medassist.report.image import _cols, _fig
 from medassist.report.text_analysis import baseline_verdict, text_explanation
-from medassist.utils.io import atomic_write_text
 
 # Column titles of the text report's tables.
 HEADERS = {
@@ -276,7 +275,4 @@ def build_text_report(run_dir: str | Path) -> str:
 def write_text_report(run_dir: str | Path) -> Path:
     """Write report.md and report.html into the run folder."""
     run_dir = Path(run_dir)
-    text = build_text_report(run_dir)
-    atomic_write_text(run_dir / "report.md", text)
-    atomic_write_text(run_dir / "report.html", markdown_to_html(text, base_dir=run_dir, title=run_dir.name))
-    return run_dir / "report.md"
+    return write_report(run_dir, build_text_report(run_dir), title=run_dir.name)

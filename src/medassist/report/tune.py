@@ -9,8 +9,7 @@ import pandas as pd
 import yaml
 
 from medassist.report.format import fmt_int, fmt_metric, fmt_seconds, readable_table
-from medassist.report.html import markdown_to_html
-from medassist.utils.io import atomic_write_text
+from medassist.report.html import write_report
 
 METRIC_NAMES = {
     "val_auc": "validation AUC",
@@ -71,7 +70,4 @@ def build_tune_report(run_dir: str | Path) -> str:
 def write_tune_report(run_dir: str | Path) -> Path:
     """Write report.md and report.html of a sweep's run folder; return the Markdown path."""
     run_dir = Path(run_dir)
-    md = build_tune_report(run_dir)
-    atomic_write_text(run_dir / "report.md", md)
-    atomic_write_text(run_dir / "report.html", markdown_to_html(md, base_dir=run_dir, title="medassist sweep"))
-    return run_dir / "report.md"
+    return write_report(run_dir, build_tune_report(run_dir), title="medassist sweep")
