@@ -165,7 +165,8 @@ def test_mlflow_logs_each_study_nested_under_the_pipeline(tmp_path: Path, fake: 
 @pytest.mark.slow  # every study's debug run, one after another: minutes, not the default run's seconds
 @pytest.mark.realdata
 def test_the_debug_pipeline_writes_one_report_of_every_part(real_data_dir: Path, tmp_path: Path) -> None:
-    from medassist.report.pipeline import WORD_LIMITS, words
+    from medassist.report.pipeline import WORD_LIMITS
+    from medassist.report.words import count_words as words
 
     argv = ["all", "--profile", "debug", "--out", str(tmp_path), "--progress", "false"]
     argv += ["--image.data-dir", str(real_data_dir), "--synth.data-dir", str(real_data_dir)]

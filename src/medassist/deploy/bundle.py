@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 
-def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
+def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = True) -> Bundle:
     """Verify a bundle folder and open its model with ONNX Runtime.
 
     Before the model runs: manifest.json and bundle.json must exist and parse; every file the manifest lists must
@@ -88,6 +88,8 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
     Args:
         path: the bundle folder.
         threads: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+        spin: whether idle intra-op threads spin-wait for work (ONNX Runtime's default: the lowest latency for one
+            caller). A service turns it off, so that waiting model threads leave the CPUs to its request handling.
 
     Returns:
         The verified bundle.
@@ -137,5 +139,7 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0) -> Bundle:
         except DataError as err:
             raise BundleError(f"bundle {path}: {err}; {REEXPORT}") from None
     model = meta["model_file"]
-    session = open_model(contents[model], meta, vocab, threads=threads, where=f"bundle {path}: {model}", fix=REEXPORT)
+    session = open_model(
+        contents[model], meta, vocab, threads=threads, spin=spin, where=f"bundle {path}: {model}", fix=REEXPORT
+    )
     return Bundle(path, meta, session, vocab)

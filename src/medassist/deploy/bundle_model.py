@@ -14,12 +14,14 @@ from medassist.text.vocab import Vocab
 
 
 def open_model(
-    data: bytes, meta: dict[str, Any], vocab: Vocab | None, *, threads: int, where: str, fix: str
+    data: bytes, meta: dict[str, Any], vocab: Vocab | None, *, threads: int, spin: bool = True, where: str, fix: str
 ) -> ort.InferenceSession:
     """An ONNX Runtime session on the model ``data``, checked against ``meta`` and run once on a dummy input."""
     _check_self_contained(data, where, fix)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors become exceptions with our message; no warnings on the console
     try:
         # From bytes, so the model that runs is the one just verified, not whatever the file holds by now.

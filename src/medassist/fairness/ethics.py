@@ -12,6 +12,7 @@ from typing import Any
 
 from medassist.fairness.groups import NOT_STATED
 from medassist.report.format import fmt_int, fmt_metric
+from medassist.report.words import count_words
 from medassist.run import Run
 
 # What could bias a model trained on data without demographics, and how one would test it.
@@ -249,9 +250,9 @@ def ethics_text(metrics: dict[str, Any]) -> str:
     """The ethics report's Markdown, from ``metrics`` (the fairness run's metrics.json): 400-600 words, the
     fairness paragraph shortened or explained further to stay within them."""
     text = _ethics_text(metrics)
-    if len(text.split()) > 600:
+    if count_words(text) > 600:
         text = _ethics_text(metrics, brief=True)
-    if len(text.split()) < 400:
+    if count_words(text) < 400:
         text = _ethics_text(metrics, method=True)
     return text
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from medassist.report.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds
+from medassist.report.words import fit_sentences
 
 
 def paired_auc_difference(
@@ -124,11 +125,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
             f"({_f(h['accuracy']['value'])} against {_f(sel['val_accuracy'])}), a shift between the splits that the "
             "validation set could not reveal."
         )
-    for i in reversed(optional):
-        if sum(len(x.split()) for x in s) <= MAX_WORDS:
-            break
-        s[i] = ""
-    return " ".join(x for x in s if x)
+    return fit_sentences(s, optional, MAX_WORDS)
 
 
 def _per_class_sentence(metrics: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ from their measurements; a part that did not complete is named as missing, with 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from medassist.report.format import fmt_ci, fmt_metric, fmt_seconds, readable_header, readable_table
 from medassist.report.html import markdown_to_html
+from medassist.report.words import count_words
 from medassist.utils.io import atomic_path, atomic_write_text
 
 # The written pieces the brief asks for, with their lengths in words.
@@ -52,11 +52,6 @@ REFERENCES = [
     "Mitchell M. et al. Model cards for model reporting. FAT* 2019; Gebru T. et al. Datasheets for datasets. "
     "CACM 64(12), 2021.",
 ]
-
-
-def words(text: str) -> int:
-    """Words of a written piece (Markdown emphasis and table syntax aside)."""
-    return len(re.findall(r"[A-Za-z0-9][\w'.,%+\-/()=\[\]]*", re.sub(r"[*_`|#]", " ", text)))
 
 
 @dataclass
@@ -107,9 +102,10 @@ class Doc:
         low, high = WORD_LIMITS[key]
         shown = [r for r in refs if r]
         self.text(
-            text, f"*({words(text)} words; brief: {low}-{high}." + (f" See {', '.join(shown)}.)*" if shown else ")*")
+            text,
+            f"*({count_words(text)} words; brief: {low}-{high}." + (f" See {', '.join(shown)}.)*" if shown else ")*"),
         )
-        self.deliverables.append((deliverable, f"the written piece of {key} ({words(text)} words)"))
+        self.deliverables.append((deliverable, f"the written piece of {key} ({count_words(text)} words)"))
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -539,7 +535,7 @@ def write_pipeline_report(root: str | Path, *, pdf: bool = True) -> Path:
     info: dict[str, Any] = {
         "figures": doc.n_figures,
         "tables": doc.n_tables,
-        "words": {k: words(v) for k, v in doc.pieces.items()},
+        "words": {k: count_words(v) for k, v in doc.pieces.items()},
         "limits": WORD_LIMITS,
     }
     if pdf:

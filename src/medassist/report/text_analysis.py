@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from medassist.report.format import fmt_int, fmt_metric, fmt_ratio, fmt_seconds, fmt_value_ci
+from medassist.report.words import fit_sentences
 
 MAX_WORDS = 250
 
@@ -134,8 +135,4 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
         f"{fmt_metric(tra['gap_macro_f1'])} for the Transformer and {fmt_metric(rec['gap_macro_f1'])} for the "
         "recurrent model."
     )
-    for i in reversed(optional):
-        if sum(len(x.split()) for x in s) <= MAX_WORDS:
-            break
-        s[i] = ""
-    return " ".join(x for x in s if x)
+    return fit_sentences(s, optional, MAX_WORDS)

@@ -179,7 +179,7 @@ def load_served(paths: Sequence[str | os.PathLike[str]], *, threads: int = 0) ->
         raise MedAssistError("give at least one bundle folder to serve: medassist serve runs/deploy-.../bundle")
     served: list[Served] = []
     for path in map(Path, paths):
-        bundle = load_bundle(path, threads=threads)
+        bundle = load_bundle(path, threads=threads, spin=False)  # waiting threads leave the CPUs to requests
         files = read_manifest(path)
         version = files[bundle.meta["model_file"]]["sha256"][:12]
         card = None
