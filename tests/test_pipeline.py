@@ -110,6 +110,36 @@ def test_a_users_images_and_texts_go_to_the_studies_that_read_them(tmp_path: Pat
     assert seen["text"].texts == "notes.csv"
 
 
+def test_report_re_renders_a_pipeline_folder_and_names_an_unreadable_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pipeline, "_import", FakeStudies())
+    monkeypatch.setattr("medassist.report.pipeline.write_pipeline_report", lambda root, pdf=True: root)
+    root = run_pipeline(_cfg(tmp_path, parts=["text", "image"]))
+    monkeypatch.undo()  # the real report from here on, from the files alone
+    # The fake studies' folders hold a metrics.json but none of a real run's tables: each part is named missing.
+    assert main(["report", str(root), "--no-pdf"]) == 0
+    assert capsys.readouterr().out.strip() == str(root / "report.html")
+    md = (root / "report.md").read_text()
+    assert "**Missing: the text study completed, but its run folder" in md
+    assert "(tables/comparison.csv is missing)" in md
+    assert "Missing parts: text, image" in md
+    assert (root / "report.html").is_file() and not (root / "report.pdf").exists()
+
+
+def test_a_part_that_fails_half_way_leaves_nothing_in_the_report(tmp_path: Path) -> None:
+    from medassist.report.pipeline import Doc
+
+    doc = Doc(tmp_path)
+    doc.table("| a |\n|---|\n| 1 |", "kept", "Part 1: kept")
+    saved = doc.snapshot()
+    doc.table("| b |\n|---|\n| 2 |", "dropped", "Part 2: dropped")
+    doc.piece("image", "some words", [], "Part 2: analysis")
+    doc.restore(saved)
+    assert doc.n_tables == 1 and doc.deliverables == [("Part 1: kept", "Table 1")] and doc.pieces == {}
+    assert "dropped" not in "\n".join(doc.lines) and "kept" in "\n".join(doc.lines)
+
+
 def test_options_pass_through_to_the_right_study(tmp_path: Path) -> None:
     args = build_parser(["all"]).parse_args(
         [

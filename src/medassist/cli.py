@@ -312,9 +312,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from medassist.report import write_image_report, write_text_report
 
+    if (Path(args.run_dir) / "pipeline.json").is_file():  # a `medassist all` folder: the one report of Parts 1-5
+        from medassist.report.pipeline import write_pipeline_report
+
+        print(write_pipeline_report(args.run_dir, pdf=not args.no_pdf))
+        return 0
     metrics = Path(args.run_dir) / "metrics.json"
     if not metrics.is_file():
-        raise MedAssistError(f"{args.run_dir} has no metrics.json: not a finished study run folder")
+        raise MedAssistError(
+            f"{args.run_dir} has no metrics.json (a finished study's run folder) and no pipeline.json (a `medassist "
+            "all` folder): nothing to render"
+        )
     m = json.loads(metrics.read_text())
     if "generators" in m or m.get("kind") == "records":
         from medassist.report.synth import write_synth_report
@@ -546,7 +554,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("report", help="re-render the report of a run folder")
-    p.add_argument("run_dir", help="a run folder")
+    p.add_argument("run_dir", help="a study's run folder, or a `medassist all` folder (runs/all-<time>)")
+    p.add_argument("--no-pdf", action="store_true", help="a `medassist all` folder: write report.md and .html only")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

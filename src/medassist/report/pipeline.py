@@ -65,6 +65,14 @@ class Doc:
     deliverables: list[tuple[str, str]] = field(default_factory=list)  # (deliverable, "Figure 3")
     pieces: dict[str, str] = field(default_factory=dict)
 
+    def snapshot(self) -> tuple[int, int, int, int, dict[str, str]]:
+        return len(self.lines), self.n_figures, self.n_tables, len(self.deliverables), dict(self.pieces)
+
+    def restore(self, saved: tuple[int, int, int, int, dict[str, str]]) -> None:
+        """Undo what was added since :meth:`snapshot` (a part that failed half-way leaves nothing behind)."""
+        n_lines, self.n_figures, self.n_tables, n_deliverables, self.pieces = saved
+        del self.lines[n_lines:], self.deliverables[n_deliverables:]
+
     def figure(self, path: Path, caption: str, deliverable: str = "") -> str:
         """Add a figure (if its file exists); return its label, e.g. "Figure 3" (empty if absent)."""
         if not path.is_file():
@@ -106,6 +114,18 @@ class Doc:
             f"*({count_words(text)} words; brief: {low}-{high}." + (f" See {', '.join(shown)}.)*" if shown else ")*"),
         )
         self.deliverables.append((deliverable, f"the written piece of {key} ({count_words(text)} words)"))
+
+
+def _file_problem(err: Exception, run: Path) -> str:
+    """What is wrong with a run folder, without a traceback: the missing file, or the error's type and key."""
+    if isinstance(err, FileNotFoundError) and err.filename:
+        try:
+            return f"{Path(err.filename).relative_to(run)} is missing"
+        except ValueError:
+            return f"{err.filename} is missing"
+    if isinstance(err, KeyError):
+        return f"a file lacks the entry {err.args[0]!r}"
+    return f"{type(err).__name__}: {str(err)[:200]}"
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -475,14 +495,19 @@ def build_pipeline_report(root: str | Path) -> tuple[str, Doc]:
                 )
                 continue
             run = root / info["run"]
-            if name == "deploy_text":
-                summary += part_deploy(body, run, "text")
-            elif name == "synth_records":
-                summary += part_synth(body, run)
-            elif name == "fairness_image":
-                summary += part_fairness(body, run)
-            else:
-                summary += build(body, run)
+            part = {"deploy_text": lambda d, r: part_deploy(d, r, "text"), "synth_records": part_synth}.get(name)
+            part = part or {"fairness_image": part_fairness}.get(name, build)
+            saved = body.snapshot()
+            try:
+                summary += part(body, run)
+            except (OSError, KeyError, IndexError, TypeError, ValueError) as err:  # a run folder changed or damaged
+                body.restore(saved)
+                missing.append(name)
+                body.text(
+                    f"**Missing: the {name.replace('_', ' ')} study completed, but its run folder "
+                    f"`{info['run']}` cannot be read** ({_file_problem(err, run)}). This part of the report is "
+                    "absent; run the study again (delete its folder and `medassist all --resume`)."
+                )
     doc.lines += [
         "# medassist: an intelligent healthcare assistant, built and measured",
         "",
@@ -518,7 +543,7 @@ PRINT_CSS = """
 body{font-size:9pt;line-height:1.35;max-width:none;margin:0}
 h1{font-size:15pt;margin:0 0 4pt}h2{font-size:12pt;margin:10pt 0 4pt;break-after:avoid}
 figure{margin:4pt 0;break-inside:avoid;text-align:center}figure img{max-height:62mm;max-width:100%}
-figcaption,.caption{font-size:8pt;color:#444;margin:2pt 0}
+figcaption,.caption{font-size:8pt;color:#444;margin:2pt 0}.caption{break-after:avoid}
 table{font-size:7.5pt;display:table;margin:2pt 0 6pt;break-inside:avoid}th,td{padding:1px 4px}
 """
 
