@@ -15,7 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import fmt_ci, fmt_metric, fmt_seconds, readable_header, readable_table
+from medassist.report.format import (
+    fmt_ci,
+    fmt_metric,
+    fmt_quantity,
+    fmt_ratio,
+    fmt_seconds,
+    readable_header,
+    readable_table,
+)
 from medassist.report.html import markdown_to_html
 from medassist.report.words import count_words
 from medassist.utils.io import atomic_path, atomic_write_text
@@ -213,7 +221,7 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
     if cap is not None:
         cols = [c for c in ["model", "params", "train_accuracy", "val_accuracy", "val_auc", "gap_accuracy"] if c in cap]
         t2 = doc.table(
-            readable_table(cap[cols]),
+            readable_table(cap[cols], headers=True),
             "Capacity: every model with the same recipe (train metrics in eval mode at the best epoch).",
             "Part 2: capacity and bias-variance",
         )
@@ -221,13 +229,15 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
     t3 = ""
     if abl is not None:
         cols = [c for c in ["name", "val_accuracy", "val_auc", "gap_accuracy", "best_epoch"] if c in abl]
-        t3 = doc.table(readable_table(abl[cols]), "Regularisation ablation on validation.", "Part 2: regularisation")
+        t3 = doc.table(
+            readable_table(abl[cols], headers=True), "Regularisation ablation on validation.", "Part 2: regularisation"
+        )
     tr = _csv(run / "tables" / "transfer.csv")
     t4 = ""
     if tr is not None:
         cols = [c for c in ["name", "trainable_params", "val_accuracy", "val_auc", "train_time_s"] if c in tr]
         t4 = doc.table(
-            readable_table(tr[cols]),
+            readable_table(tr[cols], headers=True),
             "Transfer learning (EfficientNet-Lite0): from scratch, fine-tuned, frozen.",
             "Part 2: transfer learning",
         )
@@ -288,7 +298,7 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
         ]
         refs.append(
             doc.table(
-                readable_table(table[cols]),
+                readable_table(table[cols], headers=True),
                 f"Every {what} variant: size, latency at batch 1 and test metrics, measured in one process.",
                 f"Part 4: {what} benchmark table",
             )
@@ -305,14 +315,34 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
     else:
         shown = ", ".join(r for r in refs if r)
         doc.text(f"The text model's deployment ({shown}): {deploy_analysis(m)}")
-    chosen = next((r for r in m.get("variants", []) if r["variant"] == m.get("chosen")), None)
+    variants = {r["variant"]: r for r in m.get("variants", [])}
+    chosen = variants.get(m.get("chosen", ""))
     if chosen is None:
         return []
+    # Against the same model in fp32 PyTorch (a text run's variants hold two models: the recurrent one and MiniLM).
+    first = chosen["variant"].split(" ")[0]
+    ref_name = f"{first} fp32 (PyTorch)" if f"{first} fp32 (PyTorch)" in variants else "fp32 (PyTorch)"
+    ref = variants.get(ref_name)
+    shipped = next(
+        (r for r in m.get("test_intervals", []) if r["metric"] == "accuracy" and r["what"] == chosen["variant"]), None
+    )
+    accuracy = (
+        f"test accuracy {fmt_metric(shipped['value'])} {fmt_ci(shipped['ci95_low'], shipped['ci95_high'])}"
+        if shipped
+        else f"test accuracy {fmt_metric(chosen['test_accuracy'])}"
+    )
+    against = ""
+    if ref is not None and ref is not chosen:
+        against = (
+            f"; {fmt_ratio(ref['size_mb'] / chosen['size_mb'])} smaller and "
+            f"{fmt_ratio(ref['latency_b1_median_ms'] / chosen['latency_b1_median_ms'])} faster at batch 1 than "
+            f"{ref_name} ({fmt_metric(ref['test_accuracy'])})"
+        )
     return [
         (
-            f"Deployment ({what}): shipped {m['chosen']}",
-            f"{chosen['size_ratio']:.1f}x smaller, {chosen['speedup_b1']:.1f}x faster at batch 1, "
-            f"test accuracy drop {100 * chosen['test_accuracy_drop']:.2f} points",
+            f"Deployment ({what}): shipped {chosen['variant']}",
+            f"{fmt_quantity(chosen['size_mb'])} MB, {fmt_quantity(chosen['latency_b1_median_ms'])} ms at batch 1, "
+            f"{accuracy}{against}",
         )
     ]
 
@@ -343,19 +373,19 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
     ]
     privacy = [c for c in rows.columns if c.startswith(("dcr", "share_", "attack", "mia"))]
     t1 = doc.table(
-        readable_table(_table_rows(rows, fidelity)),
+        readable_table(_table_rows(rows, fidelity), headers=True),
         "Fidelity, diversity and conditional plausibility "
         "of each generator on the domain classifier's features, beside the real-vs-real floor.",
         "Part 3: fidelity and diversity",
     )
     t2 = doc.table(
-        readable_table(_table_rows(rows, useful), max_columns=None),
+        readable_table(_table_rows(rows, useful), max_columns=None, headers=True),
         "Usefulness: the same classifier "
         "trained on each generator's images (TSTR) and on real images (TRTR), tested on real test images.",
         "Part 3: TSTR against TRTR",
     )
     t3 = doc.table(
-        readable_table(_table_rows(rows, ["generator", *privacy]), max_columns=None) if privacy else "",
+        readable_table(_table_rows(rows, ["generator", *privacy]), max_columns=None, headers=True) if privacy else "",
         "Privacy: distance to the closest training image and membership-inference attacks.",
         "Part 3: privacy",
     )
@@ -381,15 +411,15 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
         )
     )
     doc.piece("synth", reflection(m), [t1, t2, t3, *figs], "Part 3: reflection (150-200 words)")
-    best = m.get("best_tstr") or m.get("best")
     out = []
-    row = rows[rows["generator"].astype(str).str.startswith(str(best))] if best else rows.iloc[0:0]
-    if not row.empty and "test_auc" in row:
-        r = row.iloc[0]
+    generators = m.get("generators", {})
+    if generators:  # the generator chosen on validation, as the study's reflection chooses it
+        best = max(generators, key=lambda g: generators[g]["tstr"]["val_auc"])
+        auc = generators[best]["tstr"]["test"]["auc"]
         out.append(
             (
-                f"Synthetic images ({m['data']['name']}): TSTR test AUC of {r['generator']}",
-                f"{fmt_metric(r['test_auc'])} {fmt_ci(r.get('test_auc_lo'), r.get('test_auc_hi'))}",
+                f"Synthetic images ({m['data']['name']}): TSTR test AUC of the {best} (chosen on validation)",
+                f"{fmt_metric(auc['value'])} {fmt_ci(auc['ci_low'], auc['ci_high'])}",
             )
         )
     trtr = m.get("trtr", {}).get("test", {}).get("auc")
@@ -404,15 +434,19 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
 
 
 def part_records(doc: Doc, run: Path, m: dict[str, Any]) -> list[tuple[str, str]]:
-    table = _csv(run / "tables" / "records.csv") or _csv(run / "tables" / "generators.csv")
-    label = ""
-    if table is not None:
-        label = doc.table(
-            readable_table(table),
-            "Synthetic patient records (SDV generators): SDMetrics quality, distance to the closest record and TSTR.",
-            "Part 3: patient records",
-        )
-    doc.text(f"The patient-record generators are measured in {label or 'the run folder ' + run.name}.")
+    from medassist.report.synth_records import records_table
+
+    rows, kinds = records_table(m)
+    cols = ["generator", "quality_score", "dcr_median", "share_below_holdout_p5", "attack_auc", "tstr_auc"]
+    cols += [f"{c}_{end}" for c in ("attack_auc", "tstr_auc") for end in ("lo", "hi")]
+    label = doc.table(
+        readable_table(_table_rows(rows, cols), kinds=kinds, max_columns=None, headers=True),
+        f"Synthetic patient records ({m['data']['name']}; SDV generators): SDMetrics quality, median distance to the "
+        "closest training record (DCR), share closer than the held-out records' 5th percentile, the distance "
+        f"attack's AUC and TSTR AUC on predicting {m['data']['target']!r}, beside the real held-out records.",
+        "Part 3: patient records",
+    )
+    doc.text(f"The patient-record generators are measured in {label}; their run folder shows records side by side.")
     out = []
     for name, g in m.get("generators", {}).items():
         q = g.get("quality_score") if isinstance(g, dict) else None
@@ -453,7 +487,7 @@ def part_fairness(doc: Doc, run: Path) -> list[tuple[str, str]]:
     if mit is not None:
         refs.append(
             doc.table(
-                readable_table(mit),
+                readable_table(mit, headers=True),
                 "Before and after mitigation (ThresholdOptimizer fitted on validation; group-balanced retrain).",
                 "Part 5: mitigation before and after",
             )

@@ -50,27 +50,9 @@ def records_reflection(m: dict[str, Any]) -> str:
     return " ".join(s)
 
 
-def build_records_report(run_dir: Path, m: dict[str, Any]) -> str:
-    d = m["data"]
-    sizes = d["sizes"]
-    out = [
-        f"# Synthetic patient records: {d['name']}",
-        "",
-        "> **Every record under `synthetic/` is synthetic** (`synthetic` column true; see `SYNTHETIC.md`).",
-        "",
-        f"Source: {d['source']}. Records used: train {fmt_int(sizes['train'])} "
-        f"(of {fmt_int(d['full_sizes']['train'])}), validation {fmt_int(sizes['val'])}, test {fmt_int(sizes['test'])} "
-        f"(held out; of {fmt_int(d['full_sizes']['test'])}). "
-        f"Columns: {', '.join(f'{c} ({k})' for c, k in d['columns'].items())}. TSTR target: {d['target']}. "
-        f"Wall time {fmt_seconds(m.get('wall_time'))} s.",
-        "",
-        "## Reflection",
-        "",
-        records_reflection(m),
-        "",
-        "## Every number",
-        "",
-    ]
+def records_table(m: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every number of a records run, one row per generator beside the real held-out floor, and the formatting
+    kinds of the columns whose names do not say them."""
     rows = []
     trtr = m["trtr"].get("test")
     if trtr:
@@ -114,13 +96,38 @@ def build_records_report(run_dir: Path, m: dict[str, Any]) -> str:
         "dcr_median": "quantity",
         "auc_minus_trtr": "delta",
     }
+    return pd.DataFrame(rows), kinds
+
+
+def build_records_report(run_dir: Path, m: dict[str, Any]) -> str:
+    d = m["data"]
+    sizes = d["sizes"]
+    out = [
+        f"# Synthetic patient records: {d['name']}",
+        "",
+        "> **Every record under `synthetic/` is synthetic** (`synthetic` column true; see `SYNTHETIC.md`).",
+        "",
+        f"Source: {d['source']}. Records used: train {fmt_int(sizes['train'])} "
+        f"(of {fmt_int(d['full_sizes']['train'])}), validation {fmt_int(sizes['val'])}, test {fmt_int(sizes['test'])} "
+        f"(held out; of {fmt_int(d['full_sizes']['test'])}). "
+        f"Columns: {', '.join(f'{c} ({k})' for c, k in d['columns'].items())}. TSTR target: {d['target']}. "
+        f"Wall time {fmt_seconds(m.get('wall_time'))} s.",
+        "",
+        "## Reflection",
+        "",
+        records_reflection(m),
+        "",
+        "## Every number",
+        "",
+    ]
+    rows, kinds = records_table(m)
     out += [
         "Quality: SDMetrics' quality report on the training records (column shapes, column-pair trends). DCR: L1 "
         "distance to the closest training record (numbers scaled to [0, 1], categories one-hot at 0.5); the real "
         f"floor is the held-out records' median DCR, and their 5th percentile ({fmt_metric(m['holdout']['p5'])}) the "
         "threshold. Attack: a record closer to the synthetic set is guessed a training member (AUC 0.5: no leakage).",
         "",
-        readable_table(pd.DataFrame(rows), kinds=kinds, headers=True),
+        readable_table(rows, kinds=kinds, headers=True),
         "",
         "## Synthetic records beside real ones",
         "",
