@@ -17,6 +17,7 @@ import pandas as pd
 
 from medassist.report.format import (
     fmt_ci,
+    fmt_delta,
     fmt_metric,
     fmt_quantity,
     fmt_ratio,
@@ -188,12 +189,23 @@ def part_text(doc: Doc, run: Path) -> list[tuple[str, str]]:
     if row.empty:
         return []
     r = row.iloc[0]
-    return [
+    out = [
         (
             f"Text ({data.get('name', '')}): best model {best}, test macro-F1",
             f"{fmt_metric(r[head])} {fmt_ci(r.get(head + '_lo'), r.get(head + '_hi'))}",
         )
     ]
+    diff = "vs_tfidf_" + head.removeprefix("test_")
+    neural = comparison[comparison["model"] != "tfidf_logreg"]
+    if diff in neural and not neural.empty:  # the best neural model on validation against the tuned baseline
+        n = neural.loc[neural["val_auc"].idxmax()]
+        out.append(
+            (
+                f"Text: the best neural model on validation ({n['model']}) minus the tuned TF-IDF, test macro-F1",
+                f"{fmt_delta(n[diff])} {fmt_ci(n[diff + '_lo'], n[diff + '_hi'], kind='delta')}",
+            )
+        )
+    return out
 
 
 def _yaml(path: Path) -> dict[str, Any]:
