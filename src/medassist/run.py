@@ -49,20 +49,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def markdown_table(df: pd.DataFrame, *, floatfmt: str = ".4f") -> str:
-    """A GitHub-flavoured Markdown table of ``df`` (floats formatted with ``floatfmt``)."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, floatfmt)
-        return str(v).replace("|", "\\|")
-
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body]) + "\n"
-
-
 class Run:
     """A run folder. Use as a context manager: an exception marks the run failed, a clean exit complete."""
 

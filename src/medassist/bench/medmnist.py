@@ -20,7 +20,8 @@ import torch
 
 from medassist.config import TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
-from medassist.run import Run, markdown_table
+from medassist.report.format import readable_table
+from medassist.run import Run
 
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
@@ -270,9 +271,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 "method": method,
                 "seeds": len(g),
                 "test_auc_mean": g.test_auc.mean(),
-                "test_auc_std": g.test_auc.std(ddof=1) if len(g) > 1 else 0.0,
+                "test_auc_std": g.test_auc.std(ddof=1) if len(g) > 1 else np.nan,  # undefined for one seed
                 "test_acc_mean": g.test_accuracy.mean(),
-                "test_acc_std": g.test_accuracy.std(ddof=1) if len(g) > 1 else 0.0,
+                "test_acc_std": g.test_accuracy.std(ddof=1) if len(g) > 1 else np.nan,
                 "train_time_s_mean": g.train_time_s.mean(),
                 "peak_memory_mb_max": g.peak_memory_mb.max(),
                 "target_auc": auc_t,
@@ -314,6 +315,6 @@ def run_benchmark(cfg: BenchConfig) -> Run:
                 "val_levers": val_levers.to_dict("records"),
             },
         )
-        print(markdown_table(summary, floatfmt=".3f"))
+        print(readable_table(summary, floatfmt=".3f", max_columns=None))
         print(f"benchmark run folder: {run.dir}")
     return run
