@@ -16,7 +16,6 @@ log (:mod:`medassist.serve.logs`) holds no patient data.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -33,7 +32,6 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medassist.deploy.bundle import Bundle, BundleError, load_bundle
@@ -44,6 +42,18 @@ from medassist.serve.batching import MicroBatcher
 from medassist.serve.config import ServeConfig
 from medassist.serve.limits import Limits, Refused, check_text, check_upload, read_image
 from medassist.serve.logs import AccessLog, access_logger
+from medassist.serve.middleware import BodyLimit
+from medassist.serve.overlay import overlay_png
+from medassist.serve.schemas import (
+    Finding,
+    ImageAnswer,
+    ModelInfo,
+    ModelRef,
+    Models,
+    Problem,
+    ReportAnswer,
+    ReportRequest,
+)
 
 MODEL_CARD_FILE = "model_card.md"
 NOT_A_DEVICE = (
@@ -52,83 +62,6 @@ NOT_A_DEVICE = (
 )
 CONFIG_ENV = "MEDASSIST_SERVE_CONFIG"
 STATIC = Path(str(resources.files("medassist.serve") / "static"))
-
-
-# -- what the routes answer (the OpenAPI schema is generated from these) ----------------------------------------
-
-
-class ModelRef(BaseModel):
-    id: str = Field(description="the id to select this model with (the 'model' field of a request)")
-    name: str
-    version: str = Field(description="the first 12 hex digits of the model file's SHA-256")
-
-
-class ImageAnswer(BaseModel):
-    request_id: str
-    model: ModelRef
-    label: str = Field(description="the most probable class (shown even when the model abstains)")
-    probabilities: dict[str, float] = Field(description="calibrated (temperature-scaled), most probable first")
-    confidence: float
-    abstained: bool = Field(description="true: the confidence is below the abstention threshold chosen on validation")
-    reason: str = Field(description="why it abstained; empty when it did not")
-    overlay_png: str | None = Field(
-        description="data: URL of a PNG: the Grad-CAM heatmap of the predicted class over the image; null when the "
-        "model has no class-activation output"
-    )
-    latency_ms: float = Field(description="time in the service, from the upload read to the answer")
-    model_latency_ms: float = Field(description="time of the model call (shared by a micro-batch)")
-    batch_size: int = Field(description="requests answered by the same model call")
-
-
-class Finding(BaseModel):
-    label: str
-    probability: float
-    present: bool
-
-
-class ReportAnswer(BaseModel):
-    request_id: str
-    model: ModelRef
-    task: str
-    findings: list[Finding] = Field(description="every label, most probable first")
-    label: str | list[str] = Field(description="multi-label: the findings present; multi-class: the class")
-    confidence: float
-    abstained: bool
-    reason: str
-    latency_ms: float
-    model_latency_ms: float
-    batch_size: int
-
-
-class ReportRequest(BaseModel):
-    text: str = Field(description="the report text (never logged)")
-    model: str | None = Field(default=None, description="a text model's id from /v1/models; default: the first")
-
-
-class ModelInfo(BaseModel):
-    id: str
-    name: str
-    kind: str
-    task: str
-    labels: list[str]
-    version: str
-    created: str | None
-    metrics: dict[str, Any]
-    threshold: float | list[float]
-    temperature: float
-    abstain: dict[str, Any] | None
-    overlay: bool = Field(description="whether answers carry a Grad-CAM overlay")
-    model_card: str | None = Field(description="the bundle's model_card.md (Markdown), if it has one")
-
-
-class Models(BaseModel):
-    models: list[ModelInfo]
-    notice: str
-
-
-class Problem(BaseModel):
-    detail: str | list[dict[str, Any]]
-    request_id: str | None = None
 
 
 # -- models, each behind its micro-batcher ------------------------------------------------------------------------
@@ -226,34 +159,6 @@ async def _warm_up(s: Served, limits: Limits) -> None:
         await s.batcher.submit("warm-up")
 
 
-# -- the Grad-CAM overlay ----------------------------------------------------------------------------------------
-
-OVERLAY_SIZE = 112  # 4x a 28-pixel input; the page shows it at twice that (PNG encoding dominates its cost)
-
-
-def _heat_colours(v: np.ndarray) -> np.ndarray:
-    """A blue-to-red colour map (like matplotlib's jet) of values in [0, 1]: (..., 3) float in [0, 1]."""
-    r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0.0, 1.0)
-    g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0.0, 1.0)
-    b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0.0, 1.0)
-    return np.stack([r, g, b], axis=-1)
-
-
-def overlay_png(image: np.ndarray, cam: np.ndarray, size: int = OVERLAY_SIZE) -> str:
-    """A data: URL of the heatmap ``cam`` (h, w) in [0, 1] blended over ``image`` (C, S, S) uint8, as PNG."""
-    from PIL import Image
-
-    gray = image.mean(axis=0).astype(np.uint8) if image.shape[0] > 1 else image[0]
-    base = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    heat = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
-    heat = np.clip(heat, 0.0, 1.0)
-    alpha = (0.6 * heat)[..., None]  # the image shows through where the model found no evidence
-    rgb = (1.0 - alpha) * base[..., None] + alpha * _heat_colours(heat)  # (size, size, 3)
-    buf = io.BytesIO()
-    Image.fromarray((rgb * 255).round().astype(np.uint8), mode="RGB").save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 # -- the app -----------------------------------------------------------------------------------------------------
 
 
@@ -265,55 +170,6 @@ def _problem(request: Request, status: int, detail: Any) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"detail": detail, "request_id": _request_id(request)}, headers=None
     )
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """Pure ASGI middleware: a request body over ``max_bytes`` is answered 413 with ``message``, from its
-    Content-Length before anything is read, or as soon as the bytes read pass the limit."""
-
-    def __init__(self, app: Any, *, max_bytes: int, message: str) -> None:
-        self.app, self.max_bytes, self.message = app, max_bytes, message
-
-    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
-        request_id = scope.get("state", {}).get("request_id")
-        body = json.dumps({"detail": self.message, "request_id": request_id}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(scope, send)
-            return
-        state = {"read": 0, "refused": False}
-
-        async def limited_receive() -> dict[str, Any]:
-            message = await receive()
-            if message["type"] == "http.request":
-                state["read"] += len(message.get("body", b""))
-                if state["read"] > self.max_bytes:
-                    state["refused"] = True
-                    raise _BodyTooLarge
-            return message
-
-        async def guarded_send(message: dict[str, Any]) -> None:
-            if not state["refused"]:  # the app's own answer to the cut body is replaced by the 413
-                await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
-            pass
-        if state["refused"]:
-            await self._refuse(scope, send)
 
 
 def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
