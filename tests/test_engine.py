@@ -269,3 +269,24 @@ def test_min_steps_gives_a_small_data_set_more_epochs():
     assert with_min_steps(cfg, steps_per_epoch=15).epochs == 7  # ceil(100 / 15)
     assert with_min_steps(cfg, steps_per_epoch=50).epochs == 4  # enough steps already
     assert with_min_steps(TrainConfig(epochs=4), steps_per_epoch=1).epochs == 4  # off by default
+
+
+def test_ema_averages_the_weights_without_changing_the_training(tmp_path) -> None:
+    # One step per epoch (the whole training set in a batch), so each epoch's raw weights are one step's.
+    cfg = TrainConfig(epochs=3, batch_size=len(TRAIN.labels), optimizer="sgd", lr=0.1, monitor="val_loss")
+    raw: list[dict[str, torch.Tensor]] = []
+    torch.manual_seed(0)
+    model = create_model("cnn", num_classes=2, in_channels=1, image_size=12)
+    snap = lambda _row: raw.append({k: v.clone() for k, v in model.state_dict().items()})  # noqa: E731
+    plain = fit(model, TRAIN, VAL, cfg, num_classes=2, progress=False, on_epoch=snap)
+    ckpt = tmp_path / "ema.pt"
+    _, averaged = _fit(dataclasses.replace(cfg, ema=0.5), "cnn", checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    for k, v in raw[-1].items():  # the moving average leaves the optimiser's path alone
+        torch.testing.assert_close(state["model"][k], v)
+    for k in raw[0]:  # e1 = p1, e2 = (e1 + p2) / 2, e3 = (e2 + p3) / 2
+        expected = ((raw[0][k] + raw[1][k]) / 2 + raw[2][k]) / 2
+        torch.testing.assert_close(state["ema"][f"module.{k}"], expected)
+    assert not np.allclose(plain.history["val_loss"], averaged.history["val_loss"])  # validation saw the average
+    with pytest.raises(MedAssistError, match="ema is a decay"):
+        _fit(dataclasses.replace(cfg, ema=1.0), "cnn")

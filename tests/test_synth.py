@@ -102,6 +102,41 @@ def test_gan_discriminator_travels_in_the_checkpoint(tmp_path) -> None:
     assert fresh.opt_d.state_dict()["state"]  # Adam moments restored
 
 
+def test_minibatch_std_lets_the_discriminator_see_a_batch_of_copies() -> None:
+    from medassist.synth.gan import Discriminator
+
+    torch.manual_seed(0)
+    _, x, y = _data(8)
+    copies = x[:1].expand(8, -1, -1, -1)
+    for mbstd in (False, True):
+        d = Discriminator(num_classes=2, width=16, minibatch_std=mbstd).eval()
+        with torch.no_grad():
+            alone, among_copies, among_others = d(x[:1], y[:1]), d(copies, y[:1].expand(8)), d(x, y)
+        if mbstd:  # the same image scores differently beside copies of itself than beside other images
+            assert not torch.allclose(among_copies[0], among_others[0])
+            assert torch.allclose(alone, among_copies[:1])  # one image or its copies: no spread either way
+        else:
+            assert torch.allclose(among_copies[0], among_others[0]) and torch.allclose(alone, among_others[:1])
+
+
+def test_diffaugment_shifts_and_cuts_out_and_lets_gradients_through() -> None:
+    from medassist.synth.gan import GANStep, diff_augment
+
+    torch.manual_seed(0)
+    x = (torch.arange(4 * 16 * 16, dtype=torch.float32).view(4, 1, 16, 16) + 1).requires_grad_()
+    shifted = diff_augment(x, ("translation",))
+    assert shifted.shape == x.shape
+    for i in range(4):  # every pixel of a shifted image comes from that image
+        assert set(shifted[i].flatten().tolist()) <= set(x[i].flatten().tolist())
+    assert not torch.equal(shifted, x)  # 4 images, each of 25 shifts: all unshifted has chance 1/390625
+    cut = diff_augment(x, ("cutout",))
+    assert ((cut == 0).flatten(1).sum(1) == 8 * 8).all()  # one half-size square per image
+    cut.sum().backward()
+    assert x.grad is not None and (x.grad.flatten(1).sum(1) == 16 * 16 - 64).all()
+    with pytest.raises(MedAssistError, match="unknown DiffAugment"):
+        GANStep(_gan()[1].d, augment=("flip",))
+
+
 def test_a_validate_hook_needs_a_monitor_it_gives() -> None:
     model, step, _ = _gan()
     train, _, _ = _data()

@@ -75,6 +75,11 @@ class TrainConfig:
         "onecycle/cosine with a time budget: pace the schedule by elapsed time as well as by steps, so that the "
         "learning rate has annealed when the budget ends, however fast the machine is",
     )
+    ema: float = option(
+        0.0,
+        "decay of an exponential moving average of the weights, updated after every step (e.g. 0.999; 0 = off): "
+        "the average is what is validated, selected and returned",
+    )
     grad_norms: bool = option(False, "record per-layer gradient norms every epoch (grad_norms.csv)")
     bf16: bool = option(False, "bfloat16 autocast on CPU for the forward pass (faster on CPUs with bf16 support)")
     seed: int = option(0, "random seed (same seed, same numbers on CPU)")

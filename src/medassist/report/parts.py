@@ -231,7 +231,7 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
 
 
 def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
-    from medassist.report.synth import measurement_rows, reflection
+    from medassist.report.synth import holdout_split, measurement_rows, reflection
 
     m = read_json(run / "metrics.json")
     if m.get("kind") == "records":
@@ -262,7 +262,10 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
     )
     t3 = doc.table(
         readable_table(table_rows(rows, ["generator", *privacy]), max_columns=None, headers=True) if privacy else "",
-        "Privacy: distance to the closest training image and membership-inference attacks.",
+        "Privacy: distance to the closest training image and membership-inference attacks, against the "
+        + (
+            "validation images (never trained on) as held-out records." if holdout_split(m) == "val" else "test images."
+        ),
         "Part 3: privacy",
     )
     gens = list(m.get("generators", {}))

@@ -159,6 +159,21 @@ def reflection(m: dict[str, Any]) -> str:
             f"{_name(best_fd)}, with precision {fmt_metric(vae['precision'])}; KL warm-up and free bits kept "
             f"{active} of {vae['latent_dim']} latent units active, so collapse was not the cause."
         )
+    elif gan:
+        tricks = [
+            t
+            for t, on in (
+                ("minibatch standard deviation", gan.get("minibatch_std")),
+                ("weight averaging", (gan.get("config") or {}).get("ema")),
+            )
+            if on
+        ]
+        s.append(
+            "No generator collapses"
+            + (f": with {' and '.join(tricks)}, " if tricks else ": ")
+            + f"{fmt_percent(gan['near_duplicate_rate'])} of GAN samples have a near-duplicate (real "
+            f"{fmt_percent(floor['near_duplicate_rate'])})."
+        )
     else:
         s.append("No generator shows collapse or blur beyond the others by the rules of this report.")
     b = gens[best_fd]
@@ -220,6 +235,12 @@ def reflection(m: dict[str, Any]) -> str:
     return " ".join(s)
 
 
+def holdout_split(m: dict[str, Any]) -> str:
+    """The split the privacy measurements held out (runs before the validation hold-out used the test split)."""
+    gens = {**m.get("generators", {}), **m.get("dp", {})}
+    return next((r["privacy"].get("holdout", "test") for r in gens.values() if "privacy" in r), "test")
+
+
 def _fig(run_dir: Path, name: str, caption: str) -> str:
     rel = f"figures/{name}.png"
     return f"![{caption}]({rel})\n\n*{caption}*\n" if (run_dir / rel).is_file() else ""
@@ -247,8 +268,14 @@ def build_synth_report(run_dir: str | Path) -> str:
         "The domain classifier (features for the Fréchet distance, precision/recall/density/coverage, the "
         f"conditional accuracy) is `{m['trtr']['unit']['model']}` trained on the real training split (TRTR); TSTR "
         "trains the same model with the same budget on each generator's images; both are chosen on real validation "
-        "images and tested on the real test split. Privacy is measured against the same test images as held-out "
-        "records.",
+        "images and tested on the real test split. Privacy (DCR and the membership attacks) is measured against "
+        + (
+            "the validation images as held-out records: never trained on, and from the training images' "
+            "distribution, unlike the test split, so that an attack sees memorisation rather than a shift "
+            "between splits (the validation images do select each generator's epoch)."
+            if holdout_split(m) == "val"
+            else "the test images as held-out records."
+        ),
         "",
         "## Reflection",
         "",

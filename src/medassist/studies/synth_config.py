@@ -34,10 +34,17 @@ class GANConfig:
     latent_dim: int = option(64, "noise dimensions")
     width: int = option(64, "channels of the networks")
     d_lr: float = option(2e-4, "discriminator learning rate (Adam, betas 0.0/0.9)")
+    minibatch_std: bool = option(True, "a minibatch standard-deviation feature in the discriminator")
+    diffaugment: list[str] = option([], "DiffAugment transforms of every image D sees: translation, cutout")
     val_samples: int = option(1000, "generated images whose Fréchet distance to validation images selects the epoch")
     train: TrainConfig = field(
-        default_factory=lambda: _train(batch_size=64, lr=2e-4, betas=[0.0, 0.9], monitor="val_frechet_distance"),
-        metadata={"help": "training of the generator (the epoch is chosen by the validation Fréchet distance)"},
+        default_factory=lambda: _train(
+            batch_size=64, lr=2e-4, betas=[0.0, 0.9], monitor="val_frechet_distance", ema=0.99
+        ),
+        metadata={
+            "help": "training of the generator (its moving average is validated and kept; the epoch is chosen by "
+            "the validation Fréchet distance)"
+        },
     )
 
 

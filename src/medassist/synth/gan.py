@@ -1,5 +1,8 @@
 """A class-conditional DCGAN-style GAN: a generator with BatchNorm, a projection discriminator with spectral
-normalisation (Miyato & Koyama, 2018), and the hinge loss.
+normalisation (Miyato & Koyama, 2018), and the hinge loss. Two options against mode collapse on small data sets:
+a minibatch standard-deviation feature in the discriminator (Karras et al., 2018), which lets it see a batch that
+repeats itself, and differentiable augmentation (DiffAugment, Zhao et al., 2020: random translation and cutout of
+real and generated images alike, before the discriminator), which keeps it from memorising the training images.
 
 The generator is the model :func:`medassist.train.fit` trains; the discriminator and its optimiser live in the
 :class:`GANStep` object, whose state travels in the engine's checkpoint, so that ``--resume`` continues both.
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from medassist.errors import MedAssistError
 from medassist.synth.common import check_image_size
 
 
@@ -57,11 +61,18 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Spectrally normalised conv net; the score is ``linear(h) + <embed(y), h>`` (projection conditioning)."""
+    """Spectrally normalised conv net; the score is ``linear(h) + <embed(y), h>`` (projection conditioning).
 
-    def __init__(self, *, in_channels: int = 1, num_classes: int = 2, width: int = 64) -> None:
+    With ``minibatch_std``, the mean over features of the batch's standard deviation joins the last feature map as
+    one more channel, followed by one more convolution: a batch of near-copies then looks different from a real one.
+    """
+
+    def __init__(
+        self, *, in_channels: int = 1, num_classes: int = 2, width: int = 64, minibatch_std: bool = False
+    ) -> None:
         super().__init__()
         w = width
+        self.minibatch_std = minibatch_std
         self.net = nn.Sequential(
             spectral_norm(nn.Conv2d(in_channels, w // 2, 3, padding=1)),
             nn.LeakyReLU(0.2),
@@ -72,38 +83,77 @@ class Discriminator(nn.Module):
             spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
         )
+        if minibatch_std:
+            self.mbstd = nn.Sequential(spectral_norm(nn.Conv2d(2 * w + 1, 2 * w, 3, padding=1)), nn.LeakyReLU(0.2))
         self.out = spectral_norm(nn.Linear(2 * w, 1))
         self.emb = spectral_norm(nn.Embedding(num_classes, 2 * w))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.net(x).sum(dim=(2, 3))  # (B, 2w): global sum pooling
+        h = self.net(x)  # (B, 2w, H/4, W/4)
+        if self.minibatch_std:
+            std = h.std(dim=0, correction=0).mean() if len(h) > 1 else h.new_zeros(())
+            h = self.mbstd(torch.cat([h, std.expand(len(h), 1, *h.shape[2:])], 1))
+        h = h.sum(dim=(2, 3))  # (B, 2w): global sum pooling
         return self.out(h).squeeze(1) + (self.emb(y) * h).sum(1)  # (B,)
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], *, shift: float = 0.125, cut: float = 0.5) -> torch.Tensor:
+    """DiffAugment (Zhao et al., 2020) on a batch (B, C, H, W): ``translation`` shifts each image by up to
+    ``shift`` of its size (edge pixels repeated), ``cutout`` zeroes one square of ``cut`` of its size at a random
+    place. Both are differentiable in ``x``, so the generator learns through them."""
+    b, _, h, w = x.shape
+    if "translation" in policy:
+        dy = torch.randint(-int(h * shift), int(h * shift) + 1, (b, 1, 1))
+        dx = torch.randint(-int(w * shift), int(w * shift) + 1, (b, 1, 1))
+        rows = (torch.arange(h).view(1, h, 1) + dy).clamp(0, h - 1).expand(b, h, w)
+        cols = (torch.arange(w).view(1, 1, w) + dx).clamp(0, w - 1).expand(b, h, w)
+        flat = (rows * w + cols).view(b, 1, h * w).expand(-1, x.shape[1], -1)
+        x = x.flatten(2).gather(2, flat).view_as(x)
+    if "cutout" in policy:
+        ch, cw = int(h * cut), int(w * cut)
+        cy, cx = torch.randint(0, h - ch + 1, (b, 1, 1)), torch.randint(0, w - cw + 1, (b, 1, 1))
+        ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        keep = ~((ys >= cy) & (ys < cy + ch) & (xs >= cx) & (xs < cx + cw))  # (B, H, W)
+        x = x * keep.unsqueeze(1).to(x.dtype)
+    return x
 
 
 class GANStep:
     """One GAN step for :func:`medassist.train.fit`: a discriminator update (hinge loss, its own Adam), then the
     generator's loss ``-D(G(z, y), y)``, which the engine backpropagates and steps with the generator's optimiser.
 
-    Logs per batch: the discriminator's loss and its mean score on real and on generated images.
+    ``augment`` names the DiffAugment transforms applied to every image the discriminator sees (real and generated,
+    in both updates). Logs per batch: the discriminator's loss and its mean score on real and on generated images.
     """
 
     def __init__(
-        self, discriminator: Discriminator, *, lr: float = 2e-4, betas: tuple[float, float] = (0.0, 0.9)
+        self,
+        discriminator: Discriminator,
+        *,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.0, 0.9),
+        augment: tuple[str, ...] = (),
     ) -> None:
-        self.d = discriminator
+        unknown = set(augment) - {"translation", "cutout"}
+        if unknown:
+            raise MedAssistError(f"unknown DiffAugment transform(s) {sorted(unknown)}; known: translation, cutout")
+        self.d, self.augment = discriminator, tuple(augment)
         self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+
+    def _score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.d(diff_augment(x, self.augment) if self.augment else x, y)
 
     def __call__(self, g: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> tuple[Any, ...]:
         x = inputs[0]
         self.d.train()
         z = torch.randn(len(x), g.latent_dim)  # type: ignore[arg-type]
         fake = g(z, y)
-        d_real, d_fake = self.d(x, y), self.d(fake.detach(), y)
+        d_real, d_fake = self._score(x, y), self._score(fake.detach(), y)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
-        loss_g = -self.d(fake, y).mean()
+        loss_g = -self._score(fake, y).mean()
         logs = {"d_loss": loss_d.detach(), "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
         return loss_g, None, logs
 

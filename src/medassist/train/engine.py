@@ -262,6 +262,8 @@ def fit(
         raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
     if task not in TASKS:
         raise MedAssistError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise MedAssistError(f"ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
     check_bf16(cfg.bf16)
     seed_everything(cfg.seed, cfg.threads)
     train, val = as_labelled(train), as_labelled(val)
@@ -318,6 +320,17 @@ def fit(
         if step_state is not None and state.get("step_state") is not None:
             step_state.load_state_dict(state["step_state"])  # type: ignore[union-attr]
         privacy_state = state.get("privacy_state")
+    # The moving average (a copy of the model, made before DP-SGD or DDP wrap it) is what validation sees.
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
+        )
+        if cfg.ema
+        else None
+    )
+    if ema is not None and resume and ckpt is not None and ckpt.is_file() and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    judged = ema.module if ema is not None else model
     train_model = model
     if privacy is not None:
         train_model, optimizer = privacy.attach(
@@ -376,6 +389,8 @@ def fit(
                 for k, v in per_layer.items():
                     sums[k] = sums.get(k, 0.0) + math.sqrt(v)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             if per_step:
                 scheduler.step()  # type: ignore[union-attr]
             n_steps += 1
@@ -391,12 +406,12 @@ def fit(
             loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
             log_sums = dict(zip(keys, totals[3:], strict=True))
         if validate is not None:
-            val_metrics = {k: float(v) for k, v in validate(model).items()}
+            val_metrics = {k: float(v) for k, v in validate(judged).items()}
             if cfg.monitor.removeprefix("val_") not in val_metrics:
                 known = ", ".join(f"val_{k}" for k in val_metrics)
                 raise MedAssistError(f"{desc}: unknown monitor '{cfg.monitor}'; this model's validation gives {known}")
         else:
-            val_probs = predict_proba(model, val.batcher, task=task, bf16=cfg.bf16)
+            val_probs = predict_proba(judged, val.batcher, task=task, bf16=cfg.bf16)
             if not np.isfinite(val_probs).all():
                 _diverged(desc, epoch, cfg)
             val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
@@ -408,7 +423,7 @@ def fit(
             scheduler.step()
         if _is_better(monitored, best_score, cfg.monitor):
             best_score, best_epoch, bad_epochs = monitored, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())  # a copy, not a reference to the live weights
+            best_state = copy.deepcopy(judged.state_dict())  # a copy, not a reference to the live weights
         else:
             bad_epochs += 1
         epoch_time = time.perf_counter() - t0
@@ -450,6 +465,7 @@ def fit(
                         "config": to_dict(cfg),
                         "step_state": step_state.state_dict() if step_state is not None else None,  # type: ignore[union-attr]
                         "privacy_state": privacy.state_dict() if privacy is not None else None,
+                        "ema": ema.state_dict() if ema is not None else None,
                     },
                     tmp,
                 )
