@@ -339,7 +339,9 @@ class _Study:
         elif name == "gan":
             d = self.discriminator.eval()
             with torch.no_grad():
-                sm, sn = d(members_x, ym), d(hold_x, yt)
+                # One batch of both groups, so that the minibatch-std feature is the same for every image scored.
+                scores = d(torch.cat([members_x, hold_x]), torch.cat([ym, yt]))
+                sm, sn = scores[: len(ym)], scores[len(ym) :]
             out["attack_model"] = {
                 "kind": "discriminator score",
                 **privacy.auc_with_ci(sm.numpy(), sn.numpy(), n_boot=cfg.n_boot),
