@@ -13,6 +13,7 @@ import pandas as pd
 
 from medassist.report.format import fmt_int, fmt_metric, fmt_percent, fmt_seconds, fmt_value_ci, readable_table
 from medassist.report.html import markdown_to_html
+from medassist.report.words import fit_sentences
 from medassist.utils.io import atomic_write_text
 
 NAMES = {"vae": "VAE", "gan": "GAN", "diffusion": "diffusion"}
@@ -131,6 +132,9 @@ KINDS = {
 }
 
 
+MAX_WORDS = 200  # the brief's 150-200 words
+
+
 def reflection(m: dict[str, Any]) -> str:
     """150-200 words from the measured numbers: the largest training challenge and what addressed it, fidelity,
     diversity, plausibility, usefulness and what the privacy numbers mean for sharing."""
@@ -222,9 +226,11 @@ def reflection(m: dict[str, Any]) -> str:
     dcr = ", ".join(
         f"{_name(g)} {fmt_percent(r['privacy']['pixel']['share_below_holdout_p5'])}" for g, r in gens.items()
     )
+    feat = max(r["privacy"]["feature"]["share_below_holdout_p5"] for r in gens.values())
+    optional = [len(s)]  # dropped first if the reflection runs over the brief's length
     s.append(
         f"Closer to a training image than the 5th percentile of held-out images (about 5% expected without copying): "
-        f"{dcr} of the samples, in pixel space."
+        f"{dcr} of the samples in pixel space, at most {fmt_percent(feat)} in feature space."
     )
     dp = m.get("dp", {})
     if dp:
@@ -232,7 +238,7 @@ def reflection(m: dict[str, Any]) -> str:
             f"ε={r['epsilon']:.2g} gives TSTR AUC {fmt_metric(r['tstr']['test']['auc']['value'])}" for r in dp.values()
         )
         s.append(f"Only DP-SGD gives a guarantee: {parts}.")
-    return " ".join(s)
+    return fit_sentences(s, optional, MAX_WORDS)
 
 
 def holdout_split(m: dict[str, Any]) -> str:
