@@ -243,8 +243,7 @@ def reflection(m: dict[str, Any]) -> str:
 
 def holdout_split(m: dict[str, Any]) -> str:
     """The split the privacy measurements held out (runs before the validation hold-out used the test split)."""
-    gens = {**m.get("generators", {}), **m.get("dp", {})}
-    return next((r["privacy"].get("holdout", "test") for r in gens.values() if "privacy" in r), "test")
+    return m.get("privacy_holdout", "test")
 
 
 def _fig(run_dir: Path, name: str, caption: str) -> str:

@@ -121,9 +121,9 @@ class _Study:
         self.x_train = to_tensor(self.train.images)
         self.x_val, self.x_test = to_tensor(self.val.images), to_tensor(self.test.images)
         self.t_ytrain = torch.from_numpy(self.y_train.astype(np.int64))
-        self.t_yval = torch.from_numpy(self.val.labels.reshape(-1).astype(np.int64))
+        self.t_yval = torch.from_numpy(self.y_val.astype(np.int64))
         self.t_ytest = torch.from_numpy(self.y_test.astype(np.int64))
-        self.metrics: dict[str, Any] = {"generators": {}, "dp": {}}
+        self.metrics: dict[str, Any] = {"generators": {}, "dp": {}, "privacy_holdout": "val"}
 
     # --- the real-data classifier: TRTR and the domain classifier ----------------------------------------------
     def classifier(self, name: str, train: Split) -> tuple[Any, torch.nn.Module]:
@@ -219,7 +219,7 @@ class _Study:
             torch.manual_seed(cfg.seed + 1)
             disc = Discriminator(in_channels=c, num_classes=k, width=g.width, minibatch_std=g.minibatch_std)
             step = GANStep(disc, lr=g.d_lr, augment=tuple(g.diffaugment))
-            yv = _class_labels(self.val.labels.reshape(-1), g.val_samples, k)
+            yv = _class_labels(self.y_val, g.val_samples, k)
 
             def validate(model: torch.nn.Module) -> dict[str, float]:
                 x = model.generate(yv, torch.Generator().manual_seed(123))  # type: ignore[operator]
@@ -316,7 +316,6 @@ class _Study:
         members_x, members_f = self.x_train[self.member_idx], self.f_train[self.member_idx]
         hold_x, hold_f = self.x_val, self.f_val  # the hold-out: see __init__
         out: dict[str, Any] = {
-            "holdout": "val",
             "pixel": privacy.dcr_summary(xs, self.x_train, hold_x),
             "feature": privacy.dcr_summary(fs, self.f_train, hold_f),
             "attack_distance_pixel": privacy.distance_attack(xs, members_x, hold_x, n_boot=cfg.n_boot, seed=cfg.seed),
