@@ -47,6 +47,11 @@ class TrainConfig:
         0, "at least this many optimisation steps: a small data set gets more epochs than `epochs` (0 = off)"
     )
     batch_size: int = option(128, "images per training step")
+    min_batches: int = option(
+        0,
+        "a small data set takes a smaller batch (never below 8) so that an epoch has at least this many steps "
+        "(0 = off); applied before `min_steps`",
+    )
     optimizer: str = option("adam", "adam | adamw | sgd")
     lr: float = option(1e-3, "initial learning rate")
     momentum: float = option(0.9, "SGD momentum")

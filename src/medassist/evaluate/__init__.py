@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from medassist.evaluate.calibration import expected_calibration_error, reliability_bins
 from medassist.evaluate.metrics import (
+    CHANCE_RULE,
     GREATER_IS_BETTER,
     METRICS,
     accuracy,
+    at_chance,
     auc,
     bootstrap_ci,
     classification_metrics,
@@ -33,12 +35,14 @@ _PLOTS = (
 )
 
 __all__ = [
+    "CHANCE_RULE",
     "GREATER_IS_BETTER",
     "METRICS",
     "MULTILABEL_METRICS",
     "metrics_for",
     "per_label_auc",
     "accuracy",
+    "at_chance",
     "auc",
     "bootstrap_ci",
     "classification_metrics",

@@ -14,6 +14,7 @@ from torch import nn
 
 from medassist.config import TrainConfig, to_dict
 from medassist.data.types import Split
+from medassist.evaluate.metrics import at_chance
 from medassist.models import count_parameters, create_model
 from medassist.run import Run
 from medassist.train import fit, predict_proba
@@ -39,6 +40,20 @@ class UnitResult:
     train: dict[str, float]  # metrics on the training images in eval mode, at the best epoch
     val: dict[str, float]  # metrics on the validation split at the best epoch
     extra: dict[str, Any] = field(default_factory=dict)
+    planned_epochs: int = 0  # after min_steps (0 in runs written before it was recorded)
+    batch_size: int = 0  # after min_batches
+    under_trained: bool = False  # a time budget cut it while validation was still improving
+    at_chance: bool = False  # validation AUC near 0.5, or one class predicted for every case
+
+    @property
+    def training(self) -> str:
+        """How its training ended, for tables and legends: converged, under-trained, at chance, or both."""
+        return training_status(self.under_trained, self.at_chance)
+
+    @property
+    def usable(self) -> bool:
+        """Whether a conclusion about capacity, architecture or regularisation may rest on it."""
+        return not (self.under_trained or self.at_chance)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -63,7 +78,29 @@ class UnitResult:
             else "early stopping"
             if self.stopped_early
             else "epochs",
+            "planned_epochs": self.planned_epochs,
+            "batch_size": self.batch_size,
+            "training": self.training,
+            "under_trained": self.under_trained,
+            "at_chance": self.at_chance,
         }
+
+
+def training_status(under_trained: bool, at_chance: bool) -> str:
+    """'under-trained', 'at chance', 'under-trained, at chance' or 'complete' (the label tables and legends use)."""
+    parts = [p for p, on in (("under-trained", under_trained), ("at chance", at_chance)) if on]
+    return ", ".join(parts) or "complete"
+
+
+def usable(row: dict[str, Any]) -> bool:
+    """Whether a table row (from :meth:`UnitResult.row`) may carry a conclusion: neither under-trained nor at chance."""
+    return not (row.get("under_trained") or row.get("at_chance"))
+
+
+def legend_label(name: str, row: dict[str, Any]) -> str:
+    """A figure legend's label for a model, marked when its training was cut or it learned nothing."""
+    status = training_status(bool(row.get("under_trained")), bool(row.get("at_chance")))
+    return name if status == "complete" else f"{name} ({status})"
 
 
 def _subset(data: Labelled, n: int, seed: int) -> Labelled:
@@ -72,13 +109,17 @@ def _subset(data: Labelled, n: int, seed: int) -> Labelled:
     return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
 
 
+def _predict(model: nn.Module, data: Split | Labelled, task: str) -> tuple[np.ndarray, np.ndarray]:
+    data = as_labelled(data)
+    probs = predict_proba(model, data.batcher, task=task)
+    return (data.labels if task == "multi-label" else data.labels.reshape(-1)), probs
+
+
 def split_metrics(
     model: nn.Module, data: Split | Labelled, metrics: dict, *, task: str = "multi-class", save_to: Path | None = None
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``data``; with ``save_to``, also write the probabilities (val_probs.npy) there."""
-    data = as_labelled(data)
-    probs = predict_proba(model, data.batcher, task=task)
-    y = data.labels if task == "multi-label" else data.labels.reshape(-1)
+    y, probs = _predict(model, data, task)
     if save_to is not None:
         with atomic_path(save_to / "val_probs.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, probs)
@@ -131,6 +172,8 @@ def train_unit(
         step_fn=step_fn,
     )
     train_eval = _subset(as_labelled(train), train_eval_samples, cfg.seed)
+    val_metrics = split_metrics(model, val, metrics, task=task, save_to=unit_dir)
+    val_predicted = None if task == "multi-label" else np.load(unit_dir / "val_probs.npy").argmax(axis=1)
     unit = UnitResult(
         name=name,
         model=model_name,
@@ -144,8 +187,12 @@ def train_unit(
         budget_reached=result.budget_reached,
         n_train=len(train),
         train=split_metrics(model, train_eval, metrics, task=task),
-        val=split_metrics(model, val, metrics, task=task, save_to=unit_dir),
+        val=val_metrics,
         extra={"config": to_dict(cfg), "wall_time": time.perf_counter() - t0},
+        planned_epochs=result.planned_epochs,
+        batch_size=result.batch_size,
+        under_trained=result.under_trained,
+        at_chance=at_chance(val_metrics.get("auc"), val_predicted),
     )
     run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))
     if not result.grad_norms.empty:

@@ -94,6 +94,8 @@ class FitResult:
         best_state: a copy of the model's state dict at the best epoch (already loaded into the model).
         stopped_early: True when early stopping ended training.
         budget_reached: True when the time budget ended training.
+        planned_epochs: the epochs training was set to run (after ``min_steps``).
+        batch_size: the batch it trained with (after ``min_batches``).
         train_time: seconds spent training and validating.
         grad_norms: per-layer gradient norms per epoch, when requested.
     """
@@ -104,8 +106,20 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
     stopped_early: bool = False
     budget_reached: bool = False
+    planned_epochs: int = 0
+    batch_size: int = 0
     train_time: float = 0.0
     grad_norms: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def under_trained(self) -> bool:
+        """A time budget cut training while validation was still improving (:func:`under_trained`)."""
+        return under_trained(
+            budget_reached=self.budget_reached,
+            best_epoch=self.best_epoch,
+            epochs_run=len(self.history),
+            planned_epochs=self.planned_epochs,
+        )
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -144,6 +158,34 @@ def with_min_steps(cfg: TrainConfig, steps_per_epoch: int) -> TrainConfig:
     if cfg.min_steps <= 0:
         return cfg
     return dataclasses.replace(cfg, epochs=max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch))))
+
+
+MIN_BATCH = 8
+
+
+def for_data_size(cfg: TrainConfig, n_train: int) -> TrainConfig:
+    """``cfg`` as it trains on ``n_train`` examples: a smaller batch where an epoch would have fewer than
+    ``cfg.min_batches`` steps, then enough epochs for ``cfg.min_steps`` steps.
+
+    Both depend on the data alone, so every model of a comparison trained on the same data gets the same batch,
+    the same epochs and the same number of optimisation steps, however much each step costs.
+    """
+    if cfg.min_batches > 0 and n_train > 0 and math.ceil(n_train / cfg.batch_size) < cfg.min_batches:
+        cfg = dataclasses.replace(cfg, batch_size=max(MIN_BATCH, min(cfg.batch_size, n_train // cfg.min_batches)))
+    return with_min_steps(cfg, max(1, math.ceil(n_train / cfg.batch_size)))
+
+
+UNDER_TRAINED_RULE = (
+    "under-trained: a time budget ended training before its planned epochs while the monitored validation metric "
+    "was still improving (the best epoch was the last one completed)"
+)
+
+
+def under_trained(*, budget_reached: bool, best_epoch: int, epochs_run: int, planned_epochs: int) -> bool:
+    """True when a time budget cut training short while the monitored validation metric was still improving
+    (:data:`UNDER_TRAINED_RULE`). Such a model's numbers say how far its budget got, not what the model can do."""
+    return bool(budget_reached) and 0 < epochs_run < planned_epochs and best_epoch >= epochs_run
+
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -270,8 +312,8 @@ def fit(
     y_labels = train.labels if task == "multi-label" else train.labels.reshape(-1)
     y_train = torch.from_numpy(y_labels.astype(np.int64))
     y_val = val.labels if task == "multi-label" else val.labels.reshape(-1).astype(np.int64)
+    cfg = for_data_size(cfg, len(train.batcher))
     steps_per_epoch = max(1, math.ceil(len(train.batcher) / cfg.batch_size))
-    cfg = with_min_steps(cfg, steps_per_epoch)
     metrics = MULTILABEL_METRICS if task == "multi-label" else METRICS
     loss_fn = default_loss(task, cfg, y_labels, num_classes)
 
@@ -488,6 +530,8 @@ def fit(
         best_state=best_state,
         stopped_early=stopped_early,
         budget_reached=budget_reached,
+        planned_epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
         train_time=elapsed,
         grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
     )
