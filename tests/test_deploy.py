@@ -310,3 +310,33 @@ def test_deploy_refuses_a_run_that_is_not_finished(tmp_path: Path, capsys) -> No
     assert "is failed, not complete" in capsys.readouterr().err
     assert main(["deploy", "--out", str(tmp_path)]) == 2
     assert "give the study run folder" in capsys.readouterr().err
+
+
+def test_a_variant_is_under_trained_when_a_training_it_rests_on_was() -> None:
+    from medassist.deploy.variants import Variant
+
+    done, cut = {"training": "student distilled", "under_trained": False}, {"training": "x", "under_trained": True}
+    assert Variant("int8", "quantization", "onnxruntime", []).training == "not retrained"
+    assert Variant("student", "distillation", "pytorch", [], trainings=[done]).training == "complete"
+    both = Variant("distilled + pruned", "distillation + pruning", "pytorch", [], trainings=[done, cut])
+    assert both.under_trained and both.training == "under-trained"
+
+
+def test_a_fine_tune_cut_by_its_budget_is_recorded_under_trained(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from medassist.studies import deploy as study
+    from medassist.train.engine import FitResult
+
+    def fake_fit(model, *args, **kwargs) -> FitResult:  # the budget ended epoch 2 of 5, the best so far
+        history = pd.DataFrame({"epoch": [1, 2], "val_auc": [0.8, 0.9]})
+        return FitResult(history, 2, 0.9, model.state_dict(), budget_reached=True, planned_epochs=5)
+
+    monkeypatch.setattr(study, "fit", fake_fit)
+    source = SimpleNamespace(splits={"train": None, "val": None}, num_classes=2, task="multi-class")
+    tcfg = TrainConfig(epochs=5, time_budget=30.0)
+    hist, rec = study._train(DeployConfig(), torch.nn.Linear(2, 2), source, tcfg, "student alone", kind="student")
+    assert rec["under_trained"] is True and rec["planned_epochs"] == 5 and rec["time_budget"] == 30.0
+    assert hist.under_trained.all() and (hist.variant == "student alone").all()
+    alone = study.Variant("student alone (PyTorch)", "small model", "pytorch", [], trainings=[rec])
+    assert alone.training == "under-trained" and study._trainings([alone, alone]) == [rec]

@@ -146,8 +146,8 @@ def test_image_report_shows_formatted_numbers(image_run: Path) -> None:
     text = build_image_report(image_run)
     # counts and parameters with thousands separators, seconds with one decimal, metrics with 3
     assert "train 4,708 (normal 1,214, pneumonia 3,494)" in text
-    assert "| cnn_gap | 287,138 | 7 | 10 | 38.6 | epochs |" in text
-    assert "| resnet18 | 11,172,546 | 7 | 10 | 1,235 | epochs |" in text
+    assert "| cnn_gap | 287,138 | 10 | 7 | 38.6 | epochs |" in text  # epochs run, then the best epoch
+    assert "| resnet18 | 11,172,546 | 10 | 7 | 1,235 | epochs |" in text
     assert "| cnn_gap | 0.123 | 0.235 | 0.951 | 0.935 | 0.961 | +0.017 |" in text
     assert "| AUC | 0.922 | [0.902, 0.942] |" in text
     assert "| normal | 0.943 | 0.855 | 0.897 | 234 |" in text
@@ -281,3 +281,59 @@ def test_deploy_report_splits_the_transformer_table(deploy_run: Path) -> None:
     assert "| minilm int8 dynamic (PyTorch) | 0.600 | 0.993 | 0.920 | +0.001 | 99.9% |" in text
     assert "| minilm fp32 (PyTorch) | 0.610 | 0.994 | 0.927 | 0.000 | — |" in text
     assert max(_widths(text)) <= MAX_COLUMNS and "`tables/transformer.csv`" in text
+
+
+def _under_trained_fine_tune(run: Path, chosen: str = "") -> dict:
+    """The deploy run with its channel-pruning fine-tune cut by its time budget while validation still improved."""
+    m = json.loads((run / "metrics.json").read_text())
+    table = pd.read_csv(run / "tables" / "benchmark.csv")
+    table["training"] = ["not retrained"] * 3 + ["under-trained"]
+    table.to_csv(run / "tables" / "benchmark.csv", index=False)
+    for row, training in zip(m["variants"], table["training"], strict=True):
+        row["training"] = training
+    m["trainings"] = [
+        {"training": "channel-pruned 50%", "kind": "fine-tune", "best_epoch": 3, "epochs_run": 3, "planned_epochs": 5,
+         "time_budget": 60.0, "budget_reached": True, "under_trained": True},
+    ]  # fmt: skip
+    m["chosen"] = chosen or m["chosen"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    return m
+
+
+def test_deploy_report_marks_an_under_trained_fine_tune_and_draws_nothing_from_it(deploy_run: Path) -> None:
+    from medassist.report.deploy import deploy_analysis
+    from medassist.report.words import count_words
+
+    m = _under_trained_fine_tune(deploy_run)
+    text = build_deploy_report(deploy_run)
+    name = "channel-pruned 50% int8 (ONNX Runtime)"
+    assert len(_table_rows(text, f"{name} (under-trained)")) == 2  # the size/speed and the accuracy tables
+    assert _table_rows(text, name)[-1][3] == "under-trained"  # the techniques table's training column
+    assert _table_rows(text, "int8 static (ONNX Runtime)")[-1][3] == "not retrained"
+    analysis = deploy_analysis(m)
+    assert 100 <= count_words(analysis) <= 150
+    assert "The channel-pruned 50% fine-tune was under-trained" in analysis
+    assert "the budget was too short to decide what that compression costs" in analysis
+    # It alone met every target on test: that is no finding, since its fine-tune was cut short.
+    assert f"e.g. {name}." not in analysis and "only under-trained variants met every target" in analysis
+    assert max(_widths(text)) <= MAX_COLUMNS
+
+
+def test_deploy_analysis_says_the_shipped_variant_rests_on_an_under_trained_fine_tune(deploy_run: Path) -> None:
+    from medassist.report.deploy import deploy_analysis
+    from medassist.report.words import count_words
+
+    m = _under_trained_fine_tune(deploy_run, chosen="channel-pruned 50% int8 (ONNX Runtime)")
+    analysis = deploy_analysis(m)
+    assert "The shipped variant is one of them: its accuracy drop measures the budget" in analysis
+    assert 100 <= count_words(analysis) <= 150
+    text = build_deploy_report(deploy_run)
+    assert _table_rows(text, "channel-pruned 50% int8 (ONNX Runtime) (under-trained) **shipped**")
+
+
+def test_deploy_report_of_a_run_before_the_rule_renders_without_training_marks(deploy_run: Path) -> None:
+    from medassist.report.deploy import deploy_analysis
+
+    m = json.loads((deploy_run / "metrics.json").read_text())
+    assert all("training" not in r for r in m["variants"]) and "trainings" not in m
+    assert "under-trained" not in build_deploy_report(deploy_run) and "under-trained" not in deploy_analysis(m)

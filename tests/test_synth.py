@@ -235,3 +235,25 @@ def test_opacus_refuses_batchnorm_and_an_unreachable_epsilon() -> None:
 def test_an_image_size_the_networks_cannot_take_is_refused(size: int) -> None:
     with pytest.raises(DataError, match=f"image size {size}"):
         check_image_size(size)
+
+
+def test_train_generator_records_whether_its_budget_left_it_under_trained(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    from medassist.run import Run
+    from medassist.synth import train as synth_train
+    from medassist.train.engine import FitResult
+
+    def fake_fit(model, *args, **kwargs) -> FitResult:  # the budget ended epoch 2 of 5, the best so far
+        history = pd.DataFrame({"epoch": [1, 2], "val_loss": [2.0, 1.0]})
+        return FitResult(history, 2, 1.0, model.state_dict(), budget_reached=True, planned_epochs=5)
+
+    monkeypatch.setattr(synth_train, "fit", fake_fit)
+    run = Run.create(tmp_path, "synth-fake", {})
+    train, _, _ = _data(16)
+    _, rec = synth_train.train_generator(
+        run, "gan", lambda: torch.nn.Linear(2, 2), train, CFG, step_fn=None, validate=None, num_classes=2,
+        progress=False,
+    )  # fmt: skip
+    assert rec["under_trained"] is True and rec["planned_epochs"] == 5 and rec["budget_reached"] is True
+    assert run.read_json("units/gan/result.json")["under_trained"] is True

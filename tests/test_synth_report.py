@@ -104,3 +104,61 @@ def test_benchmark_rows_carry_every_generator_and_the_peak_memory() -> None:
     assert [r["generator"] for r in rows] == ["vae", "gan", "vae_dp_eps8"]
     assert rows[1]["tstr_auc"] == 0.955 and rows[1]["trtr_auc"] == 0.96 and rows[2]["epsilon"] == 7.99
     assert all(r["peak_memory_mb"] == 2048.0 and r["seed"] == 1 for r in rows)
+
+
+def _cut(m: dict, g: str = "gan") -> dict:
+    """``m`` with generator ``g`` under-trained: its 90-s budget ended at epoch 12 of 30, the best one."""
+    m["generators"][g].update(
+        under_trained=True, budget_reached=True, best_epoch=12, epochs_run=12, planned_epochs=30,
+        config={"time_budget": 90.0},
+    )  # fmt: skip
+    return m
+
+
+def test_an_under_trained_generator_is_marked_and_no_comparison_rests_on_it(tmp_path: Path) -> None:
+    from medassist.report.words import count_words
+
+    m = _cut(_metrics([-0.004, -0.012, 0.003], [0.51, 0.48, 0.54]))  # the GAN is best on FD and on TSTR
+    m["augmentation"] = {
+        "generator": "gan",
+        "minority_class": "b",
+        "n_added": 5,
+        "test": {"auc": _h(0.97, 0.95, 0.99), "accuracy": _h(0.9, 0.88, 0.92)},
+        "minus_real_auc": [0.01, 0.005, 0.02],
+        "minus_real_accuracy": [0.0, -0.01, 0.01],
+    }
+    rows = measurement_rows(m).set_index("generator")
+    assert rows.loc["GAN", "training"] == "under-trained" and rows.loc["VAE", "training"] == "complete"
+    text = reflection(m)
+    assert 150 <= count_words(text) <= 200
+    assert text.startswith(
+        "The GAN was under-trained (its 90-s budget ended at epoch 12 of 30 while its validation score was still "
+        "improving), so the budget was too short to decide between the generators"
+    )
+    # neither the 'most realistic' verdict nor the TSTR-against-real verdict rests on the GAN
+    assert "most realistic" not in text and "training on real images" not in text
+    assert "GAN (under-trained) 0.100" in text  # the numbers are given, marked
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    report = build_synth_report(tmp_path)
+    assert "| GAN | under-trained |" in report and "| VAE | complete |" in report
+    assert "**under-trained**" in report  # the training section
+    assert "too short to decide what augmentation gives" in report and "an improvement" not in report
+
+
+def test_an_under_trained_tstr_classifier_leaves_the_tstr_verdict_undecided() -> None:
+    m = _metrics([-0.004, -0.012, 0.003], [0.51, 0.48, 0.54])
+    m["generators"]["gan"]["tstr"]["unit"] = {"under_trained": True}
+    assert measurement_rows(m).set_index("generator").loc["GAN", "training"] == "TSTR classifier under-trained"
+    text = reflection(m)
+    assert "a classifier of this comparison was under-trained, so the budget was too short" in text
+    assert "training on real images" not in text
+
+
+def test_a_result_written_before_the_rule_reads_as_complete(tmp_path: Path) -> None:
+    m = _metrics([-0.004, -0.012, 0.003], [0.51, 0.48, 0.54])
+    assert all("under_trained" not in r and "planned_epochs" not in r for r in m["generators"].values())
+    assert set(measurement_rows(m)["training"]) == {"complete"}
+    text = reflection(m)
+    assert "under-trained" not in text and "most realistic" in text
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    assert "under-trained" not in build_synth_report(tmp_path)

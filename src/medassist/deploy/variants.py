@@ -39,6 +39,8 @@ class Variant:
         note: a fact worth a line in the report (e.g. parameters before and after pruning).
         source: the model's own data when it reads other inputs than the study's (a Transformer's WordPiece ids
             beside a word model); None for the study's source.
+        trainings: the records of the trainings in this study the variant rests on (the fine-tune after pruning,
+            the student's training), each with ``under_trained``; empty for a variant made without training.
     """
 
     name: str
@@ -50,6 +52,17 @@ class Variant:
     note: str = ""
     logits: dict[str, np.ndarray] = field(default_factory=dict)
     source: Source | None = None
+    trainings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def under_trained(self) -> bool:
+        """Whether a training it rests on was cut by its time budget while validation still improved."""
+        return any(t.get("under_trained") for t in self.trainings)
+
+    @property
+    def training(self) -> str:
+        """Its ``training`` cell: under-trained, complete, or not retrained (export and quantization only)."""
+        return "under-trained" if self.under_trained else "complete" if self.trainings else "not retrained"
 
     @property
     def onnx_file(self) -> Path | None:
@@ -135,6 +148,7 @@ def measure_variants(variants: list[Variant], source: Source, cfg: DeployConfig)
             par = parity(by_name[v.parity_with].logits["test"], v.logits["test"], source.task)
             row.update({"parity_with": v.parity_with, **par})
         row["note"] = v.note
+        row["training"] = v.training
         rows.append(row)
     df = pd.DataFrame(rows)
     base = df.iloc[0]

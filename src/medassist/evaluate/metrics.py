@@ -70,8 +70,8 @@ CHANCE_AUC = 0.55
 """A validation AUC below this is chance level: the model ranks cases barely better than a coin."""
 
 CHANCE_RULE = (
-    f"at chance: validation AUC below {CHANCE_AUC:.2f}, or (one class per case) the same class predicted for every "
-    "validation case"
+    f"at chance: validation AUC below {CHANCE_AUC:.2f} (or, where AUC is undefined, the same class predicted for "
+    "every validation case)"
 )
 
 
@@ -82,9 +82,9 @@ def at_chance(auc_value: float | None, predicted: np.ndarray | None = None) -> b
         auc_value: its validation AUC (macro over labels or classes); NaN or None is not judged.
         predicted: its predicted class per validation case (multi-class), or None.
     """
-    low_auc = auc_value is not None and np.isfinite(auc_value) and auc_value < CHANCE_AUC
-    one_class = predicted is not None and len(predicted) > 1 and np.unique(predicted).size == 1
-    return bool(low_auc or one_class)
+    if auc_value is not None and np.isfinite(auc_value):
+        return bool(auc_value < CHANCE_AUC)
+    return bool(predicted is not None and len(predicted) > 1 and np.unique(predicted).size == 1)
 
 
 GREATER_IS_BETTER: dict[str, bool] = {"accuracy": True, "auc": True, "macro_f1": True, "loss": False, "ece": False}

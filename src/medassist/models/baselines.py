@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from medassist.models.registry import register_model
+
+WORKING_SIZE = 32
+"""Past this side, a model's stem halves the image until it is at most this size, so that a larger input costs
+about as much as a 28-pixel one after the stem and no full-resolution feature map travels through the network."""
+
+
+def halvings(image_size: int) -> int:
+    """How many times the stem halves an ``image_size`` input to bring it to at most :data:`WORKING_SIZE`."""
+    return max(0, math.ceil(math.log2(image_size / WORKING_SIZE))) if image_size > WORKING_SIZE else 0
+
+
+def downsampling_stem(in_channels: int, width: int, image_size: int) -> tuple[list[nn.Module], int]:
+    """Stride-2 conv-BN-ReLU layers (none up to 32 px) and the channels they leave.
+
+    (B, C, H, W) -> (B, width, H/2^k, W/2^k), k = :func:`halvings`.
+    """
+    layers: list[nn.Module] = []
+    for _ in range(halvings(image_size)):
+        layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        in_channels = width
+    return layers, in_channels
 
 
 class MLP(nn.Module):
@@ -21,8 +44,11 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_channels * image_size * image_size
+        side = math.ceil(image_size / 2 ** halvings(image_size))
+        # A larger image is average-pooled to at most 32 px first: (B, C, H, W) -> (B, C, side, side).
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(side)] if side != image_size else []
+        layers.append(nn.Flatten())
+        width = in_channels * side * side
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
             width = h
@@ -40,15 +66,17 @@ class PlainCNN(nn.Module):
         self, *, num_classes: int, in_channels: int = 1, image_size: int = 28, width: int = 32, dropout: float = 0.0
     ) -> None:
         super().__init__()
+        stem, cin = downsampling_stem(in_channels, width, image_size)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
+            *stem,
+            nn.Conv2d(cin, width, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        side = image_size // 4
+        side = math.ceil(image_size / 2 ** halvings(image_size)) // 4
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(2 * width * side * side, 128),
@@ -68,11 +96,15 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 class GAPCNN(nn.Module):
     """Three stages of two conv-BN-ReLU layers, global average pooling, and a linear classifier."""
 
-    def __init__(self, *, num_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.0) -> None:
+    def __init__(
+        self, *, num_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.0, image_size: int = 28
+    ) -> None:
         super().__init__()
         w = (width, 2 * width, 4 * width)
+        stem, cin = downsampling_stem(in_channels, w[0], image_size)
         self.features = nn.Sequential(
-            *_conv_bn(in_channels, w[0]),
+            *stem,  # (B, w, H/2^k, W/2^k) past 32 px; nothing at 28
+            *_conv_bn(cin, w[0]),
             *_conv_bn(w[0], w[0]),
             nn.MaxPool2d(2),  # (B, w, H/2, W/2)
             *_conv_bn(w[0], w[1]),
@@ -105,4 +137,4 @@ def cnn_gap(
     *, num_classes: int, in_channels: int = 1, dropout: float = 0.0, width: int = 32, image_size: int = 28
 ) -> nn.Module:
     """CNN with BatchNorm and global average pooling (any input size)."""
-    return GAPCNN(num_classes=num_classes, in_channels=in_channels, width=width, dropout=dropout)
+    return GAPCNN(num_classes=num_classes, in_channels=in_channels, width=width, dropout=dropout, image_size=image_size)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from medassist.report.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds
+from medassist.evaluate.training import usable
+from medassist.report.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds, fmt_value_ci
 from medassist.report.words import fit_sentences
 
 
@@ -55,7 +56,9 @@ def _s(seconds: float | None) -> str:
 def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val: np.ndarray | None) -> str:
     """A 200-300-word analysis of an image study run, every figure taken from ``metrics.json``."""
     cap = sorted(m["capacity"], key=lambda r: -(r["val_auc"] or 0))
-    best, worst = cap[0], cap[-1]
+    fair = [r for r in cap if usable(r)]
+    ranked = fair or cap
+    best, worst = ranked[0], ranked[-1]
     diag = m["diagnosis"]
     size = m["size_curve"]
     sel = m["selected"]
@@ -65,19 +68,28 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     s.append(
         f"On {data['name']} ({fmt_int(data['sizes']['train'])} training, {fmt_int(data['sizes']['val'])} validation "
         f"and {fmt_int(data['sizes']['test'])} test images, {len(data['class_names'])} classes), {len(cap)} "
-        f"architectures were trained with the same recipe. {best['model']} reached the highest validation AUC "
-        f"({_f(best['val_auc'])}, "
-        f"{fmt_int(best['params'])} parameters, {_s(best['train_time_s'])} of training); {worst['model']} the "
-        f"lowest ({_f(worst['val_auc'])}, {fmt_int(worst['params'])} parameters)."
+        f"architectures were trained with the same recipe{_epochs_phrase(cap)}."
     )
-    if len(cap) > 1:
-        bigger = [r for r in cap if r["params"] > best["params"]]
-        if bigger:
+    unfit = [r for r in cap if not usable(r)]
+    if unfit:
+        s.append(_unfit_sentence(unfit, capacity=True))
+    if len(fair) > 1:
+        of = f"Of the {len(fair)} that trained to the end, " if unfit else ""
+        s.append(
+            f"{of}{best['model']} reached the highest validation AUC "
+            f"({_f(best['val_auc'])}, {fmt_int(best['params'])} parameters, {_s(best['train_time_s'])} of training); "
+            f"{worst['model']} the lowest ({_f(worst['val_auc'])}, {fmt_int(worst['params'])} parameters)."
+        )
+    elif fair:
+        s.append(
+            f"Only {best['model']} can be judged: validation AUC {_f(best['val_auc'])} "
+            f"({fmt_int(best['params'])} parameters, {_s(best['train_time_s'])} of training)."
+        )
+    if len(fair) > 1:
+        capacity_text = _capacity_sentence(fair, m["chosen_architecture"])
+        if capacity_text:
             optional.append(len(s))
-            s.append(
-                f"Larger models did not help here: {', '.join(r['model'] for r in bigger)} had more parameters "
-                f"but lower validation AUC, within the epochs and time they were given."
-            )
+            s.append(capacity_text)
     s.append(
         f"For {m['chosen_architecture']}, training accuracy (eval mode) was {_f(diag['train_accuracy'])} against "
         f"{_f(diag['val_accuracy'])} on validation, a gap of {_f(diag['gap_accuracy'])}, and the validation loss "
@@ -102,15 +114,12 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     tr = {r["mode"]: r for r in m.get("transfer", [])}
     if tr:
         parts = [f"{k} {_f(v['val_auc'])} in {_s(v['train_time_s'])}" for k, v in tr.items()]
-        s.append(f"EfficientNet-Lite0 reached validation AUC {', '.join(parts)}.")
+        s.append(f"EfficientNet-Lite0 reached validation AUC {', '.join(parts)}{_epochs_phrase(list(tr.values()))}.")
         if "finetune" in tr and "scratch" in tr:
-            d = (tr["finetune"]["val_auc"] or 0) - (tr["scratch"]["val_auc"] or 0)
-            verdict = "helped" if d > 0.005 else "hurt" if d < -0.005 else "made no material difference"
             optional.append(len(s))
-            s.append(
-                f"Starting from ImageNet weights instead of a random initialisation {verdict} "
-                f"({fmt_delta(d)} validation AUC for the same architecture and budget)."
-            )
+            s.append(_transfer_sentence(tr["finetune"], tr["scratch"], run_dir, y_val))
+        if "finetune" in tr and fair:
+            s.append(_pretrained_vs_scratch(tr["finetune"], fair[0], m, data, run_dir, y_val))
     s.append(
         f"The selected model, {sel['label']}, chosen on validation AUC alone, scored on the untouched test set an AUC "
         f"of {_ci(h['auc'])}, accuracy {_ci(h['accuracy'])} and macro-F1 {_ci(h['macro_f1'])}; its expected "
@@ -126,6 +135,136 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
             "validation set could not reveal."
         )
     return fit_sentences(s, optional, MAX_WORDS)
+
+
+def _epochs_phrase(rows: list[dict[str, Any]]) -> str:
+    """' (4 epochs at batch 32 each)' when the rows record one shared schedule, else ''."""
+    epochs = {r.get("planned_epochs") for r in rows}
+    batches = {r.get("batch_size") for r in rows}
+    if len(epochs) == 1 and len(batches) == 1 and None not in epochs | batches and 0 not in epochs:
+        n = epochs.pop()
+        return f" ({fmt_int(n)} epoch{'' if n == 1 else 's'} at batch {fmt_int(batches.pop())} each)"
+    return ""
+
+
+def _unfit_sentence(rows: list[dict[str, Any]], *, capacity: bool) -> str:
+    """Names the models that a conclusion may not rest on, and why."""
+    cut = [r for r in rows if r.get("under_trained")]
+    chance = [r for r in rows if r.get("at_chance")]
+    parts = []
+    if cut:
+        when = (
+            f"after {fmt_int(cut[0]['epochs_run'])} of {fmt_int(cut[0].get('planned_epochs'))} epochs"
+            if len({(r["epochs_run"], r.get("planned_epochs")) for r in cut}) == 1
+            else ", ".join(
+                f"{_names([r])} after {fmt_int(r['epochs_run'])} of {fmt_int(r.get('planned_epochs'))}" for r in cut
+            )
+        )
+        parts.append(
+            f"{_names(cut)} {'was' if len(cut) == 1 else 'were'} under-trained (a time budget ended training {when} "
+            "epochs while validation AUC was still rising)".replace("epochs epochs", "epochs")
+        )
+    if chance:
+        parts.append(
+            f"{_names(chance)} {'was' if len(chance) == 1 else 'were'} at chance level (validation AUC "
+            f"{', '.join(_f(r['val_auc']) for r in chance)})"
+        )
+    what = "capacity" if capacity else "this comparison"
+    text = f"No conclusion about {what} rests on {'it' if len(rows) == 1 else 'them'}: {'; '.join(parts)}"
+    return text + ("; the budget was too short to decide." if cut else ".")
+
+
+def _listed(rows: list[dict[str, Any]], key: str) -> str:
+    return ", ".join(fmt_int(r.get(key)) for r in rows)
+
+
+def _names(rows: list[dict[str, Any]]) -> str:
+    names = [str(r.get("model") or r.get("mode") or r.get("regularisation")) for r in rows]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _capacity_sentence(fair: list[dict[str, Any]], chosen: str) -> str:
+    """What more capacity bought, by the paired validation intervals against the best model."""
+    best = fair[0]
+    rows = {r["model"]: r for r in fair}
+    if "val_auc_vs_best_lo" not in best:  # a run from before the intervals were recorded
+        bigger = [r for r in fair if r["params"] > best["params"]]
+        if not bigger:
+            return ""
+        return (
+            f"Larger models did not help here: {_names(bigger)} had more parameters but lower validation AUC, "
+            "within the epochs they were given."
+        )
+    if chosen != best["model"] and chosen in rows:
+        c = rows[chosen]
+        d = fmt_value_ci(-c["val_auc_vs_best"], -c["val_auc_vs_best_hi"], -c["val_auc_vs_best_lo"], kind="delta")
+        return (
+            f"More capacity did not clearly help: {best['model']}'s advantage over the smaller {chosen} was {d} "
+            f"validation AUC, an interval that includes zero, so {chosen} was carried forward."
+        )
+    bigger = [r for r in fair if r["params"] > best["params"]]
+    if not bigger:
+        return f"The largest model trained to the end, {best['model']}, was also the best on validation."
+    worse = [r for r in bigger if r["val_auc_vs_best_hi"] < 0]
+    text = f"Larger models did not help here: {_names(bigger)} had more parameters but no higher validation AUC"
+    if worse:
+        text += f" ({_names(worse)} clearly lower, by the paired bootstrap interval)"
+    return text + "."
+
+
+def _transfer_sentence(ft: dict[str, Any], sc: dict[str, Any], run_dir: Path, y_val: np.ndarray | None) -> str:
+    """ImageNet weights against a random start, decided by the paired interval, never from an unfit model."""
+    unfit = [r for r in (ft, sc) if not usable(r)]
+    if unfit:
+        return _unfit_sentence(unfit, capacity=False).replace(
+            "this comparison", "ImageNet weights against a random start"
+        )
+    d = (ft["val_auc"] or 0) - (sc["val_auc"] or 0)
+    pa, pb = (run_dir / "units" / r["name"] / "val_probs.npy" for r in (ft, sc))
+    if y_val is None or not (pa.is_file() and pb.is_file()):
+        return (
+            f"Starting from ImageNet weights instead of a random initialisation changed validation AUC by "
+            f"{fmt_delta(d)} for the same architecture and epochs."
+        )
+    d, lo, hi = paired_auc_difference(y_val, np.load(pa), np.load(pb))
+    verdict = "helped" if lo > 0 else "hurt" if hi < 0 else "made no clear difference"
+    return (
+        f"Starting from ImageNet weights instead of a random initialisation {verdict} "
+        f"({fmt_delta(d)} validation AUC, paired 95% CI {fmt_ci(lo, hi)}, for the same architecture and epochs)."
+    )
+
+
+def _pretrained_vs_scratch(
+    ft: dict[str, Any],
+    scratch: dict[str, Any],
+    m: dict[str, Any],
+    data: dict[str, Any],
+    run_dir: Path,
+    y_val: np.ndarray | None,
+) -> str:
+    """Did the fine-tuned pretrained network beat the best model trained from scratch? If not, why, in numbers."""
+    if not usable(ft):
+        return ""
+    pa, pb = (run_dir / "units" / r["name"] / "val_probs.npy" for r in (ft, scratch))
+    if y_val is None or not (pa.is_file() and pb.is_file()):
+        return ""
+    d, lo, hi = paired_auc_difference(y_val, np.load(pa), np.load(pb))
+    diff = f"{fmt_delta(d)} validation AUC, paired 95% CI {fmt_ci(lo, hi)}"
+    if lo > 0:
+        return (
+            "Fine-tuned from ImageNet, EfficientNet-Lite0 beat the best model trained from scratch, "
+            f"{scratch['model']} ({diff})."
+        )
+    size, side = m.get("transfer_input_size"), data.get("image_size")
+    why = f"it trained for {fmt_int(ft.get('planned_epochs'))} epochs at batch {fmt_int(ft.get('batch_size'))}"
+    if size and side and size > side:
+        why += (
+            f", on {side}-pixel images upsampled {size / side:.0f}-fold to its {size}-pixel input, which adds no detail"
+        )
+    return (
+        f"Fine-tuned from ImageNet, EfficientNet-Lite0 did not beat the best model trained from scratch, "
+        f"{scratch['model']} ({diff}): {why}."
+    )
 
 
 def _per_class_sentence(metrics: dict[str, Any]) -> str:

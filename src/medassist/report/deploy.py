@@ -19,6 +19,10 @@ from medassist.report.format import (
     readable_table,
 )
 from medassist.report.html import write_report
+from medassist.report.words import fit_sentences
+
+MAX_WORDS = 150  # the brief's 100-150 words
+UNDER_TRAINED = "under-trained"
 
 
 def _pct(x: float) -> str:
@@ -43,9 +47,54 @@ def _missed(r: dict[str, Any], t: dict[str, float]) -> list[str]:
     return out
 
 
+def under_trained(r: dict[str, Any]) -> bool:
+    """Whether a variant's row says a training it rests on (a fine-tune after pruning, a student) was cut by its
+    time budget while validation still improved; a row written before the rule reads as not under-trained."""
+    return r.get("training") == UNDER_TRAINED
+
+
+def marked(name: str, r: dict[str, Any]) -> str:
+    """A variant's name in a table or legend, marked when it rests on an under-trained training."""
+    return f"{name} ({UNDER_TRAINED})" if under_trained(r) else name
+
+
+def _training_name(t: dict[str, Any]) -> str:
+    name = t["training"]
+    if t.get("kind") == "student":
+        return {"student alone": "the student trained alone", "student distilled": "the distilled student"}.get(
+            name, f"the {name} student"
+        )
+    return f"the {name} fine-tune"
+
+
+def _cut_sentences(m: dict[str, Any], chosen: dict[str, Any]) -> list[str]:
+    """Which fine-tunes or students were under-trained, that the budget was too short to decide what those
+    compressions cost, and whether the shipped variant rests on one."""
+    cut = [_training_name(t) for t in m.get("trainings") or [] if t.get("under_trained")]
+    n_rows = sum(under_trained(r) for r in m["variants"])
+    if not cut and not n_rows:
+        return []
+    one = len(cut) == 1
+    if cut:
+        who = cut[0] if one else ", ".join(cut[:-1]) + " and " + cut[-1]
+        who = f"{who[0].upper()}{who[1:]} {'was' if one else 'were'} under-trained (the time budget ended "
+        who += f"{'it' if one else 'them'} while validation was still improving)"
+    else:  # a run folder that marks its variants but lists no trainings
+        who, one = f"{n_rows} variant(s) rest on an under-trained fine-tune or student", False
+    what = "that compression costs" if one else "those compressions cost"
+    s = [
+        f"{who}, so the budget was too short to decide what {what} in accuracy; no conclusion here rests on the "
+        "variants marked under-trained."
+    ]
+    if under_trained(chosen):
+        s.append("The shipped variant is one of them: its accuracy drop measures the budget, not the technique.")
+    return s
+
+
 def deploy_analysis(m: dict[str, Any]) -> str:
     """A 100-150-word explanation generated from the measured variants: which technique worked best and why, and
-    the deployment constraints weighed."""
+    the deployment constraints weighed. When a fine-tune or student was under-trained (its time budget ended while
+    validation still improved) it says so, and which conclusions the budget was too short to draw."""
     rows = {r["variant"]: r for r in m["variants"]}
     t = m["targets"]
     chosen = rows[m["chosen"]]
@@ -64,10 +113,19 @@ def deploy_analysis(m: dict[str, Any]) -> str:
         s.append("It meets every target.")
     else:
         s.append(f"It misses the target on {', '.join(missed)}.")
-        if meeting:
-            s.append(f"On test, {len(meeting)} variant(s) met every target, e.g. {meeting[0]['variant']}.")
+        sound = [r for r in meeting if not under_trained(r)]
+        if sound:
+            s.append(f"On test, {len(meeting)} variant(s) met every target, e.g. {sound[0]['variant']}.")
+        elif meeting:  # no conclusion rests on a variant whose fine-tune or student was under-trained
+            s.append(
+                f"On test, only under-trained variants met every target (e.g. {meeting[0]['variant']}), so the budget "
+                "was too short to decide whether a compression meets them."
+            )
+    s += _cut_sentences(m, chosen)
+    optional = []  # dropped (the last first) if the explanation runs over the brief's length
     onnx, int8 = rows.get("fp32 (ONNX Runtime)"), next((r for r in m["variants"] if "int8" in r["variant"]), None)
     if onnx and int8:
+        optional.append(len(s))
         s.append(
             (
                 f"Exporting to ONNX Runtime alone gave {fmt_ratio(onnx['speedup_b1'])}, by removing Python overhead; "
@@ -79,6 +137,7 @@ def deploy_analysis(m: dict[str, Any]) -> str:
         )
     mag = next((r for r in m["variants"] if r["variant"].startswith("magnitude")), None)
     if mag:
+        optional.append(len(s))
         s.append(
             f"Magnitude pruning shrank the file {fmt_ratio(mag['size_ratio'])} but ran at "
             f"{fmt_ratio(mag['speedup_b1'])}, "
@@ -88,7 +147,7 @@ def deploy_analysis(m: dict[str, Any]) -> str:
         "Weighed: memory (file size), latency for one patient at batch 1, battery (fewer multiply-adds per "
         "prediction; energy itself was not measured), and accuracy within the stated drops."
     )
-    return " ".join(s)
+    return fit_sentences(s, optional, MAX_WORDS)
 
 
 # Column titles of the deploy tables; others get readable_header(name).
@@ -127,7 +186,18 @@ def _with_verdict(table: pd.DataFrame, m: dict[str, Any]) -> pd.DataFrame:
     missed = [d.split(" (")[0] for d in _missed(row, m["targets"])]
     verdict = "**met**" if not missed else "missed: " + ", ".join(missed)
     df["target"] = [verdict if v == chosen else "" for v in df["variant"]]
-    df["variant"] = [f"{v} **shipped**" if v == chosen else v for v in df["variant"]]
+    df = _mark(df)
+    names = zip(table["variant"], df["variant"], strict=True)
+    df["variant"] = [f"{name} **shipped**" if v == chosen else name for v, name in names]
+    return df
+
+
+def _mark(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each variant that rests on an under-trained fine-tune or student marked in its name."""
+    if "training" not in table.columns:
+        return table
+    df = table.copy()
+    df["variant"] = [marked(v, {"training": t}) for v, t in zip(df["variant"], df["training"], strict=True)]
     return df
 
 
@@ -232,12 +302,23 @@ def build_deploy_report(run_dir: str | Path) -> str:
         "## Parity with the model each variant was made from (whole test split)",
         "",
         _table(
-            table.dropna(subset=["parity_with"]), ["variant", "parity_with", "max_abs_logit_diff", "label_agreement"]
+            _mark(table.dropna(subset=["parity_with"])),
+            ["variant", "parity_with", "max_abs_logit_diff", "label_agreement"],
         ),
         "",
         "## Techniques",
         "",
-        _table(table, ["variant", "technique", "runtime", "note"]),
+        *(
+            [
+                "The training column says how the fine-tune or student a variant rests on ended: complete, or "
+                "under-trained (its time budget ended it while validation was still improving, so its accuracy says "
+                "how far the budget got, not what the technique can do); not retrained: export or quantization only.",
+                "",
+            ]
+            if "training" in table.columns
+            else []
+        ),
+        _table(table, ["variant", "technique", "runtime", "training", "note"]),
     ]
     transformer = run_dir / "tables" / "transformer.csv"
     if transformer.is_file():

@@ -24,6 +24,10 @@ HEADERS = {
     "best_epoch": "best epoch",
     "epochs_run": "epochs run",
     "stopped_by": "stopped by",
+    "planned_epochs": "planned epochs",
+    "batch_size": "batch",
+    "training": "training",
+    "val_auc_vs_best": "val AUC - best",
     "gap_accuracy": "gap (train - val accuracy)",
     "train_accuracy": "train accuracy",
     "val_accuracy": "val accuracy",
@@ -143,24 +147,41 @@ def build_image_report(run_dir: str | Path) -> str:
         _fig(run_dir, "reliability", "Reliability diagram (test); ECE in the title"),
         "## Capacity and bias-variance",
         "",
-        "All models trained with the same recipe; train metrics are measured in eval mode at the best epoch.",
+        _recipe_line(m, data),
         "",
         _parts(
             run_dir,
             "capacity",
             [
-                ("Size and training", ["model", "params", "best_epoch", "epochs_run", "train_time_s", "stopped_by"]),
+                (
+                    "Size and training",
+                    [
+                        "model",
+                        "params",
+                        "batch_size",
+                        "planned_epochs",
+                        "epochs_run",
+                        "best_epoch",
+                        "train_time_s",
+                        "stopped_by",
+                        "training",
+                    ],
+                ),
                 (
                     "Fit",
                     ["model", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_auc", "gap_accuracy"],
                 ),
+                ("Against the best (validation AUC, paired bootstrap)", ["model", "val_auc", "val_auc_vs_best"]),
             ],
         ),
         _fig(run_dir, "capacity_curves", "Learning curves: train (solid) and validation (dashed) loss and accuracy"),
-        f"Chosen architecture (best validation AUC): **{m['chosen_architecture']}**. Diagnosis: "
-        f"**{m['diagnosis']['label']}**.",
+        f"Chosen architecture: **{m['chosen_architecture']}**"
+        + (f" ({m['choice_rule']})" if m.get("choice_rule") else " (best validation AUC)")
+        + f". Diagnosis: **{m['diagnosis']['label']}**.",
         "",
         f"Rule: {m['diagnosis_rule']}.",
+        "",
+        *_training_rules(m),
         "",
         "### Learning curve over training-set size",
         "",
@@ -187,6 +208,7 @@ def build_image_report(run_dir: str | Path) -> str:
                         "val_accuracy",
                         "val_auc",
                         "gap_accuracy",
+                        "training",
                     ],
                 ),
                 ("Test (reported only)", ["regularisation", "test_accuracy", "test_auc", "test_macro_f1"]),
@@ -201,7 +223,16 @@ def build_image_report(run_dir: str | Path) -> str:
             [
                 (
                     "Size and training",
-                    ["mode", "params", "trainable_params", "best_epoch", "epochs_run", "train_time_s"],
+                    [
+                        "mode",
+                        "params",
+                        "trainable_params",
+                        "batch_size",
+                        "best_epoch",
+                        "epochs_run",
+                        "train_time_s",
+                        "training",
+                    ],
                 ),
                 (
                     "Accuracy (validation chooses; test reported only)",
@@ -218,6 +249,33 @@ def build_image_report(run_dir: str | Path) -> str:
         _fig(run_dir, "gradcam", "Grad-CAM of the predicted class over the same images"),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _recipe_line(m: dict, data: dict) -> str:
+    """How the capacity models were trained, and what a subsampled training set gave up."""
+    text = (
+        "Every model trained with the same recipe, for the same epochs at the same batch (the table's planned "
+        "epochs); train metrics are measured in eval mode at the best epoch."
+    )
+    full = m.get("train_subsample")
+    if full:
+        text += (
+            f" This profile trained on {fmt_int(data['sizes']['train'])} of the {fmt_int(full)} training images (a "
+            "class-stratified draw), so that every model, ResNet-50 included, got the same epochs in minutes; the "
+            "full profile trains on all of them."
+        )
+    return text
+
+
+def _training_rules(m: dict) -> list[str]:
+    rules = m.get("training_rules")
+    if not rules:
+        return []
+    return [
+        f"Marked in every table and legend: {rules['under_trained']}; {rules['at_chance']}. No conclusion about "
+        "capacity, regularisation or transfer rests on a model so marked.",
+        "",
+    ]
 
 
 def _val_labels(run_dir: Path) -> np.ndarray | None:

@@ -75,11 +75,21 @@ def part_text(doc: Doc, run: Path) -> list[tuple[str, str]]:
         n = neural.loc[neural["val_auc"].idxmax()]
         out.append(
             (
-                f"Text: the best neural model on validation ({n['model']}) minus the tuned TF-IDF, test macro-F1",
+                f"Text: the best neural model on validation ({_marked(n)}) minus the tuned TF-IDF, test macro-F1",
                 f"{fmt_delta(n[diff])} {fmt_ci(n[diff + '_lo'], n[diff + '_hi'], kind='delta')}",
             )
         )
     return out
+
+
+def _marked(row: pd.Series) -> str:
+    """A model's name with its epochs, and its mark when its training was cut or it learned nothing."""
+    name = str(row["model"])
+    epochs = row.get("planned_epochs")
+    if epochs == epochs and epochs:  # present and not NaN
+        name += f", {int(row.get('epochs_run', epochs))} of {int(epochs)} epochs"
+    status = row.get("training")
+    return f"{name}, {status}" if isinstance(status, str) and status != "complete" else name
 
 
 # --- Part 2: images ------------------------------------------------------------------------------------------
@@ -99,23 +109,35 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
     cap = read_csv(run / "tables" / "capacity.csv")
     t2 = ""
     if cap is not None:
-        cols = [c for c in ["model", "params", "train_accuracy", "val_accuracy", "val_auc", "gap_accuracy"] if c in cap]
+        cols = [
+            "model",
+            "params",
+            "epochs_run",
+            "train_accuracy",
+            "val_accuracy",
+            "val_auc",
+            "gap_accuracy",
+            "training",
+        ]
+        cols = [c for c in cols if c in cap]
         t2 = doc.table(
             readable_table(cap[cols], headers=True),
-            "Capacity: every model with the same recipe (train metrics in eval mode at the best epoch).",
+            "Capacity: every model with the same recipe, epochs and batch (train metrics in eval mode at the best "
+            "epoch; a model marked under-trained or at chance carries no conclusion).",
             "Part 2: capacity and bias-variance",
         )
     abl = read_csv(run / "tables" / "ablation.csv")
     t3 = ""
     if abl is not None:
-        cols = [c for c in ["name", "val_accuracy", "val_auc", "gap_accuracy", "best_epoch"] if c in abl]
+        cols = [c for c in ["name", "val_accuracy", "val_auc", "gap_accuracy", "best_epoch", "training"] if c in abl]
         t3 = doc.table(
             readable_table(abl[cols], headers=True), "Regularisation ablation on validation.", "Part 2: regularisation"
         )
     tr = read_csv(run / "tables" / "transfer.csv")
     t4 = ""
     if tr is not None:
-        cols = [c for c in ["name", "trainable_params", "val_accuracy", "val_auc", "train_time_s"] if c in tr]
+        cols = ["name", "trainable_params", "epochs_run", "val_accuracy", "val_auc", "train_time_s", "training"]
+        cols = [c for c in cols if c in tr]
         t4 = doc.table(
             readable_table(tr[cols], headers=True),
             "Transfer learning (EfficientNet-Lite0): from scratch, fine-tuned, frozen.",
@@ -157,7 +179,7 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
 
 
 def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
-    from medassist.report.deploy import deploy_analysis
+    from medassist.report.deploy import deploy_analysis, marked
 
     m = read_json(run / "metrics.json")
     table = read_csv(run / "tables" / "benchmark.csv")
@@ -173,13 +195,16 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
                 "speedup_b1",
                 "test_accuracy",
                 "test_auc",
+                "training",  # complete, under-trained (a fine-tune or student its budget cut) or not retrained
             ]
             if c in table
         ]
         refs.append(
             doc.table(
                 readable_table(table[cols], headers=True),
-                f"Every {what} variant: size, latency at batch 1 and test metrics, measured in one process.",
+                f"Every {what} variant: size, latency at batch 1 and test metrics, measured in one process, and "
+                "whether the fine-tune or student it rests on was under-trained (its time budget cut it while "
+                "validation still improved).",
                 f"Part 4: {what} benchmark table",
             )
         )
@@ -220,7 +245,7 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
         )
     return [
         (
-            f"Deployment ({what}): shipped {chosen['variant']}",
+            f"Deployment ({what}): shipped {marked(chosen['variant'], chosen)}",
             f"{fmt_quantity(chosen['size_mb'])} MB, {fmt_quantity(chosen['latency_b1_median_ms'])} ms at batch 1, "
             f"{accuracy}{against}",
         )
@@ -231,15 +256,17 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
 
 
 def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
-    from medassist.report.synth import holdout_split, measurement_rows, reflection
+    from medassist.report.synth import holdout_split, label, measurement_rows, reflection, under_trained
 
     m = read_json(run / "metrics.json")
     if m.get("kind") == "records":
         return part_records(doc, run, m)
     rows = measurement_rows(m)
-    fidelity = ["generator", "frechet_distance", "precision", "recall", "coverage", "conditional_accuracy"]
+    # Every table names how each generator's training ended (complete, or under-trained: its budget cut it).
+    fidelity = ["generator", "training", "frechet_distance", "precision", "recall", "coverage", "conditional_accuracy"]
     useful = [
         "generator",
+        "training",
         "test_auc",
         "test_auc_lo",
         "test_auc_hi",
@@ -261,19 +288,23 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
         "Part 3: TSTR against TRTR",
     )
     t3 = doc.table(
-        readable_table(table_rows(rows, ["generator", *privacy]), max_columns=None, headers=True) if privacy else "",
+        readable_table(table_rows(rows, ["generator", "training", *privacy]), max_columns=None, headers=True)
+        if privacy
+        else "",
         "Privacy: distance to the closest training image and membership-inference attacks, against the "
         + (
             "validation images (never trained on) as held-out records." if holdout_split(m) == "val" else "test images."
         ),
         "Part 3: privacy",
     )
-    gens = list(m.get("generators", {}))
+    gens = m.get("generators", {})
     figs = [
         doc.figure(
-            run / "figures" / f"samples_{g}.png", f"Samples of the {g} per class (synthetic).", f"Part 3: {g} samples"
+            run / "figures" / f"samples_{g}.png",
+            f"Samples of the {label(g, r)} per class (synthetic).",
+            f"Part 3: {g} samples",
         )
-        for g in gens
+        for g, r in gens.items()
     ]
     figs.append(
         doc.figure(
@@ -285,7 +316,7 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
     figs.append(
         doc.figure(
             run / "figures" / "closest_gan.png",
-            "The closest synthetic-training pairs (GAN).",
+            f"The closest synthetic-training pairs ({label('gan', gens.get('gan', {}))}).",
             "Part 3: closest-pair gallery",
         )
     )
@@ -295,9 +326,16 @@ def part_synth(doc: Doc, run: Path) -> list[tuple[str, str]]:
     if generators:  # the generator chosen on validation, as the study's reflection chooses it
         best = max(generators, key=lambda g: generators[g]["tstr"]["val_auc"])
         auc = generators[best]["tstr"]["test"]["auc"]
+        cut = [g for g, r in generators.items() if under_trained(r)]
+        if best in cut:
+            how = "under-trained: the budget was too short to decide"
+        elif cut:
+            how = f"best on validation, but the {' and '.join(cut)} {'was' if len(cut) == 1 else 'were'} under-trained"
+        else:
+            how = "chosen on validation"
         out.append(
             (
-                f"Synthetic images ({m['data']['name']}): TSTR test AUC of the {best} (chosen on validation)",
+                f"Synthetic images ({m['data']['name']}): TSTR test AUC of the {best} ({how})",
                 f"{fmt_metric(auc['value'])} {fmt_ci(auc['ci_low'], auc['ci_high'])}",
             )
         )

@@ -25,6 +25,56 @@ def _name(g: str) -> str:
     return NAMES.get(g, g)
 
 
+def under_trained(r: dict[str, Any]) -> bool:
+    """Whether a generator's record says a time budget cut its training while validation still improved
+    (:attr:`medassist.train.engine.FitResult.under_trained`); a record written before the rule reads as complete."""
+    return bool(r.get("under_trained", False))
+
+
+def _classifier_cut(r: dict[str, Any]) -> bool:
+    """Whether the TSTR (or TRTR) classifier of a record was under-trained (older runs: not)."""
+    return bool(((r.get("tstr") or r).get("unit") or {}).get("under_trained", False))
+
+
+def training_status(r: dict[str, Any]) -> str:
+    """The ``training`` cell of a generator's row: complete, or what its budget cut short."""
+    parts = [
+        p
+        for p, on in (("under-trained", under_trained(r)), ("TSTR classifier under-trained", _classifier_cut(r)))
+        if on
+    ]
+    return "; ".join(parts) or "complete"
+
+
+def label(g: str, r: dict[str, Any]) -> str:
+    """A generator's name in a legend, caption or sentence, marked when it was under-trained."""
+    return f"{_name(g)} (under-trained)" if under_trained(r) else _name(g)
+
+
+def _cut_sentence(cut: dict[str, dict[str, Any]], decide: str) -> str:
+    """That the generators in ``cut`` were under-trained, why (budget, epochs), and that the budget was too short
+    to ``decide``: no comparison may rest on them."""
+
+    def why(r: dict[str, Any]) -> str:
+        budget, planned = (r.get("config") or {}).get("time_budget"), r.get("planned_epochs")
+        return (
+            (f"{budget:g}-s budget" if budget else "time budget")
+            + f" ended at epoch {r.get('epochs_run')}"
+            + (f" of {planned}" if planned else "")
+        )
+
+    names = [f"the {_name(g)}" for g in cut]
+    if len(names) == 1:
+        who, why_all = names[0], f"its {why(next(iter(cut.values())))} while its validation score was still improving"
+    else:
+        who = ", ".join(names[:-1]) + " and " + names[-1]
+        why_all = "; ".join(f"{_name(g)}: {why(r)}" for g, r in cut.items()) + ", each while still improving"
+    return (
+        f"{who[0].upper()}{who[1:]} {'was' if len(names) == 1 else 'were'} under-trained ({why_all}), so the budget "
+        f"was too short to {decide}; no comparison below rests on {'it' if len(names) == 1 else 'them'}."
+    )
+
+
 def _v(h: dict[str, Any]) -> str:
     return fmt_value_ci(h["value"], h["ci_low"], h["ci_high"])
 
@@ -44,6 +94,7 @@ def measurement_rows(m: dict[str, Any]) -> pd.DataFrame:
     rows.append(
         {
             "generator": "real train vs real test (floor)",
+            "training": "TRTR classifier under-trained" if _classifier_cut(m["trtr"]) else "complete",
             "n_synthetic": None,
             "frechet_distance": floor["frechet_distance"],
             "precision": floor["precision"],
@@ -66,6 +117,7 @@ def measurement_rows(m: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "generator": _name(g),
+                "training": training_status(r),
                 "n_synthetic": r["n_synthetic"],
                 "train_time_s": r["train_time"],
                 "sample_s_per_1000": r["sample_seconds_per_1000"],
@@ -142,7 +194,17 @@ def reflection(m: dict[str, Any]) -> str:
     if not gens:
         return "No generator was trained in this run, so there is nothing to reflect on."
     best_fd = min(gens, key=lambda g: gens[g]["frechet_distance"])
-    s: list[str] = []
+    # A comparison between generators rests on every generator compared: with one under-trained (its budget ended
+    # while validation still improved) the numbers are reported, and no generator is called better.
+    # (A DP-SGD run cut short is said so in the DP-SGD sentence.)
+    cut = {g: r for g, r in gens.items() if under_trained(r)}
+    compare = not cut
+
+    def n(g: str) -> str:
+        return label(g, gens[g])
+
+    decide = "decide between the generators" if len(gens) > 1 else f"judge what the {_name(next(iter(gens)))} can do"
+    s: list[str] = [_cut_sentence(cut, decide)] if cut else []
     vae, gan = gens.get("vae"), gens.get("gan")
     active = vae and vae.get("active_units")
     if vae and active is not None and active / vae["latent_dim"] < 0.5:
@@ -156,7 +218,7 @@ def reflection(m: dict[str, Any]) -> str:
             f"{fmt_percent(gan['near_duplicate_rate'])} of the GAN's samples have a near-duplicate, against "
             f"{fmt_percent(floor['near_duplicate_rate'])} of real images."
         )
-    elif vae and vae["frechet_distance"] > 2 * gens[best_fd]["frechet_distance"]:
+    elif compare and vae and vae["frechet_distance"] > 2 * gens[best_fd]["frechet_distance"]:
         s.append(
             f"The largest training challenge the measurements show is blur: the VAE's Fréchet distance is "
             f"{fmt_metric(vae['frechet_distance'])} against {fmt_metric(gens[best_fd]['frechet_distance'])} for the "
@@ -181,14 +243,23 @@ def reflection(m: dict[str, Any]) -> str:
     else:
         s.append("No generator shows collapse or blur beyond the others by the rules of this report.")
     b = gens[best_fd]
-    s.append(
-        f"The {_name(best_fd)}'s samples are the most realistic: Fréchet distance {fmt_metric(b['frechet_distance'])} "
-        f"on the domain classifier's features (real-vs-real floor {fmt_metric(floor['frechet_distance'])}), "
-        f"precision {fmt_metric(b['precision'])}."
-    )
+    if compare:
+        s.append(
+            f"The {_name(best_fd)}'s samples are the most realistic: Fréchet distance "
+            f"{fmt_metric(b['frechet_distance'])} on the domain classifier's features (real-vs-real floor "
+            f"{fmt_metric(floor['frechet_distance'])}), precision {fmt_metric(b['precision'])}."
+        )
+    else:
+        fd = ", ".join(f"{n(g)} {fmt_metric(r['frechet_distance'])}" for g, r in gens.items())
+        s.append(
+            f"Fréchet distance on the domain classifier's features: {fd} (real-vs-real floor "
+            f"{fmt_metric(floor['frechet_distance'])})."
+        )
+    # The first sentence names any generator cut short; the lists below name them plainly, to keep within the limit.
     cov = ", ".join(f"{_name(g)} {fmt_metric(r['coverage'])}" for g, r in gens.items())
     s.append(f"Diversity, as coverage of the real test images: {cov} (real floor {fmt_metric(floor['coverage'])}).")
     acc = ", ".join(f"{_name(g)} {fmt_metric(r['conditional_accuracy'])}" for g, r in gens.items())
+    optional = [len(s)] if cut else []  # the under-trained sentence needs the words: plausibility goes second
     s.append(
         f"The real-trained classifier recognises the requested class in {acc} of the samples "
         f"(real test accuracy {fmt_metric(floor['conditional_accuracy'])}), as far as a classifier can judge "
@@ -196,12 +267,25 @@ def reflection(m: dict[str, Any]) -> str:
     )
     best_t = max(gens, key=lambda g: gens[g]["tstr"]["val_auc"])
     t, d = gens[best_t]["tstr"]["test"], gens[best_t]["tstr_minus_trtr_auc"]
-    verdict = ("differs from" if _differs(d) else "shows no difference from") + " training on real images"
-    s.append(
-        f"Trained on the {_name(best_t)}'s images (chosen on validation), the classifier reaches test AUC "
-        f"{_v(t['auc'])}, "
-        f"which {verdict} (paired difference {_d(d)})."
-    )
+    chosen = "chosen on validation" if compare else "best on validation in this run"
+    if best_t in cut:
+        s.append(
+            f"Trained on the {_name(best_t)}'s images ({chosen}), the classifier reaches test AUC {_v(t['auc'])} "
+            f"(paired difference from real images {_d(d)}): a measure of its budget, not of synthetic images."
+        )
+    elif _classifier_cut(gens[best_t]) or _classifier_cut(m["trtr"]):
+        s.append(
+            f"Trained on the {_name(best_t)}'s images ({chosen}), the classifier reaches test AUC {_v(t['auc'])} "
+            f"(paired difference {_d(d)}), but a classifier of this comparison was under-trained, so the budget was "
+            "too short to decide whether synthetic images match real ones."
+        )
+    else:
+        verdict = ("differs from" if _differs(d) else "shows no difference from") + " training on real images"
+        s.append(
+            f"Trained on the {_name(best_t)}'s images ({chosen}), the classifier reaches test AUC "
+            f"{_v(t['auc'])}, "
+            f"which {verdict} (paired difference {_d(d)})."
+        )
     leaky = [
         g
         for g, r in gens.items()
@@ -214,7 +298,7 @@ def reflection(m: dict[str, Any]) -> str:
     )
     if leaky:
         s.append(
-            f"Membership can be inferred above chance for {', '.join(_name(g) for g in leaky)} (highest attack AUC "
+            f"Membership can be inferred above chance for {', '.join(n(g) for g in leaky)} (highest attack AUC "
             f"{fmt_metric(worst[0])}, interval above 0.5), so these samples should not be shared as anonymous."
         )
     else:
@@ -227,7 +311,7 @@ def reflection(m: dict[str, Any]) -> str:
         f"{_name(g)} {fmt_percent(r['privacy']['pixel']['share_below_holdout_p5'])}" for g, r in gens.items()
     )
     feat = max(r["privacy"]["feature"]["share_below_holdout_p5"] for r in gens.values())
-    optional = [len(s)]  # dropped first if the reflection runs over the brief's length
+    optional.append(len(s))  # dropped first if the reflection runs over the brief's length
     s.append(
         f"Closer to a training image than the 5th percentile of held-out images (about 5% expected without copying): "
         f"{dcr} of the samples in pixel space, at most {fmt_percent(feat)} in feature space."
@@ -235,9 +319,15 @@ def reflection(m: dict[str, Any]) -> str:
     dp = m.get("dp", {})
     if dp:
         parts = ", ".join(
-            f"ε={r['epsilon']:.2g} gives TSTR AUC {fmt_metric(r['tstr']['test']['auc']['value'])}" for r in dp.values()
+            f"ε={r['epsilon']:.2g}{' (under-trained)' if under_trained(r) else ''} gives TSTR AUC "
+            f"{fmt_metric(r['tstr']['test']['auc']['value'])}"
+            for r in dp.values()
         )
-        s.append(f"Only DP-SGD gives a guarantee: {parts}.")
+        dp_cut = [g for g, r in dp.items() if under_trained(r)]
+        s.append(
+            f"Only DP-SGD gives a guarantee: {parts}"
+            + ("; the budget was too short to decide what DP-SGD costs." if dp_cut else ".")
+        )
     return fit_sentences(s, optional, MAX_WORDS)
 
 
@@ -298,27 +388,45 @@ def build_synth_report(run_dir: str | Path) -> str:
     if aug:
         da = aug["minus_real_auc"]
         dacc = aug["minus_real_accuracy"]
+        used = aug["generator"]
+        others = [_name(g) for g, r in m["generators"].items() if under_trained(r) and g != used]
+        if under_trained(m["generators"].get(used, {})):
+            verdict = (
+                f" — the {_name(used)} was under-trained (its time budget ended while its validation score was still "
+                "improving), so the budget was too short to decide what augmentation gives."
+            )
+        else:
+            verdict = (
+                " — "
+                + (
+                    "an improvement"
+                    if da[1] > 0 or dacc[1] > 0
+                    else "a loss"
+                    if da[2] < 0 or dacc[2] < 0
+                    else "no difference"
+                )
+                + " by the interval rule."
+            )
+        if others:
+            verdict += (
+                f" The choice of generator is not a finding: the {' and the '.join(others)} "
+                f"{'was' if len(others) == 1 else 'were'} under-trained."
+            )
         out += [
             "## Augmentation",
             "",
-            f"{fmt_int(aug['n_added'])} synthetic '{aug['minority_class']}' images from the {_name(aug['generator'])} "
+            f"{fmt_int(aug['n_added'])} synthetic '{aug['minority_class']}' images from the "
+            f"{label(used, m['generators'].get(used, {}))} "
             f"(the generator with the best TSTR validation AUC) added to the real training images: test AUC "
             f"{_v(aug['test']['auc'])}, accuracy {_v(aug['test']['accuracy'])}; minus real alone (paired): AUC "
-            f"{_d(da)}, accuracy {_d(dacc)} — "
-            + (
-                "an improvement"
-                if da[1] > 0 or dacc[1] > 0
-                else "a loss"
-                if da[2] < 0 or dacc[2] < 0
-                else "no difference"
-            )
-            + " by the interval rule.",
+            f"{_d(da)}, accuracy {_d(dacc)}" + verdict,
             "",
         ]
     per = []
     for g, r in {"real floor": m["real_floor"], **gens}.items():
+        status = "complete" if g == "real floor" else training_status(r)
         for cls, v in r.get("per_class", {}).items():
-            per.append({"generator": _name(g), "class": cls, **v})
+            per.append({"generator": _name(g), "class": cls, "training": status, **v})
     if per:
         out += [
             "## Per class",
@@ -339,6 +447,11 @@ def build_synth_report(run_dir: str | Path) -> str:
             + (", stopped by its time budget" if r.get("budget_reached") else "")
             + ")"
         )
+        if under_trained(r):
+            line += (
+                f"; **under-trained**: its budget ended it before its {r.get('planned_epochs') or 'planned'} epochs "
+                "while its validation score was still improving"
+            )
         if g.startswith("vae"):
             line += f"; {r.get('active_units')} of {r.get('latent_dim')} latent units active"
         if r.get("epsilon") is not None:
@@ -349,11 +462,11 @@ def build_synth_report(run_dir: str | Path) -> str:
         out.append(line + ".")
     out.append("")
     for g in gens:
-        out += [_fig(run_dir, f"curves_{g}", f"{_name(g)}: training curves")]
+        out += [_fig(run_dir, f"curves_{g}", f"{label(g, gens[g])}: training curves")]
     out += ["## Samples", ""]
-    for g in gens:
-        out += [_fig(run_dir, f"samples_{g}", f"{_name(g)}: synthetic samples, one row per class")]
-        out += [_fig(run_dir, f"reconstructions_{g}", f"{_name(g)}: test images above their reconstructions")]
+    for g, r in gens.items():
+        out += [_fig(run_dir, f"samples_{g}", f"{label(g, r)}: synthetic samples, one row per class")]
+        out += [_fig(run_dir, f"reconstructions_{g}", f"{label(g, r)}: test images above their reconstructions")]
     out += [
         "## Closest synthetic-training pairs",
         "",
@@ -361,8 +474,8 @@ def build_synth_report(run_dir: str | Path) -> str:
         "to a training image, above that training image.",
         "",
     ]
-    for g in gens:
-        out += [_fig(run_dir, f"closest_{g}", f"{_name(g)}: closest pairs")]
+    for g, r in gens.items():
+        out += [_fig(run_dir, f"closest_{g}", f"{label(g, r)}: closest pairs")]
     return "\n".join(out) + "\n"
 
 

@@ -20,6 +20,8 @@ HEADERS = {
     "train_time_s": "train time (s)",
     "epochs_run": "epochs",
     "stopped_by": "stopped by",
+    "planned_epochs": "planned epochs",
+    "batch_size": "batch",
     "infer_ms_batch1": "ms/report, batch 1",
     "infer_ms_per_report_b64": "ms/report, batch 64",
     "train_macro_f1": "train macro-F1",
@@ -49,7 +51,17 @@ def _test_table(df: pd.DataFrame, task: str) -> str:
 
 
 def _cost_table(df: pd.DataFrame) -> str:
-    cols = ["model", "params", "train_time_s", "epochs_run", "stopped_by", "infer_ms_batch1"]
+    cols = [
+        "model",
+        "params",
+        "train_time_s",
+        "batch_size",
+        "planned_epochs",
+        "epochs_run",
+        "stopped_by",
+        "training",
+        "infer_ms_batch1",
+    ]
     cols += ["infer_ms_per_report_b64", "train_macro_f1", "val_macro_f1", "gap_macro_f1"]
     return readable_table(df[[c for c in cols if c in df.columns]], headers=HEADERS)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from medassist.evaluate.training import usable
 from medassist.report.format import fmt_int, fmt_metric, fmt_ratio, fmt_seconds, fmt_value_ci
 from medassist.report.words import fit_sentences
 
@@ -54,6 +57,71 @@ def _against_baseline(r: dict[str, Any], head: str, what: str) -> str:
     return f"{r['model']} did not differ from it ({d} {what}, an interval that includes zero)"
 
 
+def _unfit_sentence(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in rows:
+        if r.get("under_trained"):
+            parts.append(
+                f"{r['model']} was under-trained (a time budget ended it after {fmt_int(r['epochs_run'])} of "
+                f"{fmt_int(r.get('planned_epochs'))} epochs while validation was still improving)"
+            )
+        if r.get("at_chance"):
+            parts.append(f"{r['model']} was at chance level (validation macro-AUC {fmt_metric(r['val_auc'])})")
+    return (
+        f"{'; '.join(parts)}: the budget was too short to decide between the architectures, and no conclusion "
+        "about them rests on this run."
+    )
+
+
+def _architecture_sentence(verdict: str, pretrained: bool) -> str:
+    if pretrained:
+        why = (
+            "attention links every token to every other in one step, and the weights were pretrained on a large "
+            "English corpus, whereas the recurrent model learns its word embeddings from the training reports alone"
+        )
+    else:
+        why = (
+            "attention links every token to every other in one step; trained from scratch, it had no pretraining "
+            "advantage and learned from the training reports alone, like the recurrent model"
+        )
+    if verdict == "better than":
+        return f"This fits the Transformer's advantages: {why}."
+    if verdict == "worse than":
+        return f"The Transformer's advantages did not pay off in this run: {why}."
+    return f"The Transformer's advantages gave no measurable edge here: {why}."
+
+
+def _why_below(tra: dict[str, Any], per_label: list[dict[str, Any]], data: dict[str, Any], multilabel: bool) -> str:
+    """Why the Transformer did not beat the baseline, in numbers: its training, and the labels on which it lost."""
+    steps = tra.get("steps")
+    text = ""
+    if steps:
+        text = (
+            f"The Transformer trained to the end of its {fmt_int(tra.get('planned_epochs'))} epochs "
+            f"({fmt_int(steps)} steps at batch {fmt_int(tra.get('batch_size'))}) on {fmt_int(data['sizes']['train'])} "
+            "reports"
+        )
+    a, b = (
+        f"{tra['model']} AUC" if not multilabel else tra["model"],
+        "tfidf_logreg AUC" if not multilabel else "tfidf_logreg",
+    )
+    counts = (data.get("label_counts") or {}).get("train")
+    name_key = "label" if multilabel else "class"
+    if per_label and counts and all(a in r and b in r for r in per_label):
+        train_n = dict(zip(data["label_names"], counts, strict=False))
+        lost = [r for r in per_label if r[a] == r[a] and r[b] == r[b] and r[a] < r[b]]
+        won = [r for r in per_label if r[a] == r[a] and r[b] == r[b] and r[a] >= r[b]]
+        if lost:
+            med = lambda rows: float(np.median([train_n.get(r[name_key], 0) for r in rows]))  # noqa: E731
+            what = "labels" if multilabel else "classes"
+            text += (
+                f"{'; it' if text else 'It'} ranked worse than TF-IDF (test AUC) on {len(lost)} of {len(per_label)} "
+                f"{what}, whose median number of training examples was {med(lost):.0f}"
+                + (f", against {med(won):.0f} on the {len(won)} where it was as good or better" if won else "")
+            )
+    return f"{text}." if text else ""
+
+
 def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any]) -> str:
     """A 150-250-word explanation of a text study run, every figure taken from ``metrics.json``."""
     multilabel = m.get("task", "multi-label") == "multi-label"
@@ -88,23 +156,14 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
             else f"none of the {len(neural)} neural models beat it."
         )
     )
-    verdict = _versus(tra, rec, head)
-    if pretrained:
-        why = (
-            "attention links every token to every other in one step, and the weights were pretrained on a large "
-            "English corpus, whereas the recurrent model learns its word embeddings from the training reports alone"
-        )
+    unfit = [r for r in (tra, rec) if not usable(r)]
+    if unfit:
+        # The architectures' merits are not argued from a model whose training was cut or that learned nothing.
+        s.append(_unfit_sentence(unfit))
     else:
-        why = (
-            "attention links every token to every other in one step; trained from scratch, it had no pretraining "
-            "advantage and learned from the training reports alone, like the recurrent model"
-        )
-    if verdict == "better than":
-        s.append(f"This fits the Transformer's advantages: {why}.")
-    elif verdict == "worse than":
-        s.append(f"The Transformer's advantages did not pay off in this run: {why}.")
-    else:
-        s.append(f"The Transformer's advantages gave no measurable edge here: {why}.")
+        if baseline_verdict(tra, head) != "beats the baseline":
+            s.append(_why_below(tra, m.get("per_label") or [], data, multilabel))
+        s.append(_architecture_sentence(_versus(tra, rec, head), pretrained))
     s.append(
         f"The reports are short ({words:.0f} words), which limits how much the recurrent model loses to long-range "
         "dependencies."

@@ -78,9 +78,13 @@ def _train(
     tcfg: TrainConfig,
     desc: str,
     *,
+    kind: str = "fine-tune",
     train: Labelled | None = None,
     step_fn: Any = None,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Train ``model`` with the engine; its history (one row per epoch, with how the training ended) and its
+    record: the epochs run and planned, whether the time budget ended it, and whether that left it under-trained
+    (the budget ended it while validation still improved: :attr:`medassist.train.engine.FitResult.under_trained`)."""
     result = fit(
         model,
         train or source.splits["train"],
@@ -92,7 +96,23 @@ def _train(
         desc=desc,
         step_fn=step_fn,
     )
-    return result.history.assign(variant=desc)
+    record = {
+        "training": desc,
+        "kind": kind,
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": len(result.history),
+        "planned_epochs": int(result.planned_epochs),
+        "time_budget": float(tcfg.time_budget),
+        "budget_reached": bool(result.budget_reached),
+        "under_trained": bool(result.under_trained),
+    }
+    history = result.history.assign(
+        variant=desc,
+        planned_epochs=result.planned_epochs,
+        budget_reached=result.budget_reached,
+        under_trained=result.under_trained,
+    )
+    return history, record
 
 
 def _onnx_pair(run: Run, cfg: DeployConfig, source: Source, model: torch.nn.Module, stem: str) -> tuple[Path, Path]:
@@ -119,14 +139,23 @@ def _pair(
     label: str,
     technique: str,
     note: str = "",
+    trainings: list[dict[str, Any]] | None = None,
 ) -> list[Variant]:
-    """A trained model as two variants: its fp32 PyTorch file, and its int8 ONNX export checked against it."""
+    """A trained model as two variants: its fp32 PyTorch file, and its int8 ONNX export checked against it; both
+    rest on the ``trainings`` that made the model (so both are under-trained when one of them was)."""
     _, int8 = _onnx_pair(run, cfg, source, model, stem)
     fp32_name = f"{label} (PyTorch)"
+    rests = list(trainings or [])
     return [
-        Variant(fp32_name, technique, "pytorch", [_save_state(run, model, stem)], model=model.eval(), note=note),
-        Variant(f"{label} int8 (ONNX Runtime)", f"{technique} + int8", "onnxruntime", [int8], parity_with=fp32_name),
-    ]
+        Variant(
+            fp32_name, technique, "pytorch", [_save_state(run, model, stem)], model=model.eval(), note=note,
+            trainings=rests,
+        ),
+        Variant(
+            f"{label} int8 (ONNX Runtime)", f"{technique} + int8", "onnxruntime", [int8], parity_with=fp32_name,
+            trainings=rests,
+        ),
+    ]  # fmt: skip
 
 
 def _baselines(run: Run, cfg: DeployConfig, source: Source, int8_label: str, int8_technique: str) -> list[Variant]:
@@ -160,7 +189,7 @@ def _magnitude(run: Run, cfg: DeployConfig, source: Source, tcfg: TrainConfig) -
 
     model = copy.deepcopy(source.model)
     params = add_magnitude_masks(model, cfg.magnitude_amount)
-    hist = _train(cfg, model, source, tcfg, f"magnitude-pruned {cfg.magnitude_amount:.0%}")
+    hist, rec = _train(cfg, model, source, tcfg, f"magnitude-pruned {cfg.magnitude_amount:.0%}")
     sparsity = remove_masks(params)
     path = save_sparse(model.state_dict(), run.path("models/magnitude_pruned.sparse.zip"))
     model.load_state_dict(load_sparse(path))  # what runs is what the file holds
@@ -172,6 +201,7 @@ def _magnitude(run: Run, cfg: DeployConfig, source: Source, tcfg: TrainConfig) -
             files=[path],
             model=model.eval(),
             note=f"{sparsity:.1%} of the prunable weights are zero; dense kernels compute them anyway",
+            trainings=[rec],
         ),
         hist,
     )
@@ -189,10 +219,12 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
     _stage(cfg, f"channel pruning ({cfg.channel_ratio:.0%}) + fine-tune")
     pruned = copy.deepcopy(source.model)
     counts = prune_channels(pruned, source.example()[0], cfg.channel_ratio)
-    histories.append(_train(cfg, pruned, source, cfg.finetune, f"channel-pruned {cfg.channel_ratio:.0%}"))
+    hist, pruned_rec = _train(cfg, pruned, source, cfg.finetune, f"channel-pruned {cfg.channel_ratio:.0%}")
+    histories.append(hist)
     note = f"parameters {counts['params_before']:,} -> {counts['params_after']:,}"
     label = f"channel-pruned {cfg.channel_ratio:.0%}"
-    variants += _pair(run, cfg, source, pruned, "channel_pruned", label, "structured pruning + fine-tune", note)
+    technique = "structured pruning + fine-tune"
+    variants += _pair(run, cfg, source, pruned, "channel_pruned", label, technique, note, trainings=[pruned_rec])
 
     _stage(cfg, f"magnitude pruning ({cfg.magnitude_amount:.0%}) + fine-tune")
     v, h = _magnitude(run, cfg, source, cfg.finetune)
@@ -213,25 +245,33 @@ def _image_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant
         )
 
     alone = student()
-    histories.append(_train(cfg, alone, source, tcfg, "student alone"))
+    hist, alone_rec = _train(cfg, alone, source, tcfg, "student alone", kind="student")
+    histories.append(hist)
     teacher_logits = ensemble_logits([m for _, m in source.teachers], source.images["train"])
     kd_train = Labelled(TeacherBatcher(source.images["train"], teacher_logits), source.splits["train"].labels)
     step = distillation_step(cfg.temperature, cfg.alpha)
     distilled = student()
-    histories.append(_train(cfg, distilled, source, tcfg, "student distilled", train=kd_train, step_fn=step))
+    hist, kd_rec = _train(
+        cfg, distilled, source, tcfg, "student distilled", kind="student", train=kd_train, step_fn=step
+    )
+    histories.append(hist)
     variants.append(
         Variant("student alone (PyTorch)", "small model, no teacher", "pytorch",
-                [_save_state(run, alone, "student_alone")], model=alone.eval())
+                [_save_state(run, alone, "student_alone")], model=alone.eval(), trainings=[alone_rec])
     )  # fmt: skip
-    variants += _pair(run, cfg, source, distilled, "distilled", "distilled student", "knowledge distillation")
+    variants += _pair(
+        run, cfg, source, distilled, "distilled", "distilled student", "knowledge distillation", trainings=[kd_rec]
+    )
 
     _stage(cfg, "distilled + channel-pruned + int8")
     dp = copy.deepcopy(distilled)
     prune_channels(dp, source.example()[0], cfg.channel_ratio)
     ft = dataclasses.replace(cfg.finetune, augment=False)
-    histories.append(_train(cfg, dp, source, ft, "distilled + pruned", train=kd_train, step_fn=step))
+    hist, dp_rec = _train(cfg, dp, source, ft, "distilled + pruned", train=kd_train, step_fn=step)
+    histories.append(hist)
     label = "distilled + channel-pruned"
-    variants += _pair(run, cfg, source, dp, "distilled_pruned", label, "distillation + structured pruning")
+    technique = "distillation + structured pruning"
+    variants += _pair(run, cfg, source, dp, "distilled_pruned", label, technique, trainings=[kd_rec, dp_rec])
     pd.concat(histories).to_csv(run.path("history/finetune.csv"), index=False)
     return variants
 
@@ -288,7 +328,9 @@ def _write_results(
         names = [n for n, _ in source.teachers]
         teachers = {"teachers": names, "student": cfg.student, "student_kwargs": _student_kwargs(cfg)}
     run.write_table("benchmark", table)
-    plot_tradeoff(table, run.figure("size_latency"), highlight=chosen)
+    # The legend marks a variant whose fine-tune or student its time budget cut while validation still improved.
+    marked = {v.name: f"{v.name} (under-trained)" if v.under_trained else v.name for v in variants}
+    plot_tradeoff(table.assign(variant=table.variant.map(marked)), run.figure("size_latency"), highlight=marked[chosen])
     intervals = test_intervals(variants, source, chosen, n_boot=cfg.n_boot, seed=cfg.seed)
     run.write_table("test_intervals", pd.DataFrame(intervals))
     row = table.set_index("variant").loc[chosen]
@@ -336,8 +378,20 @@ def _write_results(
             "variants": table.to_dict("records"),
             "test_intervals": intervals,
             "teachers": teachers,
+            # Every training of this study (fine-tunes after pruning, students), each with whether its time budget
+            # left it under-trained; a variant's row in `variants` says whether one it rests on was.
+            "trainings": _trainings(variants),
         },
     )
+
+
+def _trainings(variants: list[Variant]) -> list[dict[str, Any]]:
+    """The records of the trainings the variants rest on, each once, in the order they ran."""
+    seen: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        for rec in v.trainings:
+            seen.setdefault(rec["training"], rec)
+    return list(seen.values())
 
 
 def _has_cam(onnx_file: Path) -> bool:

@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from medassist.config import TrainConfig, to_dict
 from medassist.data.types import ImageData, Split, validate_image_data
 from medassist.errors import MedAssistError
+from medassist.evaluate.metrics import CHANCE_RULE
+from medassist.evaluate.training import UNDER_TRAINED_RULE, legend_label
 from medassist.models import image_models
 from medassist.run import Run
 from medassist.studies import image_eval
@@ -31,7 +33,13 @@ from medassist.studies.image_config import (
     ImageStudyConfig,
     RegularisationConfig,
 )
-from medassist.studies.units import UnitResult, load_history, split_metrics, stratified_fraction, train_unit
+from medassist.studies.units import (
+    UnitResult,
+    load_history,
+    split_metrics,
+    stratified_fraction,
+    train_unit,
+)
 
 __all__ = [
     "ABLATIONS",
@@ -40,10 +48,12 @@ __all__ = [
     "ImageStudyConfig",
     "RegularisationConfig",
     "ablation_config",
+    "choose_architecture",
     "diagnose",
     "diagnosis_rule",
     "load_data",
     "run_image_study",
+    "transfer_input_size",
 ]
 
 
@@ -80,8 +90,45 @@ def load_data(cfg: ImageStudyConfig) -> ImageData:
         for name in ("train", "val"):
             s = data.splits[name]
             if len(s) > cfg.subsample:
+                data.info = {**(data.info or {})}
+                data.info.setdefault("subsampled_from", {})[name] = len(s)
                 data.splits[name] = stratified_fraction(s, cfg.subsample / len(s), rng_seed)
     return data
+
+
+CHOICE_RULE = (
+    "the smallest model (by parameters) whose validation AUC is not clearly below the best one's: the paired "
+    "bootstrap interval of the best model's advantage over it includes zero; models under-trained or at chance are "
+    "not candidates unless no other is left"
+)
+
+
+def choose_architecture(
+    run: Run, units: dict[str, UnitResult], y_val: np.ndarray, *, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """The capacity sweep's chosen architecture by :data:`CHOICE_RULE`, and each model's difference from the best.
+
+    A larger model is chosen only when validation shows it clearly better: the same reading of a difference as
+    everywhere in the reports, and it keeps the studies that follow (the size curve, the ablation) on the cheapest
+    model that is as good as any.
+    """
+    from medassist.evaluate.metrics import METRICS, paired_bootstrap_difference
+
+    pool = [u for u in units.values() if u.usable] or list(units.values())
+    best = max(pool, key=lambda u: (_nan0(u.val["auc"]), -u.params))
+    p_best = np.load(run.dir / "units" / best.name / "val_probs.npy")
+    rows: dict[str, dict[str, Any]] = {}
+    for m, u in units.items():
+        if u is best:
+            rows[m] = {"val_auc_vs_best": 0.0, "val_auc_vs_best_lo": 0.0, "val_auc_vs_best_hi": 0.0}
+            continue
+        p = np.load(run.dir / "units" / u.name / "val_probs.npy")
+        d, lo, hi = paired_bootstrap_difference(y_val, p, p_best, METRICS["auc"], n_boot=n_boot, seed=seed)
+        rows[m] = {"val_auc_vs_best": d, "val_auc_vs_best_lo": lo, "val_auc_vs_best_hi": hi}
+    # "Not clearly below": the upper end of (model - best) reaches zero; NaN intervals (undefined AUC) never do.
+    as_good = [u for u in pool if u is best or rows[u.model]["val_auc_vs_best_hi"] >= 0]
+    chosen = min(as_good, key=lambda u: (u.params, -_nan0(u.val["auc"])))
+    return {"chosen": chosen.model, "best": best.model, "rule": CHOICE_RULE, "rows": rows}
 
 
 def diagnose(history: pd.DataFrame, unit: UnitResult, rule: DiagnosisConfig) -> dict[str, Any]:
@@ -210,21 +257,29 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
             cfg=cfg.train,
             **common,
         )
-    cap_df = pd.DataFrame([u.row() for u in capacity.values()])
+    choice = choose_architecture(run, capacity, val.labels.reshape(-1), n_boot=cfg.n_boot, seed=cfg.train.seed)
+    cap_df = pd.DataFrame([{**u.row(), **choice["rows"][m]} for m, u in capacity.items()])
     run.write_table("capacity", cap_df)
-    # The chosen architecture: best validation AUC; ties go to the smaller model.
-    chosen = min(capacity.values(), key=lambda u: (-_nan0(u.val["auc"]), u.params)).model
+    chosen = choice["chosen"]
     diag = diagnose(load_history(run, f"capacity-{chosen}"), capacity[chosen], cfg.diagnosis)
 
     # 2. learning curve over training-set size for the chosen model
     _stage(cfg, 2, f"size learning curve of {chosen} (diagnosis: {diag['label']})")
     size_rows = []
+    full = capacity[chosen]
+    full_steps = full.planned_epochs * math.ceil(full.n_train / max(1, full.batch_size))
     for frac in cfg.size_fractions:
         if frac >= 1.0:
-            u = capacity[chosen]
+            u = full
         else:
             # The same number of optimisation steps as the full set, so that a small set is not also undertrained.
-            epochs = min(math.ceil(cfg.train.epochs / frac), 10 * cfg.train.epochs)
+            size_cfg = (
+                dataclasses.replace(cfg.train, epochs=1, min_steps=full_steps)
+                if full_steps
+                else dataclasses.replace(
+                    cfg.train, epochs=min(math.ceil(cfg.train.epochs / frac), 10 * cfg.train.epochs)
+                )
+            )
             u, _ = train_unit(
                 run,
                 f"size-{chosen}-{frac:g}",
@@ -232,7 +287,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
                 model_kwargs={"image_size": data.image_size},
                 train=stratified_fraction(train, frac, cfg.train.seed),
                 val=val,
-                cfg=dataclasses.replace(cfg.train, epochs=epochs),
+                cfg=size_cfg,
                 **common,
             )
         size_rows.append(
@@ -295,7 +350,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
             run,
             f"transfer-{mode}",
             model_name="efficientnet_lite0",
-            model_kwargs={"mode": mode, "input_size": cfg.transfer_input_size},
+            model_kwargs={"mode": mode, "input_size": transfer_input_size(cfg)},
             train=train,
             val=val,
             cfg=cfg.transfer_train,
@@ -308,26 +363,28 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
     if len(tr_df):
         run.write_table("transfer", tr_df)
 
-    # 5. the selected model: best validation AUC over the ablation and transfer candidates
+    # 5. the selected model: best validation AUC over the ablation and transfer candidates (a model cut by its
+    # budget or at chance level is selected only when no other candidate is left)
     _stage(cfg, 5, "test evaluation, Grad-CAM and report")
     ranked = sorted(
-        ((k, u) for k, (u, _) in candidates.items()), key=lambda kv: (-_nan0(kv[1].val["auc"]), kv[1].params)
+        ((k, u) for k, (u, _) in candidates.items()),
+        key=lambda kv: (not kv[1].usable, -_nan0(kv[1].val["auc"]), kv[1].params),
     )
     by_auc = sorted(capacity.values(), key=lambda u: -_nan0(u.val["auc"]))
     selected = image_eval.evaluate_selected(
         run, cfg, data, *ranked[0], others=ranked[1:] + [(u.model, u) for u in by_auc]
     )
 
-    histories = {m: load_history(run, f"capacity-{m}") for m in cfg.models}
+    histories = {legend_label(m, u.row()): load_history(run, f"capacity-{m}") for m, u in capacity.items()}
     from medassist.evaluate.plots import plot_learning_curves, plot_size_curve
 
     plot_learning_curves(histories, run.figure("capacity_curves"), metrics=("loss", "accuracy"))
     plot_size_curve(size_df, run.figure("size_curve"), metric="accuracy")
-    abl_hist = {r["regularisation"]: load_history(run, r["name"]) for r in abl_rows}
+    abl_hist = {legend_label(r["regularisation"], r): load_history(run, r["name"]) for r in abl_rows}
     plot_learning_curves(abl_hist, run.figure("ablation_curves"), metrics=("loss", "auc"))
     if len(tr_df):
         plot_learning_curves(
-            {r["mode"]: load_history(run, r["name"]) for r in tr_rows},
+            {legend_label(r["mode"], r): load_history(run, r["name"]) for r in tr_rows},
             run.figure("transfer_curves"),
             metrics=("loss", "auc"),
         )
@@ -337,15 +394,32 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
         {
             "dataset": data.name,
             "chosen_architecture": chosen,
+            "choice_rule": choice["rule"],
+            "training_rules": {"under_trained": UNDER_TRAINED_RULE, "at_chance": CHANCE_RULE},
             "diagnosis": diag,
             "diagnosis_rule": diagnosis_rule(cfg.diagnosis),
             "capacity": cap_df.to_dict("records"),
             "size_curve": size_df.to_dict("records"),
+            "train_subsample": _n_original(data, "train"),
             "ablation": abl_df.to_dict("records"),
             "transfer": tr_df.to_dict("records"),
+            "transfer_input_size": transfer_input_size(cfg),
             "selected": selected,
         },
     )
+
+
+def transfer_input_size(cfg: ImageStudyConfig) -> int:
+    """EfficientNet-Lite0's input size: as configured, or (0) its ImageNet size, 224, for a user's own images and
+    64 for MedMNIST's 28-pixel ones (upsampling those to 224 would cost 12x the time for no new detail)."""
+    if cfg.transfer_input_size > 0:
+        return cfg.transfer_input_size
+    return 224 if cfg.images else 64
+
+
+def _n_original(data: ImageData, split: str) -> int | None:
+    """How many images a split held before ``subsample`` cut it (None when it was not cut)."""
+    return (data.info or {}).get("subsampled_from", {}).get(split)
 
 
 def _stage(cfg: ImageStudyConfig, i: int, text: str) -> None:

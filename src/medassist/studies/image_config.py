@@ -48,7 +48,11 @@ class ImageStudyConfig:
     download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
     out: str = option("runs", "folder in which the run folder is made")
     resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
-    subsample: int = option(0, "keep at most this many train and validation images (0 = all; for debug runs)")
+    subsample: int = option(
+        0,
+        "keep at most this many train and validation images, a class-stratified draw (0 = all): the quick profile's "
+        "way to give every model the same epochs in minutes",
+    )
     models: list[str] = option(["mlp", "cnn", "cnn_gap", "resnet18", "resnet50"], "models compared for capacity")
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training of every model"})
     size_fractions: list[float] = option([0.1, 0.25, 0.5, 1.0], "training-set fractions of the size learning curve")
@@ -60,7 +64,11 @@ class ImageStudyConfig:
     transfer_train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=10), metadata={"help": "training of the EfficientNet-Lite0 runs"}
     )
-    transfer_input_size: int = option(64, "EfficientNet-Lite0 input size (images are upsampled)")
+    transfer_input_size: int = option(
+        0,
+        "EfficientNet-Lite0 input size, images upsampled to it (0 = 224, its ImageNet size, for your own images; "
+        "64 for MedMNIST)",
+    )
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig, metadata={"help": "bias-variance rule"})
     train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")

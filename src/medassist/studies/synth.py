@@ -95,6 +95,12 @@ def _ci(h: dict) -> list[float]:
     return [h["value"], h["ci_low"], h["ci_high"]]
 
 
+def _label(name: str, rec: dict[str, Any]) -> str:
+    """A generator's name in a figure, marked when its time budget cut its training while validation still
+    improved (``under_trained`` in its record; an older record without it reads as complete)."""
+    return f"{name} (under-trained)" if rec.get("under_trained") else name
+
+
 class _Study:
     """The state one image run shares between its steps."""
 
@@ -287,7 +293,7 @@ class _Study:
             "conditional_accuracy": float((probs.argmax(1) == y).mean()),
             "near_duplicate_rate": dup,
         }
-        out["privacy"] = self.privacy(name, model, xs, fs)
+        out["privacy"] = self.privacy(name, model, xs, fs, label=_label(name, rec))
         if name.startswith("vae"):
             from medassist.synth.vae import active_units, vae_scores
 
@@ -307,10 +313,10 @@ class _Study:
         out["tstr_minus_trtr_accuracy"] = list(
             paired_bootstrap_difference(self.y_test, p, self.p_trtr, accuracy, n_boot=cfg.n_boot, seed=cfg.seed)
         )
-        self.figures(name, model, images, y, xs)
+        self.figures(name, model, images, y, xs, label=_label(name, rec))
         return out
 
-    def privacy(self, name: str, model: Any, xs: torch.Tensor, fs: torch.Tensor) -> dict[str, Any]:
+    def privacy(self, name: str, model: Any, xs: torch.Tensor, fs: torch.Tensor, *, label: str = "") -> dict[str, Any]:
         """DCR (pixel and feature space) and membership-inference attacks of one generator."""
         cfg = self.cfg
         members_x, members_f = self.x_train[self.member_idx], self.f_train[self.member_idx]
@@ -355,18 +361,21 @@ class _Study:
             bottom,
             [f"d={d_syn[i]:.2f}" for i in order],
             self.run.figure(f"closest_{name}"),
-            title=f"{name}: the 8 synthetic images closest to a training image (top) and that training image (bottom)",
+            title=f"{label or name}: the 8 synthetic images closest to a training image (top) and that training image "
+            "(bottom)",
         )
         return out
 
-    def figures(self, name: str, model: Any, images: np.ndarray, y: np.ndarray, xs: torch.Tensor) -> None:
-        cfg = self.cfg
+    def figures(
+        self, name: str, model: Any, images: np.ndarray, y: np.ndarray, xs: torch.Tensor, *, label: str = ""
+    ) -> None:
+        cfg, label = self.cfg, label or name
         rows = [images[y == c][: cfg.n_show] for c in range(self.k)]
         plots.plot_sample_grid(
             rows,
             self.data.class_names,
             self.run.figure(f"samples_{name}"),
-            title=f"{name}: samples per class (synthetic)",
+            title=f"{label}: samples per class (synthetic)",
         )
         if name.startswith("vae"):
             idx = np.concatenate([np.flatnonzero(self.y_test == c)[: cfg.n_show // 2 or 1] for c in range(self.k)])
@@ -379,7 +388,7 @@ class _Study:
                 to_uint8(rec),
                 [self.data.class_names[c] for c in self.y_test[idx]],
                 self.run.figure(f"reconstructions_{name}"),
-                title=f"{name}: test images (top) and their reconstructions (bottom)",
+                title=f"{label}: test images (top) and their reconstructions (bottom)",
             )
 
     def save_synthetic(self, name: str, images: np.ndarray, labels: np.ndarray) -> Path:
@@ -402,6 +411,8 @@ class _Study:
         if self.k != 2 or not gens or not self.cfg.augment:
             return
         best = max(gens, key=lambda g: gens[g]["tstr"]["val_auc"])
+        # The choice rests on every generator's TSTR; an under-trained one is named so that the report says so.
+        cut = sorted(g for g, r in gens.items() if r.get("under_trained"))
         counts = np.bincount(self.y_train, minlength=2)
         minority = int(counts.argmin())
         n_add = int(counts.max() - counts.min())
@@ -416,6 +427,7 @@ class _Study:
         p, h = _test_metrics(clf, self.test, self.cfg)
         self.metrics["augmentation"] = {
             "generator": best,
+            "under_trained_generators": cut,
             "minority_class": self.data.class_names[minority],
             "n_added": n_add,
             "test": h,
@@ -432,7 +444,7 @@ class _Study:
         }
 
 
-def _curves(run: Run, name: str) -> None:
+def _curves(run: Run, name: str, label: str = "") -> None:
     import pandas as pd
 
     path = run.dir / "history" / f"{name}.csv"
@@ -454,7 +466,7 @@ def _curves(run: Run, name: str) -> None:
         ]
     else:
         panels = [("denoising loss", ["train_loss", "val_loss"])]
-    plots.plot_curves(h, panels, run.figure(f"curves_{name}"), title=f"{name}: training curves")
+    plots.plot_curves(h, panels, run.figure(f"curves_{name}"), title=f"{label or name}: training curves")
 
 
 def _provenance(run: Run, data: ImageData | None, names: list[str]) -> None:
@@ -505,7 +517,7 @@ def run_synth_study(cfg: SynthStudyConfig) -> Path:
             model, rec = st.build(name)
             m = st.measure(name, model, rec)
             (st.metrics["dp"] if name.startswith("vae_dp") else st.metrics["generators"])[name] = m
-            _curves(run, name)
+            _curves(run, name, _label(name, m))
             run.write_json("metrics.json", {**st.metrics, "partial": True})
         st.augmentation()
         _provenance(run, data, names)

@@ -248,6 +248,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "best": best,
             "sweep": sweep.to_dict("records"),
             "comparison": comparison.table.to_dict("records"),
+            "per_label": comparison.per_label.to_dict("records"),
             "best_model": comparison.best_name,
             "task": data.task,
             "tfidf_grid": baseline.grid.to_dict("records"),

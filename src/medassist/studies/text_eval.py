@@ -4,7 +4,7 @@ with timing and bootstrap intervals, and the error analysis."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -112,6 +112,7 @@ class Comparison:
         best_name: the run with the highest validation macro-AUC (TF-IDF included).
         best_probs: its test probabilities.
         thresholds: multi-label: each compared run's per-label thresholds, chosen on validation.
+        per_label: per-label test AUC of every compared model (multi-label), or per-class F1 and AUC.
     """
 
     table: pd.DataFrame
@@ -119,6 +120,7 @@ class Comparison:
     best_name: str
     best_probs: np.ndarray
     thresholds: dict[str, list[float]]
+    per_label: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def headline_metric(task: str) -> str:
@@ -185,7 +187,13 @@ def compare_models(
                 "params": unit.params,
                 "train_time_s": unit.train_time,
                 "epochs_run": unit.epochs_run,
+                "planned_epochs": unit.planned_epochs,
+                "batch_size": unit.batch_size,
+                "steps": unit.planned_epochs * -(-unit.n_train // max(1, unit.batch_size)),
                 "stopped_by": unit.row()["stopped_by"],
+                "training": unit.training,
+                "under_trained": unit.under_trained,
+                "at_chance": unit.at_chance,
                 "infer_ms_per_report_b64": 1000 * _latency(model, test.batcher, batch=64, repeats=7),
                 "infer_ms_batch1": 1000 * _latency(model, test.batcher, batch=1, repeats=30),
                 "train_macro_f1": unit.train["macro_f1"],
@@ -217,13 +225,14 @@ def compare_models(
         run.write_table("thresholds", pd.DataFrame({"label": data.label_names, **kept}))
     # "The best model": the highest validation macro-AUC, the baseline included.
     best_row = table.loc[table["val_auc"].idxmax()]
-    _per_label(run, tm, data, y, probs, thresholds, rows)
+    per_label = _per_label(run, tm, data, y, probs, thresholds, rows)
     return Comparison(
         table,
         pd.DataFrame(sweep_test),
         str(best_row["run"]),
         probs[str(best_row["run"])],
         {k: [float(x) for x in v] for k, v in kept.items()},
+        per_label,
     )
 
 
@@ -262,8 +271,8 @@ def _per_label(
     probs: dict[str, np.ndarray],
     thresholds: dict[str, np.ndarray | None],
     rows: list[dict[str, Any]],
-) -> None:
-    """Per-label test AUC (multi-label), or per-class F1 and one-vs-rest AUC (multi-class)."""
+) -> pd.DataFrame:
+    """Per-label test AUC (multi-label), or per-class F1 and one-vs-rest AUC (multi-class); written and returned."""
     from medassist.evaluate.multilabel import per_label_auc
 
     if tm.multilabel:
@@ -275,7 +284,7 @@ def _per_label(
             }
         )
         run.write_table("per_label_auc", table)
-        return
+        return table
     from sklearn.metrics import f1_score
 
     k = data.num_labels
@@ -286,6 +295,7 @@ def _per_label(
         table[f"{r['model']} F1"] = f1_score(y, p.argmax(1), labels=range(k), average=None, zero_division=0)
         table[f"{r['model']} AUC"] = per_label_auc(onehot, p)
     run.write_table("per_class", table)
+    return table
 
 
 def error_analysis(

@@ -15,6 +15,7 @@ from torch import nn
 from medassist.config import TrainConfig, to_dict
 from medassist.data.types import Split
 from medassist.evaluate.metrics import at_chance
+from medassist.evaluate.training import training_status
 from medassist.models import count_parameters, create_model
 from medassist.run import Run
 from medassist.train import fit, predict_proba
@@ -84,23 +85,6 @@ class UnitResult:
             "under_trained": self.under_trained,
             "at_chance": self.at_chance,
         }
-
-
-def training_status(under_trained: bool, at_chance: bool) -> str:
-    """'under-trained', 'at chance', 'under-trained, at chance' or 'complete' (the label tables and legends use)."""
-    parts = [p for p, on in (("under-trained", under_trained), ("at chance", at_chance)) if on]
-    return ", ".join(parts) or "complete"
-
-
-def usable(row: dict[str, Any]) -> bool:
-    """Whether a table row (from :meth:`UnitResult.row`) may carry a conclusion: neither under-trained nor at chance."""
-    return not (row.get("under_trained") or row.get("at_chance"))
-
-
-def legend_label(name: str, row: dict[str, Any]) -> str:
-    """A figure legend's label for a model, marked when its training was cut or it learned nothing."""
-    status = training_status(bool(row.get("under_trained")), bool(row.get("at_chance")))
-    return name if status == "complete" else f"{name} ({status})"
 
 
 def _subset(data: Labelled, n: int, seed: int) -> Labelled:

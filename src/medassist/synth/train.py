@@ -33,7 +33,8 @@ def train_generator(
     """Train (or, if already done in this run, reload) the generator ``build()`` with :func:`fit`.
 
     ``extra_modules`` (a GAN's discriminator) are saved beside it and reloaded with it. Writes
-    ``history/<name>.csv`` and ``units/<name>/`` (best weights, result.json).
+    ``history/<name>.csv`` and ``units/<name>/`` (best weights, result.json with
+    ``planned_epochs`` and ``under_trained``, :attr:`medassist.train.engine.FitResult.under_trained`).
     """
     unit_dir = run.path(f"units/{name}/x").parent
     seed_everything(cfg.seed, cfg.threads)
@@ -71,6 +72,8 @@ def train_generator(
         "train_time": res.train_time,
         "wall_time": time.perf_counter() - t0,
         "budget_reached": res.budget_reached,
+        "planned_epochs": res.planned_epochs,
+        "under_trained": bool(res.under_trained),  # the budget ended it while validation still improved
         "config": to_dict(cfg),
     }
     if privacy is not None:

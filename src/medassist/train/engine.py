@@ -31,6 +31,7 @@ from medassist.data.types import Split
 from medassist.errors import MedAssistError
 from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
+from medassist.evaluate.training import under_trained
 from medassist.train.augment import augment_batch
 from medassist.train.data import TASKS, Batcher, ImageBatcher, check_bf16, predict_proba
 from medassist.train.distributed import all_sum, any_rank, ranks, shard
@@ -173,19 +174,6 @@ def for_data_size(cfg: TrainConfig, n_train: int) -> TrainConfig:
     if cfg.min_batches > 0 and n_train > 0 and math.ceil(n_train / cfg.batch_size) < cfg.min_batches:
         cfg = dataclasses.replace(cfg, batch_size=max(MIN_BATCH, min(cfg.batch_size, n_train // cfg.min_batches)))
     return with_min_steps(cfg, max(1, math.ceil(n_train / cfg.batch_size)))
-
-
-UNDER_TRAINED_RULE = (
-    "under-trained: a time budget ended training before its planned epochs while the monitored validation metric "
-    "was still improving (the best epoch was the last one completed)"
-)
-
-
-def under_trained(*, budget_reached: bool, best_epoch: int, epochs_run: int, planned_epochs: int) -> bool:
-    """True when a time budget cut training short while the monitored validation metric was still improving
-    (:data:`UNDER_TRAINED_RULE`). Such a model's numbers say how far its budget got, not what the model can do."""
-    return bool(budget_reached) and 0 < epochs_run < planned_epochs and best_epoch >= epochs_run
-
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
