@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medassist.evaluate.training import usable
+from medassist.evaluate.training import training_status, usable
 from medassist.report.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds, fmt_value_ci
 from medassist.report.words import fit_sentences
 
@@ -66,7 +66,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     s: list[str] = []
     optional: list[int] = []  # sentences dropped first (last first) if the text would pass MAX_WORDS
     s.append(
-        f"On {data['name']} ({fmt_int(data['sizes']['train'])} training, {fmt_int(data['sizes']['val'])} validation "
+        f"On {data['name']} ({_n_train(m, data)}, {fmt_int(data['sizes']['val'])} validation "
         f"and {fmt_int(data['sizes']['test'])} test images, {len(data['class_names'])} classes), {len(cap)} "
         f"architectures were trained with the same recipe{_epochs_phrase(cap)}."
     )
@@ -87,8 +87,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         )
     if len(fair) > 1:
         capacity_text = _capacity_sentence(fair, m["chosen_architecture"])
-        if capacity_text:
-            optional.append(len(s))
+        if capacity_text:  # the capacity conclusion is the analysis's point: never dropped for length
             s.append(capacity_text)
     s.append(
         f"For {m['chosen_architecture']}, training accuracy (eval mode) was {_f(diag['train_accuracy'])} against "
@@ -113,7 +112,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     s.append(_ablation_sentence(m, run_dir, y_val))
     tr = {r["mode"]: r for r in m.get("transfer", [])}
     if tr:
-        parts = [f"{k} {_f(v['val_auc'])} in {_s(v['train_time_s'])}" for k, v in tr.items()]
+        parts = [f"{k} {_f(v['val_auc'])}{_mark(v)} in {_s(v['train_time_s'])}" for k, v in tr.items()]
         s.append(f"EfficientNet-Lite0 reached validation AUC {', '.join(parts)}{_epochs_phrase(list(tr.values()))}.")
         if "finetune" in tr and "scratch" in tr:
             optional.append(len(s))
@@ -125,6 +124,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
         f"of {_ci(h['auc'])}, accuracy {_ci(h['accuracy'])} and macro-F1 {_ci(h['macro_f1'])}; its expected "
         f"calibration error was {_f(h['ece']['value'])}."
     )
+    optional.append(len(s))
     s.append(_per_class_sentence(sel["metrics"]))
     gap = (sel["val_accuracy"] or 0) - h["accuracy"]["value"]
     if abs(gap) > 0.03:
@@ -135,6 +135,20 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
             "validation set could not reveal."
         )
     return fit_sentences(s, optional, MAX_WORDS)
+
+
+def _mark(row: dict[str, Any]) -> str:
+    """' (under-trained)', ' (at chance)' or '' after a model's number."""
+    status = training_status(bool(row.get("under_trained")), bool(row.get("at_chance")))
+    return "" if status == "complete" else f" ({status})"
+
+
+def _n_train(m: dict[str, Any], data: dict[str, Any]) -> str:
+    """'800 of its 4,708 training images (a stratified draw)' when this profile trained on a draw of the training
+    split, else '4,708 training'."""
+    full = m.get("train_subsample")
+    n = fmt_int(data["sizes"]["train"])
+    return f"{n} of its {fmt_int(full)} training images (a stratified draw)" if full else f"{n} training"
 
 
 def _epochs_phrase(rows: list[dict[str, Any]]) -> str:
@@ -258,9 +272,7 @@ def _pretrained_vs_scratch(
     size, side = m.get("transfer_input_size"), data.get("image_size")
     why = f"it trained for {fmt_int(ft.get('planned_epochs'))} epochs at batch {fmt_int(ft.get('batch_size'))}"
     if size and side and size > side:
-        why += (
-            f", on {side}-pixel images upsampled {size / side:.0f}-fold to its {size}-pixel input, which adds no detail"
-        )
+        why += f", on {side}-pixel images upsampled {size / side:.1f}-fold to its {size}-pixel input (no new detail)"
     return (
         f"Fine-tuned from ImageNet, EfficientNet-Lite0 did not beat the best model trained from scratch, "
         f"{scratch['model']} ({diff}): {why}."

@@ -156,6 +156,13 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
             else f"none of the {len(neural)} neural models beat it."
         )
     )
+    if not cfg.get("sweep", True) and usable(tra) and usable(rec) and tra.get("planned_epochs"):
+        optional.append(len(s))
+        s.append(
+            f"This run skipped the regularisation sweep of the full profile; the recurrent model trained for "
+            f"{fmt_int(rec.get('planned_epochs'))} epochs and the Transformer for {fmt_int(tra['planned_epochs'])}, "
+            "each to the end."
+        )
     unfit = [r for r in (tra, rec) if not usable(r)]
     if unfit:
         # The architectures' merits are not argued from a model whose training was cut or that learned nothing.
