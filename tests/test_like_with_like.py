@@ -322,3 +322,29 @@ def test_stems_never_carry_full_resolution_feature_maps() -> None:
                 h.remove()
             limit = 28 if size == 28 else 32 if size == 64 else 56
             assert max(largest) <= limit, (name, size, max(largest))
+
+
+# --- memory: prediction and transfer batches sized to the pixels the model works at ---
+
+
+def test_prediction_batches_shrink_with_the_pixels_the_model_works_at() -> None:
+    from medassist.train.data import ImageBatcher, TokenBatcher, predict_batch_size
+
+    small = ImageBatcher(np.zeros((4, 1, 28, 28), dtype=np.uint8))
+    large = ImageBatcher(np.zeros((4, 3, 64, 64), dtype=np.uint8))
+    cnn = create_model("cnn_gap", num_classes=2)
+    effnet = create_model("efficientnet_lite0", num_classes=2, mode="frozen", input_size=224)
+    assert predict_batch_size(cnn, small) == 512  # the 28-pixel default is unchanged
+    assert predict_batch_size(cnn, large) == 128
+    assert predict_batch_size(effnet, large) == 10  # it upsamples to 224 px inside: 10 at a time, not 512
+    assert predict_batch_size(cnn, TokenBatcher([[1, 2, 3]])) == 512
+
+
+def test_transfer_at_224_trains_at_a_batch_that_fits_in_memory() -> None:
+    from medassist.studies.image import transfer_input_size, transfer_train
+
+    cfg = dataclasses.replace(_quick(), images="my_photos/")
+    assert transfer_input_size(cfg) == 224  # your own images: EfficientNet-Lite0's ImageNet size
+    assert transfer_train(cfg).batch_size == 16
+    assert transfer_input_size(_quick()) == 64  # MedMNIST's 28-px images
+    assert transfer_train(_quick()).batch_size == 32  # no cap needed at 64 px

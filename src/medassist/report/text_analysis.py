@@ -97,7 +97,8 @@ def _why_below(tra: dict[str, Any], per_label: list[dict[str, Any]], data: dict[
     text = ""
     if steps:
         text = (
-            f"The Transformer trained to the end of its {fmt_int(tra.get('planned_epochs'))} epochs "
+            f"The Transformer trained to the end of its {fmt_int(tra.get('planned_epochs'))} "
+            f"epoch{'' if tra.get('planned_epochs') == 1 else 's'} "
             f"({fmt_int(steps)} steps at batch {fmt_int(tra.get('batch_size'))}) on {fmt_int(data['sizes']['train'])} "
             "reports"
         )
@@ -170,7 +171,9 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
     else:
         if baseline_verdict(tra, head) != "beats the baseline":
             s.append(_why_below(tra, m.get("per_label") or [], data, multilabel))
+            optional.append(len(s))  # the numbers above say why; the general argument gives way to them
         s.append(_architecture_sentence(_versus(tra, rec, head), pretrained))
+    optional.append(len(s))
     s.append(
         f"The reports are short ({words:.0f} words), which limits how much the recurrent model loses to long-range "
         "dependencies."

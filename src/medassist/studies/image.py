@@ -353,7 +353,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
             model_kwargs={"mode": mode, "input_size": transfer_input_size(cfg)},
             train=train,
             val=val,
-            cfg=cfg.transfer_train,
+            cfg=transfer_train(cfg),
             **common,
         )
         row = {"mode": mode, **u.row(), **_test_row(model, test)}
@@ -415,6 +415,20 @@ def transfer_input_size(cfg: ImageStudyConfig) -> int:
     if cfg.transfer_input_size > 0:
         return cfg.transfer_input_size
     return 224 if cfg.images else 64
+
+
+TRANSFER_PIXELS = 16 * 224 * 224
+"""Pixels (per channel) of one EfficientNet-Lite0 training batch at most: 16 images at 224 px (a batch of 32 there
+takes 3.7 GB of activations on a CPU)."""
+
+
+def transfer_train(cfg: ImageStudyConfig) -> TrainConfig:
+    """The transfer runs' training settings: ``transfer_train``, its batch capped at :data:`TRANSFER_PIXELS` (the
+    same cap for every mode, which share the input size)."""
+    side = transfer_input_size(cfg)
+    cap = max(8, TRANSFER_PIXELS // (side * side))
+    tcfg = cfg.transfer_train
+    return dataclasses.replace(tcfg, batch_size=cap) if tcfg.batch_size > cap else tcfg
 
 
 def _n_original(data: ImageData, split: str) -> int | None:

@@ -221,14 +221,19 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     sweep = sweep.drop(columns="unit")
     run.write_table("sweep", sweep)
     from medassist.evaluate.plots import plot_learning_curves
+    from medassist.evaluate.training import legend_label
 
     for arch in (cfg.recurrent, cfg.transformer):
         names = [r["run"] for r in sweep_rows if r["arch"] == arch and r["unit"] == r["run"]]
         plot_learning_curves(
-            {n: load_history(run, n) for n in names}, run.figure(f"sweep_{arch}"), metrics=("loss", "auc")
+            {legend_label(n, units[n].row()): load_history(run, n) for n in names},
+            run.figure(f"sweep_{arch}"),
+            metrics=("loss", "auc"),
         )
     plot_learning_curves(
-        {a: load_history(run, n) for a, n in best.items()}, run.figure("curves_best"), metrics=("loss", "auc")
+        {legend_label(a, units[n].row()): load_history(run, n) for a, n in best.items()},
+        run.figure("curves_best"),
+        metrics=("loss", "auc"),
     )
     if data.task == "multi-class":
         from sklearn.metrics import confusion_matrix

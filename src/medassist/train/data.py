@@ -167,17 +167,36 @@ def check_bf16(enabled: bool) -> None:
         raise MedAssistError(f"bf16 autocast refused: {bf16_unsupported_reason()}; run without bf16")
 
 
+PREDICT_PIXELS = 512 * 32 * 32
+"""Image pixels (per channel) that one prediction batch holds: 512 images of 32x32."""
+
+
+def predict_batch_size(model: torch.nn.Module, batcher: Batcher) -> int:
+    """Images per prediction batch: :data:`PREDICT_PIXELS` over the pixels the model works at (its own
+    ``input_size`` when it resizes its input, else the images'), between 8 and 512; 512 for token batchers."""
+    if not isinstance(batcher, ImageBatcher) or batcher.x.dim() != 4:
+        return 512
+    side = max(batcher.x.shape[-1], int(getattr(model, "input_size", 0) or 0))
+    return int(min(512, max(8, PREDICT_PIXELS // (side * side))))
+
+
 @torch.no_grad()
 def predict_proba(
     model: torch.nn.Module,
     data: np.ndarray | torch.Tensor | Batcher,
     *,
     task: str = "multi-class",
-    batch_size: int = 512,
+    batch_size: int = 0,
     bf16: bool = False,
 ) -> np.ndarray:
-    """Probabilities (N, K) of ``model`` on images (uint8 array or normalised tensor) or a batcher, in input order."""
+    """Probabilities (N, K) of ``model`` on images (uint8 array or normalised tensor) or a batcher, in input order.
+
+    ``batch_size`` 0 sizes the batch to the images: 512 at 28-32 px, fewer as the pixels the model works at grow
+    (an EfficientNet that upsamples to 224 px predicts 8 at a time), so that prediction never needs more memory
+    than training.
+    """
     batcher = as_batcher(data)
+    batch_size = batch_size or predict_batch_size(model, batcher)
     was_training = model.training
     model.eval()
     parts, order = [], []
