@@ -348,3 +348,13 @@ def test_transfer_at_224_trains_at_a_batch_that_fits_in_memory() -> None:
     assert transfer_train(cfg).batch_size == 16
     assert transfer_input_size(_quick()) == 64  # MedMNIST's 28-px images
     assert transfer_train(_quick()).batch_size == 32  # no cap needed at 64 px
+
+
+def test_each_deploy_variant_is_measured_against_its_own_model() -> None:
+    """A text run ships MiniLM variants beside the recurrent model's: MiniLM int8 is compared with MiniLM fp32."""
+    from medassist.deploy.variants import BASELINE, reference_of
+
+    names = [BASELINE, "int8 dynamic (ONNX Runtime)", "minilm fp32 (PyTorch)", "minilm int8 dynamic (ONNX Runtime)"]
+    assert reference_of("minilm int8 dynamic (ONNX Runtime)", names) == "minilm fp32 (PyTorch)"
+    assert reference_of("int8 dynamic (ONNX Runtime)", names) == BASELINE
+    assert reference_of("distilled student int8 (ONNX Runtime)", [BASELINE]) == BASELINE

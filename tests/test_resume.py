@@ -255,7 +255,7 @@ def test_resume_accepts_options_that_agree(tmp_path: Path, capsys, agreeing: lis
             [
                 "--profile quick: models is ['mlp', 'cnn', 'cnn_gap', 'resnet18', 'resnet50'], "
                 "the run's is ['mlp', 'cnn_gap']",
-                "--profile quick: train.epochs is 5, the run's is 2",
+                "--profile quick: train.epochs is 4, the run's is 2",
             ],
         ),
         (["--train.lr", "0.5"], ["--train.lr 0.5: train.lr is 0.5, the run's is 0.01"]),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.deploy.variants import BASELINE
+from medassist.deploy.variants import BASELINE, reference_of
 from medassist.report.format import (
     fmt_ci,
     fmt_delta,
@@ -91,6 +91,12 @@ def _cut_sentences(m: dict[str, Any], chosen: dict[str, Any]) -> list[str]:
     return s
 
 
+def _same_model(ref_name: str) -> str:
+    """How the explanation names the reference: the fp32 PyTorch model, or e.g. "minilm in fp32 PyTorch"."""
+    model = ref_name.removesuffix(BASELINE).strip()
+    return f"{model} in fp32 PyTorch" if model else "the fp32 PyTorch model"
+
+
 def deploy_analysis(m: dict[str, Any]) -> str:
     """A 100-150-word explanation generated from the measured variants: which technique worked best and why, and
     the deployment constraints weighed. When a fine-tune or student was under-trained (its time budget ended while
@@ -98,11 +104,12 @@ def deploy_analysis(m: dict[str, Any]) -> str:
     rows = {r["variant"]: r for r in m["variants"]}
     t = m["targets"]
     chosen = rows[m["chosen"]]
-    base = rows[BASELINE]
+    ref_name = reference_of(m["chosen"], list(rows))
+    base = rows[ref_name]
     s = []
     s.append(
         f"The shipped variant, {m['chosen']}, was chosen on validation: it is {fmt_ratio(chosen['size_ratio'])} "
-        f"smaller and {fmt_ratio(chosen['speedup_b1'])} faster at batch 1 than the fp32 PyTorch model "
+        f"smaller and {fmt_ratio(chosen['speedup_b1'])} faster at batch 1 than {_same_model(ref_name)} "
         f"({fmt_quantity(chosen['latency_b1_median_ms'])} vs {fmt_quantity(base['latency_b1_median_ms'])} ms), "
         f"with a test accuracy drop of {_pct(chosen['test_accuracy_drop'])} and an AUC drop of "
         f"{fmt_metric(chosen['test_auc_drop'])}."

@@ -179,6 +179,7 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
 
 
 def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
+    from medassist.deploy.variants import reference_of
     from medassist.report.deploy import deploy_analysis, marked
 
     m = read_json(run / "metrics.json")
@@ -225,8 +226,7 @@ def part_deploy(doc: Doc, run: Path, what: str) -> list[tuple[str, str]]:
     if chosen is None:
         return []
     # Against the same model in fp32 PyTorch (a text run's variants hold two models: the recurrent one and MiniLM).
-    first = chosen["variant"].split(" ")[0]
-    ref_name = f"{first} fp32 (PyTorch)" if f"{first} fp32 (PyTorch)" in variants else "fp32 (PyTorch)"
+    ref_name = reference_of(chosen["variant"], list(variants))
     ref = variants.get(ref_name)
     shipped = next(
         (r for r in m.get("test_intervals", []) if r["metric"] == "accuracy" and r["what"] == chosen["variant"]), None
