@@ -182,8 +182,8 @@ def _table(**cols) -> pd.DataFrame:
         "runtime": ["pytorch", "onnxruntime", "onnxruntime", "onnxruntime"],
         "latency_b1_median_ms": [1.0, 0.5, 0.2, 0.1],
         "size_mb": [4.0, 4.0, 1.0, 0.5],
-        "val_accuracy_drop": [0.0, 0.0, 0.001, 0.02],
-        "val_auc_drop": [0.0, 0.0, 0.001, 0.0],
+        "val_accuracy": [0.9, 0.9, 0.899, 0.88],
+        "val_auc": [0.95, 0.95, 0.949, 0.95],
         "test_accuracy_drop": [0.0, 0.0, 0.03, 0.0],
         "test_auc_drop": [0.0, 0.0, 0.0, 0.0],
     }
