@@ -72,7 +72,7 @@ def image_analysis(m: dict[str, Any], data: dict[str, Any], run_dir: Path, y_val
     )
     unfit = [r for r in cap if not usable(r)]
     if unfit:
-        s.append(_unfit_sentence(unfit, capacity=True))
+        s.append(_unfit_sentence(unfit, what="capacity"))
     if len(fair) > 1:
         of = f"Of the {len(fair)} that trained to the end, " if unfit else ""
         s.append(
@@ -161,14 +161,14 @@ def _epochs_phrase(rows: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _unfit_sentence(rows: list[dict[str, Any]], *, capacity: bool) -> str:
-    """Names the models that a conclusion may not rest on, and why."""
+def _unfit_sentence(rows: list[dict[str, Any]], *, what: str) -> str:
+    """Names the models that no conclusion about ``what`` may rest on, and why."""
     cut = [r for r in rows if r.get("under_trained")]
     chance = [r for r in rows if r.get("at_chance")]
     parts = []
     if cut:
         when = (
-            f"after {fmt_int(cut[0]['epochs_run'])} of {fmt_int(cut[0].get('planned_epochs'))} epochs"
+            f"after {fmt_int(cut[0]['epochs_run'])} of {fmt_int(cut[0].get('planned_epochs'))}"
             if len({(r["epochs_run"], r.get("planned_epochs")) for r in cut}) == 1
             else ", ".join(
                 f"{_names([r])} after {fmt_int(r['epochs_run'])} of {fmt_int(r.get('planned_epochs'))}" for r in cut
@@ -176,20 +176,15 @@ def _unfit_sentence(rows: list[dict[str, Any]], *, capacity: bool) -> str:
         )
         parts.append(
             f"{_names(cut)} {'was' if len(cut) == 1 else 'were'} under-trained (a time budget ended training {when} "
-            "epochs while validation AUC was still rising)".replace("epochs epochs", "epochs")
+            "epochs while validation AUC was still rising)"
         )
     if chance:
         parts.append(
             f"{_names(chance)} {'was' if len(chance) == 1 else 'were'} at chance level (validation AUC "
             f"{', '.join(_f(r['val_auc']) for r in chance)})"
         )
-    what = "capacity" if capacity else "this comparison"
     text = f"No conclusion about {what} rests on {'it' if len(rows) == 1 else 'them'}: {'; '.join(parts)}"
     return text + ("; the budget was too short to decide." if cut else ".")
-
-
-def _listed(rows: list[dict[str, Any]], key: str) -> str:
-    return ", ".join(fmt_int(r.get(key)) for r in rows)
 
 
 def _names(rows: list[dict[str, Any]]) -> str:
@@ -230,9 +225,7 @@ def _transfer_sentence(ft: dict[str, Any], sc: dict[str, Any], run_dir: Path, y_
     """ImageNet weights against a random start, decided by the paired interval, never from an unfit model."""
     unfit = [r for r in (ft, sc) if not usable(r)]
     if unfit:
-        return _unfit_sentence(unfit, capacity=False).replace(
-            "this comparison", "ImageNet weights against a random start"
-        )
+        return _unfit_sentence(unfit, what="ImageNet weights against a random start")
     d = (ft["val_auc"] or 0) - (sc["val_auc"] or 0)
     pa, pb = (run_dir / "units" / r["name"] / "val_probs.npy" for r in (ft, sc))
     if y_val is None or not (pa.is_file() and pb.is_file()):

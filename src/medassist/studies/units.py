@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,13 +99,10 @@ def _predict(model: nn.Module, data: Split | Labelled, task: str) -> tuple[np.nd
 
 
 def split_metrics(
-    model: nn.Module, data: Split | Labelled, metrics: dict, *, task: str = "multi-class", save_to: Path | None = None
+    model: nn.Module, data: Split | Labelled, metrics: dict, *, task: str = "multi-class"
 ) -> dict[str, float]:
-    """Metrics of ``model`` on ``data``; with ``save_to``, also write the probabilities (val_probs.npy) there."""
+    """Metrics of ``model`` on ``data``."""
     y, probs = _predict(model, data, task)
-    if save_to is not None:
-        with atomic_path(save_to / "val_probs.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, probs)
     return {name: float(fn(y, probs)) for name, fn in metrics.items()}
 
 
@@ -156,8 +152,10 @@ def train_unit(
         step_fn=step_fn,
     )
     train_eval = _subset(as_labelled(train), train_eval_samples, cfg.seed)
-    val_metrics = split_metrics(model, val, metrics, task=task, save_to=unit_dir)
-    val_predicted = None if task == "multi-label" else np.load(unit_dir / "val_probs.npy").argmax(axis=1)
+    y_val, p_val = _predict(model, val, task)
+    with atomic_path(unit_dir / "val_probs.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, p_val)  # what the choices after training (thresholds, paired intervals) read
+    val_metrics = {k: float(fn(y_val, p_val)) for k, fn in metrics.items()}
     unit = UnitResult(
         name=name,
         model=model_name,
@@ -176,7 +174,7 @@ def train_unit(
         planned_epochs=result.planned_epochs,
         batch_size=result.batch_size,
         under_trained=result.under_trained,
-        at_chance=at_chance(val_metrics.get("auc"), val_predicted),
+        at_chance=at_chance(val_metrics.get("auc"), None if task == "multi-label" else p_val.argmax(axis=1)),
     )
     run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))
     if not result.grad_norms.empty:
