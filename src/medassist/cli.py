@@ -1,4 +1,4 @@
-"""The command table: ``medassist image | text | deploy | predict | serve | bench | data | models | report``.
+"""The command table: ``medassist env | image | text | deploy | predict | serve | bench | data | models | report``.
 
 Commands are plain typed functions; their options are generated from the dataclass configs (every field becomes
 ``--name`` or ``--section.name``, with the field's help text), so the CLI, YAML files and code share one schema.
@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace, cls: type, study: str, runner: Any, expand: A
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and hasattr(cfg, "out"):  # under torchrun
         from medassist.train.distributed import scratch_out, setup
 
-        main_rank = setup().is_main
+        main_rank = setup(getattr(cfg, "device", "auto")).is_main
         if not main_rank:  # only rank 0 writes the run folder; the others write into a scratch folder
             out, resume = scratch_out(cfg.out, getattr(cfg, "resume", ""))
             changes = {"out": out, "resume": resume, "progress": False}
@@ -291,6 +291,13 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     from medassist.data.datasheet import load_datasheet, render_datasheet
 
     print(render_datasheet(load_datasheet(args.name)))
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from medassist.env import describe_env
+
+    print(describe_env(args.data_dir))
     return 0
 
 
@@ -551,6 +558,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("name", help="openi, padchest, or a MedMNIST set (e.g. pneumoniamnist)")
     p.set_defaults(func=cmd_data_info)
 
+    p = sub.add_parser(
+        "env", help="what this machine offers: devices and their precisions, threads, libraries, the data directory"
+    )
+    p.add_argument("--data-dir", help="data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
+    p.set_defaults(func=cmd_env)
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("report", help="re-render the report of a run folder")

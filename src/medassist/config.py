@@ -86,7 +86,6 @@ class TrainConfig:
         "the average is what is validated, selected and returned",
     )
     grad_norms: bool = option(False, "record per-layer gradient norms every epoch (grad_norms.csv)")
-    bf16: bool = option(False, "bfloat16 autocast on CPU for the forward pass (faster on CPUs with bf16 support)")
     seed: int = option(0, "random seed (same seed, same numbers on CPU)")
     threads: int = option(0, "CPU threads for PyTorch (0 = all cores)")
 

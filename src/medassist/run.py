@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import resource
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,12 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def peak_rss_gb() -> float:
+    """The peak resident memory of this process so far, in GB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 class Run:
@@ -106,7 +114,11 @@ class Run:
         for sub in ("figures", "tables", "history", "models", "units"):
             (run.dir / sub).mkdir(parents=True, exist_ok=True)
         if resume is None:
-            atomic_write_text(run.dir / CONFIG, yaml.safe_dump(_jsonable(config), sort_keys=False))
+            from medassist.train.device import current
+
+            # The resolved device in words, as a comment: the options themselves stay what the study reads back.
+            head = f"# computed on {current().summary()}\n"
+            atomic_write_text(run.dir / CONFIG, head + yaml.safe_dump(_jsonable(config), sort_keys=False))
         run.set_status("running")
         return run
 
@@ -148,6 +160,15 @@ class Run:
     def write_json(self, rel: str, obj: Any) -> Path:
         return atomic_write_text(self.path(rel), json.dumps(_jsonable(obj), indent=2) + "\n")
 
+    def write_metrics(self, metrics: dict[str, Any]) -> Path:
+        """Write ``metrics.json``: the study's numbers, with the device they were computed on and the peak memory
+        (the process's resident set, and the GPU's where one ran) under ``accelerator``."""
+        from medassist.train.device import current
+
+        accel = current()
+        info = {**accel.describe(), "peak_rss_gb": peak_rss_gb(), "peak_gpu_memory_gb": accel.peak_memory_gb()}
+        return self.write_json("metrics.json", {**metrics, "accelerator": info})
+
     def read_json(self, rel: str) -> Any:
         return json.loads((self.dir / rel).read_text())
 
@@ -172,7 +193,7 @@ class Run:
     def save_model(self, model: torch.nn.Module, meta: dict[str, Any], *, name: str = "model") -> Path:
         """Save weights as ``models/<name>.safetensors`` and ``models/<name>.pt`` (a plain state dict, loadable
         with ``torch.load(weights_only=True)``), with ``models/<name>.json`` describing how to rebuild the model."""
-        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         st_path = self.path(f"models/{name}.safetensors")
         with atomic_path(st_path) as tmp:
             save_file(state, str(tmp))

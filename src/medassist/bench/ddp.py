@@ -124,8 +124,7 @@ def run_ddp_benchmark(cfg: DDPBenchConfig) -> Run:
             )
         df = pd.DataFrame(rows)
         run.write_table("scaling", df)
-        run.write_json(
-            "metrics.json",
+        run.write_metrics(
             {"scaling": rows, "cpu_count": os.cpu_count(), "note": "ranks share this machine's cores"},
         )
         print(readable_table(df, headers=True, max_columns=None))

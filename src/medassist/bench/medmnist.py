@@ -22,6 +22,7 @@ from medassist.config import TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
 from medassist.run import Run
+from medassist.train.device import device_option, on_device, precision_option
 
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
@@ -99,6 +100,8 @@ class BenchConfig:
     reference: TrainConfig = field(
         default_factory=_reference, metadata={"help": "reference protocol: ResNet-18, Adam 1e-3, no augmentation"}
     )
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
 
 
@@ -182,15 +185,25 @@ def decide(
 
 
 def _job(method: str, dataset: str, seed: int, cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """One (data set, seed, method) in a child process: test metrics, training time and peak memory."""
+    """One (data set, seed, method) in a child process, on the run's device: test metrics, training time and peak
+    memory (the process's, and the GPU's where one ran)."""
     from medassist.config import from_dict
+    from medassist.train.device import resolve, use
+
+    cfg = from_dict(BenchConfig, cfg_dict)
+    with use(resolve(cfg.device, cfg.precision)) as accel:
+        row = _job_on_device(method, dataset, seed, cfg)
+        peak = accel.peak_memory_gb()
+    return {**row, "peak_gpu_memory_mb": None if peak is None else peak * 1024}
+
+
+def _job_on_device(method: str, dataset: str, seed: int, cfg: BenchConfig) -> dict[str, Any]:
     from medassist.data import load_medmnist
     from medassist.evaluate.decision import predict_proba_flip
     from medassist.evaluate.metrics import METRICS
     from medassist.models import create_model
     from medassist.train import fit
 
-    cfg = from_dict(BenchConfig, cfg_dict)
     data = load_medmnist(dataset, data_dir=cfg.data_dir or None, progress=False)
     if method == "medassist":
         members, base, model_name, kwargs = cfg.recipe_members, cfg.recipe, cfg.recipe_model, _recipe_kwargs(cfg)
@@ -276,6 +289,11 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 "test_acc_std": g.test_accuracy.std(ddof=1) if len(g) > 1 else np.nan,
                 "train_time_s_mean": g.train_time_s.mean(),
                 "peak_memory_mb_max": g.peak_memory_mb.max(),
+                **(
+                    {"peak_gpu_memory_mb_max": g.peak_gpu_memory_mb.max()}
+                    if "peak_gpu_memory_mb" in g and g.peak_gpu_memory_mb.notna().any()
+                    else {}
+                ),
                 "target_auc": auc_t,
                 "target_acc": acc_t,
                 "target": _verdict(g.test_auc.mean(), g.test_accuracy.mean(), auc_t, acc_t),
@@ -287,6 +305,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@on_device
 def run_benchmark(cfg: BenchConfig) -> Run:
     """Run every (data set, seed, method), write runs.csv and summary tables, print the table."""
     from tqdm.auto import tqdm
@@ -307,8 +326,7 @@ def run_benchmark(cfg: BenchConfig) -> Run:
         run.write_table("summary", summary, floatfmt=".3f")
         # Validation only: what each lever would have given, for choosing the next setting without the test split.
         run.write_table("val_levers", val_levers, floatfmt=".3f")
-        run.write_json(
-            "metrics.json",
+        run.write_metrics(
             {
                 "runs": runs.to_dict("records"),
                 "summary": summary.to_dict("records"),

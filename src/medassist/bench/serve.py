@@ -233,7 +233,7 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
         df = pd.DataFrame(rows)
         run.write_table("serve", df)
         verdicts = _verdicts(df)
-        run.write_json("metrics.json", {"rows": rows, "targets": TARGETS, "verdicts": verdicts, "cpus": os.cpu_count()})
+        run.write_metrics({"rows": rows, "targets": TARGETS, "verdicts": verdicts, "cpus": os.cpu_count()})
         cols = [
             "workers",
             "mode",

@@ -21,6 +21,7 @@ from medassist.config import option, to_dict
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
 from medassist.run import Run
+from medassist.train.device import device_option, on_device, precision_option
 
 CHILD = (
     "import resource, sys\n"
@@ -41,6 +42,8 @@ class SynthBenchConfig:
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     extra: list[str] = option([], "further `medassist synth` options, e.g. --set,dp.epsilons=[]")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
 
 
@@ -74,6 +77,7 @@ def rows_of(metrics: dict[str, Any], *, seed: int, wall: float, peak_mb: float) 
     return out
 
 
+@on_device
 def run_synth_benchmark(cfg: SynthBenchConfig) -> Path:
     """Run the study once per seed and print one table (also written to the benchmark's run folder)."""
     run = Run.create(cfg.out, "bench-synth", to_dict(cfg))
@@ -92,6 +96,10 @@ def run_synth_benchmark(cfg: SynthBenchConfig) -> Path:
                 str(run.dir / "studies"),
                 "--progress",
                 "false",
+                "--device",
+                cfg.device,
+                "--precision",
+                cfg.precision,
                 *cfg.extra,
             ]
             if cfg.data_dir:

@@ -1,5 +1,6 @@
 """Text speed benchmark: training throughput (reports per second) and inference latency per report of each text
-model on Open-i, measured in one run with warm-up and repeats (medians), fp32 and bf16 autocast side by side.
+model on Open-i, measured in one run with warm-up and repeats (medians), on the run's device (``--device``), at
+float32 and bf16 autocast side by side where the device has bfloat16.
 
 What makes the CPU work pay is measured too: length-bucketed, dynamically padded batches against batches padded to
 the longest report.
@@ -19,6 +20,14 @@ import torch.nn.functional as F
 from medassist.config import option, to_dict
 from medassist.report.format import readable_table
 from medassist.run import Run
+from medassist.train.device import (
+    Accelerator,
+    current,
+    device_option,
+    on_device,
+    precision_option,
+    precision_refusal,
+)
 
 
 @dataclass
@@ -30,30 +39,41 @@ class TextBenchConfig:
     batch_size: int = option(32, "training batch size")
     max_len: int = option(128, "tokens kept per report")
     repeats: int = option(20, "timed repeats for latency (after 3 warm-up runs)")
-    bf16: bool = option(True, "also measure bfloat16 autocast")
+    bf16: bool = option(True, "also measure bf16-mixed precision where the device has bfloat16")
     threads: int = option(0, "CPU threads (0 = all cores)")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
 
 
-def _time(fn, repeats: int) -> list[float]:
-    for _ in range(3):  # warm-up
-        fn()
-    out = []
-    for _ in range(repeats):
+def _time(fn, repeats: int, device: torch.device) -> list[float]:
+    def timed() -> float:
         t0 = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        if device.type == "cuda":  # the kernels launched, and finished
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    for _ in range(3):  # warm-up
+        timed()
+    return [timed() for _ in range(repeats)]
 
 
 def _measure(
-    name: str, model: torch.nn.Module, batcher, labels: np.ndarray, cfg: TextBenchConfig, bf16: bool, bucketed: bool
+    name: str,
+    model: torch.nn.Module,
+    batcher,
+    labels: np.ndarray,
+    cfg: TextBenchConfig,
+    accel: Accelerator,
+    bucketed: bool,
 ) -> dict[str, Any]:
     from medassist.train.data import main_logits
 
+    model.to(accel.device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    y = torch.as_tensor(labels).float()
+    y = accel.put(torch.as_tensor(labels).float())
     gen = torch.Generator().manual_seed(0)
     if bucketed:
         order = list(batcher.order(cfg.batch_size, generator=gen))
@@ -66,31 +86,32 @@ def _measure(
         ids, mask = batcher.inputs(idx)
         if not bucketed:
             ids, mask = F.pad(ids, (0, longest - ids.shape[1])), F.pad(mask, (0, longest - mask.shape[1]))
-        return ids, mask
+        return accel.put(ids), accel.put(mask)
 
     def train_epoch() -> None:
         model.train()
         for idx in order:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.binary_cross_entropy_with_logits(main_logits(model(*inputs(idx))).float(), y[idx])
+            with accel.autocast():
+                loss = F.binary_cross_entropy_with_logits(main_logits(model(*inputs(idx))).float(), y[idx.to(y.device)])
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    t_train = _time(train_epoch, max(1, cfg.repeats // 10))
+    t_train = _time(train_epoch, max(1, cfg.repeats // 10), accel.device)
     model.eval()
     one = inputs(torch.arange(1))
     b64 = inputs(torch.arange(min(64, len(batcher))))
 
     def infer(x):
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), accel.autocast():
             model(*x)
 
-    lat1 = _time(lambda: infer(one), cfg.repeats)
-    lat64 = _time(lambda: infer(b64), cfg.repeats)
+    lat1 = _time(lambda: infer(one), cfg.repeats, accel.device)
+    lat64 = _time(lambda: infer(b64), cfg.repeats, accel.device)
     return {
         "model": name,
-        "bf16": bf16,
+        "device": str(accel.device),
+        "precision": accel.precision,
         "batches": "bucketed + dynamic padding" if bucketed else f"padded to {longest}",
         "train_reports_per_s": len(batcher) / float(np.median(t_train)),
         "latency_ms_batch1_median": 1000 * float(np.median(lat1)),
@@ -99,6 +120,7 @@ def _measure(
     }
 
 
+@on_device
 def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     """Measure every model; write and print the table."""
     from tqdm.auto import tqdm
@@ -107,7 +129,6 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     from medassist.models import create_model
     from medassist.text import TEXT_TOKENIZER, Vocab, hf_encode_batch, load_minilm_tokenizer
     from medassist.train import TokenBatcher, seed_everything
-    from medassist.train.data import bf16_unsupported_reason, cpu_bf16_supported
 
     seed_everything(0, cfg.threads)
     data = load_openi()
@@ -116,26 +137,29 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     enc = {"word": vocab.encode_batch(texts, max_len=cfg.max_len)}
     if "minilm" in cfg.models:
         enc["minilm"] = hf_encode_batch(load_minilm_tokenizer(), texts, max_len=cfg.max_len)
-    bf16 = cfg.bf16 and cpu_bf16_supported()
-    if bf16:
-        bf16_note = "bf16 autocast measured beside fp32"
+    accel = current()
+    refusal = precision_refusal(accel.device, "bf16-mixed")
+    precisions = list(dict.fromkeys(["32", *(["bf16-mixed"] if cfg.bf16 and not refusal else []), accel.precision]))
+    if "bf16-mixed" in precisions:
+        bf16_note = f"bf16-mixed measured beside 32 on {accel.device}"
     elif cfg.bf16:
-        bf16_note = f"bf16 not measured: {bf16_unsupported_reason()}"
+        bf16_note = f"bf16 not measured: {refusal.removeprefix('--precision bf16-mixed: ')}"
     else:
         bf16_note = "bf16 not requested"
     run = Run.create(cfg.out, "bench-text", to_dict(cfg))
     with run:
         rows = []
-        jobs = [(m, b16, b) for m in cfg.models for b16 in ((False, True) if bf16 else (False,)) for b in (True, False)]
-        for name, b16, bucketed in tqdm(jobs, desc="text benchmark", disable=not cfg.progress):
+        jobs = [(m, p, b) for m in cfg.models for p in precisions for b in (True, False)]
+        for name, precision, bucketed in tqdm(jobs, desc="text benchmark", disable=not cfg.progress):
             torch.manual_seed(0)
             kind = TEXT_TOKENIZER[name]
             kwargs = {"vocab_size": len(vocab)} if kind == "word" else {}
             model = create_model(name, num_classes=data.num_labels, **kwargs)
-            rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, b16, bucketed))
+            at = Accelerator(accel.device, precision)
+            rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, at, bucketed))
         df = pd.DataFrame(rows)
         run.write_table("speed", df)
-        run.write_json("metrics.json", {"speed": rows, "torch_threads": torch.get_num_threads(), "bf16": bf16_note})
+        run.write_metrics({"speed": rows, "torch_threads": torch.get_num_threads(), "bf16": bf16_note})
         print(readable_table(df, headers=True))
         print(bf16_note)
         print(f"benchmark run folder: {run.dir}")

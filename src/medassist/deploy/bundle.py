@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 
-def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = True) -> Bundle:
+def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = True, provider: str = "cpu") -> Bundle:
     """Verify a bundle folder and open its model with ONNX Runtime.
 
     Before the model runs: manifest.json and bundle.json must exist and parse; every file the manifest lists must
@@ -90,6 +90,7 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = 
         threads: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
         spin: whether idle intra-op threads spin-wait for work (ONNX Runtime's default: the lowest latency for one
             caller). A service turns it off, so that waiting model threads leave the CPUs to its request handling.
+        provider: ONNX Runtime's execution provider, ``cpu`` or ``cuda`` (onnxruntime-gpu on an NVIDIA GPU).
 
     Returns:
         The verified bundle.
@@ -140,6 +141,13 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = 
             raise BundleError(f"bundle {path}: {err}; {REEXPORT}") from None
     model = meta["model_file"]
     session = open_model(
-        contents[model], meta, vocab, threads=threads, spin=spin, where=f"bundle {path}: {model}", fix=REEXPORT
+        contents[model],
+        meta,
+        vocab,
+        threads=threads,
+        spin=spin,
+        where=f"bundle {path}: {model}",
+        fix=REEXPORT,
+        provider=provider,
     )
     return Bundle(path, meta, session, vocab)

@@ -12,11 +12,38 @@ from medassist.deploy.bundle_spec import REEXPORT, BundleError
 from medassist.errors import MedAssistError
 from medassist.text.vocab import Vocab
 
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def ort_providers(provider: str) -> list[str]:
+    """ONNX Runtime's providers for ``--provider cpu|cuda`` (CUDA falls back to the CPU for any operator it lacks),
+    or a :class:`MedAssistError` saying what this machine lacks."""
+    if provider not in PROVIDERS:
+        raise MedAssistError(f"--provider {provider}: unknown provider; choose {' or '.join(PROVIDERS)}")
+    available = ort.get_available_providers()
+    if PROVIDERS[provider] not in available:
+        raise MedAssistError(
+            f"--provider {provider}: ONNX Runtime {ort.__version__} here has no {PROVIDERS[provider]} (it offers "
+            f"{', '.join(available)}); install onnxruntime-gpu in place of onnxruntime on a machine with an NVIDIA "
+            "GPU, or use --provider cpu"
+        )
+    return [PROVIDERS[provider], "CPUExecutionProvider"] if provider != "cpu" else ["CPUExecutionProvider"]
+
 
 def open_model(
-    data: bytes, meta: dict[str, Any], vocab: Vocab | None, *, threads: int, spin: bool = True, where: str, fix: str
+    data: bytes,
+    meta: dict[str, Any],
+    vocab: Vocab | None,
+    *,
+    threads: int,
+    spin: bool = True,
+    where: str,
+    fix: str,
+    provider: str = "cpu",
 ) -> ort.InferenceSession:
-    """An ONNX Runtime session on the model ``data``, checked against ``meta`` and run once on a dummy input."""
+    """An ONNX Runtime session on the model ``data`` (on ``provider``), checked against ``meta`` and run once on a
+    dummy input."""
+    providers = ort_providers(provider)
     _check_self_contained(data, where, fix)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -25,7 +52,7 @@ def open_model(
     options.log_severity_level = 3  # errors become exceptions with our message; no warnings on the console
     try:
         # From bytes, so the model that runs is the one just verified, not whatever the file holds by now.
-        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as err:  # ONNX Runtime raises its own exception types for every kind of bad model
         raise BundleError(f"{where} cannot be opened by ONNX Runtime {ort.__version__} ({short(err)}); {fix}") from None
     _check_signature(session, meta, where, fix)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medassist.config import TrainConfig, option
+from medassist.train.device import device_option, precision_option
 
 
 def _finetune() -> TrainConfig:
@@ -57,4 +58,6 @@ class DeployConfig:
     throughput_batch: int = option(64, "batch size of the throughput measurement")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     seed: int = option(0, "random seed")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")

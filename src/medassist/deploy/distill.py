@@ -37,12 +37,22 @@ class TeacherBatcher(ImageBatcher):
 
 @torch.no_grad()
 def ensemble_logits(teachers: Sequence[nn.Module], images: np.ndarray, *, batch_size: int = 256) -> torch.Tensor:
-    """The teachers' averaged log-probabilities (an ensemble's logits, up to a constant) on ``images``."""
+    """The teachers' averaged log-probabilities (an ensemble's logits, up to a constant) on ``images``, computed
+    on the run's device (the teachers go back to the CPU after) and returned on the CPU."""
+    from medassist.train.device import current
+
+    accel = current()
     x = to_tensor(images)
     out = []
+    for t in teachers:
+        t.to(accel.device)
     for i in range(0, len(x), batch_size):
-        logp = [F.log_softmax(main_logits(t.eval()(x[i : i + batch_size])).float(), dim=1) for t in teachers]
-        out.append(torch.stack(logp).mean(0))
+        xb = accel.put(x[i : i + batch_size])
+        with accel.autocast():
+            logp = [F.log_softmax(main_logits(t.eval()(xb)).float(), dim=1) for t in teachers]
+        out.append(torch.stack(logp).mean(0).cpu())
+    for t in teachers:
+        t.cpu()
     return torch.cat(out)
 
 

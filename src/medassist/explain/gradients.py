@@ -40,9 +40,10 @@ def hidden_state_gradient_norms(
         )
     was_training = model.training
     model.eval()
+    device = next((p.device for p in model.parameters()), input_ids.device)
     try:
         with torch.enable_grad():
-            output, states = model(input_ids, attention_mask, return_states=True)
+            output, states = model(input_ids.to(device), attention_mask.to(device), return_states=True)
             loss = loss_fn(output)
             (grad,) = torch.autograd.grad(loss, states)  # (B, T, D) dL/dh_t
     finally:

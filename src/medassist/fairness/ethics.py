@@ -314,7 +314,7 @@ def write_ethics(run: Run, metrics: dict[str, Any], source_metrics: dict[str, An
     }
     metrics["linked_runs"] = {k: v for k, v in linked.items() if v}
     metrics["alpha"] = 0.05
-    run.write_json("metrics.json", metrics)
+    run.write_metrics(metrics)
     from medassist.utils.io import atomic_write_text
 
     atomic_write_text(run.dir / "ethics.md", "## Ethics report\n\n" + ethics_text(metrics))

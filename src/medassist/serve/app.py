@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medassist.deploy.bundle import Bundle, BundleError, load_bundle
+from medassist.deploy.bundle_model import ort_providers
 from medassist.deploy.manifest import read_manifest, verified_bytes
 from medassist.deploy.prediction import Prediction
 from medassist.errors import MedAssistError
@@ -106,13 +107,15 @@ def _bundle_id(path: Path) -> str:
     return path.parent.name if path.name == "bundle" else path.name
 
 
-def load_served(paths: Sequence[str | os.PathLike[str]], *, threads: int = 0) -> list[Served]:
+def load_served(paths: Sequence[str | os.PathLike[str]], *, threads: int = 0, provider: str = "cpu") -> list[Served]:
     """Verify and open every bundle; the first problem raises :class:`BundleError` naming the bundle and file."""
     if not paths:
         raise MedAssistError("give at least one bundle folder to serve: medassist serve runs/deploy-.../bundle")
     served: list[Served] = []
     for path in map(Path, paths):
-        bundle = load_bundle(path, threads=threads, spin=False)  # waiting threads leave the CPUs to requests
+        bundle = load_bundle(
+            path, threads=threads, spin=False, provider=provider
+        )  # waiting threads leave the CPUs to requests
         files = read_manifest(path)
         version = files[bundle.meta["model_file"]]["sha256"][:12]
         card = None
@@ -335,7 +338,7 @@ def app_from_env() -> FastAPI:
 
     spec = json.loads(os.environ[CONFIG_ENV])
     cfg = from_dict(ServeConfig, spec["config"])
-    return create_app(load_served(spec["bundles"], threads=worker_threads(cfg)), cfg)
+    return create_app(load_served(spec["bundles"], threads=worker_threads(cfg), provider=cfg.provider), cfg)
 
 
 def worker_threads(cfg: ServeConfig) -> int:
@@ -351,7 +354,8 @@ def serve(bundles: Sequence[str], cfg: ServeConfig) -> None:
         raise MedAssistError(f"workers must be at least 1, got {cfg.workers}")
     if cfg.max_batch < 1 or cfg.max_wait_ms < 0:
         raise MedAssistError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {cfg.max_batch}, {cfg.max_wait_ms}")
-    served = load_served(bundles, threads=worker_threads(cfg))
+    ort_providers(cfg.provider)  # a provider this machine lacks is refused before any bundle is read
+    served = load_served(bundles, threads=worker_threads(cfg), provider=cfg.provider)
     common = {"host": cfg.host, "port": cfg.port, "log_level": cfg.log_level, "access_log": False}
     if cfg.workers == 1:
         uvicorn.run(create_app(served, cfg), **common)

@@ -14,6 +14,9 @@ class ServeConfig:
     host: str = option("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
     port: int = option(8000, "port to listen on")
     workers: int = option(1, "uvicorn worker processes, each with every bundle loaded")
+    provider: str = option(
+        "cpu", "ONNX Runtime execution provider: cpu | cuda (needs the onnxruntime-gpu package and an NVIDIA GPU)"
+    )
     threads: int = option(0, "ONNX Runtime threads per model and worker; 0 = the CPU count divided by the workers")
     max_batch: int = option(32, "micro-batching: most concurrent requests run in one model call (1 = one at a time)")
     max_wait_ms: float = option(2.0, "micro-batching: longest time a request waits for others to join its call")

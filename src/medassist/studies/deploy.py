@@ -35,8 +35,10 @@ from medassist.deploy.variants import BASELINE, TARGETS, Variant, measure_varian
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.train import Labelled, fit
+from medassist.train.device import on_device
 
 
+@on_device
 def run_deploy_study(cfg: DeployConfig) -> Path:
     """Build, measure and bundle the variants of the model in ``cfg.run``; return the deploy run folder."""
     if not cfg.run:
@@ -67,7 +69,7 @@ def _stage(cfg: DeployConfig, text: str) -> None:
 def _save_state(run: Run, model: torch.nn.Module, name: str) -> Path:
     """A plain fp32 state dict, the PyTorch file a device would load."""
     path = run.path(f"models/{name}.pt")
-    torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, path)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
     return path
 
 
@@ -96,6 +98,7 @@ def _train(
         desc=desc,
         step_fn=step_fn,
     )
+    model.cpu()  # trained on the run's device; exported, quantised and timed on the CPU it is deployed to
     record = {
         "training": desc,
         "kind": kind,
@@ -360,8 +363,7 @@ def _write_results(
             **({"cam_output": CAM_OUTPUT} if _has_cam(var.onnx_file) else {}),
         },
     )
-    run.write_json(
-        "metrics.json",
+    run.write_metrics(
         {
             "kind": source.kind,
             "dataset": source.name,

@@ -26,6 +26,7 @@ from medassist.fairness.disparities import chance_summary, disparities
 from medassist.fairness.groups import Grouping, default_groups, make_groupings
 from medassist.run import Run
 from medassist.studies.predictions import INFO, read_predictions
+from medassist.train.device import device_option, on_device, precision_option
 
 
 @dataclass
@@ -50,6 +51,8 @@ class FairnessConfig:
     deploy_run: str = option("", "a deployment run whose numbers the ethics report quotes")
     out: str = option("runs", "folder in which the run folder is made")
     seed: int = option(0, "random seed (bootstrap, randomised thresholds)")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress")
 
 
@@ -105,6 +108,7 @@ def scored(frame: pd.DataFrame, info: dict[str, Any]) -> Scored:
     return Scored([names[c] for c in keep], y, p[:, keep], d)
 
 
+@on_device
 def run_fairness_study(cfg: FairnessConfig) -> Path:
     """Audit ``cfg.run``; write the fairness run folder and its report; return the folder."""
     run_dir, source_metrics, info = check_source(cfg.run)
@@ -174,7 +178,7 @@ def _study(
     if not groupings:
         metrics["no_demographics"] = no_demographics_note(info, source)
         metrics["clinical"] = _clinical(s_test)
-        run.write_json("metrics.json", metrics)
+        run.write_metrics(metrics)
         write_ethics(run, metrics, source_metrics, cfg)
         return
 

@@ -40,6 +40,7 @@ from medassist.studies.units import (
     stratified_fraction,
     train_unit,
 )
+from medassist.train.device import on_device
 
 __all__ = [
     "ABLATIONS",
@@ -193,6 +194,7 @@ def _test_row(model: torch.nn.Module, test: Split) -> dict[str, float]:
     return {f"test_{k}": v for k, v in split_metrics(model, test, METRICS).items()}
 
 
+@on_device
 def run_image_study(cfg: ImageStudyConfig) -> Path:
     """Run the whole image study and return its run folder."""
     unknown = [m for m in cfg.models if m not in image_models()]
@@ -389,8 +391,7 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
             metrics=("loss", "auc"),
         )
 
-    run.write_json(
-        "metrics.json",
+    run.write_metrics(
         {
             "dataset": data.name,
             "chosen_architecture": chosen,

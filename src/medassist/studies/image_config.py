@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medassist.config import TrainConfig, option
+from medassist.train.device import device_option, precision_option
 
 ABLATIONS = ("none", "augmentation", "weight_decay", "dropout", "early_stopping", "all")
 TRANSFER_MODES = ("scratch", "finetune", "frozen")
@@ -73,4 +74,6 @@ class ImageStudyConfig:
     train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     n_examples: int = option(10, "test images drawn with predictions and Grad-CAM")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")

@@ -29,6 +29,7 @@ from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image_config import ImageStudyConfig
 from medassist.studies.synth_config import SynthStudyConfig
 from medassist.studies.text_setup import TextStudyConfig
+from medassist.train.device import device_option, on_device, precision_option
 from medassist.utils.io import atomic_write_text
 
 PIPELINE_FILE = "pipeline.json"
@@ -97,6 +98,8 @@ class PipelineConfig:
         "", "MLflow tracking URI (default: sqlite:///<out>/mlflow.db, artifacts in <out>/mlartifacts)"
     )
     pdf: bool = option(True, "also write report.pdf (WeasyPrint)")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
     text: TextStudyConfig = field(default_factory=TextStudyConfig, metadata={"help": "Part 1, the text study"})
     image: ImageStudyConfig = field(default_factory=ImageStudyConfig, metadata={"help": "Part 2, the image study"})
@@ -170,7 +173,7 @@ def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
     """The study config of ``part``: its section, written under the parent folder, fed the runs it builds on."""
     sub = getattr(cfg, part.name)
     folder = pipe.root / part.name
-    changes: dict[str, Any] = {"out": str(folder)}
+    changes: dict[str, Any] = {"out": str(folder), "device": cfg.device, "precision": cfg.precision}
     if hasattr(sub, "progress"):
         changes["progress"] = cfg.progress
     if cfg.images and part.name in ("image", "synth"):
@@ -196,6 +199,7 @@ def _needs(part: Part, cfg: PipelineConfig) -> tuple[str, ...]:
     return (cfg.audit,) if part.name == "fairness" else part.needs
 
 
+@on_device
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run every study of ``cfg.parts`` in order and write the one report; return the parent folder."""
     unknown = [p for p in cfg.parts if p not in PART_NAMES]

@@ -28,6 +28,7 @@ from medassist.synth import fidelity, plots, privacy
 from medassist.synth.common import PROVENANCE, SYNTHETIC_SUFFIX, check_classes, check_image_size, to_uint8
 from medassist.synth.train import train_generator
 from medassist.train.data import ImageBatcher, predict_proba, to_tensor
+from medassist.train.device import on_device
 from medassist.train.engine import Labelled, with_min_steps
 from medassist.utils.io import atomic_path, atomic_write_text
 
@@ -483,6 +484,7 @@ def _provenance(run: Run, data: ImageData | None, names: list[str]) -> None:
     )
 
 
+@on_device
 def run_synth_study(cfg: SynthStudyConfig) -> Path:
     """Run the synthetic-data study (images, or patient records with ``data`` = padchest-records | records)."""
     if cfg.data in ("padchest-records", "records"):
@@ -518,12 +520,12 @@ def run_synth_study(cfg: SynthStudyConfig) -> Path:
             m = st.measure(name, model, rec)
             (st.metrics["dp"] if name.startswith("vae_dp") else st.metrics["generators"])[name] = m
             _curves(run, name, _label(name, m))
-            run.write_json("metrics.json", {**st.metrics, "partial": True})
+            run.write_metrics({**st.metrics, "partial": True})
         st.augmentation()
         _provenance(run, data, names)
         st.metrics["wall_time"] = time.perf_counter() - t0
         st.metrics["data"] = run.read_json("data.json")
-        run.write_json("metrics.json", st.metrics)
+        run.write_metrics(st.metrics)
         from medassist.report.synth import write_synth_report
 
         write_synth_report(run.dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medassist.config import TrainConfig, option
+from medassist.train.device import device_option, precision_option
 
 GENERATORS = ("vae", "gan", "diffusion")
 RECORD_GENERATORS = ("gaussian_copula", "tvae", "ctgan")
@@ -122,4 +123,6 @@ class SynthStudyConfig:
     n_show: int = option(10, "samples per class in each grid")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     records: RecordsConfig = field(default_factory=RecordsConfig, metadata={"help": "patient records"})
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")

@@ -28,6 +28,7 @@ from medassist.studies.text_setup import (
     load_text_data,
 )
 from medassist.studies.units import UnitResult, load_history, train_unit
+from medassist.train.device import on_device
 
 __all__ = ["Encoded", "TextStudyConfig", "load_text_data", "multitask_step", "run_text_study", "sweep_runs"]
 
@@ -75,6 +76,7 @@ def _check(cfg: TextStudyConfig) -> None:
         raise MedAssistError(f"unknown model '{bad[0]}' in extra_models; choose from {', '.join(known)}")
 
 
+@on_device
 def run_text_study(cfg: TextStudyConfig) -> Path:
     """Run the whole text study and return its run folder."""
     _check(cfg)
@@ -125,7 +127,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     sweep_rows = []
     best: dict[str, str] = {}
     for i, (arch, base) in enumerate(((cfg.recurrent, cfg.rnn_train), (cfg.transformer, cfg.transformer_train))):
-        base = _train_cfg(cfg, data, base, bf16=cfg.bf16 and arch in TRANSFORMERS)
+        base = _train_cfg(cfg, data, base)
         _stage(cfg, 2 + i, n_stages, f"{arch}: regularisation sweep")
         sets = enc.get(arch)
         trained: dict[str, dict] = {}  # settings -> the sweep row of the run that trained them
@@ -246,8 +248,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     err = error_analysis(
         run, cfg, data, comparison.best_name, comparison.best_probs, comparison.thresholds.get(comparison.best_name)
     )
-    run.write_json(
-        "metrics.json",
+    run.write_metrics(
         {
             "dataset": data.name,
             "best": best,

@@ -20,7 +20,7 @@ from medassist.studies.text_setup import Encoded, TextStudyConfig
 from medassist.studies.text_tasks import TaskMetrics, task_metrics
 from medassist.studies.units import UnitResult
 from medassist.train import predict_proba
-from medassist.train.data import main_logits
+from medassist.train.data import main_logits, model_device
 
 
 def gradient_analysis(
@@ -51,7 +51,8 @@ def gradient_analysis(
     tm = task_metrics("multi-label" if val.labels.ndim == 2 else "multi-class")
 
     def loss_fn(out: Any) -> torch.Tensor:
-        return tm.loss(main_logits(out), y)
+        logits = main_logits(out)
+        return tm.loss(logits, y.to(logits.device))
 
     curves = {}
     for label, name in analysed:
@@ -91,12 +92,15 @@ def _latency(model: torch.nn.Module, batcher, *, batch: int, repeats: int, warmu
     reports."""
     model.eval()
     idx = torch.arange(min(batch, len(batcher)))
-    inputs = batcher.inputs(idx)
+    device = model_device(model)
+    inputs = tuple(x.to(device) for x in batcher.inputs(idx))  # timed where the model is
     times = []
     with torch.no_grad():
         for i in range(repeats + warmup):
             t0 = time.perf_counter()
             model(*inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return float(np.median(times)) / len(idx)

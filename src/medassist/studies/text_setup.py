@@ -15,6 +15,7 @@ from medassist.data.text_types import TextData, TextSplit, validate_text_data
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.train import Labelled, TokenBatcher
+from medassist.train.device import device_option, precision_option
 
 RECURRENT = ("bilstm", "gru")
 TRANSFORMERS = ("minilm", "transformer_small")
@@ -78,11 +79,12 @@ class TextStudyConfig:
     base_dropout: float = option(0.3, "dropout of the weight-decay and early-stopping runs")
     patience: int = option(2, "early stopping patience (epochs, on validation loss)")
     sweep: bool = option(True, "run the regularisation sweep (else one run per architecture)")
-    bf16: bool = option(False, "bfloat16 autocast for the Transformer (if it keeps the metric; see the benchmark)")
     train_eval_samples: int = option(1000, "training reports evaluated in eval mode for the train metrics and gap")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     n_errors: int = option(10, "test reports listed in the error analysis")
     seed: int = option(0, "random seed")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
 
 

@@ -10,8 +10,10 @@ machine, one trial per core, no dashboard); ``address`` joins a running Ray clus
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from medassist.run import Run
 from medassist.studies.image_config import ImageStudyConfig
 from medassist.studies.text_setup import TRANSFORMERS, TextStudyConfig
 from medassist.studies.tune_space import load_space, split_params
+from medassist.train.device import device_option, on_device, precision_option, resolve, use
 
 SCHEDULERS = ("asha", "fifo")
 STUDIES = ("image", "text")
@@ -47,11 +50,18 @@ class TuneConfig:
     model: str = option("", "model trained in every trial unless the space sets it (default: cnn_gap | bilstm)")
     cpus_per_trial: float = option(1.0, "CPU cores each trial reserves (one trial per core by default)")
     num_cpus: int = option(0, "local Ray: cores Ray may use (0 = all of this machine's)")
+    gpus_per_trial: float = option(
+        -1.0,
+        "GPUs each trial reserves; a fraction shares one GPU (0.25: four trials on it); -1 = 1 when --device is a "
+        "GPU, else 0",
+    )
     address: str = option(
         "", "join a running Ray cluster at this address (e.g. ray://head:10001) instead of a local one"
     )
     seed: int = option(0, "seed of the random search (the trials' training seed is image.train.seed)")
     out: str = option("runs", "folder in which the sweep's run folder is made")
+    device: str = device_option()
+    precision: str = precision_option()
     progress: bool = option(True, "show Ray Tune's progress table")
     image: ImageStudyConfig = field(
         default_factory=ImageStudyConfig, metadata={"help": "image sweeps: data and base training of every trial"}
@@ -95,6 +105,18 @@ def _report(row: dict[str, Any]) -> None:
     tune.report({k: float(v) for k, v in row.items() if k.startswith(("val_", "train_")) or k == "epoch"})
 
 
+def _on_trial_device(trial: Callable[..., None]) -> Callable[..., None]:
+    """A trial run on the sweep's device and precision (in a Ray worker, ``cuda`` is the GPU Ray gave it)."""
+
+    @functools.wraps(trial)
+    def wrapper(params: dict[str, Any], *, device: str = "cpu", precision: str = "32", **kwargs: Any) -> None:
+        with use(resolve("cuda" if device.startswith("cuda") else device, precision)):
+            trial(params, **kwargs)
+
+    return wrapper
+
+
+@_on_trial_device
 def run_text_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: str, threads: int) -> None:
     """One text trial: the study's reports, tokenised as the study tokenises them, one model trained by ``fit``."""
     import tempfile
@@ -130,6 +152,7 @@ def run_text_trial(params: dict[str, Any], *, base: dict[str, Any], default_mode
         )
 
 
+@_on_trial_device
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], default_model: str, threads: int) -> None:
     """One trial, run by Ray Tune in a worker process: train one model, reporting every epoch's validation."""
     from medassist.models import create_model
@@ -193,6 +216,15 @@ def check_config(cfg: TuneConfig) -> dict[str, Any]:
     return load_space(cfg.space, study_keys=study_keys(cfg))
 
 
+def trial_resources(cfg: TuneConfig) -> dict[str, float]:
+    """What Ray reserves for each trial: ``cpus_per_trial`` cores, and GPUs when the sweep runs on CUDA."""
+    gpus = cfg.gpus_per_trial if cfg.gpus_per_trial >= 0 else (1.0 if cfg.device.startswith("cuda") else 0.0)
+    if gpus > 0 and not cfg.device.startswith("cuda"):
+        raise MedAssistError(f"--gpus-per-trial {gpus}: the sweep runs on {cfg.device}; give --device cuda")
+    return {"cpu": cfg.cpus_per_trial, "gpu": gpus} if gpus > 0 else {"cpu": cfg.cpus_per_trial}
+
+
+@on_device
 def run_tune(cfg: TuneConfig) -> Path:
     """Run the sweep; write its run folder (trials table and figure, best.yaml, report) and return it."""
     import ray
@@ -200,6 +232,7 @@ def run_tune(cfg: TuneConfig) -> Path:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     space = check_config(cfg)
+    trial_resources(cfg)  # refused here, before Ray starts
     mode = "min" if cfg.metric.endswith("loss") else "max"
     cpus = cfg.num_cpus or os.cpu_count() or 1
     threads = max(1, int(cfg.cpus_per_trial))
@@ -217,9 +250,11 @@ def run_tune(cfg: TuneConfig) -> Path:
                 base=to_dict(getattr(cfg, cfg.study)),
                 default_model=default_model(cfg),
                 threads=threads,
+                device=cfg.device,
+                precision=cfg.precision,
             )
             tuner = tune.Tuner(
-                tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial}),
+                tune.with_resources(trainable, trial_resources(cfg)),
                 param_space=space,
                 tune_config=tune.TuneConfig(
                     metric=cfg.metric,
@@ -251,8 +286,7 @@ def run_tune(cfg: TuneConfig) -> Path:
         params = {k.removeprefix("param:"): v for k, v in best.items() if str(k).startswith("param:")}
         best_yaml = best_config(params, cfg)
         (run.path("best.yaml")).write_text(yaml.safe_dump(best_yaml, sort_keys=False))
-        run.write_json(
-            "metrics.json",
+        run.write_metrics(
             {
                 "kind": "tune",
                 "study": cfg.study,

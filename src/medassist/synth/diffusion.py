@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medassist.synth.common import check_image_size
+from medassist.train.data import model_device
 
 
 class ConditionalDiffusion(nn.Module):
@@ -63,13 +64,13 @@ class ConditionalDiffusion(nn.Module):
         ddim = DDIMScheduler(num_train_timesteps=self.timesteps)
         ddim.set_timesteps(steps)
         out = []
+        dev = model_device(self)  # noise drawn on the CPU from ``generator``: the same start on every device
         for yb in y.split(256):
             noise = torch.randn(len(yb), self.in_channels, self.image_size, self.image_size, generator=generator)
-            out.append(
-                self.inferer.sample(noise, partial(self.unet, class_labels=yb), scheduler=ddim, verbose=False).clamp(
-                    -1, 1
-                )
+            sample = self.inferer.sample(
+                noise.to(dev), partial(self.unet, class_labels=yb.to(dev)), scheduler=ddim, verbose=False
             )
+            out.append(sample.clamp(-1, 1).cpu())
         self.train(was)
         return torch.cat(out)
 
@@ -90,15 +91,17 @@ def diffusion_losses(
     every call, so that it is a fixed validation number and a membership-inference score."""
     was = model.training
     model.eval()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
+    dev = model_device(model)
     total = torch.zeros(len(x))
     for _ in range(draws):
         t = torch.randint(0, model.timesteps, (len(x),), generator=g)
         noise = torch.randn(x.shape, generator=g)
         for start in range(0, len(x), 256):
             sl = slice(start, start + 256)
-            pred = model(x[sl], y[sl], t[sl], noise[sl])
-            total[sl] += (pred - noise[sl]).pow(2).flatten(1).mean(1)
+            nb = noise[sl].to(dev)
+            pred = model(x[sl].to(dev), y[sl].to(dev), t[sl].to(dev), nb)
+            total[sl] += (pred - nb).pow(2).flatten(1).mean(1).cpu()
     model.train(was)
     return total / draws
 

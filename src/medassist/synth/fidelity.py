@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medassist.train.data import to_tensor
+from medassist.train.data import model_device, to_tensor
 
 
 @torch.no_grad()
@@ -23,12 +23,13 @@ def classifier_features(model: nn.Module, images: np.ndarray | torch.Tensor, *, 
     was = model.training
     model.eval()
     try:
+        device = model_device(model)
         for start in range(0, len(x), batch_size):
-            model(x[start : start + batch_size])
+            model(x[start : start + batch_size].to(device))
     finally:
         hook.remove()
         model.train(was)
-    return torch.cat(feats).double()
+    return torch.cat(feats).double().cpu()
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:

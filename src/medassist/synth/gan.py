@@ -19,6 +19,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from medassist.errors import MedAssistError
 from medassist.synth.common import check_image_size
+from medassist.train.data import model_device
 
 
 class Generator(nn.Module):
@@ -55,7 +56,13 @@ class Generator(nn.Module):
     def generate(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         was = self.training
         self.eval()
-        out = torch.cat([self(torch.randn(len(yb), self.latent_dim, generator=generator), yb) for yb in y.split(512)])
+        dev = model_device(self)  # noise drawn on the CPU from ``generator``: the same images on every device
+        out = torch.cat(
+            [
+                self(torch.randn(len(yb), self.latent_dim, generator=generator).to(dev), yb.to(dev)).cpu()
+                for yb in y.split(512)
+            ]
+        )
         self.train(was)
         return out
 
@@ -102,17 +109,21 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...], *, shift: float = 0.1
     ``shift`` of its size (edge pixels repeated), ``cutout`` zeroes one square of ``cut`` of its size at a random
     place. Both are differentiable in ``x``, so the generator learns through them."""
     b, _, h, w = x.shape
+    dev = x.device
     if "translation" in policy:
-        dy = torch.randint(-int(h * shift), int(h * shift) + 1, (b, 1, 1))
-        dx = torch.randint(-int(w * shift), int(w * shift) + 1, (b, 1, 1))
-        rows = (torch.arange(h).view(1, h, 1) + dy).clamp(0, h - 1).expand(b, h, w)
-        cols = (torch.arange(w).view(1, 1, w) + dx).clamp(0, w - 1).expand(b, h, w)
+        dy = torch.randint(-int(h * shift), int(h * shift) + 1, (b, 1, 1), device=dev)
+        dx = torch.randint(-int(w * shift), int(w * shift) + 1, (b, 1, 1), device=dev)
+        rows = (torch.arange(h, device=dev).view(1, h, 1) + dy).clamp(0, h - 1).expand(b, h, w)
+        cols = (torch.arange(w, device=dev).view(1, 1, w) + dx).clamp(0, w - 1).expand(b, h, w)
         flat = (rows * w + cols).view(b, 1, h * w).expand(-1, x.shape[1], -1)
         x = x.flatten(2).gather(2, flat).view_as(x)
     if "cutout" in policy:
         ch, cw = int(h * cut), int(w * cut)
-        cy, cx = torch.randint(0, h - ch + 1, (b, 1, 1)), torch.randint(0, w - cw + 1, (b, 1, 1))
-        ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        cy, cx = (
+            torch.randint(0, h - ch + 1, (b, 1, 1), device=dev),
+            torch.randint(0, w - cw + 1, (b, 1, 1), device=dev),
+        )
+        ys, xs = torch.arange(h, device=dev).view(1, h, 1), torch.arange(w, device=dev).view(1, 1, w)
         keep = ~((ys >= cy) & (ys < cy + ch) & (xs >= cx) & (xs < cx + cw))  # (B, H, W)
         x = x * keep.unsqueeze(1).to(x.dtype)
     return x
@@ -146,7 +157,7 @@ class GANStep:
     def __call__(self, g: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> tuple[Any, ...]:
         x = inputs[0]
         self.d.train()
-        z = torch.randn(len(x), g.latent_dim)  # type: ignore[arg-type]
+        z = torch.randn(len(x), g.latent_dim, device=x.device)  # type: ignore[arg-type]
         fake = g(z, y)
         d_real, d_fake = self._score(x, y), self._score(fake.detach(), y)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
@@ -156,6 +167,15 @@ class GANStep:
         loss_g = -self._score(fake, y).mean()
         logs = {"d_loss": loss_d.detach(), "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
         return loss_g, None, logs
+
+    def to(self, device: torch.device) -> GANStep:
+        """The discriminator (and its optimiser's state) on the generator's device; :func:`fit` calls this."""
+        self.d.to(device)
+        for state in self.opt_d.state.values():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    state[k] = v.to(device)
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         return {"discriminator": self.d.state_dict(), "optimizer": self.opt_d.state_dict()}

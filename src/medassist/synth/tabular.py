@@ -269,7 +269,7 @@ def run_records_study(cfg: SynthStudyConfig) -> Path:
             out = fake.assign(**{SYNTHETIC_COLUMN: True})
             atomic_write_text(run.path(f"synthetic/{g}{SYNTHETIC_SUFFIX}.csv"), out.to_csv(index=False))
             rows.append(out.head(cfg.records.n_show).assign(source=f"{g} (synthetic)"))
-            run.write_json("metrics.json", {**metrics, "partial": True})
+            run.write_metrics({**metrics, "partial": True})
         shown = pd.concat(
             [train.head(cfg.records.n_show).assign(**{SYNTHETIC_COLUMN: False}, source="real (train)"), *rows]
         )
@@ -285,7 +285,7 @@ def run_records_study(cfg: SynthStudyConfig) -> Path:
             + "\n",
         )
         metrics["wall_time"] = time.perf_counter() - t0
-        run.write_json("metrics.json", metrics)
+        run.write_metrics(metrics)
         from medassist.report.synth import write_synth_report
 
         write_synth_report(run.dir)

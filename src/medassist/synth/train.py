@@ -62,7 +62,7 @@ def train_generator(
     states = {"model": res.best_state, **{k: m.state_dict() for k, m in (extra_modules or {}).items()}}
     for key, state in states.items():
         with atomic_path(unit_dir / f"{key}.safetensors") as tmp:
-            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     result = {
         "name": name,
         "params": count_parameters(model),

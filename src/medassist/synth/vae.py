@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medassist.synth.common import check_image_size
+from medassist.train.data import model_device
 
 
 def _block(cin: int, cout: int, groups: int) -> list[nn.Module]:
@@ -75,8 +76,9 @@ class ConditionalVAE(nn.Module):
     @torch.no_grad()
     def generate(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images in [-1, 1] for the classes ``y``: the decoder's mean at z drawn from the prior."""
-        z = torch.randn(len(y), self.latent_dim, generator=generator)
-        return torch.sigmoid(self.decode_logits(z, y)) * 2 - 1
+        dev = model_device(self)  # z drawn on the CPU from ``generator``: the same images on every device
+        z = torch.randn(len(y), self.latent_dim, generator=generator).to(dev)
+        return (torch.sigmoid(self.decode_logits(z, y.to(dev))) * 2 - 1).cpu()
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -153,10 +155,11 @@ def vae_scores(
     model.eval()
     g = torch.Generator().manual_seed(0)  # the same posterior draw every time: a fixed validation number
     out: dict[str, list[torch.Tensor]] = {"neg_elbo": [], "recon": [], "kl": [], "mu": [], "kl_dim": []}
+    dev = model_device(model)
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        xb, yb = x[start : start + batch_size].to(dev), y[start : start + batch_size].to(dev)
         mu, logvar = model.encode(xb, yb)
-        z = mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp()
+        z = mu + torch.randn(mu.shape, generator=g).to(dev) * (0.5 * logvar).exp()
         recon = recon_nats(model.decode_logits(z, yb), xb)
         kl_d = kl_per_dim(mu, logvar)
         out["recon"].append(recon)
@@ -165,7 +168,7 @@ def vae_scores(
         out["mu"].append(mu)
         out["kl_dim"].append(kl_d)
     model.train(was)
-    return {k: torch.cat(v) for k, v in out.items()}
+    return {k: torch.cat(v).cpu() for k, v in out.items()}
 
 
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:

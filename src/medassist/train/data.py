@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from medassist.errors import DataError, MedAssistError
+from medassist.errors import DataError
 
 MEAN, STD = 0.5, 0.5  # the MedMNIST protocol: pixels/255 normalised to [-1, 1]
 TASKS = ("multi-class", "multi-label")
@@ -137,34 +137,17 @@ def main_logits(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); the CPU for a model with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Softmax over classes (multi-class) or a sigmoid per label (multi-label), in float64."""
     logits = logits.double()
     return torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, dim=1)
-
-
-def cpu_bf16_supported() -> bool:
-    """True if this CPU runs bfloat16 natively (AVX512-BF16 or AMX) in oneDNN. Elsewhere bf16 autocast is emulated,
-    slower than fp32, and oneDNN has no bf16 LSTM at all."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
-
-
-def bf16_unsupported_reason() -> str:
-    """Why bf16 autocast is not used on this CPU."""
-    return (
-        f"this CPU has no native bfloat16 (AVX512-BF16 or AMX; it offers {torch.backends.cpu.get_cpu_capability()}), "
-        "where autocast is emulated and slower than fp32, and oneDNN has no bf16 LSTM"
-    )
-
-
-def check_bf16(enabled: bool) -> None:
-    """Refuse bf16 autocast on a CPU without native bfloat16, with the reason."""
-    if enabled and not cpu_bf16_supported():
-        raise MedAssistError(f"bf16 autocast refused: {bf16_unsupported_reason()}; run without bf16")
 
 
 PREDICT_PIXELS = 512 * 32 * 32
@@ -187,23 +170,30 @@ def predict_proba(
     *,
     task: str = "multi-class",
     batch_size: int = 0,
-    bf16: bool = False,
 ) -> np.ndarray:
     """Probabilities (N, K) of ``model`` on images (uint8 array or normalised tensor) or a batcher, in input order.
 
     ``batch_size`` 0 sizes the batch to the images: 512 at 28-32 px, fewer as the pixels the model works at grow
     (an EfficientNet that upsamples to 224 px predicts 8 at a time), so that prediction never needs more memory
-    than training.
+    than training. The batches go to the model's device and run under the current accelerator's autocast
+    (:mod:`medassist.train.device`); the probabilities come back to the CPU.
     """
+    from medassist.train.device import current
+
+    accel = current()
     batcher = as_batcher(data)
     batch_size = batch_size or predict_batch_size(model, batcher)
     was_training = model.training
     model.eval()
     parts, order = [], []
+    device = model_device(model)
+    if device != accel.device:  # a model kept elsewhere (a CPU teacher in a GPU run) predicts where it is
+        accel = type(accel)(device, accel.precision if device.type == accel.device.type else "32")
     for idx in batcher.order(batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = main_logits(model(*batcher.inputs(idx)))
-        parts.append(probabilities(logits.float(), task))
+        inputs = tuple(accel.put(x) for x in batcher.inputs(idx))
+        with accel.autocast():
+            logits = main_logits(model(*inputs))
+        parts.append(probabilities(logits.float(), task).cpu())
         order.append(idx)
     model.train(was_training)
     if not parts:

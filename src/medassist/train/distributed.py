@@ -1,11 +1,11 @@
 """Data-parallel training under ``torchrun``: the process group, each rank's shard of a batch, reductions.
 
 ``torchrun --nproc-per-node N -m medassist image ...`` starts N processes with ``RANK``/``WORLD_SIZE`` set;
-:func:`setup` joins them into one process group (gloo on CPU, NCCL where CUDA is present) and :func:`fit` wraps the
-model in ``DistributedDataParallel``. Every rank draws the same global batch order (the same seeded generator) and
-trains on its shard of each batch, so that one step sees the combined batch, as one process would. Only rank 0
-writes the run folder: the other ranks write into a scratch folder of their own (:func:`scratch_out`), deleted
-when they exit. Without torchrun nothing changes.
+:func:`setup` joins them into one process group (gloo on the CPU; NCCL with ``--device cuda``, each rank on its
+``LOCAL_RANK`` GPU) and :func:`fit` wraps the model in ``DistributedDataParallel``. Every rank draws the same
+global batch order (the same seeded generator) and trains on its shard of each batch, so that one step sees the
+combined batch, as one process would. Only rank 0 writes the run folder: the other ranks write into a scratch
+folder of their own (:func:`scratch_out`), deleted when they exit. Without torchrun nothing changes.
 """
 
 from __future__ import annotations
@@ -53,17 +53,20 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(f"stopped by signal {signum}: another rank of the job failed")
 
 
-def setup() -> Ranks:
-    """Join the process group that torchrun describes in the environment (no-op for a single process)."""
+def setup(device: str = "auto") -> Ranks:
+    """Join the process group that torchrun describes in the environment (no-op for a single process): NCCL when
+    ``device`` (``--device``) resolves to CUDA, each rank on its ``LOCAL_RANK`` GPU; gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
         return ranks()
     if not dist.is_available():
         raise MedAssistError("this PyTorch build has no torch.distributed; run without torchrun")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
+    from medassist.train.device import resolve_device
+
+    backend = "nccl" if resolve_device(device).type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
     signal.signal(signal.SIGTERM, _terminate)
     atexit.register(teardown)
     return ranks()
@@ -80,20 +83,27 @@ def shard(idx: torch.Tensor, r: Ranks) -> torch.Tensor:
     return idx[r.rank :: r.world_size] if r.distributed else idx
 
 
+def _reduce_device() -> torch.device:
+    """Where reduced tensors live: NCCL reduces only CUDA tensors (the rank's GPU), gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_sum(values: list[float], r: Ranks) -> list[float]:
     """The sums over ranks of ``values`` (the values themselves for one process)."""
     if not r.distributed:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def any_rank(flag: bool, r: Ranks) -> bool:
     """True on every rank when ``flag`` is True on any (so that all ranks leave a loop at the same step)."""
     if not r.distributed:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 

@@ -33,7 +33,8 @@ from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.evaluate.training import under_trained
 from medassist.train.augment import augment_batch
-from medassist.train.data import TASKS, Batcher, ImageBatcher, check_bf16, predict_proba
+from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba
+from medassist.train.device import Accelerator, current, state_to_cpu
 from medassist.train.distributed import all_sum, any_rank, ranks, shard
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
 from medassist.utils.io import atomic_path
@@ -134,24 +135,32 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     torch.set_num_threads(threads or per_process)
 
 
-def rng_state(generators: dict[str, torch.Generator]) -> dict[str, object]:
+def rng_state(generators: dict[str, torch.Generator], device: torch.device | None = None) -> dict[str, object]:
     """Every random state training draws from: PyTorch's global generator (dropout, drop-connect, a step_fn's
-    noise), NumPy's and Python's global generators, and the engine's own ``generators`` (batch order, augmentation)."""
-    return {
+    noise) and, on CUDA, the device's, NumPy's and Python's global generators, and the engine's own ``generators``
+    (batch order, augmentation)."""
+    state: dict[str, object] = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
         **{f"generator:{k}": g.get_state() for k, g in generators.items()},
     }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict[str, object], generators: dict[str, torch.Generator]) -> None:
-    """Restore what :func:`rng_state` saved."""
+def set_rng_state(
+    state: dict[str, object], generators: dict[str, torch.Generator], device: torch.device | None = None
+) -> None:
+    """Restore what :func:`rng_state` saved (a CUDA state only on CUDA: a GPU run resumed on a CPU goes on)."""
     torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
     np.random.set_state(state["numpy"])  # type: ignore[arg-type]
     random.setstate(state["python"])  # type: ignore[arg-type]
     for k, g in generators.items():
         g.set_state(state[f"generator:{k}"])  # type: ignore[arg-type]
+    if device is not None and device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)  # type: ignore[arg-type]
 
 
 def with_min_steps(cfg: TrainConfig, steps_per_epoch: int) -> TrainConfig:
@@ -233,14 +242,15 @@ def init_prior_bias(model: nn.Module, labels: np.ndarray) -> None:
 
 
 def default_loss(
-    task: str, cfg: TrainConfig, labels: np.ndarray, num_classes: int
+    task: str, cfg: TrainConfig, labels: np.ndarray, num_classes: int, device: torch.device | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Cross-entropy (multi-class, optional class weights and label smoothing) or binary cross-entropy per label
-    (multi-label, optional positive weights)."""
+    (multi-label, optional positive weights), its weights on ``device``."""
+    device = device or torch.device("cpu")
     if task == "multi-label":
-        pw = pos_weights(labels) if cfg.class_weights else None
+        pw = pos_weights(labels).to(device) if cfg.class_weights else None
         return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pw)
-    weight = class_weights(labels, num_classes) if cfg.class_weights else None
+    weight = class_weights(labels, num_classes).to(device) if cfg.class_weights else None
     return lambda logits, y: F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
 
 
@@ -283,8 +293,13 @@ def fit(
         on_epoch: called with each epoch's history row once its checkpoint is written (a sweep reports it to its
             scheduler, which may stop the trial there).
 
+    The model trains on the current accelerator (:func:`medassist.train.device.current`: the run's
+    ``--device`` and ``--precision``): the model, each batch, the loss weights and the moving average live on its
+    device, the forward pass autocasts at its precision, and float16 gradients are scaled. Checkpoints and
+    ``best_state`` hold CPU tensors, so that a run started on one device resumes on another.
+
     Returns:
-        A :class:`FitResult`; the model is left holding the best epoch's weights.
+        A :class:`FitResult`; the model is left holding the best epoch's weights, on the accelerator's device.
     """
     if validate is None and cfg.monitor not in MONITORS:
         raise MedAssistError(f"unknown monitor '{cfg.monitor}'; choose one of {', '.join(MONITORS)}")
@@ -294,8 +309,11 @@ def fit(
         raise MedAssistError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
     if not 0.0 <= cfg.ema < 1.0:
         raise MedAssistError(f"ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
-    check_bf16(cfg.bf16)
+    accel = current()
+    if privacy is not None and accel.precision == "16-mixed":
+        raise MedAssistError(f"{desc}: DP-SGD runs at precision 32 or bf16-mixed, not 16-mixed")
     seed_everything(cfg.seed, cfg.threads)
+    model.to(accel.device)
     train, val = as_labelled(train), as_labelled(val)
     y_labels = train.labels if task == "multi-label" else train.labels.reshape(-1)
     y_train = torch.from_numpy(y_labels.astype(np.int64))
@@ -303,7 +321,7 @@ def fit(
     cfg = for_data_size(cfg, len(train.batcher))
     steps_per_epoch = max(1, math.ceil(len(train.batcher) / cfg.batch_size))
     metrics = MULTILABEL_METRICS if task == "multi-label" else METRICS
-    loss_fn = default_loss(task, cfg, y_labels, num_classes)
+    loss_fn = default_loss(task, cfg, y_labels, num_classes, accel.device)
 
     def default_step(
         m: nn.Module, inputs: tuple[torch.Tensor, ...], yb: torch.Tensor
@@ -312,9 +330,12 @@ def fit(
         return loss_fn(logits, yb), logits
 
     step = step_fn or default_step
+    if hasattr(step, "to"):  # a step's own modules (a GAN's discriminator) go where the model goes
+        step.to(accel.device)  # type: ignore[union-attr]
     if cfg.prior_bias and task == "multi-label":
         init_prior_bias(model, y_labels)
     optimizer = build_optimizer(model, cfg)
+    scaler = accel.grad_scaler()
     clock = _Clock()
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, clock=clock)
     per_step = steps_per_batch(cfg)
@@ -328,7 +349,7 @@ def fit(
 
     rows: list[dict] = []
     norm_rows: list[dict] = []
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = _copy_state(model, accel)
     best_score, best_epoch, bad_epochs, elapsed, start_epoch = float("nan"), 0, 0, 0.0, 1
     ckpt = Path(checkpoint) if checkpoint else None
     privacy_state = None
@@ -346,14 +367,19 @@ def fit(
         rows, norm_rows, best_state = state["history"], state["grad_norms"], state["best_state"]
         best_score, best_epoch, bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
         elapsed, start_epoch = state["elapsed"], state["epoch"] + 1
-        set_rng_state(state["rng"], generators)  # the state with which the next epoch starts
+        set_rng_state(state["rng"], generators, accel.device)  # the state with which the next epoch starts
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
         if step_state is not None and state.get("step_state") is not None:
             step_state.load_state_dict(state["step_state"])  # type: ignore[union-attr]
         privacy_state = state.get("privacy_state")
     # The moving average (a copy of the model, made before DP-SGD or DDP wrap it) is what validation sees.
     ema = (
         torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
+            model,
+            device=accel.device,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
+            use_buffers=True,
         )
         if cfg.ema
         else None
@@ -372,7 +398,8 @@ def fit(
     if r.distributed:  # under torchrun: each rank trains on its shard of every batch, gradients averaged
         if privacy is not None:
             raise MedAssistError(f"{desc}: DP-SGD cannot be combined with torchrun's data parallelism; run it alone")
-        train_model = nn.parallel.DistributedDataParallel(train_model)
+        ids = [accel.device.index] if accel.is_cuda else None  # each rank on its LOCAL_RANK GPU
+        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
     clock.start(elapsed)
 
     stopped_early = budget_reached = False
@@ -400,9 +427,10 @@ def fit(
                     continue
                 idx = shard(idx, r)
             inputs, yb = train.batcher.inputs(idx), y_train[idx]
-            if cfg.augment and getattr(train.batcher, "augmentable", False):
+            if cfg.augment and getattr(train.batcher, "augmentable", False):  # on the CPU, from its own generator
                 inputs = (augment_batch(inputs[0], cfg.augmentation, aug_gen), *inputs[1:])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            inputs, yb = tuple(accel.put(x) for x in inputs), accel.put(yb)
+            with accel.autocast():
                 out = step(train_model, inputs, yb)
             loss, logits = out[0], out[1]
             for k, v in (out[2] if len(out) > 2 else {}).items():
@@ -410,7 +438,11 @@ def fit(
             if not torch.isfinite(loss):
                 _diverged(desc, epoch, cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # true gradients for the norms and the step
+            else:
+                loss.backward()
             if layers:
                 per_layer: dict[str, float] = {}
                 for n, p in model.named_parameters():
@@ -418,7 +450,11 @@ def fit(
                         per_layer[layers[n]] = per_layer.get(layers[n], 0.0) + float(p.grad.pow(2).sum())
                 for k, v in per_layer.items():
                     sums[k] = sums.get(k, 0.0) + math.sqrt(v)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
             if per_step:
@@ -441,7 +477,7 @@ def fit(
                 known = ", ".join(f"val_{k}" for k in val_metrics)
                 raise MedAssistError(f"{desc}: unknown monitor '{cfg.monitor}'; this model's validation gives {known}")
         else:
-            val_probs = predict_proba(judged, val.batcher, task=task, bf16=cfg.bf16)
+            val_probs = predict_proba(judged, val.batcher, task=task)
             if not np.isfinite(val_probs).all():
                 _diverged(desc, epoch, cfg)
             val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
@@ -453,7 +489,7 @@ def fit(
             scheduler.step()
         if _is_better(monitored, best_score, cfg.monitor):
             best_score, best_epoch, bad_epochs = monitored, epoch, 0
-            best_state = copy.deepcopy(judged.state_dict())  # a copy, not a reference to the live weights
+            best_state = _copy_state(judged, accel)  # a copy, not a reference to the live weights
         else:
             bad_epochs += 1
         epoch_time = time.perf_counter() - t0
@@ -480,8 +516,9 @@ def fit(
             with atomic_path(ckpt) as tmp:
                 torch.save(
                     {
-                        "model": model.state_dict(),
+                        "model": model.state_dict() if accel.device.type == "cpu" else state_to_cpu(model.state_dict()),
                         "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None,
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "epoch": epoch,
                         "history": rows,
@@ -491,7 +528,7 @@ def fit(
                         "best_epoch": best_epoch,
                         "bad_epochs": bad_epochs,
                         "elapsed": elapsed,
-                        "rng": rng_state(generators),
+                        "rng": rng_state(generators, accel.device),
                         "config": to_dict(cfg),
                         "step_state": step_state.state_dict() if step_state is not None else None,  # type: ignore[union-attr]
                         "privacy_state": privacy.state_dict() if privacy is not None else None,
@@ -523,6 +560,12 @@ def fit(
         train_time=elapsed,
         grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
     )
+
+
+def _copy_state(model: nn.Module, accel: Accelerator) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights on the CPU (a deep copy where they already are there)."""
+    state = model.state_dict()
+    return copy.deepcopy(state) if accel.device.type == "cpu" else state_to_cpu(state)
 
 
 def _n_correct(logits: torch.Tensor, y: torch.Tensor, task: str) -> float:

@@ -1,0 +1,252 @@
+"""Where training and prediction run: one device decision per run, resolved and refused in one place.
+
+``--device auto|cpu|cuda|cuda:N|mps`` and ``--precision 32|bf16-mixed|16-mixed`` become an :class:`Accelerator`
+(:func:`resolve`). A study runs inside :func:`on_device`, which makes it the current accelerator; :func:`fit`
+and :func:`predict_proba` read it (:func:`current`) to move the model and the batches, to autocast, and to scale
+fp16 gradients. A device or precision the machine lacks is refused before any work starts.
+
+On the CPU with precision 32 nothing moves and nothing is cast: the numbers are those of a run without a device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import os
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from medassist.config import option
+from medassist.errors import MedAssistError
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+DEVICE_HELP = "where to train and predict: auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
+PRECISION_HELP = (
+    "32 (float32) | bf16-mixed (bfloat16 autocast: CUDA with bf16, or a CPU with native bf16) | "
+    "16-mixed (float16 autocast with gradient scaling: CUDA or MPS)"
+)
+
+
+def device_option() -> Any:
+    """The ``device`` field of a study config (``--device``)."""
+    return option("auto", DEVICE_HELP)
+
+
+def precision_option() -> Any:
+    """The ``precision`` field of a study config (``--precision``)."""
+    return option("32", PRECISION_HELP)
+
+
+def _torch_build() -> str:
+    cuda = torch.version.cuda
+    return f"torch {torch.__version__}" + (f", CUDA {cuda}" if cuda else "")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto | cpu | cuda | cuda:N | mps`` as a device this machine has, or a :class:`MedAssistError` that says
+    what is missing. Under torchrun, ``cuda`` (and ``auto`` on a CUDA node) is the rank's ``LOCAL_RANK`` GPU."""
+    name = (spec or "auto").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not _mps_available():
+            raise MedAssistError(
+                f"--device mps: no Apple MPS device is available ({_torch_build()} on {platform.system()}); "
+                "use --device cpu"
+            )
+        return torch.device("mps")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise MedAssistError(f"--device {spec}: no CUDA device is visible ({_torch_build()}); use --device cpu")
+        count = torch.cuda.device_count()
+        if name == "cuda":
+            index = _local_rank() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else torch.cuda.current_device()
+        else:
+            try:
+                index = int(name.split(":", 1)[1])
+            except ValueError:
+                raise MedAssistError(f"--device {spec}: a CUDA device is cuda or cuda:N, N a number") from None
+        if not 0 <= index < count:
+            raise MedAssistError(
+                f"--device {spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+        return torch.device("cuda", index)
+    raise MedAssistError(f"--device {spec}: unknown device; choose auto, cpu, cuda, cuda:N or mps")
+
+
+def cpu_bf16_supported() -> bool:
+    """True if this CPU runs bfloat16 natively (AVX512-BF16 or AMX) in oneDNN. Elsewhere bf16 autocast is emulated,
+    slower than fp32, and oneDNN has no bf16 LSTM at all."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def bf16_unsupported_reason() -> str:
+    """Why bf16 autocast is not used on this CPU."""
+    return (
+        f"this CPU has no native bfloat16 (AVX512-BF16 or AMX; it offers {torch.backends.cpu.get_cpu_capability()}), "
+        "where autocast is emulated and slower than fp32, and oneDNN has no bf16 LSTM"
+    )
+
+
+def precision_refusal(device: torch.device, precision: str) -> str:
+    """Why ``precision`` cannot run on ``device`` ('' when it can)."""
+    if precision not in PRECISIONS:
+        return f"--precision {precision}: unknown precision; choose {', '.join(PRECISIONS)}"
+    if precision == "32":
+        return ""
+    if device.type == "cpu":
+        if precision == "16-mixed":
+            return "--precision 16-mixed: float16 autocast needs a CUDA or MPS device; on the CPU use 32 or bf16-mixed"
+        if not cpu_bf16_supported():
+            return f"--precision bf16-mixed: {bf16_unsupported_reason()}; use --precision 32"
+    if device.type == "cuda" and precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(device)
+        return f"--precision bf16-mixed: {name} has no bfloat16 support; use --precision 16-mixed or 32"
+    return ""
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A resolved device and precision: what every model of a run trains and predicts with."""
+
+    device: torch.device = torch.device("cpu")
+    precision: str = "32"
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype (None at precision 32)."""
+        return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast on the device's type at the run's precision (disabled at 32)."""
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
+        )
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A gradient scaler for float16 (bfloat16 and float32 need none)."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "16-mixed" else None
+
+    def put(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the device: as it is on the CPU; from pinned memory, without blocking, on CUDA."""
+        if t.device == self.device:
+            return t
+        if self.is_cuda and t.device.type == "cpu":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records: device, its name and memory, torch and CUDA versions, precision."""
+        info: dict[str, Any] = {
+            "device": str(self.device),
+            "name": platform.processor() or platform.machine(),
+            "memory_gb": None,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "precision": self.precision,
+            "threads": torch.get_num_threads(),
+        }
+        if self.is_cuda:
+            props = torch.cuda.get_device_properties(self.device)
+            info.update(name=props.name, memory_gb=round(props.total_memory / 2**30, 1))
+        elif self.device.type == "mps":
+            info["name"] = "Apple MPS"
+        return info
+
+    def summary(self) -> str:
+        """One line for a report's method section."""
+        d = self.describe()
+        where = d["device"] + (f" ({d['name']}, {d['memory_gb']} GB)" if d["memory_gb"] else "")
+        cuda = f", CUDA {d['cuda']}" if self.is_cuda and d["cuda"] else ""
+        return f"{where}, precision {d['precision']}, torch {d['torch']}{cuda}"
+
+    def reset_peak_memory(self) -> None:
+        if self.is_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_gb(self) -> float | None:
+        """Peak GPU memory allocated since the last reset (None off CUDA)."""
+        return torch.cuda.max_memory_allocated(self.device) / 2**30 if self.is_cuda else None
+
+
+def resolve(device: str = "auto", precision: str = "32") -> Accelerator:
+    """The :class:`Accelerator` of ``--device`` and ``--precision``; refuses what this machine lacks."""
+    dev = resolve_device(device)
+    why = precision_refusal(dev, str(precision))
+    if why:
+        raise MedAssistError(why)
+    if dev.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; set before the first cuBLAS call of the process.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.cuda.set_device(dev)
+    return Accelerator(dev, str(precision))
+
+
+CPU = Accelerator()
+_CURRENT: contextvars.ContextVar[Accelerator | None] = contextvars.ContextVar("medassist_accelerator", default=None)
+
+
+def current() -> Accelerator:
+    """The accelerator of the running study (the CPU at precision 32 outside one)."""
+    return _CURRENT.get() or CPU
+
+
+@contextlib.contextmanager
+def use(accel: Accelerator) -> Iterator[Accelerator]:
+    """Make ``accel`` the current accelerator inside the block."""
+    token = _CURRENT.set(accel)
+    try:
+        yield accel
+    finally:
+        _CURRENT.reset(token)
+
+
+R = TypeVar("R")
+
+
+def on_device(run: Callable[..., R]) -> Callable[..., R]:
+    """Run a study function ``run(cfg, ...)`` on ``cfg.device`` at ``cfg.precision``: resolved (or refused) before
+    anything else, recorded in ``cfg`` as the device it resolved to, current while the study runs."""
+
+    @functools.wraps(run)
+    def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> R:
+        accel = resolve(cfg.device, cfg.precision)
+        cfg = dataclasses.replace(cfg, device=str(accel.device))
+        with use(accel):
+            accel.reset_peak_memory()
+            return run(cfg, *args, **kwargs)
+
+    return wrapper
+
+
+def state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of a state dict whose tensors are on the CPU (weights saved from any device load on any other)."""
+    out = type(state)((k, v.detach().to("cpu", copy=True)) for k, v in state.items())  # type: ignore[call-arg]
+    if hasattr(state, "_metadata"):  # module versions, which load_state_dict reads
+        out._metadata = state._metadata  # type: ignore[attr-defined]
+    return out
