@@ -10,6 +10,7 @@ import pandas as pd
 
 from medassist.deploy.variants import BASELINE, reference_of
 from medassist.report.format import (
+    computed_on,
     fmt_ci,
     fmt_delta,
     fmt_metric,
@@ -278,7 +279,8 @@ def build_deploy_report(run_dir: str | Path) -> str:
         f"AUC drop at most {fmt_metric(t['auc_drop'])}. The shipped variant is chosen on the validation split (the "
         f"fastest ONNX variant whose validation accuracy and AUC drops stay within "
         f"{_pct(m['selection']['max_accuracy_drop'])} and {fmt_metric(m['selection']['max_auc_drop'])}); test "
-        "numbers are reported only.",
+        "numbers are reported only. The models were fine-tuned and distilled on the run's device; export, int8 and "
+        "every timing ran on the CPU, the device they are deployed to. " + computed_on(m),
         "",
         "## Analysis",
         "",

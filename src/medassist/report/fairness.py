@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medassist.report.format import fmt_int, fmt_metric, fmt_seconds, readable_table
+from medassist.report.format import computed_on, fmt_int, fmt_metric, fmt_seconds, readable_table
 from medassist.report.html import markdown_to_html
 from medassist.report.image import _fig
 from medassist.utils.io import atomic_write_text
@@ -59,7 +59,7 @@ def build_fairness_report(run_dir: str | Path) -> str:
         "demographic-parity differences carry bias-corrected percentile intervals (shifted by the bootstrap's bias), "
         "since resampling inflates them; the other metrics plain percentile intervals. A gap is called a disparity "
         "only when its pairwise bootstrap test stays below 0.05 after Holm's correction over every label and pair "
-        "of groups.\n"
+        "of groups. " + computed_on(m) + "\n"
     )
     for col, n in src.get("stated", {}).items():
         out.append(f"- `{col}` stated for {fmt_int(n)} of {fmt_int(src['n_test'])} test cases\n")

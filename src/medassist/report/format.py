@@ -519,3 +519,23 @@ def readable_table(
         titles = {c: (headers or {}).get(c, c) for c in frame.columns}
     groups = [list(frame.columns)] if max_columns is None else split_columns(frame.columns, max_columns, key=key)
     return "\n".join(_markdown(frame[g], [titles[c] for c in g]) for g in groups)
+
+
+def computed_on(metrics: Mapping[str, Any]) -> str:
+    """The method line of a run: the device and precision it was computed on, the library versions and the peak
+    memory (the process's, and the GPU's where one ran), from ``metrics["accelerator"]``; '' for a run folder
+    written before runs recorded it."""
+    acc = metrics.get("accelerator")
+    if not acc:
+        return ""
+    where = acc["device"] + (f" ({acc['name']}, {fmt_quantity(acc['memory_gb'])} GB)" if acc.get("memory_gb") else "")
+    cuda = f", CUDA {acc['cuda']}" if acc.get("cuda") and acc["device"].startswith("cuda") else ""
+    peak = f"peak memory {fmt_quantity(acc['peak_rss_gb'])} GB (process)" if acc.get("peak_rss_gb") else ""
+    if acc.get("peak_gpu_memory_gb") is not None:
+        peak += f" and {fmt_quantity(acc['peak_gpu_memory_gb'])} GB (GPU)"
+    threads = f", {acc['threads']} CPU threads" if acc.get("threads") else ""
+    return (
+        f"Computed on {where} at precision {acc['precision']} (torch {acc['torch']}{cuda}{threads})"
+        + (f"; {peak}" if peak else "")
+        + "."
+    )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from medassist.report.analysis import image_analysis
-from medassist.report.format import fmt_ci, fmt_int, fmt_metric, readable_header, readable_table
+from medassist.report.format import computed_on, fmt_ci, fmt_int, fmt_metric, readable_header, readable_table
 from medassist.report.html import markdown_to_html
 from medassist.utils.io import atomic_write_text
 
@@ -126,7 +126,7 @@ def build_image_report(run_dir: str | Path) -> str:
         + ", ".join(f"{i} = {c}" for i, c in enumerate(data["class_names"]))
         + f". Splits: {_splits(data)}. Every choice below was made on the validation split; the test split was "
         "evaluated only for reporting. Tables show rounded numbers; `tables/*.csv` keep every column at full "
-        "precision.",
+        "precision. " + computed_on(m),
         "",
         "## Analysis",
         "",

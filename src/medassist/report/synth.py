@@ -11,7 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import fmt_int, fmt_metric, fmt_percent, fmt_seconds, fmt_value_ci, readable_table
+from medassist.report.format import (
+    computed_on,
+    fmt_int,
+    fmt_metric,
+    fmt_percent,
+    fmt_seconds,
+    fmt_value_ci,
+    readable_table,
+)
 from medassist.report.html import markdown_to_html
 from medassist.report.words import fit_sentences
 from medassist.utils.io import atomic_write_text
@@ -358,7 +366,7 @@ def build_synth_report(run_dir: str | Path) -> str:
         "",
         f"Real images: train {fmt_int(data['splits']['train'])}, validation {fmt_int(data['splits']['val'])}, test "
         f"{fmt_int(data['splits']['test'])}; classes {', '.join(data['class_names'])}. Wall time "
-        f"{fmt_seconds(m.get('wall_time'))} s.",
+        f"{fmt_seconds(m.get('wall_time'))} s. " + computed_on(m),
         "",
         "The domain classifier (features for the Fréchet distance, precision/recall/density/coverage, the "
         f"conditional accuracy) is `{m['trtr']['unit']['model']}` trained on the real training split (TRTR); TSTR "

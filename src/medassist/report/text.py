@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from medassist.report.format import fmt_value_ci, readable_table
+from medassist.report.format import computed_on, fmt_value_ci, readable_table
 from medassist.report.html import write_report
 from medassist.report.image import _cols, _fig
 from medassist.report.text_analysis import baseline_verdict, text_explanation
@@ -198,7 +198,8 @@ def build_text_report(run_dir: str | Path) -> str:
         f"Run folder `{run_dir.name}`. Splits: "
         + ", ".join(f"{k} {v}" for k, v in data["sizes"].items())
         + f" reports; {len(data['label_names'])} {what}. Every choice was made on the validation "
-        "split; the test split was evaluated only for reporting. Intervals are 95% percentile bootstrap intervals.",
+        "split; the test split was evaluated only for reporting. Intervals are 95% percentile bootstrap intervals. "
+        + computed_on(m),
         "",
         "## Explanation",
         "",
