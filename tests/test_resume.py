@@ -334,14 +334,15 @@ SMALL = ["--models", "mlp,cnn_gap", "--size-fractions", "0.5,1.0", "--transfer",
 
 
 def _numbers(obj, prefix: str = ""):
-    """(path, value) of every number in a metrics.json, timings left out (they differ between any two runs)."""
+    """(path, value) of every number in a metrics.json, timings and peak memory left out (they differ between any two
+    runs)."""
     if isinstance(obj, dict):
         for k, v in obj.items():
             yield from _numbers(v, f"{prefix}.{k}")
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             yield from _numbers(v, f"{prefix}[{i}]")
-    elif isinstance(obj, (int, float)) and not prefix.endswith(("train_time_s", "wall_time")):
+    elif isinstance(obj, (int, float)) and not prefix.endswith(("train_time_s", "wall_time", "_gb")):
         yield prefix, obj
 
 
