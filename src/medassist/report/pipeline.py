@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from medassist.report.document import WORD_LIMITS, Doc, file_problem, read_json
-from medassist.report.format import fmt_seconds, readable_table
+from medassist.report.format import computed_on, fmt_seconds, readable_table
 from medassist.report.html import markdown_to_html
 from medassist.report.parts import part_deploy, part_fairness, part_image, part_synth, part_text
 from medassist.report.words import count_words
@@ -53,6 +53,17 @@ SECTIONS: list[tuple[str, str, Callable[..., list[tuple[str, str]]], tuple[str, 
     ("Part 4: edge deployment", "deploy_image", lambda d, r: part_deploy(d, r, "image"), ("deploy_text",)),
     ("Part 5: ethics and fairness", "fairness", part_fairness, ("fairness_image",)),
 ]
+
+
+def _computed_on(root: Path, parts: dict[str, Any]) -> str:
+    """The method line of the first complete part that recorded its device (every part runs on the pipeline's)."""
+    for info in parts.values():
+        metrics = root / str(info.get("run", "")) / "metrics.json"
+        if info.get("status") == "complete" and metrics.is_file():
+            line = computed_on(read_json(metrics))
+            if line:
+                return line
+    return ""
 
 
 def build_pipeline_report(root: str | Path) -> tuple[str, Doc]:
@@ -99,7 +110,7 @@ def build_pipeline_report(root: str | Path) -> tuple[str, Doc]:
         f"{sum(1 for p in parts.values() if p.get('status') == 'complete')} complete, wall time "
         f"{fmt_seconds(state.get('seconds', 0.0))} s on this machine. Every number comes from the run folders; every "
         "choice was made on validation splits, and test splits were only evaluated. Intervals are 95% bootstrap "
-        "intervals.",
+        "intervals. " + _computed_on(root, parts),
         "",
         "## Summary of the headline results",
         "",

@@ -7,7 +7,15 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import fmt_int, fmt_metric, fmt_percent, fmt_seconds, fmt_value_ci, readable_table
+from medassist.report.format import (
+    computed_on,
+    fmt_int,
+    fmt_metric,
+    fmt_percent,
+    fmt_seconds,
+    fmt_value_ci,
+    readable_table,
+)
 
 TARGET = 0.85
 
@@ -111,7 +119,7 @@ def build_records_report(run_dir: Path, m: dict[str, Any]) -> str:
         f"(of {fmt_int(d['full_sizes']['train'])}), validation {fmt_int(sizes['val'])}, test {fmt_int(sizes['test'])} "
         f"(held out; of {fmt_int(d['full_sizes']['test'])}). "
         f"Columns: {', '.join(f'{c} ({k})' for c, k in d['columns'].items())}. TSTR target: {d['target']}. "
-        f"Wall time {fmt_seconds(m.get('wall_time'))} s.",
+        f"Wall time {fmt_seconds(m.get('wall_time'))} s. " + computed_on(m),
         "",
         "## Reflection",
         "",
