@@ -260,11 +260,11 @@ def ethics_text(metrics: dict[str, Any]) -> str:
 def _ethics_text(metrics: dict[str, Any], *, brief: bool = False, method: bool = False) -> str:
     linked = metrics.get("linked_runs", {})
     src = metrics["source"]
-    extra = (
-        "The image study draws Grad-CAM maps of test images, which show where a model looked."
-        if src["kind"] == "image"
-        else "The text study lists the reports its model got most wrong, so a reader sees how it fails."
-    )
+    extra = {
+        "image": "The image study draws Grad-CAM maps of test images, which show where a model looked.",
+        "outside": "The audited model is outside medassist: only its scores were given, so how it reaches them "
+        "cannot be inspected here; its maker's documentation has to answer that.",
+    }.get(src["kind"], "The text study lists the reports its model got most wrong, so a reader sees how it fails.")
     parts = [_privacy(metrics, linked.get("synth", {}))]
     if metrics.get("demographics"):
         text, _ = _fairness(metrics, brief=brief, method=method)

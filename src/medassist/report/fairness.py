@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -50,11 +51,24 @@ def build_fairness_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     m = json.loads((run_dir / "metrics.json").read_text())
     src = m["source"]
-    out = [f"# Fairness and ethics: {src['dataset']} ({src['kind']} study, model {src['model']})\n"]
+    outside = src["kind"] == "outside"
+    if outside:
+        out = [f"# Fairness and ethics: {src['dataset']} (an outside model's predictions)\n"]
+        where = (
+            f"Audited predictions file: `{src['run']}`; {fmt_int(src['n_test'])} test cases, {fmt_int(src['n_val'])} "
+            f"validation cases, {len(src['labels'])} label(s), split {src['split_rule']}. Scores read from the file "
+            "as given; decisions at 0.5 (binary and multi-label) or the highest probability (multi-class). "
+        )
+    else:
+        out = [f"# Fairness and ethics: {src['dataset']} ({src['kind']} study, model {src['model']})\n"]
+        where = (
+            f"Audited run: `{src['run']}`; {fmt_int(src['n_test'])} test cases, {fmt_int(src['n_val'])} validation "
+            f"cases, {len(src['labels'])} label(s). Predictions read from the run's saved files (no retraining to "
+            "audit). "
+        )
     out.append(
-        f"Audited run: `{src['run']}`; {fmt_int(src['n_test'])} test cases, {fmt_int(src['n_val'])} validation "
-        f"cases, {len(src['labels'])} label(s). Predictions read from the run's saved files (no retraining to audit). "
-        f"Intervals are 95% bootstrap intervals ({fmt_int(m['n_boot'])} resamples within each group); groups with "
+        where
+        + f"Intervals are 95% bootstrap intervals ({fmt_int(m['n_boot'])} resamples within each group); groups with "
         f"fewer than {m['min_group_size']} test cases are listed, not compared. ECE and the equalized-odds and "
         "demographic-parity differences carry bias-corrected percentile intervals (shifted by the bootstrap's bias), "
         "since resampling inflates them; the other metrics plain percentile intervals. A gap is called a disparity "
@@ -139,10 +153,45 @@ def build_fairness_report(run_dir: str | Path) -> str:
                 f"{'yes' if t['cost_within_0_005'] else 'no'})"
             )
         out.append("\n")
+    if outside:
+        out.append(_outside_card(m))
     ethics = run_dir / "ethics.md"
     if ethics.is_file():
         out.append("\n" + ethics.read_text(encoding="utf-8"))
     return "\n".join(s.rstrip("\n") + "\n" if s.endswith("\n") else s for s in out)
+
+
+def _outside_card(m: dict[str, Any]) -> str:
+    """The model-card section of an outside model: what this audit knows of it, and what it cannot know."""
+    src = m["source"]
+    overall = m.get("overall", {}).get("macro", {})
+    rows = src.get("rows", {})
+    known = [
+        f"its scores for {fmt_int(rows.get('total', src['n_test'] + src['n_val']))} cases in `{src['run']}` "
+        f"({fmt_int(rows.get('left_out', 0))} rows marked train left out), task "
+        f"{'binary' if src['task'] == 'multi-class' and len(src['labels']) == 1 else src['task']}, labels "
+        + ", ".join(f"`{x}`" for x in src["labels"]),
+        "the groups the file records: " + (", ".join(f"`{c}`" for c in src["metadata_columns"]) or "none"),
+    ]
+    if overall:
+        known.append(
+            f"on these test cases: macro AUC {fmt_metric(overall['auc'])}, calibration error (ECE) "
+            f"{fmt_metric(overall['ece'])}, and every subgroup number above"
+        )
+    unknown = (
+        "who made the model and which version this is; its architecture and inputs; the data it was trained and "
+        "tuned on, and whether these cases overlap them; its intended use, users and setting; the threshold used "
+        "in practice (this audit decides at 0.5 or the highest probability); how its scores were calibrated; and "
+        "how it behaves on groups the file does not record"
+    )
+    return (
+        "\n## Model card: an outside model\n\n"
+        + "**What is known** (from the file and this audit): "
+        + "; ".join(known)
+        + ".\n\n**What is not known** (ask the model's maker): "
+        + unknown
+        + ". Mitigation by retraining is not possible: only the scores are here.\n"
+    )
 
 
 def write_fairness_report(run_dir: str | Path) -> Path:

@@ -24,6 +24,7 @@ from medassist.errors import MedAssistError
 from medassist.fairness.audit import Scored, audit_grouping
 from medassist.fairness.disparities import chance_summary, disparities
 from medassist.fairness.groups import Grouping, default_groups, make_groupings
+from medassist.fairness.outside import OutsideSpec, read_outside
 from medassist.run import Run
 from medassist.studies.predictions import INFO, read_predictions
 from medassist.train.device import device_option, on_device, precision_option
@@ -34,6 +35,25 @@ class FairnessConfig:
     """The fairness study: which run, which groups, how to mitigate, where to write."""
 
     run: str = option("", "the finished study run folder to audit (text or image study)")
+    predictions: str = option(
+        "", "or: a CSV/Parquet of any model's predictions to audit, one row per case (see the options below)"
+    )
+    label_column: str = option("label", "predictions file: the label column (binary 0/1, or the class)")
+    score_column: str = option("", "predictions file, binary: the column of the positive class's probability")
+    score_columns: list[str] = option(
+        [],
+        "predictions file, multi-class: one probability column per class (named by the class); multi-label: one "
+        "per label, in the order of --label-columns",
+    )
+    label_columns: list[str] = option([], "predictions file, multi-label: one 0/1 column per label")
+    split_column: str = option(
+        "",
+        "predictions file: a column marking rows val (fits the mitigation) or test (audited); without it, a "
+        "seeded split",
+    )
+    group_columns: list[str] = option([], "predictions file: the metadata columns that define groups (sex, race, site)")
+    age_column: str = option("", "predictions file: a column of ages in years, cut into --age-bands")
+    val_fraction: float = option(0.3, "predictions file without a split column: the share of rows for validation")
     groups: list[str] = option(
         [], "groupings to audit: metadata columns, or two joined by * (sex*age); default: sex, age, sex*age"
     )
@@ -111,12 +131,23 @@ def scored(frame: pd.DataFrame, info: dict[str, Any]) -> Scored:
 @on_device
 def run_fairness_study(cfg: FairnessConfig) -> Path:
     """Audit ``cfg.run``; write the fairness run folder and its report; return the folder."""
-    run_dir, source_metrics, info = check_source(cfg.run)
     if cfg.min_group_size < 1 or cfg.n_boot < 1:
         raise MedAssistError(f"min_group_size and n_boot must be at least 1 (got {cfg.min_group_size}, {cfg.n_boot})")
-    val, test = read_predictions(run_dir, "val"), read_predictions(run_dir, "test")
+    if cfg.predictions:
+        if cfg.run:
+            raise MedAssistError("give either --run (a medassist study run) or --predictions (a file), not both")
+        val, test, info = read_outside(_outside_spec(cfg))
+        run_dir, source_metrics = Path(cfg.predictions), {"dataset": info["dataset"]}
+        if cfg.mitigate and val.empty:
+            raise MedAssistError(
+                f"{cfg.predictions}: no rows are marked val, and the mitigation is fitted on validation rows; mark "
+                "some val in the split column, or run with --mitigate false"
+            )
+    else:
+        run_dir, source_metrics, info = check_source(cfg.run)
+        val, test = read_predictions(run_dir, "val"), read_predictions(run_dir, "test")
     meta_cols = list(info.get("metadata_columns", []))
-    names = cfg.groups or default_groups(meta_cols)
+    names = cfg.groups or (meta_cols if info["kind"] == "outside" else default_groups(meta_cols))
     groupings = (
         make_groupings(names, val, test, age_edges=cfg.age_bands, where=str(run_dir)) if names else []
     )  # explicit groups that the metadata lacks are refused here, before any folder is made
@@ -128,6 +159,21 @@ def run_fairness_study(cfg: FairnessConfig) -> Path:
 
         write_fairness_report(run.dir)
     return run.dir
+
+
+def _outside_spec(cfg: FairnessConfig) -> OutsideSpec:
+    return OutsideSpec(
+        path=cfg.predictions,
+        label_column=cfg.label_column,
+        score_column=cfg.score_column,
+        score_columns=list(cfg.score_columns),
+        label_columns=list(cfg.label_columns),
+        split_column=cfg.split_column,
+        group_columns=list(cfg.group_columns),
+        age_column=cfg.age_column,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+    )
 
 
 def _study(
@@ -156,6 +202,8 @@ def _study(
         "metadata_columns": info.get("metadata_columns", []),
         "stated": {c: int(test[c].notna().sum()) for c in info.get("metadata_columns", []) if c in ("sex", "age")},
     }
+    if info["kind"] == "outside":  # a file, not a run: what is known of it
+        source.update(run=info["source_file"], split_rule=info["split_rule"], rows=info["rows"])
     data_info = (json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").is_file() else {}).get(
         "info", {}
     )
@@ -293,7 +341,12 @@ def _mitigate(
     )
     variants["threshold_optimizer"] = post
     notes["threshold_optimizer"] = {"fitted_on": "validation", "skipped_labels": skipped}
-    if cfg.retrain:
+    if cfg.retrain and info["kind"] == "outside":
+        notes["balanced_retrain"] = {
+            "not_run": "the audited model is outside medassist: its scores are here, not the model or its training "
+            "data, so it cannot be retrained; only post-processing applies"
+        }
+    elif cfg.retrain:
         _stage(cfg, f"mitigation by {g.name}: one retrain with group x label balanced weights")
         try:
             p_val, p_test, facts = retrain_weighted(
