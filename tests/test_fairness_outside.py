@@ -148,3 +148,38 @@ def test_a_mostly_empty_group_column_and_missing_splits_are_refused(tmp_path: Pa
     assert main([*argv, "--split-column", "split", "--out", str(tmp_path / "runs")]) == 2
     assert "no rows are marked val, and the mitigation is fitted on validation rows" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_patients_with_several_rows_are_resampled_whole_and_one_class_groups_are_listed(tmp_path: Path) -> None:
+    frame = _frame()
+    sizes = np.random.default_rng(3).integers(1, 7, N)  # one to six rows per patient
+    frame["patient"] = np.repeat(np.arange(N), sizes)[:N]
+    patients = frame["patient"].nunique()
+    frame.loc[frame.site == "south", "sepsis"] = 0  # no positives at one site
+    csv = tmp_path / "p.csv"
+    frame.to_csv(csv, index=False)
+    spec = OutsideSpec(str(csv), label_column="sepsis", score_column="score", id_column="patient")
+    val, test, info = read_outside(spec)
+    assert info["patients"] == patients and "by patient" in info["split_rule"]
+    assert not set(val["cluster:patient"]) & set(test["cluster:patient"])  # a patient's rows stay together
+    from medassist.fairness.audit import Scored, replicates
+
+    y = test[["y"]].to_numpy()
+    p = test[["p:sepsis"]].to_numpy()
+    rows = replicates(Scored(["s"], y, p, (p > 0.5).astype(int)), n_boot=300, rng=np.random.default_rng(0))
+    whole = replicates(
+        Scored(["s"], y, p, (p > 0.5).astype(int), test["cluster:patient"].to_numpy()),
+        n_boot=300,
+        rng=np.random.default_rng(0),
+    )
+    assert np.all(rows["n"] == len(test)) and not np.all(whole["n"] == len(test))  # whole patients drawn
+    assert np.nanstd(whole["prevalence"]) != pytest.approx(np.nanstd(rows["prevalence"]), rel=1e-3)
+    m = _audit(
+        tmp_path,
+        csv,
+        *("--label-column", "sepsis", "--score-column", "score", "--id-column", "patient"),
+        *("--group-columns", "site", "--mitigate", "false"),
+    )
+    assert m["audits"]["site"]["one_class"] == {"south": "no positives"}
+    assert m["source"]["patients"] == patients
+    assert "patient" not in json.dumps(m["source"]["metadata_columns"])

@@ -44,15 +44,19 @@ class Scored:
         y: (N, K) 0/1 truth.
         p: (N, K) scores (probabilities).
         d: (N, K) 0/1 decisions.
+        cluster: (N,) the patient of each case, where a patient has several (the bootstrap then resamples
+            patients, not cases); None when every case is its own patient.
     """
 
     labels: list[str]
     y: np.ndarray
     p: np.ndarray
     d: np.ndarray
+    cluster: np.ndarray | None = None
 
     def rows(self, idx: np.ndarray) -> Scored:
-        return Scored(self.labels, self.y[idx], self.p[idx], self.d[idx])
+        cluster = None if self.cluster is None else self.cluster[idx]
+        return Scored(self.labels, self.y[idx], self.p[idx], self.d[idx], cluster)
 
 
 # --- point estimates (scikit-learn, through MetricFrame) ------------------------------------------------------------
@@ -173,13 +177,17 @@ def resample_counts(index: np.ndarray, n: int) -> np.ndarray:
 
 
 def replicates(s: Scored, *, n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """``n_boot`` bootstrap replicates of every metric on the cases of ``s``: arrays (n_boot, K)."""
+    """``n_boot`` bootstrap replicates of every metric on the cases of ``s``: arrays (n_boot, K). With
+    ``s.cluster``, each replicate draws patients and takes every case of a drawn patient (a cluster bootstrap)."""
     n = len(s.y)
     chunk = max(1, _MAX_CELLS // max(n, 1))
+    codes = None if s.cluster is None else np.unique(s.cluster, return_inverse=True)[1].reshape(-1)
+    units = n if codes is None else int(codes.max()) + 1 if n else 0
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, n_boot, chunk):
-        index = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        parts.append(weighted_metrics(s, resample_counts(index, n)))
+        index = rng.integers(0, units, size=(min(chunk, n_boot - start), units))
+        counts = resample_counts(index, units)
+        parts.append(weighted_metrics(s, counts if codes is None else counts[:, codes]))
     return {m: np.concatenate([p[m] for p in parts]) for m in METRICS}
 
 

@@ -82,7 +82,7 @@ def threshold_optimize(
             x_test, g = test.p[in_test, k : k + 1], g_test[in_test].to_numpy(dtype=object)
             d[in_test, k] = opt.predict(x_test, sensitive_features=g, random_state=seed)
             p[in_test, k] = opt._pmf_predict(x_test, sensitive_features=g)[:, 1]
-    return Scored(test.labels, test.y, p, d), skipped
+    return Scored(test.labels, test.y, p, d, test.cluster), skipped
 
 
 def balanced_weights(y: np.ndarray, groups: pd.Series, multilabel: bool) -> np.ndarray:

@@ -19,6 +19,7 @@ from medassist.errors import DataError, MedAssistError
 
 SPLITS = ("val", "test")
 SPLIT_NAMES = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train"}
+CLUSTER = "cluster:patient"  # the column of patient codes (0, 1, ...) in the frames read here
 MOST_MISSING = 0.5  # a group column empty for more than this share of rows is refused
 
 
@@ -34,6 +35,7 @@ class OutsideSpec:
     split_column: str = ""
     group_columns: list[str] = field(default_factory=list)
     age_column: str = ""
+    id_column: str = ""
     val_fraction: float = 0.3
     seed: int = 0
 
@@ -107,8 +109,11 @@ def _classes(values: pd.Series, names: list[str], column: str, path: Path) -> np
     )
 
 
-def _splits(frame: pd.DataFrame, spec: OutsideSpec, path: Path, strata: np.ndarray) -> tuple[np.ndarray, str]:
-    """Each row's split ('val', 'test' or 'train', which the audit leaves out) and how it was decided."""
+def _splits(
+    frame: pd.DataFrame, spec: OutsideSpec, path: Path, strata: np.ndarray, patients: np.ndarray | None
+) -> tuple[np.ndarray, str]:
+    """Each row's split ('val', 'test' or 'train', which the audit leaves out) and how it was decided. A seeded
+    split keeps each patient's rows together."""
     if spec.split_column:
         raw = frame[spec.split_column].astype(str).str.strip().str.lower()
         unknown = sorted(set(raw) - set(SPLIT_NAMES))
@@ -122,6 +127,16 @@ def _splits(frame: pd.DataFrame, spec: OutsideSpec, path: Path, strata: np.ndarr
         raise MedAssistError(f"val_fraction must be between 0 and 1, got {spec.val_fraction}")
     rng = np.random.default_rng(spec.seed)
     split = np.full(len(frame), "test", dtype=object)
+    if patients is not None:  # whole patients, by the label of their first row
+        first = pd.Series(strata).groupby(patients).first()
+        for s in np.unique(first.to_numpy()):
+            ids = first.index[first.to_numpy() == s].to_numpy()
+            chosen = rng.permutation(ids)[: int(round(spec.val_fraction * len(ids)))]
+            split[np.isin(patients, chosen)] = "val"
+        return split, (
+            f"a seeded split by patient (seed {spec.seed}, stratified by label): {spec.val_fraction:.0%} of the "
+            "patients for validation (fitting the mitigation), the rest for the audit"
+        )
     for s in np.unique(strata):  # stratified by label, so both parts see every class
         rows = np.flatnonzero(strata == s)
         chosen = rng.permutation(rows)[: int(round(spec.val_fraction * len(rows)))]
@@ -204,7 +219,16 @@ def read_outside(spec: OutsideSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
                 "most cases (leave it out, or fill it)"
             )
         meta["age" if c == spec.age_column else str(c)] = s.to_numpy()
-    split, how = _splits(frame, spec, path, strata)
+    clusters: dict[str, Any] = {}
+    if spec.id_column:  # kept as codes only: the ids themselves go nowhere
+        _need(frame, [spec.id_column], path, "id")
+        ids = frame[spec.id_column]
+        if ids.isna().any():
+            raise DataError(f"{path}: id column '{spec.id_column}' is empty in {int(ids.isna().sum())} row(s)")
+        codes, uniques = pd.factorize(ids)
+        meta[CLUSTER] = codes
+        clusters = {"cluster_column": CLUSTER, "patients": len(uniques)}
+    split, how = _splits(frame, spec, path, strata, None if not spec.id_column else meta[CLUSTER].to_numpy())
     out = pd.concat([pd.DataFrame(cols, index=frame.index), meta], axis=1)
     val, test = out[split == "val"].reset_index(drop=True), out[split == "test"].reset_index(drop=True)
     if test.empty:
@@ -216,9 +240,10 @@ def read_outside(spec: OutsideSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
         "model": f"outside model ({path.name})",
         "dataset": path.stem,
         "splits": list(SPLITS),
-        "metadata_columns": list(meta.columns),
+        "metadata_columns": [c for c in meta.columns if c != CLUSTER],
         "split_rule": how,
         "rows": {"total": len(frame), "val": len(val), "test": len(test), "left_out": int((split == "train").sum())},
         "source_file": path.name,
+        **clusters,
     }
     return val, test, info

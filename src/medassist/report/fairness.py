@@ -100,6 +100,12 @@ def build_fairness_report(run_dir: str | Path) -> str:
         out.append(f"Test cases per group: {counts}.\n")
         if entry.get("not_compared"):
             out.append(f"Not compared (too small or not stated): {', '.join(entry['not_compared'])}.\n")
+        if entry.get("one_class"):
+            out.append(
+                "Listed, not compared (one class only among its test cases): "
+                + ", ".join(f"{k} ({v})" for k, v in entry["one_class"].items())
+                + ".\n"
+            )
         if "table" not in entry:
             out.append(f"\n{entry.get('note', '')}\n")
             continue

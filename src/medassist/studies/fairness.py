@@ -53,6 +53,9 @@ class FairnessConfig:
     )
     group_columns: list[str] = option([], "predictions file: the metadata columns that define groups (sex, race, site)")
     age_column: str = option("", "predictions file: a column of ages in years, cut into --age-bands")
+    id_column: str = option(
+        "", "predictions file: a patient id; a patient with several rows is resampled whole (never written out)"
+    )
     val_fraction: float = option(0.3, "predictions file without a split column: the share of rows for validation")
     groups: list[str] = option(
         [], "groupings to audit: metadata columns, or two joined by * (sex*age); default: sex, age, sex*age"
@@ -116,16 +119,17 @@ def scored(frame: pd.DataFrame, info: dict[str, Any]) -> Scored:
     a binary task's positive class at the arg-max, and each class of a multi-class task one-vs-rest."""
     names = info["label_names"]
     p = frame[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
+    cluster = frame[info["cluster_column"]].to_numpy() if info.get("cluster_column") else None
     if info["task"] == "multi-label":
         y = frame[[f"y:{n}" for n in names]].to_numpy(dtype=np.int64)
         t = np.asarray(info.get("thresholds") or [0.5] * len(names), dtype=np.float64)
-        return Scored(list(names), y, p, (p >= t).astype(np.int64))
+        return Scored(list(names), y, p, (p >= t).astype(np.int64), cluster)
     cls = frame["y"].to_numpy(dtype=np.int64)
     pred = p.argmax(axis=1)
     keep = [1] if len(names) == 2 else list(range(len(names)))
     y = np.stack([(cls == c).astype(np.int64) for c in keep], axis=1)
     d = np.stack([(pred == c).astype(np.int64) for c in keep], axis=1)
-    return Scored([names[c] for c in keep], y, p[:, keep], d)
+    return Scored([names[c] for c in keep], y, p[:, keep], d, cluster)
 
 
 @on_device
@@ -171,6 +175,7 @@ def _outside_spec(cfg: FairnessConfig) -> OutsideSpec:
         split_column=cfg.split_column,
         group_columns=list(cfg.group_columns),
         age_column=cfg.age_column,
+        id_column=cfg.id_column,
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
     )
@@ -204,6 +209,8 @@ def _study(
     }
     if info["kind"] == "outside":  # a file, not a run: what is known of it
         source.update(run=info["source_file"], split_rule=info["split_rule"], rows=info["rows"])
+        if info.get("cluster_column"):
+            source["patients"] = info["patients"]
     data_info = (json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").is_file() else {}).get(
         "info", {}
     )
@@ -237,8 +244,12 @@ def _study(
     for g in groupings:
         counts = {str(k): int(v) for k, v in g.counts().items()}
         compared = g.compared(cfg.min_group_size)
+        one_class = _one_class(s_test, g, compared)
+        compared = [c for c in compared if c not in one_class]
         small = {k: v for k, v in counts.items() if k not in compared}
         entry: dict[str, Any] = {"counts": counts, "compared": compared, "not_compared": small}
+        if one_class:
+            entry["one_class"] = one_class
         run.write_table(f"groups_{_slug(g.name)}", pd.DataFrame({"group": list(counts), "test_cases": counts.values()}))
         if len(compared) < 2:
             entry["note"] = (
@@ -284,6 +295,20 @@ def _study(
         metrics["mitigation"] = _mitigate(run, cfg, run_dir, info, s_val, s_test, *audits[name][:2])
         metrics["timing"]["mitigation_s"] = time.perf_counter() - t1
     write_ethics(run, metrics, source_metrics, cfg)
+
+
+def _one_class(s: Scored, g: Grouping, groups: list[str]) -> dict[str, str]:
+    """The groups of a one-label audit whose test cases are all negative or all positive: AUC, sensitivity or
+    specificity are undefined there, so they are listed, not compared."""
+    if len(s.labels) != 1:
+        return {}
+    y, gt = s.y[:, 0], g.test.to_numpy(dtype=object)
+    out = {}
+    for c in groups:
+        yc = y[gt == c]
+        if yc.min() == yc.max():
+            out[c] = "no positives" if yc.max() == 0 else "no negatives"
+    return out
 
 
 def _slug(name: str) -> str:
