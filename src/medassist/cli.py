@@ -274,6 +274,11 @@ def cmd_data_list(args: argparse.Namespace) -> int:
             f"  {'*' if name in have else ' '} {name:16s} {info.task:26s} ch={info.n_channels} "
             f"classes={len(info.labels):2d} train/val/test={sizes}"
         )
+    from medassist.data.heart_disease import heart_disease_present
+
+    mark = "*" if heart_disease_present(root) else " "
+    kind = "tabular, binary (num > 0)"
+    print(f"  {mark} {'heart_disease':16s} {kind:26s} 920 patients of 4 hospitals (sex, age, site)")
     print("(* = present)")
     return 0
 
@@ -282,6 +287,12 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     from medassist.data import load_medmnist
 
     for name in args.names:
+        if name == "heart_disease":
+            from medassist.data.heart_disease import heart_disease_dir, load_heart_disease
+
+            table = load_heart_disease(args.data_dir, download=True)
+            print(f"{name}: ok ({len(table)} patients, {heart_disease_dir(args.data_dir)})")
+            continue
         data = load_medmnist(name, data_dir=args.data_dir, download=True)
         print(f"{name}: ok ({data.info.get('path')})")
     return 0
@@ -550,8 +561,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = dsub.add_parser("list", help="the MedMNIST v2 data sets and which are present")
     p.add_argument("--data-dir", help="data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     p.set_defaults(func=cmd_data_list)
-    p = dsub.add_parser("fetch", help="download MedMNIST files (MD5-checked)")
-    p.add_argument("names", nargs="+", help="data set names, e.g. pneumoniamnist breastmnist")
+    p = dsub.add_parser("fetch", help="download MedMNIST files or UCI Heart Disease (MD5-checked)")
+    p.add_argument("names", nargs="+", help="data set names, e.g. pneumoniamnist breastmnist heart_disease")
     p.add_argument("--data-dir", help="data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     p.set_defaults(func=cmd_data_fetch)
     p = dsub.add_parser("info", help="the datasheet of a data set: source, licence, demographics, gaps, label noise")
