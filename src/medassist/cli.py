@@ -219,6 +219,12 @@ def cmd_bench_synth(args: argparse.Namespace) -> int:
     return _run(args, SynthBenchConfig, "bench_synth", run_synth_benchmark)
 
 
+def cmd_tabular(args: argparse.Namespace) -> int:
+    from medassist.studies.tabular import TabularConfig, run_tabular_study
+
+    return _run(args, TabularConfig, "tabular", run_tabular_study)
+
+
 def cmd_fairness(args: argparse.Namespace) -> int:
     from medassist.studies.fairness import FairnessConfig, run_fairness_study
 
@@ -482,12 +488,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sub,
         "fairness",
         "medassist.studies.fairness:FairnessConfig",
-        "audit a finished study run across patient subgroups (sex, age, sex x age, metadata columns), mitigate, "
-        "and write the ethics report",
+        "audit a finished study run, or any model's predictions file, across patient subgroups (sex, age, sex x "
+        "age, metadata columns), mitigate, and write the ethics report",
         "quick",
         path[:1] == ("fairness",),
     )
     p.set_defaults(func=cmd_fairness)
+
+    p = _study_parser(
+        sub,
+        "tabular",
+        "medassist.studies.tabular:TabularConfig",
+        "a table of patients (UCI heart disease, or a CSV) to a tuned logistic regression and gradient-boosted "
+        "model, chosen on validation, tested with intervals, predictions saved for the fairness audit",
+        "quick",
+        path[:1] == ("tabular",),
+    )
+    p.set_defaults(func=cmd_tabular)
 
     bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)

@@ -262,6 +262,8 @@ def _ethics_text(metrics: dict[str, Any], *, brief: bool = False, method: bool =
     src = metrics["source"]
     extra = {
         "image": "The image study draws Grad-CAM maps of test images, which show where a model looked.",
+        "tabular": "The tabular study saves every setting it tried and the coefficients or trees of its chosen "
+        "model, so the features that drive a prediction can be read.",
         "outside": "The audited model is outside medassist: only its scores were given, so how it reaches them "
         "cannot be inspected here; its maker's documentation has to answer that.",
     }.get(src["kind"], "The text study lists the reports its model got most wrong, so a reader sees how it fails.")

@@ -151,7 +151,11 @@ def run_fairness_study(cfg: FairnessConfig) -> Path:
         run_dir, source_metrics, info = check_source(cfg.run)
         val, test = read_predictions(run_dir, "val"), read_predictions(run_dir, "test")
     meta_cols = list(info.get("metadata_columns", []))
-    names = cfg.groups or (meta_cols if info["kind"] == "outside" else default_groups(meta_cols))
+    names = cfg.groups or (
+        meta_cols
+        if info["kind"] == "outside"
+        else (["site"] if info["kind"] == "tabular" and "site" in meta_cols else []) + default_groups(meta_cols)
+    )
     groupings = (
         make_groupings(names, val, test, age_edges=cfg.age_bands, where=str(run_dir)) if names else []
     )  # explicit groups that the metadata lacks are refused here, before any folder is made
@@ -370,6 +374,11 @@ def _mitigate(
         notes["balanced_retrain"] = {
             "not_run": "the audited model is outside medassist: its scores are here, not the model or its training "
             "data, so it cannot be retrained; only post-processing applies"
+        }
+    elif cfg.retrain and info["kind"] == "tabular":
+        notes["balanced_retrain"] = {
+            "not_run": "the balanced retrain covers the models of the training engine (text and image studies); a "
+            "tabular study's scikit-learn model is mitigated by post-processing only"
         }
     elif cfg.retrain:
         _stage(cfg, f"mitigation by {g.name}: one retrain with group x label balanced weights")
