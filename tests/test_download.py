@@ -210,3 +210,26 @@ def test_load_medmnist_failed_download_names_file_and_place(monkeypatch: pytest.
     message = str(info.value)
     assert "breastmnist.npz" in message
     assert str(tmp_path / "medmnist" / "breastmnist.npz") in message
+
+
+def test_heart_disease_downloads_each_site_md5_checked_and_refuses_a_changed_file(
+    server, real_data_dir: Path, tmp_path: Path
+) -> None:
+    from medassist.data.heart_disease import SITES, SUBDIR, load_heart_disease
+
+    base, files = server
+    for name, _, _ in SITES.values():
+        files[f"/uci/{name}"] = (real_data_dir / SUBDIR / name).read_bytes()
+    with pytest.raises(DataError, match=r"processed.cleveland.data is not at .*medassist data fetch heart_disease"):
+        load_heart_disease(tmp_path / "offline")
+    table = load_heart_disease(tmp_path / "ok", download=True, url=f"{base}/uci/", progress=False)
+    assert len(table) == 920 and table.groupby("site").size().to_dict() == {
+        "Cleveland": 303,
+        "Hungary": 294,
+        "Switzerland": 123,
+        "VA Long Beach": 200,
+    }
+    files["/uci/processed.va.data"] = files["/uci/processed.va.data"][:-10] + b"9,9,9,9,9\n"
+    with pytest.raises(ChecksumError, match="processed.va.data .* has md5 .*Nothing was saved"):
+        load_heart_disease(tmp_path / "bad", download=True, url=f"{base}/uci/", progress=False)
+    assert not (tmp_path / "bad" / SUBDIR / "processed.va.data").exists()

@@ -487,12 +487,12 @@ def _provenance(run: Run, data: ImageData | None, names: list[str]) -> None:
 @on_device
 def run_synth_study(cfg: SynthStudyConfig) -> Path:
     """Run the synthetic-data study (images, or patient records with ``data`` = padchest-records | records)."""
-    if cfg.data in ("padchest-records", "records"):
+    if cfg.data in ("padchest-records", "records", "heart_disease"):
         from medassist.synth.tabular import run_records_study
 
         return run_records_study(cfg)
     if cfg.data != "images":
-        raise MedAssistError(f"unknown data '{cfg.data}'; choose images, padchest-records or records")
+        raise MedAssistError(f"unknown data '{cfg.data}'; choose images, padchest-records, heart_disease or records")
     t0 = time.perf_counter()
     data = _load(cfg)
     _check(cfg, data)

@@ -94,7 +94,9 @@ class RecordsConfig:
 class SynthStudyConfig:
     """The synthetic-data study: which data, which generators, how long to train, where to write."""
 
-    data: str = option("images", "images | padchest-records | records (a CSV given in records.path)")
+    data: str = option(
+        "images", "images | padchest-records | heart_disease (UCI, four hospitals) | records (a CSV in records.path)"
+    )
     dataset: str = option("pneumoniamnist", "MedMNIST v2 data set (ignored when `images` is set)")
     images: str = option("", "your own images: a folder with one subfolder per class, or a CSV (path,label,...)")
     path_column: str = option("path", "CSV images: the column with each image's path")
