@@ -73,6 +73,8 @@ def test_image_csv_run_with_metadata_is_audited_end_to_end(tmp_path: Path, capsy
         "site,sex*age",
         "--min-group-size",
         "5",
+        "--min-class-cases",
+        "1",  # a tiny fixture: compare groups down to a single case of a class
         "--n-boot",
         "50",
         "--out",

@@ -102,9 +102,8 @@ def build_fairness_report(run_dir: str | Path) -> str:
             out.append(f"Not compared (too small or not stated): {', '.join(entry['not_compared'])}.\n")
         if entry.get("one_class"):
             out.append(
-                "Listed, not compared (one class only among its test cases): "
-                + ", ".join(f"{k} ({v})" for k, v in entry["one_class"].items())
-                + ".\n"
+                "Listed, not compared (too few positive or negative test cases for AUC, sensitivity and "
+                "specificity): " + ", ".join(f"{k} ({v})" for k, v in entry["one_class"].items()) + ".\n"
             )
         if "table" not in entry:
             out.append(f"\n{entry.get('note', '')}\n")

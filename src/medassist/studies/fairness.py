@@ -62,6 +62,11 @@ class FairnessConfig:
     )
     age_bands: list[float] = option([40.0, 60.0, 80.0], "ages (years) at which the age bands are cut")
     min_group_size: int = option(30, "groups with fewer test cases are listed with their counts but not compared")
+    min_class_cases: int = option(
+        5,
+        "one-label audits: a group with fewer positive or fewer negative test cases is listed, not compared (its "
+        "AUC, sensitivity or specificity would rest on a handful of patients)",
+    )
     n_boot: int = option(1000, "bootstrap resamples (within groups) for the 95% intervals")
     mitigate: bool = option(True, "mitigate: ThresholdOptimizer on validation, and the balanced retrain")
     mitigate_group: str = option("", "the grouping mitigation balances (default: the first audited grouping)")
@@ -248,7 +253,7 @@ def _study(
     for g in groupings:
         counts = {str(k): int(v) for k, v in g.counts().items()}
         compared = g.compared(cfg.min_group_size)
-        one_class = _one_class(s_test, g, compared)
+        one_class = _one_class(s_test, g, compared, cfg.min_class_cases)
         compared = [c for c in compared if c not in one_class]
         small = {k: v for k, v in counts.items() if k not in compared}
         entry: dict[str, Any] = {"counts": counts, "compared": compared, "not_compared": small}
@@ -301,17 +306,21 @@ def _study(
     write_ethics(run, metrics, source_metrics, cfg)
 
 
-def _one_class(s: Scored, g: Grouping, groups: list[str]) -> dict[str, str]:
-    """The groups of a one-label audit whose test cases are all negative or all positive: AUC, sensitivity or
-    specificity are undefined there, so they are listed, not compared."""
+def _one_class(s: Scored, g: Grouping, groups: list[str], min_cases: int = 1) -> dict[str, str]:
+    """The groups of a one-label audit with fewer than ``min_cases`` positive or negative test cases: AUC,
+    sensitivity or specificity are undefined there or rest on a handful of patients, so they are listed, not
+    compared."""
     if len(s.labels) != 1:
         return {}
     y, gt = s.y[:, 0], g.test.to_numpy(dtype=object)
     out = {}
     for c in groups:
         yc = y[gt == c]
-        if yc.min() == yc.max():
-            out[c] = "no positives" if yc.max() == 0 else "no negatives"
+        pos, neg = int(yc.sum()), int(len(yc) - yc.sum())
+        if min(pos, neg) < max(1, min_cases):
+            which = "positives" if pos <= neg else "negatives"
+            count = min(pos, neg)
+            out[c] = f"no {which}" if count == 0 else f"{count} {which[:-1] if count == 1 else which}"
     return out
 
 
