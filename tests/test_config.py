@@ -20,6 +20,7 @@ from medassist.studies.image import ImageStudyConfig
 from medassist.studies.pipeline import PipelineConfig, expand_profiles
 from medassist.studies.synth_config import SynthStudyConfig
 from medassist.studies.text import TextStudyConfig
+from medassist.studies.tabular import TabularConfig
 from medassist.studies.tune import TuneConfig
 
 SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))
@@ -36,6 +37,7 @@ CLASSES = {
     "tune": TuneConfig,
     "bench_ddp": DDPBenchConfig,
     "all": PipelineConfig,
+    "tabular": TabularConfig,
 }
 
 

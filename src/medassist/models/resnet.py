@@ -4,7 +4,6 @@ stage never runs at full resolution."""
 
 from __future__ import annotations
 
-from monai.networks.nets import ResNet
 from torch import nn
 
 from medassist.models.registry import register_model
@@ -22,6 +21,8 @@ def stem(image_size: int) -> dict[str, int | bool]:
 def _resnet(
     block: str, layers: list[int], *, num_classes: int, in_channels: int, dropout: float, image_size: int
 ) -> nn.Module:
+    from monai.networks.nets import ResNet  # imported when a ResNet is built: MONAI takes seconds to import
+
     net = ResNet(
         block=block,
         layers=layers,
