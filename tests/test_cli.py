@@ -95,3 +95,28 @@ def test_study_options_only_for_the_chosen_command(capsys) -> None:
         main(["bench", "medmnist", "--help"])
     out = capsys.readouterr().out
     assert "--recipe.lr" in out and "--train.lr" not in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--mlflow"], {"mlflow": True, "progress": True}),
+        (["--mlflow", "true", "--progress", "false"], {"mlflow": True, "progress": False}),
+        (["--no-progress", "--no-pdf"], {"progress": False, "pdf": False}),
+        (["--image.train.augment", "--no-image.train.early-stopping"], {}),
+    ],
+)
+def test_yes_no_options_are_bare_flags_too(flags: list[str], expected: dict, capsys) -> None:
+    import yaml
+
+    assert main(["all", "--profile", "debug", *flags, "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert {k: cfg[k] for k in expected} == expected
+    if "--image.train.augment" in flags:
+        assert cfg["image"]["train"]["augment"] is True and cfg["image"]["train"]["early_stopping"] is False
+
+
+def test_every_benchmark_takes_progress(capsys) -> None:
+    for command in (["bench", "serve"], ["bench", "ddp"], ["bench", "synth"], ["bench", "text"]):
+        assert main([*command, "--no-progress", "--print-config"]) == 0, command
+        assert "progress: false" in capsys.readouterr().out

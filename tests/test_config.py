@@ -19,8 +19,8 @@ from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image import ImageStudyConfig
 from medassist.studies.pipeline import PipelineConfig, expand_profiles
 from medassist.studies.synth_config import SynthStudyConfig
-from medassist.studies.text import TextStudyConfig
 from medassist.studies.tabular import TabularConfig
+from medassist.studies.text import TextStudyConfig
 from medassist.studies.tune import TuneConfig
 
 SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))

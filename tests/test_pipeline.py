@@ -217,3 +217,15 @@ def test_the_debug_pipeline_writes_one_report_of_every_part(real_data_dir: Path,
         assert f"Figure {i}." in md and md.count(f"Figure {i}") >= 2
     assert "## Appendix: where each deliverable is answered" in md and "## References" in md
     assert words("one two, three") == 3
+
+
+def test_medassist_all_exits_1_when_a_part_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    studies = FakeStudies(fail=("image",))
+    monkeypatch.setattr(pipeline, "_import", studies)
+    monkeypatch.setattr("medassist.report.pipeline.write_pipeline_report", lambda root, pdf=True: root)
+    argv = ["all", "--parts", "text,image,deploy_text", "--out", str(tmp_path), "--no-progress", "--no-pdf"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "medassist all: 1 part(s) did not complete: image (failed)" in err
+    monkeypatch.setattr(pipeline, "_import", FakeStudies())
+    assert main([*argv[:-4], "--out", str(tmp_path / "ok"), "--no-progress", "--no-pdf"]) == 0

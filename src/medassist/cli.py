@@ -43,6 +43,21 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: s
             _add_dataclass_options(parser, hint, f"{prefix}{f.name}.", sub)  # type: ignore[arg-type]
             continue
         flag = f"--{prefix}{f.name}".replace("_", "-")
+        if hint is bool:  # --mlflow, --mlflow true|false, and --no-mlflow
+            target.add_argument(
+                flag,
+                dest=f"opt:{prefix}{f.name}",
+                default=None,
+                nargs="?",
+                const="true",
+                metavar="true|false",
+                help=f"{help_text} (default: {_fmt_default(f)}; --no-{prefix}{f.name.replace('_', '-')}: false)",
+            )
+            negative = f"--no-{prefix}{f.name}".replace("_", "-")
+            target.add_argument(
+                negative, dest=f"opt:{prefix}{f.name}", action="store_const", const="false", help=argparse.SUPPRESS
+            )
+            continue
         meta = "LIST" if typing.get_origin(hint) is list else f.name.upper()
         target.add_argument(
             flag,
@@ -163,9 +178,11 @@ def _command_path(argv: list[str]) -> tuple[str, ...]:
     return tuple(words[:2])
 
 
-def _run(args: argparse.Namespace, cls: type, study: str, runner: Any, expand: Any = None) -> int:
+def _run(
+    args: argparse.Namespace, cls: type, study: str, runner: Any, expand: Any = None, exit_code: Any = None
+) -> int:
     """Resolve the config of ``study`` (on ``--resume``, the run's saved one); print it (``--print-config``) or
-    run it."""
+    run it. ``exit_code(out)`` (if given) turns what the runner returned into the exit status (0 by default)."""
     cfg = _resolve(cls, args, study, expand)
     if getattr(cfg, "resume", ""):
         cfg = _resumed(cls, args, study, cfg, expand)
@@ -186,7 +203,7 @@ def _run(args: argparse.Namespace, cls: type, study: str, runner: Any, expand: A
     out = runner(cfg)
     if isinstance(out, Path) and main_rank:
         print(f"run complete: {out}\nreport: {out / 'report.md'} and {out / 'report.html'}")
-    return 0
+    return exit_code(out) if exit_code is not None and main_rank else 0
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -244,9 +261,9 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    from medassist.studies.pipeline import PipelineConfig, expand_profiles, run_pipeline
+    from medassist.studies.pipeline import PipelineConfig, exit_status, expand_profiles, run_pipeline
 
-    return _run(args, PipelineConfig, "all", run_pipeline, expand_profiles)
+    return _run(args, PipelineConfig, "all", run_pipeline, expand_profiles, exit_status)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ class DDPBenchConfig:
     train: TrainConfig = field(default_factory=_train, metadata={"help": "the fixed training work"})
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
+    progress: bool = option(True, "show a progress bar (the table is printed either way)")
 
 
 def work(cfg: DDPBenchConfig, out: Path) -> None:
@@ -103,7 +104,7 @@ def run_ddp_benchmark(cfg: DDPBenchConfig) -> Run:
         scratch = Path(tmp)
         results: dict[int, list[dict]] = {n: [] for n in cfg.processes}
         jobs = [(n, -1) for n in cfg.processes] + [(n, i) for i in range(cfg.repeats) for n in cfg.processes]
-        for n, i in tqdm(jobs, desc="ddp benchmark"):
+        for n, i in tqdm(jobs, desc="ddp benchmark", disable=not cfg.progress):
             r = _launch(cfg, n, scratch, i)
             if i >= 0:  # the first run of each count warms the caches and is not counted
                 results[n].append(r)

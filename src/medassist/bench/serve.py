@@ -59,6 +59,7 @@ class ServeBenchConfig:
     phase_timeout: float = option(180.0, "seconds a phase may take; requests still open then count as errors")
     data_dir: str = option("", "data directory with PneumoniaMNIST (default: $MEDASSIST_DATA_DIR); random if absent")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
+    progress: bool = option(True, "print each phase's numbers as it ends (the table is printed either way)")
 
 
 def _images(data_dir: str, n: int = 50) -> list[bytes]:
@@ -223,11 +224,13 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
                         for load, n, conc in loads:
                             res = asyncio.run(_phase(server.url, kind, payloads, n, conc, cfg.phase_timeout))
                             rows.append({"workers": workers, "mode": mode, "kind": kind, "load": load, **res})
-                            print(
-                                f"[bench serve] workers {workers}, {mode}, {kind}, {load}: "
-                                f"{res['throughput_per_s']:.0f}/s, p95 {res['p95_ms']:.1f} ms, {res['errors']} errors",
-                                file=sys.stderr,
-                            )
+                            if cfg.progress:
+                                speed = f"{res['throughput_per_s']:.0f}/s, p95 {res['p95_ms']:.1f} ms"
+                                print(
+                                    f"[bench serve] workers {workers}, {mode}, {kind}, {load}: {speed}, "
+                                    f"{res['errors']} errors",
+                                    file=sys.stderr,
+                                )
                 finally:
                     server.stop()
         df = pd.DataFrame(rows)

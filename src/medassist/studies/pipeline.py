@@ -270,6 +270,19 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     return root
 
 
+def exit_status(root: Path) -> int:
+    """The exit status of ``medassist all``: 1 when any part did not complete (the report is written and names
+    it), else 0."""
+    state = json.loads((Path(root) / PIPELINE_FILE).read_text())
+    failed = {n: p.get("status") for n, p in state.get("parts", {}).items() if p.get("status") != "complete"}
+    if failed:
+        listed = ", ".join(f"{n} ({s})" for n, s in failed.items())
+        print(f"medassist all: {len(failed)} part(s) did not complete: {listed}; see {root / 'report.html'}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
 def _tracker(cfg: PipelineConfig, root: Path) -> Any:
     if not cfg.mlflow:
         return None
