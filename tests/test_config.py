@@ -7,38 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from medassist.bench.ddp import DDPBenchConfig
-from medassist.bench.medmnist import BenchConfig
-from medassist.bench.serve import ServeBenchConfig
-from medassist.bench.synth import SynthBenchConfig
-from medassist.bench.text import TextBenchConfig
 from medassist.config import TrainConfig, apply_overrides, from_dict, load_yaml
 from medassist.errors import MedAssistError
-from medassist.studies.deploy import DeployConfig
-from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image import ImageStudyConfig
-from medassist.studies.pipeline import PipelineConfig, expand_profiles
-from medassist.studies.synth_config import SynthStudyConfig
-from medassist.studies.tabular import TabularConfig
+from medassist.studies.pipeline import expand_profiles
+from medassist.studies.table import STUDIES, load
 from medassist.studies.text import TextStudyConfig
-from medassist.studies.tune import TuneConfig
 
 SHIPPED = sorted(Path(str(resources.files("medassist") / "configs")).rglob("*.yaml"))
-CLASSES = {
-    "image": ImageStudyConfig,
-    "bench": BenchConfig,
-    "text": TextStudyConfig,
-    "bench_text": TextBenchConfig,
-    "deploy": DeployConfig,
-    "synth": SynthStudyConfig,
-    "bench_synth": SynthBenchConfig,
-    "bench_serve": ServeBenchConfig,
-    "fairness": FairnessConfig,
-    "tune": TuneConfig,
-    "bench_ddp": DDPBenchConfig,
-    "all": PipelineConfig,
-    "tabular": TabularConfig,
-}
+CLASSES = {s.profile_folder: load(s.config) for s in STUDIES}  # the study table: every profile folder's class
+
+
+def test_every_profile_folder_is_a_study_of_the_table() -> None:
+    assert {p.parent.name for p in SHIPPED} == set(CLASSES)
 
 
 def test_profiles_are_shipped() -> None:

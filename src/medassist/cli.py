@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import os
 import sys
 import typing
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medassist.config import RESUME_FREE_KEYS, apply_overrides, flatten, from_dict, load_yaml, merge, to_dict
+from medassist.config import (
+    RESUME_FREE_KEYS,
+    apply_overrides,
+    flatten,
+    from_dict,
+    load_yaml,
+    merge,
+    profile_path,
+    to_dict,
+)
 from medassist.errors import MedAssistError
+from medassist.studies.table import GROUPS, STUDIES, Study, load
 
 PROFILES_HELP = "shipped profile: debug (seconds), quick (minutes), full (the complete study)"
-
-
-def profile_path(study: str, profile: str) -> Path:
-    """Path of a shipped config profile, e.g. ``image/quick``."""
-    path = Path(str(resources.files("medassist") / "configs" / study / f"{profile}.yaml"))
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise MedAssistError(f"unknown profile '{profile}' for {study}; shipped profiles: {', '.join(known)}")
-    return path
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "", group: Any = None) -> None:
@@ -206,83 +207,13 @@ def _run(
     return exit_code(out) if exit_code is not None and main_rank else 0
 
 
-def cmd_image(args: argparse.Namespace) -> int:
-    from medassist.studies.image import ImageStudyConfig, run_image_study
-
-    return _run(args, ImageStudyConfig, "image", run_image_study)
-
-
-def cmd_text(args: argparse.Namespace) -> int:
-    from medassist.studies.text import TextStudyConfig, run_text_study
-
-    return _run(args, TextStudyConfig, "text", run_text_study)
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    from medassist.studies.deploy import DeployConfig, run_deploy_study
-
-    return _run(args, DeployConfig, "deploy", run_deploy_study)
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from medassist.studies.synth import SynthStudyConfig, run_synth_study
-
-    return _run(args, SynthStudyConfig, "synth", run_synth_study)
-
-
-def cmd_bench_synth(args: argparse.Namespace) -> int:
-    from medassist.bench.synth import SynthBenchConfig, run_synth_benchmark
-
-    return _run(args, SynthBenchConfig, "bench_synth", run_synth_benchmark)
-
-
-def cmd_tabular(args: argparse.Namespace) -> int:
-    from medassist.studies.tabular import TabularConfig, run_tabular_study
-
-    return _run(args, TabularConfig, "tabular", run_tabular_study)
-
-
-def cmd_fairness(args: argparse.Namespace) -> int:
-    from medassist.studies.fairness import FairnessConfig, run_fairness_study
-
-    return _run(args, FairnessConfig, "fairness", run_fairness_study)
-
-
-def cmd_bench_medmnist(args: argparse.Namespace) -> int:
-    from medassist.bench.medmnist import BenchConfig, run_benchmark
-
-    return _run(args, BenchConfig, "bench", run_benchmark)
-
-
-def cmd_bench_text(args: argparse.Namespace) -> int:
-    from medassist.bench.text import TextBenchConfig, run_text_benchmark
-
-    return _run(args, TextBenchConfig, "bench_text", run_text_benchmark)
-
-
-def cmd_all(args: argparse.Namespace) -> int:
-    from medassist.studies.pipeline import PipelineConfig, exit_status, expand_profiles, run_pipeline
-
-    return _run(args, PipelineConfig, "all", run_pipeline, expand_profiles, exit_status)
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    from medassist.studies.tune import TuneConfig, run_tune
-
-    args.set = [*(args.set or []), f"study={args.tune}"]
-    return _run(args, TuneConfig, "tune", run_tune)
-
-
-def cmd_bench_serve(args: argparse.Namespace) -> int:
-    from medassist.bench.serve import ServeBenchConfig, run_serve_benchmark
-
-    return _run(args, ServeBenchConfig, "bench_serve", run_serve_benchmark)
-
-
-def cmd_bench_ddp(args: argparse.Namespace) -> int:
-    from medassist.bench.ddp import DDPBenchConfig, run_ddp_benchmark
-
-    return _run(args, DDPBenchConfig, "bench_ddp", run_ddp_benchmark)
+def run_study(args: argparse.Namespace, study: Study) -> int:
+    """A study command of the study table: resolve its options and run it."""
+    if study.preset:  # after the user's options, so that they win
+        args.set = [*(args.set or []), *study.preset]
+    expand = load(study.expand) if study.expand else None
+    exit_status = load(study.exit_status) if study.exit_status else None
+    return _run(args, load(study.config), study.profile_folder, load(study.runner), expand, exit_status)
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -448,147 +379,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medassist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _study_parser(
-        sub,
-        "image",
-        "medassist.studies.image_config:ImageStudyConfig",
-        "the medical image study: capacity, bias-variance, regularisation, transfer learning, test "
-        "metrics with confidence intervals, Grad-CAM, report",
-        "quick",
-        path[:1] == ("image",),
-    )
-    p.set_defaults(func=cmd_image)
-    p = _study_parser(
-        sub,
-        "text",
-        "medassist.studies.text:TextStudyConfig",
-        "the clinical text study: recurrent model vs Transformer on radiology reports, regularisation "
-        "sweep, vanishing gradients, TF-IDF baseline, error analysis, report",
-        "quick",
-        path[:1] == ("text",),
-    )
-    p.set_defaults(func=cmd_text)
-    p = _study_parser(
-        sub,
-        "deploy",
-        "medassist.studies.deploy:DeployConfig",
-        "compress a study's model for the point of care (ONNX, int8, pruning, distillation), benchmark size, "
-        "latency, throughput and accuracy of every variant, and write a verified bundle",
-        "quick",
-        path[:1] == ("deploy",),
-    )
-    p.set_defaults(func=cmd_deploy)
-
-    p = _study_parser(
-        sub,
-        "synth",
-        "medassist.studies.synth_config:SynthStudyConfig",
-        "the synthetic-data study: VAE, GAN and diffusion generators (and a DP-SGD VAE) for medical images, SDV "
-        "generators for patient records, measured for fidelity, usefulness (TSTR) and privacy (DCR, attacks), report",
-        "quick",
-        path[:1] == ("synth",),
-    )
-    p.set_defaults(func=cmd_synth)
-
-    p = _study_parser(
-        sub,
-        "all",
-        "medassist.studies.pipeline:PipelineConfig",
-        "the whole assistant: the text, image, synthetic-data, deploy and fairness studies in one parent folder, "
-        "each fed the runs it builds on, and one report of Parts 1-5 (report.html and report.pdf)",
-        "quick",
-        path[:1] == ("all",),
-    )
-    p.set_defaults(func=cmd_all)
-
-    p = _study_parser(
-        sub,
-        "fairness",
-        "medassist.studies.fairness:FairnessConfig",
-        "audit a finished study run, or any model's predictions file, across patient subgroups (sex, age, sex x "
-        "age, metadata columns), mitigate, and write the ethics report",
-        "quick",
-        path[:1] == ("fairness",),
-    )
-    p.set_defaults(func=cmd_fairness)
-
-    p = _study_parser(
-        sub,
-        "tabular",
-        "medassist.studies.tabular:TabularConfig",
-        "a table of patients (UCI heart disease, or a CSV) to a tuned logistic regression and gradient-boosted "
-        "model, chosen on validation, tested with intervals, predictions saved for the fairness audit",
-        "quick",
-        path[:1] == ("tabular",),
-    )
-    p.set_defaults(func=cmd_tabular)
-
-    bench = sub.add_parser("bench", help="benchmarks against published numbers", description="benchmarks")
-    bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    p = _study_parser(
-        bsub,
-        "medmnist",
-        "medassist.bench.medmnist:BenchConfig",
-        "train on PneumoniaMNIST and BreastMNIST with several seeds; print test AUC/ACC, time and memory "
-        "beside the published MedMNIST v2 rows and the reference protocol",
-        "default",
-        path == ("bench", "medmnist"),
-    )
-    p.set_defaults(func=cmd_bench_medmnist)
-    p = _study_parser(
-        bsub,
-        "text",
-        "medassist.bench.text:TextBenchConfig",
-        "training throughput and inference latency of each text model on Open-i reports (fp32, and bf16 "
-        "where the CPU has it; bucketed and padded batches)",
-        "default",
-        path == ("bench", "text"),
-    )
-    p.set_defaults(func=cmd_bench_text)
-    p = _study_parser(
-        bsub,
-        "ddp",
-        "medassist.bench.ddp:DDPBenchConfig",
-        "one fixed amount of training in 1 process and in N processes under torchrun (DDP): median times and "
-        "their ratio",
-        "default",
-        path == ("bench", "ddp"),
-    )
-    p.set_defaults(func=cmd_bench_ddp)
-    p = _study_parser(
-        bsub,
-        "serve",
-        "medassist.bench.serve:ServeBenchConfig",
-        "start medassist serve on 127.0.0.1 and send image and report requests one at a time and 50 concurrent; "
-        "throughput, p50/p95/p99 latency and errors for 1 and 2 workers, micro-batching against one per call",
-        "default",
-        path == ("bench", "serve"),
-    )
-    p.set_defaults(func=cmd_bench_serve)
-    p = _study_parser(
-        bsub,
-        "synth",
-        "medassist.bench.synth:SynthBenchConfig",
-        "each generator's training time, sampling time per 1,000 images, peak memory and headline numbers on "
-        "PneumoniaMNIST (quick profile), with 2 seeds",
-        "default",
-        path == ("bench", "synth"),
-    )
-    p.set_defaults(func=cmd_bench_synth)
-
-    tune = sub.add_parser("tune", help="sweeps on Ray Tune", description="hyperparameter sweeps on Ray Tune")
-    tsub = tune.add_subparsers(dest="tune", metavar="STUDY", required=True)
-    for study in ("image", "text"):
-        p = _study_parser(
-            tsub,
-            study,
-            "medassist.studies.tune:TuneConfig",
-            f"sweep the {study} study's training on Ray Tune over a YAML search space (ASHA stops poor trials "
-            f"early); choose on validation and write best.yaml for `medassist {study} --config`",
-            "quick",
-            path == ("tune", study),
-        )
-        p.set_defaults(func=cmd_tune)
+    groups: dict[str, Any] = {}
+    for study in STUDIES:  # the study table: one command each
+        parent = sub
+        if len(study.command) > 1:
+            name = study.command[0]
+            if name not in groups:
+                group = sub.add_parser(name, help=GROUPS[name], description=GROUPS[name])
+                meta = "STUDY" if name == "tune" else "BENCHMARK"
+                groups[name] = group.add_subparsers(dest=name, metavar=meta, required=True)
+            parent = groups[name]
+        chosen = path[: len(study.command)] == study.command
+        p = _study_parser(parent, study.command[-1], study.config, study.help, study.default_profile, chosen)
+        p.set_defaults(func=functools.partial(run_study, study=study))
 
     data = sub.add_parser("data", help="list and fetch data sets", description="list and fetch data sets")
     dsub = data.add_subparsers(dest="data", metavar="ACTION", required=True)

@@ -9,6 +9,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,3 +232,12 @@ def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return a == b
+
+
+def profile_path(study: str, profile: str) -> Path:
+    """Path of a shipped config profile, e.g. ``image/quick``."""
+    path = Path(str(resources.files("medassist") / "configs" / study / f"{profile}.yaml"))
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise MedAssistError(f"unknown profile '{profile}' for {study}; shipped profiles: {', '.join(known)}")
+    return path

@@ -28,6 +28,7 @@ from medassist.run import STATUS, Run
 from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image_config import ImageStudyConfig
 from medassist.studies.synth_config import SynthStudyConfig
+from medassist.studies.table import by_profiles
 from medassist.studies.text_setup import TextStudyConfig
 from medassist.train.device import device_option, on_device, precision_option
 from medassist.utils.io import atomic_write_text
@@ -40,36 +41,37 @@ class Part:
     """One study of the pipeline: its config section, the shipped profile family, how to run it, what it needs."""
 
     name: str
-    study: str  # profile folder under configs/ (text, image, synth, deploy, fairness)
-    runner: str  # "module:function" taking the study's config and returning its run folder
+    study: str  # the study's profile folder under configs/ (text, image, synth, deploy, fairness)
     title: str
     needs: tuple[str, ...] = ()
 
+    @property
+    def runner(self) -> str:
+        """The study's "module:function" in the study table."""
+        return by_profiles(self.study).runner
+
 
 PARTS: tuple[Part, ...] = (
-    Part("text", "text", "medassist.studies.text:run_text_study", "Part 1: clinical text (Open-i)"),
-    Part("image", "image", "medassist.studies.image:run_image_study", "Part 2: medical images (PneumoniaMNIST)"),
-    Part("synth", "synth", "medassist.studies.synth:run_synth_study", "Part 3: synthetic images"),
-    Part("synth_records", "synth", "medassist.studies.synth:run_synth_study", "Part 3: synthetic patient records"),
-    Part("deploy_image", "deploy", "medassist.studies.deploy:run_deploy_study", "Part 4: image deployment", ("image",)),
-    Part("deploy_text", "deploy", "medassist.studies.deploy:run_deploy_study", "Part 4: text deployment", ("text",)),
+    Part("text", "text", "Part 1: clinical text (Open-i)"),
+    Part("image", "image", "Part 2: medical images (PneumoniaMNIST)"),
+    Part("synth", "synth", "Part 3: synthetic images"),
+    Part("synth_records", "synth", "Part 3: synthetic patient records"),
+    Part("deploy_image", "deploy", "Part 4: image deployment", ("image",)),
+    Part("deploy_text", "deploy", "Part 4: text deployment", ("text",)),
     Part(
         "fairness_text",
         "text",
-        "medassist.studies.text:run_text_study",
         "Part 5: the text run audited (PadChest)",
     ),
     Part(
         "fairness",
         "fairness",
-        "medassist.studies.fairness:run_fairness_study",
         "Part 5: fairness and ethics",
         ("text",),
     ),
     Part(
         "fairness_image",
         "fairness",
-        "medassist.studies.fairness:run_fairness_study",
         "Part 5: the image run audited (what its data holds)",
         ("image",),
     ),
@@ -123,8 +125,7 @@ class PipelineConfig:
 def expand_profiles(data: dict[str, Any]) -> dict[str, Any]:
     """Replace each section's ``profile: NAME`` by that study's shipped profile, with the section's other keys over
     it: the pipeline's profiles name the studies' profiles instead of copying them."""
-    from medassist.cli import profile_path
-    from medassist.config import load_yaml, merge
+    from medassist.config import load_yaml, merge, profile_path
 
     out = dict(data)
     for part in PARTS:
