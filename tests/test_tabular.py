@@ -96,3 +96,16 @@ def test_heart_disease_records_for_the_synthetic_data_study(real_data_dir: Path)
     assert sum(len(f) for f in frames.values()) + info["dropped_incomplete"] == 920
     assert all(not f.isna().any().any() for f in frames.values())
     assert set(frames["test"]["disease"]) == {0, 1}
+
+
+def test_a_run_records_its_kind_and_is_read_by_it(real_data_dir: Path, tmp_path: Path, capsys) -> None:
+    """A tabular run's metrics hold 'comparison' and 'selected' like a text and an image run: its recorded kind,
+    not its keys, decides how it is rendered, deployed or audited."""
+    from medassist.run import run_kind
+
+    run = _run(tmp_path, "--data-dir", str(real_data_dir))
+    assert json.loads((run / "status.json").read_text())["kind"] == "tabular" and run_kind(run) == "tabular"
+    (run / "report.md").unlink()
+    assert main(["report", str(run)]) == 0 and (run / "report.md").read_text().startswith("# Tabular study")
+    assert main(["deploy", "--run", str(run), "--out", str(tmp_path / "d")]) == 2
+    assert "is a tabular run; deploy takes an image or a text study run" in capsys.readouterr().err

@@ -280,38 +280,23 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import json
-
-    from medassist.report import write_image_report, write_text_report
+    from medassist.run import run_kind
+    from medassist.studies.table import REPORTS
 
     if (Path(args.run_dir) / "pipeline.json").is_file():  # a `medassist all` folder: the one report of Parts 1-5
         from medassist.report.pipeline import write_pipeline_report
 
         print(write_pipeline_report(args.run_dir, pdf=not args.no_pdf))
         return 0
-    metrics = Path(args.run_dir) / "metrics.json"
-    if not metrics.is_file():
+    if not (Path(args.run_dir) / "metrics.json").is_file():
         raise MedAssistError(
             f"{args.run_dir} has no metrics.json (a finished study's run folder) and no pipeline.json (a `medassist "
             "all` folder): nothing to render"
         )
-    m = json.loads(metrics.read_text())
-    if "generators" in m or m.get("kind") == "records":
-        from medassist.report.synth import write_synth_report
-
-        print(write_synth_report(args.run_dir))
-        return 0
-    if "audits" in m:
-        from medassist.report.fairness import write_fairness_report
-
-        print(write_fairness_report(args.run_dir))
-        return 0
-    if "variants" in m:
-        from medassist.report.deploy import write_deploy_report
-
-        print(write_deploy_report(args.run_dir))
-        return 0
-    print((write_text_report if "comparison" in m else write_image_report)(args.run_dir))
+    kind = run_kind(args.run_dir)
+    if kind not in REPORTS:
+        raise MedAssistError(f"{args.run_dir} is a {kind or 'run of unknown kind'}, which has no report to render")
+    print(load(REPORTS[kind])(args.run_dir))
     return 0
 
 

@@ -57,6 +57,34 @@ def peak_rss_gb() -> float:
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
+KINDS_BY_METRICS = (  # folders written before runs recorded their kind: told apart by their metrics' keys
+    ("generators", "synth"),
+    ("audits", "fairness"),
+    ("variants", "deploy"),
+    ("comparison", "text"),
+    ("selected", "image"),
+)
+
+
+def run_kind(path: str | Path) -> str:
+    """What a run folder is (image, text, synth, synth_records, deploy, fairness, tabular, ...): the kind its study
+    recorded in status.json; for a folder written before kinds were recorded, read off its metrics.json ('' when
+    neither tells)."""
+    path = Path(path)
+    status = path / STATUS
+    if status.is_file():
+        kind = json.loads(status.read_text()).get("kind")
+        if kind:
+            return str(kind)
+    metrics = path / "metrics.json"
+    if not metrics.is_file():
+        return ""
+    m = json.loads(metrics.read_text())
+    if m.get("kind") in ("records", "tabular"):
+        return "synth_records" if m["kind"] == "records" else "tabular"
+    return next((kind for key, kind in KINDS_BY_METRICS if key in m), "")
+
+
 class Run:
     """A run folder. Use as a context manager: an exception marks the run failed, a clean exit complete."""
 
@@ -87,8 +115,13 @@ class Run:
         return data
 
     @classmethod
-    def create(cls, root: str | Path, name: str, config: dict[str, Any], *, resume: str | Path | None = None) -> Run:
+    def create(
+        cls, root: str | Path, name: str, config: dict[str, Any], *, kind: str = "", resume: str | Path | None = None
+    ) -> Run:
         """Make a new run folder ``<root>/<name>-<timestamp>`` and write its config, or reopen ``resume``.
+
+        ``kind`` (the study that makes it: image, text, synth, ...) goes into status.json at the start, so that a
+        reader of the folder is told what it is rather than guessing it (:func:`run_kind`).
 
         A resumed run keeps the config.yaml it was started with: ``config`` must agree with it on every key that
         changes results (all but :data:`medassist.config.RESUME_FREE_KEYS`), so that one run folder never mixes
@@ -119,7 +152,7 @@ class Run:
             # The resolved device in words, as a comment: the options themselves stay what the study reads back.
             head = f"# computed on {current().summary()}\n"
             atomic_write_text(run.dir / CONFIG, head + yaml.safe_dump(_jsonable(config), sort_keys=False))
-        run.set_status("running")
+        run.set_status("running", **({"kind": kind} if kind else {}))
         return run
 
     def __enter__(self) -> Run:

@@ -99,7 +99,7 @@ def run_ddp_benchmark(cfg: DDPBenchConfig) -> Run:
 
     if not cfg.processes or min(cfg.processes) < 1:
         raise MedAssistError(f"processes must be positive counts (got {cfg.processes})")
-    run = Run.create(cfg.out, "bench-ddp", to_dict(cfg))
+    run = Run.create(cfg.out, "bench-ddp", to_dict(cfg), kind="bench_ddp")
     with run, tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         results: dict[int, list[dict]] = {n: [] for n in cfg.processes}

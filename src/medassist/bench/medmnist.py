@@ -311,7 +311,7 @@ def run_benchmark(cfg: BenchConfig) -> Run:
     from tqdm.auto import tqdm
 
     check_config(cfg)
-    run = Run.create(cfg.out, "bench-medmnist", to_dict(cfg))
+    run = Run.create(cfg.out, "bench-medmnist", to_dict(cfg), kind="bench_medmnist")
     with run:
         jobs = [(m, ds, s) for ds in cfg.datasets for s in cfg.seeds for m in cfg.methods]
         rows, levers = [], []

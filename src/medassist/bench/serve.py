@@ -210,7 +210,7 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
     if cfg.requests < 1 or cfg.concurrency < 1 or cfg.sequential < 1 or not cfg.workers:
         raise MedAssistError("requests, concurrency and sequential must be positive, and workers non-empty")
     images = _images(cfg.data_dir)
-    run = Run.create(cfg.out, "bench-serve", to_dict(cfg))
+    run = Run.create(cfg.out, "bench-serve", to_dict(cfg), kind="bench_serve")
     rows = []
     concurrent = f"{cfg.concurrency} concurrent"
     with run:

@@ -80,7 +80,7 @@ def rows_of(metrics: dict[str, Any], *, seed: int, wall: float, peak_mb: float) 
 @on_device
 def run_synth_benchmark(cfg: SynthBenchConfig) -> Path:
     """Run the study once per seed and print one table (also written to the benchmark's run folder)."""
-    run = Run.create(cfg.out, "bench-synth", to_dict(cfg))
+    run = Run.create(cfg.out, "bench-synth", to_dict(cfg), kind="bench_synth")
     with run:
         rows: list[dict[str, Any]] = []
         for seed in cfg.seeds:

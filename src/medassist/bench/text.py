@@ -146,7 +146,7 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
         bf16_note = f"bf16 not measured: {refusal.removeprefix('--precision bf16-mixed: ')}"
     else:
         bf16_note = "bf16 not requested"
-    run = Run.create(cfg.out, "bench-text", to_dict(cfg))
+    run = Run.create(cfg.out, "bench-text", to_dict(cfg), kind="bench_text")
     with run:
         rows = []
         jobs = [(m, p, b) for m in cfg.models for p in precisions for b in (True, False)]

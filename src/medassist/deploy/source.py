@@ -19,6 +19,7 @@ from torch import nn
 from medassist.config import from_dict, load_yaml
 from medassist.errors import MedAssistError
 from medassist.models import create_model
+from medassist.run import run_kind
 from medassist.train import ImageBatcher, Labelled, TokenBatcher
 
 
@@ -83,15 +84,19 @@ def load_source(run_dir: str | Path, *, data_dir: str = "", n_teachers: int = 3,
         raise MedAssistError(f"run folder not found: {run_dir}")
     _status(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    if "comparison" in metrics:
+    kind = run_kind(run_dir)
+    if kind == "text":
         from medassist.studies.text_setup import TextStudyConfig, load_text_data
 
         study = from_dict(TextStudyConfig, load_yaml(run_dir / "config.yaml"))
         study.progress = progress
         return _text_source(run_dir, metrics, study, load_text_data(study), study.recurrent)
-    if "selected" in metrics:
+    if kind == "image":
         return _image_source(run_dir, data_dir=data_dir, n_teachers=n_teachers, progress=progress)
-    raise MedAssistError(f"{run_dir} is neither an image nor a text study run (its metrics.json has no model)")
+    raise MedAssistError(
+        f"{run_dir} is a {kind or 'run of unknown kind'} run; deploy takes an image or a text study run "
+        "(medassist image/text)"
+    )
 
 
 def _unit_model(run_dir: Path, unit: str, **build: Any) -> tuple[nn.Module, dict[str, Any]]:

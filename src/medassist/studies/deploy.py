@@ -46,7 +46,7 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
     if cfg.threads < 1:
         raise MedAssistError(f"threads must be at least 1; got {cfg.threads}")
     source = load_source(cfg.run, data_dir=cfg.data_dir, n_teachers=cfg.n_teachers, progress=cfg.progress)
-    run = Run.create(cfg.out, f"deploy-{source.kind}-{source.name}", to_dict(cfg))
+    run = Run.create(cfg.out, f"deploy-{source.kind}-{source.name}", to_dict(cfg), kind="deploy")
     with run:
         torch.set_num_threads(cfg.threads)
         build = _image_variants if source.kind == "image" else _text_variants

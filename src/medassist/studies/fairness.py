@@ -25,7 +25,7 @@ from medassist.fairness.audit import Scored, audit_grouping
 from medassist.fairness.disparities import chance_summary, disparities
 from medassist.fairness.groups import Grouping, default_groups, make_groupings
 from medassist.fairness.outside import OutsideSpec, read_outside
-from medassist.run import Run
+from medassist.run import Run, run_kind
 from medassist.studies.predictions import INFO, read_predictions
 from medassist.train.device import device_option, on_device, precision_option
 
@@ -107,10 +107,12 @@ def check_source(path: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
             f"{run_dir} is {state or 'unfinished'}, not complete; finish it (--resume) before an audit"
         )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    if "comparison" not in metrics and "selected" not in metrics:
-        kind = "deployment" if "variants" in metrics else "fairness" if "audits" in metrics else "another study's"
+    kind = run_kind(run_dir)
+    if kind not in ("text", "image", "tabular"):
+        words = {"deploy": "deployment", "synth": "synthetic-data", "synth_records": "synthetic-records"}
         raise MedAssistError(
-            f"{run_dir} is a {kind} run; the fairness audit reads a text or image study run (medassist text/image)"
+            f"{run_dir} is a {words.get(kind, kind) or 'run of unknown kind'} run; the fairness audit reads a text, image or tabular "
+            "study run (medassist text/image/tabular), or a predictions file (--predictions)"
         )
     if not (run_dir / INFO).is_file():
         raise MedAssistError(
@@ -165,7 +167,7 @@ def run_fairness_study(cfg: FairnessConfig) -> Path:
         make_groupings(names, val, test, age_edges=cfg.age_bands, where=str(run_dir)) if names else []
     )  # explicit groups that the metadata lacks are refused here, before any folder is made
     dataset = info.get("dataset") or source_metrics.get("dataset", "run")
-    run = Run.create(cfg.out, f"fairness-{dataset}", to_dict(cfg))
+    run = Run.create(cfg.out, f"fairness-{dataset}", to_dict(cfg), kind="fairness")
     with run:
         _study(run, cfg, run_dir, source_metrics, info, val, test, groupings)
         from medassist.report.fairness import write_fairness_report

@@ -210,7 +210,7 @@ def run_image_study(cfg: ImageStudyConfig) -> Path:
         raise MedAssistError(f"size_fractions must lie in (0, 1]; got {cfg.size_fractions}")
     data = load_data(cfg)
     name = f"image-{data.name}"
-    run = Run.create(cfg.out, name, to_dict(cfg), resume=cfg.resume or None)
+    run = Run.create(cfg.out, name, to_dict(cfg), kind="image", resume=cfg.resume or None)
     with run:
         _study(run, cfg, data)
         from medassist.report.image import write_image_report

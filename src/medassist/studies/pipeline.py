@@ -214,7 +214,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             raise MedAssistError(f"cannot resume {root}: it is not a pipeline folder (no {PIPELINE_FILE})")
         Run(root).set_status("running")
     else:
-        root = Run.create(cfg.out, "all", to_dict(cfg)).dir
+        root = Run.create(cfg.out, "all", to_dict(cfg), kind="pipeline").dir
     pipe = Pipeline(root, cfg)
     pipe.state.update({"profile_parts": list(cfg.parts), "audit": cfg.audit})
     tracker = _tracker(cfg, root)

@@ -496,7 +496,7 @@ def run_synth_study(cfg: SynthStudyConfig) -> Path:
     t0 = time.perf_counter()
     data = _load(cfg)
     _check(cfg, data)
-    run = Run.create(cfg.out, f"synth-{data.name}", to_dict(cfg), resume=cfg.resume or None)
+    run = Run.create(cfg.out, f"synth-{data.name}", to_dict(cfg), kind="synth", resume=cfg.resume or None)
     with run:
         run.write_json(
             "data.json",

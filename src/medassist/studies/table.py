@@ -187,3 +187,16 @@ def load(path: str) -> Any:
     """The object named by "module:attribute"."""
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
+
+
+REPORTS = {
+    "image": "medassist.report.image:write_image_report",
+    "text": "medassist.report.text:write_text_report",
+    "synth": "medassist.report.synth:write_synth_report",
+    "synth_records": "medassist.report.synth:write_synth_report",
+    "deploy": "medassist.report.deploy:write_deploy_report",
+    "fairness": "medassist.report.fairness:write_fairness_report",
+    "tabular": "medassist.report.tabular:write_tabular_report",
+    "tune": "medassist.report.tune:write_tune_report",
+}
+"""Run kind (recorded in status.json) -> the function that renders its report.md and report.html from its files."""

@@ -291,7 +291,7 @@ def run_tabular_study(cfg: TabularConfig) -> Path:
     table = load_table(cfg)
     grid = candidates(cfg)
     parts = {s: np.flatnonzero(table.split == s) for s in SPLITS}
-    run = Run.create(cfg.out, f"tabular-{table.name}", to_dict(cfg))
+    run = Run.create(cfg.out, f"tabular-{table.name}", to_dict(cfg), kind="tabular")
     with run:
         _stage(cfg, f"{len(grid)} settings fitted on {len(parts['train'])} patients, scored on validation")
         rows, fitted = [], {}

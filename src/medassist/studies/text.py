@@ -81,7 +81,7 @@ def run_text_study(cfg: TextStudyConfig) -> Path:
     """Run the whole text study and return its run folder."""
     _check(cfg)
     data = load_text_data(cfg)
-    run = Run.create(cfg.out, f"text-{data.name}", to_dict(cfg), resume=cfg.resume or None)
+    run = Run.create(cfg.out, f"text-{data.name}", to_dict(cfg), kind="text", resume=cfg.resume or None)
     with run:
         _study(run, cfg, data)
         from medassist.report.text import write_text_report

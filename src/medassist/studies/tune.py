@@ -236,7 +236,7 @@ def run_tune(cfg: TuneConfig) -> Path:
     mode = "min" if cfg.metric.endswith("loss") else "max"
     cpus = cfg.num_cpus or os.cpu_count() or 1
     threads = max(1, int(cfg.cpus_per_trial))
-    with Run.create(cfg.out, f"tune-{cfg.study}", to_dict(cfg)) as run:
+    with Run.create(cfg.out, f"tune-{cfg.study}", to_dict(cfg), kind="tune") as run:
         started = not ray.is_initialized()
         if started:
             if cfg.address:

@@ -248,7 +248,7 @@ def run_records_study(cfg: SynthStudyConfig) -> Path:
                 f[c] = f[c].astype(str)
     train, test = frames["train"], frames["test"]
     name = cfg.data if cfg.data in ("padchest-records", "heart_disease") else Path(cfg.records.path).stem
-    run = Run.create(cfg.out, f"synth-{name}", to_dict(cfg), resume=cfg.resume or None)
+    run = Run.create(cfg.out, f"synth-{name}", to_dict(cfg), kind="synth_records", resume=cfg.resume or None)
     with run:
         table_meta = {"columns": {c: {"sdtype": k} for c, k in kinds.items()}}
         metadata = Metadata.load_from_dict({"tables": {"records": table_meta}})
