@@ -111,8 +111,8 @@ def check_source(path: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     if kind not in ("text", "image", "tabular"):
         words = {"deploy": "deployment", "synth": "synthetic-data", "synth_records": "synthetic-records"}
         raise MedAssistError(
-            f"{run_dir} is a {words.get(kind, kind) or 'run of unknown kind'} run; the fairness audit reads a text, image or tabular "
-            "study run (medassist text/image/tabular), or a predictions file (--predictions)"
+            f"{run_dir} is a {words.get(kind, kind) or 'run of unknown kind'} run; the fairness audit reads a text, "
+            "image or tabular study run (medassist text/image/tabular), or a predictions file (--predictions)"
         )
     if not (run_dir / INFO).is_file():
         raise MedAssistError(
