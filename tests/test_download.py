@@ -153,12 +153,12 @@ def test_unreachable_url_names_file_and_destination(tmp_path: Path) -> None:
     _assert_clean(dest.parent)
 
 
-def _tiny_npz(n_samples: dict[str, int], seed: int = 0) -> bytes:
+def _tiny_npz(n_samples: dict[str, int], seed: int = 0, side: int = 28) -> bytes:
     """A tiny grayscale binary-class file in the official MedMNIST layout."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for split, n in n_samples.items():
-        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, side, side), dtype=np.uint8)
         arrays[f"{split}_labels"] = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -233,3 +233,49 @@ def test_heart_disease_downloads_each_site_md5_checked_and_refuses_a_changed_fil
     with pytest.raises(ChecksumError, match="processed.va.data .* has md5 .*Nothing was saved"):
         load_heart_disease(tmp_path / "bad", download=True, url=f"{base}/uci/", progress=False)
     assert not (tmp_path / "bad" / SUBDIR / "processed.va.data").exists()
+
+
+def test_medmnist_plus_sizes_download_their_own_file_md5_checked(
+    tiny_pneumonia: bytes, server: tuple[str, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MedMNIST+ at 64 px: its own file name, address and MD5; a file that is not the release's is refused."""
+    _, files = server
+    payload = _tiny_npz({"train": 6, "val": 4, "test": 4}, side=64)
+    files["/files/pneumoniamnist_64.npz"] = payload
+    official = medmnist.MD5_LARGER["pneumoniamnist"]
+    with pytest.raises(ChecksumError, match=f"expected md5 {official[0]}"):  # the release's MD5, not this file's
+        medmnist.load_medmnist("pneumoniamnist", data_dir=tmp_path, progress=False, size=64)
+    _assert_clean(tmp_path / "medmnist")
+    monkeypatch.setitem(medmnist.MD5_LARGER, "pneumoniamnist", (hashlib.md5(payload).hexdigest(), *official[1:]))
+    data = medmnist.load_medmnist("pneumoniamnist", data_dir=tmp_path, progress=False, size=64)
+    assert data.splits["train"].images.shape == (6, 1, 64, 64) and data.info["size"] == 64
+    assert (tmp_path / "medmnist" / "pneumoniamnist_64.npz").read_bytes() == payload
+    assert (tmp_path / "medmnist" / "pneumoniamnist.npz").exists() is False  # the 28-px file is another file
+    with pytest.raises(DataError, match=r"pneumoniamnist_128.npz is not at .*pneumoniamnist_128.npz\?download=1"):
+        medmnist.load_medmnist("pneumoniamnist", data_dir=tmp_path, download=False, size=128)
+    with pytest.raises(DataError, match="MedMNIST ships images of 28, 64, 128, 224 px, not 96"):
+        medmnist.load_medmnist("pneumoniamnist", data_dir=tmp_path, size=96)
+    (tmp_path / "medmnist" / "pneumoniamnist_128.npz").write_bytes(payload)  # a 64-px file under a 128-px name
+    monkeypatch.setitem(medmnist.MD5_LARGER, "pneumoniamnist", (official[0], hashlib.md5(payload).hexdigest(), ""))
+    with pytest.raises(DataError, match="are 64x64 px, not the 128x128 of its name"):
+        medmnist.load_medmnist("pneumoniamnist", data_dir=tmp_path, size=128)
+
+
+def test_the_image_and_synth_studies_read_medmnist_at_their_image_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medassist.errors import MedAssistError
+    from medassist.studies.image import load_data
+    from medassist.studies.image_config import ImageStudyConfig
+    from medassist.studies.synth import _load
+    from medassist.studies.synth_config import SynthStudyConfig
+
+    seen: list[int] = []
+
+    def reader(name: str, **kwargs: object) -> None:
+        seen.append(int(kwargs["size"]))  # type: ignore[arg-type]
+        raise MedAssistError("read")
+
+    monkeypatch.setattr(medmnist, "load_medmnist", reader)
+    for load, cfg in ((load_data, ImageStudyConfig(image_size=128)), (_load, SynthStudyConfig(image_size=64))):
+        with pytest.raises(MedAssistError, match="read"):
+            load(cfg)
+    assert seen == [128, 64]

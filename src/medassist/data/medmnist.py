@@ -259,9 +259,92 @@ def _get_info(name: str) -> MedMNISTInfo:
     return INFO[key]
 
 
-def medmnist_path(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Return where the file of data set ``name`` lives: ``<data_dir>/medmnist/<name>.npz``."""
-    return resolve_data_dir(data_dir) / SUBDIR / _get_info(name).filename
+SIZES = (28, 64, 128, 224)
+"""The resolutions of the release: 28 px (MedMNIST v2) and 64, 128 and 224 px (MedMNIST+, the same record)."""
+MD5_LARGER = {  # the official MD5s of the 64, 128 and 224 px files (medmnist.INFO's MD5_64, MD5_128, MD5_224)
+    "pathmnist": (
+        "55aa9c1e0525abe5a6b9d8343a507616",
+        "ac42d08fb904d92c244187169d1fd1d9",
+        "2c51a510bcdc9cf8ddb2af93af1eadec",
+    ),
+    "chestmnist": (
+        "9de6cd0b934ebb5b7426cfba5efbae16",
+        "db107e5590b27930b62dbaf558aebee3",
+        "45bd33e6f06c3e8cdb481c74a89152aa",
+    ),
+    "dermamnist": (
+        "b70a2f5635c6199aeaa28c31d7202e1f",
+        "2defd784463fa5243564e855ed717de1",
+        "8974907d8e169bef5f5b96bc506ae45d",
+    ),
+    "octmnist": (
+        "e229e9440236b774d9f0dfef9d07bdaf",
+        "0a97e76651ace45c5d943ee3f65b63ae",
+        "abc493b6d529d5de7569faaef2773ba3",
+    ),
+    "pneumoniamnist": (
+        "8f4eceb4ccffa70c672198ea285246c6",
+        "05b46931834c231683c68f40c47b2971",
+        "d6a3c71de1b945ea11211b03746c1fe1",
+    ),
+    "retinamnist": (
+        "afda852cc34dcda56f86ad2b2457dbcc",
+        "e48e916a24454daf90583d4e6efb1a18",
+        "eae7e3b6f3fcbda4ae613ebdcbe35348",
+    ),
+    "breastmnist": (
+        "742edef2a1fd1524b2efff4bd7ba9364",
+        "363e4b3f8d712e9b5de15470a2aaadf1",
+        "b56378a6eefa9fed602bb16d192d4c8b",
+    ),
+    "bloodmnist": (
+        "2b94928a2ae4916078ca51e05b6b800b",
+        "adace1e0ed228fccda1f39692059dd4c",
+        "b718ff6835fcbdb22ba9eacccd7b2601",
+    ),
+    "tissuemnist": (
+        "123ece2eba09d0aa5d698fda57103344",
+        "61b955355d7425a89687b06cca3ce0c2",
+        "b077128c4a949f0a4eb01517f9037b9c",
+    ),
+    "organamnist": (
+        "2dcccc29b88e6da5a01161ef20cda288",
+        "eeae80d0a227a8d099027e1b3cfd3b60",
+        "50747347e05c87dd3aaf92c49f9f3170",
+    ),
+    "organcmnist": (
+        "3ce34a8724ea6f548e6db4744d03b6a9",
+        "773c1f009daa3fe5d9a2a201b2a7ed94",
+        "050f5e875dc056f6768abf94ec9995d1",
+    ),
+    "organsmnist": (
+        "53a6d115339d874c25e309a994ff46d3",
+        "ded0c5fa01a95dc4978b956f613e9b8e",
+        "b354719e553fbbb2513d5533f52a4cb1",
+    ),
+}
+
+
+def _check_size(size: int) -> int:
+    if size not in SIZES:
+        raise DataError(f"MedMNIST ships images of {', '.join(map(str, SIZES))} px, not {size}; choose one of them")
+    return int(size)
+
+
+def release_file(info: MedMNISTInfo, size: int = 28) -> tuple[str, str, str | None]:
+    """(file name, official address, official MD5) of data set ``info`` at ``size`` px."""
+    size = _check_size(size)
+    if size == 28:
+        return info.filename, info.url, info.md5
+    stem = f"{info.name}_{size}"
+    md5 = MD5_LARGER.get(info.name, (None, None, None))[SIZES.index(size) - 1]
+    return f"{stem}.npz", ZENODO_URL.format(name=stem), md5
+
+
+def medmnist_path(name: str, data_dir: str | os.PathLike[str] | None = None, size: int = 28) -> Path:
+    """Return where the file of data set ``name`` at ``size`` px lives: ``<data_dir>/medmnist/<name>.npz`` (28 px)
+    or ``<name>_<size>.npz``."""
+    return resolve_data_dir(data_dir) / SUBDIR / release_file(_get_info(name), size)[0]
 
 
 def available(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
@@ -269,11 +352,12 @@ def available(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
     return sorted(name for name in INFO if medmnist_path(name, data_dir).is_file())
 
 
-def _missing_file_message(info: MedMNISTInfo, path: Path) -> str:
+def _missing_file_message(info: MedMNISTInfo, path: Path, size: int = 28) -> str:
     """Say which file is missing, where to put it, and where to get it."""
+    filename, url, _ = release_file(info, size)
     return (
-        f"MedMNIST file {info.filename} is not at {path}. Download it from {info.url} and put it at {path}, "
-        f"or point --data-dir / {DATA_DIR_ENV} at a folder holding {SUBDIR}/{info.filename}, "
+        f"MedMNIST file {filename} is not at {path}. Download it from {url} and put it at {path}, "
+        f"or point --data-dir / {DATA_DIR_ENV} at a folder holding {SUBDIR}/{filename}, "
         "or allow the download (download=True)."
     )
 
@@ -391,8 +475,10 @@ def load_medmnist(
     download: bool = True,
     verify: bool = True,
     progress: bool = True,
+    size: int = 28,
 ) -> ImageData:
-    """Load a MedMNIST 2D data set at 28x28, downloading the official file if it is missing.
+    """Load a MedMNIST 2D data set at ``size`` px (28, or MedMNIST+'s 64, 128 or 224), downloading the official file
+    if it is missing.
 
     Args:
         name: one of :data:`INFO`, e.g. "pneumoniamnist".
@@ -409,24 +495,31 @@ def load_medmnist(
         ChecksumError: the file's MD5 differs from the official one.
     """
     info = _get_info(name)
-    path = medmnist_path(info.name, data_dir)
+    _, url, md5 = release_file(info, size)
+    path = medmnist_path(info.name, data_dir, size)
     md5_verified = False
     if not path.is_file():
         if not download:
-            raise DataError(_missing_file_message(info, path))
+            raise DataError(_missing_file_message(info, path, size))
         # download_file checks the MD5 before moving the file into place, and its errors name file and target.
-        download_file(info.url, path, md5=info.md5, progress=progress)
-        md5_verified = info.md5 is not None
-    elif verify and info.md5 is not None:
+        download_file(url, path, md5=md5, progress=progress)
+        md5_verified = md5 is not None
+    elif verify and md5 is not None:
         actual = md5sum(path)
-        if actual != info.md5:
+        if actual != md5:
             raise ChecksumError(
-                f"{path} has md5 {actual}, expected md5 {info.md5} (official {info.name} 28x28 file); it is "
+                f"{path} has md5 {actual}, expected md5 {md5} (official {info.name} {size}x{size} file); it is "
                 "corrupt, incomplete or a different version. Delete it and run again to re-download."
             )
         md5_verified = True
 
     splits = _read_npz(path, info)
+    for split, s in splits.items():
+        if s.images.shape[-2:] != (size, size):
+            raise DataError(
+                f"{path}: '{split}_images' are {s.images.shape[-2]}x{s.images.shape[-1]} px, not the {size}x{size} "
+                "of its name; delete it and run again to re-download"
+            )
     data = ImageData(
         name=info.name,
         class_names=info.class_names,
@@ -435,10 +528,11 @@ def load_medmnist(
         info={
             "source": "MedMNIST v2",
             "task": info.task,
-            "md5": info.md5,
+            "md5": md5,
             "md5_verified": md5_verified,
             "license": info.license,
-            "url": info.url,
+            "url": url,
+            "size": size,
             "path": str(path),
         },
     )

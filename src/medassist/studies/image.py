@@ -80,7 +80,13 @@ def load_data(cfg: ImageStudyConfig) -> ImageData:
     else:
         from medassist.data.medmnist import load_medmnist
 
-        data = load_medmnist(cfg.dataset, data_dir=cfg.data_dir or None, download=cfg.download, progress=cfg.progress)
+        data = load_medmnist(
+            cfg.dataset,
+            data_dir=cfg.data_dir or None,
+            download=cfg.download,
+            progress=cfg.progress,
+            size=cfg.image_size,
+        )
     if data.task != "multi-class":
         raise MedAssistError(
             f"{data.name}: the image study handles single-label tasks; '{data.task}' is not yet supported"

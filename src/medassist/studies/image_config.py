@@ -44,7 +44,9 @@ class ImageStudyConfig:
     images: str = option("", "your own images: a folder with one subfolder per class, or a CSV (path,label,...)")
     path_column: str = option("path", "CSV images: the column with each image's path (relative to the CSV's folder)")
     label_column: str = option("label", "CSV images: the column with each image's class")
-    image_size: int = option(28, "input size in pixels (your own images are resized to it)")
+    image_size: int = option(
+        28, "input size in pixels: MedMNIST's release at 28, 64, 128 or 224 px; your own images are resized to it"
+    )
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
     out: str = option("runs", "folder in which the run folder is made")
