@@ -39,7 +39,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_auto_is_the_cpu_on_a_machine_without_accelerators(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(device_mod, "_mps_available", lambda: False)
+    monkeypatch.setattr(device_mod, "mps_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve("auto", "32") == Accelerator(torch.device("cpu"), "32")
 
@@ -56,7 +56,7 @@ def test_auto_prefers_cuda_then_mps(monkeypatch) -> None:
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("cuda") == torch.device("cuda", 1)  # under torchrun: the rank's own GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(device_mod, "_mps_available", lambda: True)
+    monkeypatch.setattr(device_mod, "mps_available", lambda: True)
     assert resolve_device("auto") == torch.device("mps")
 
 
@@ -73,7 +73,7 @@ def test_auto_prefers_cuda_then_mps(monkeypatch) -> None:
 )
 def test_what_the_machine_lacks_is_refused(monkeypatch, device: str, precision: str, message: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(device_mod, "_mps_available", lambda: False)
+    monkeypatch.setattr(device_mod, "mps_available", lambda: False)
     with pytest.raises(MedAssistError) as err:
         resolve(device, precision)
     assert message in str(err.value)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from medassist.train.device import PRECISIONS, _mps_available, cpu_bf16_supported, precision_refusal, resolve_device
+from medassist.train.device import PRECISIONS, cpu_bf16_supported, mps_available, precision_refusal, resolve_device
 
 LIBRARIES = (
     ("medassist", "this toolkit"),
@@ -66,7 +66,7 @@ def devices() -> list[dict[str, Any]]:
                     "precisions": [p for p in PRECISIONS if not precision_refusal(dev, p)],
                 }
             )
-    if _mps_available():
+    if mps_available():
         mps = torch.device("mps")
         out.append(
             {

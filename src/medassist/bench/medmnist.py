@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
-import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from medassist.config import TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
-from medassist.run import Run
+from medassist.run import Run, peak_rss_gb
 from medassist.train.device import device_option, on_device, precision_option
 
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
@@ -253,7 +252,7 @@ def _job_on_device(method: str, dataset: str, seed: int, cfg: BenchConfig) -> di
         "epochs_run": epochs,
         "train_time_s": train_time,
         "budget_reached": budget_reached,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "peak_memory_mb": peak_rss_gb() * 1024,
         "levers": [
             {"dataset": dataset, "method": name, "seed": seed, **r}
             for r in lever_rows(yv, mean["val"], mean["val_flip"])

@@ -36,8 +36,12 @@ METADATA = ["site", "sex", "age"]
 """The columns an audit groups by."""
 
 
+def heart_disease_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    return resolve_data_dir(data_dir) / SUBDIR
+
+
 def heart_disease_present(data_dir: str | os.PathLike[str] | None = None) -> bool:
-    root = resolve_data_dir(data_dir) / SUBDIR
+    root = heart_disease_dir(data_dir)
     return all((root / f).is_file() for f, _, _ in SITES.values())
 
 
@@ -54,7 +58,7 @@ def load_heart_disease(
         DataError: a file is missing (named, with where to put it and where to get it) or unreadable.
         ChecksumError: a downloaded file does not match its MD5.
     """
-    root = resolve_data_dir(data_dir) / SUBDIR
+    root = heart_disease_dir(data_dir)
     frames = []
     for name, md5, label in SITES.values():
         path = root / name
@@ -80,7 +84,3 @@ def load_heart_disease(
     out["sex"] = out["sex"].map({1.0: "M", 0.0: "F"})
     out.loc[out["chol"] == 0, "chol"] = float("nan")  # 0 = not measured (every Swiss patient)
     return out
-
-
-def heart_disease_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    return resolve_data_dir(data_dir) / SUBDIR

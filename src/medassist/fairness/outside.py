@@ -212,7 +212,7 @@ def read_outside(spec: OutsideSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
     meta = pd.DataFrame(index=frame.index)
     for c in groups:
         s = frame[c]
-        missing = float(s.isna().mean() + (s.astype(str).str.strip() == "").mean() * s.notna().mean())
+        missing = float((s.isna() | (s.astype(str).str.strip() == "")).mean())
         if missing > MOST_MISSING:
             raise DataError(
                 f"{path}: group column '{c}' is empty for {missing:.0%} of the rows; a subgroup audit needs it for "

@@ -278,8 +278,8 @@ def exit_status(root: Path) -> int:
     failed = {n: p.get("status") for n, p in state.get("parts", {}).items() if p.get("status") != "complete"}
     if failed:
         listed = ", ".join(f"{n} ({s})" for n, s in failed.items())
-        print(f"medassist all: {len(failed)} part(s) did not complete: {listed}; see {root / 'report.html'}",
-              file=sys.stderr)  # fmt: skip
+        report = Path(root) / "report.html"
+        print(f"medassist all: {len(failed)} part(s) did not complete: {listed}; see {report}", file=sys.stderr)
         return 1
     return 0
 

@@ -170,14 +170,6 @@ STUDIES: tuple[Study, ...] = (
 )
 
 
-def find(command: tuple[str, ...]) -> Study:
-    """The study of a command (``("bench", "text")``)."""
-    for s in STUDIES:
-        if s.command == tuple(command):
-            return s
-    raise KeyError(" ".join(command))
-
-
 def by_profiles(folder: str) -> Study:
     """The study whose shipped profiles are ``configs/<folder>/`` (the pipeline's parts name them so)."""
     return next(s for s in STUDIES if s.profile_folder == folder)

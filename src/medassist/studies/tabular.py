@@ -136,7 +136,7 @@ def outcome(frame: pd.DataFrame, target: str, where: str) -> tuple[np.ndarray, s
     return numbers.to_numpy(dtype=float), column, f"{column} = 1"
 
 
-def _split(cfg: TabularConfig, frame: pd.DataFrame, y: np.ndarray, strata: np.ndarray, where: str) -> np.ndarray:
+def _split(cfg: TabularConfig, frame: pd.DataFrame, strata: np.ndarray, where: str) -> np.ndarray:
     if cfg.split_column:
         if cfg.split_column not in frame.columns:
             raise DataError(
@@ -191,7 +191,7 @@ def load_table(cfg: TabularConfig) -> Table:
     if not_numbers:
         raise DataError(f"{where}: column '{not_numbers[0]}' is not numeric; name it with --categorical")
     strata = y.astype(str) + ("|" + frame["site"].astype(str) if "site" in frame.columns else "")
-    split = _split(cfg, frame, y, np.asarray(strata), where)
+    split = _split(cfg, frame, np.asarray(strata), where)
     for s in ("train", "val", "test"):
         part = y[split == s]
         if len(part) < 10 or len(np.unique(part)) < 2:
@@ -258,21 +258,20 @@ def _settings(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def choose(fitted: dict[str, tuple], x_val: pd.DataFrame, y_val: np.ndarray, cfg: TabularConfig) -> tuple[str, dict]:
+def choose(
+    val_auc: dict[str, float], p_val: dict[str, np.ndarray], y_val: np.ndarray, cfg: TabularConfig
+) -> tuple[str, dict]:
     """The simplest model (in the order of :data:`MODELS`) whose validation AUC is not clearly below the best one's:
     clearly below when the paired bootstrap interval of (best - it) on the validation patients lies above zero."""
     from medassist.evaluate.metrics import auc, paired_bootstrap_difference
 
-    best = max(fitted, key=lambda m: fitted[m][1])
-    p_best = fitted[best][0].predict_proba(x_val)
+    best = max(val_auc, key=val_auc.get)  # type: ignore[arg-type]
     gaps = {}
-    for m in [m for m in MODELS if m in fitted]:
+    for m in [m for m in MODELS if m in val_auc]:
         if m == best:
             gaps[m] = (0.0, 0.0, 0.0)
             break
-        gaps[m] = paired_bootstrap_difference(
-            y_val, p_best, fitted[m][0].predict_proba(x_val), auc, n_boot=cfg.n_boot, seed=cfg.seed
-        )
+        gaps[m] = paired_bootstrap_difference(y_val, p_val[best], p_val[m], auc, n_boot=cfg.n_boot, seed=cfg.seed)
         if gaps[m][1] <= 0:  # not clearly below the best
             break
     chosen = list(gaps)[-1]
@@ -304,17 +303,15 @@ def run_tabular_study(cfg: TabularConfig) -> Path:
             row = {"model": model, "settings": _settings(settings), "val_auc": score}
             rows.append(row | {"fit_s": time.perf_counter() - t0})
             if model not in fitted or score > fitted[model][1]:  # ties keep the earlier (simpler) setting
-                fitted[model] = (est, score, settings)
-        search = pd.DataFrame(rows)
-        run.write_table("search", search)
-        chosen, rule = choose(fitted, x.iloc[parts["val"]], y[parts["val"]], cfg)
+                fitted[model] = (est, score, settings, p_val)
+        run.write_table("search", pd.DataFrame(rows))
+        probs = {m: {"val": f[3], "test": f[0].predict_proba(x.iloc[parts["test"]])} for m, f in fitted.items()}
+        val_aucs = {m: f[1] for m, f in fitted.items()}
+        chosen, rule = choose(val_aucs, {m: p["val"] for m, p in probs.items()}, y[parts["val"]], cfg)
         _stage(cfg, f"chosen on validation: {chosen} (AUC {fitted[chosen][1]:.3f}); test with intervals")
-        probs = {
-            m: {s: est.predict_proba(x.iloc[parts[s]]) for s in ("val", "test")} for m, (est, _, _) in fitted.items()
-        }
         y_test = y[parts["test"]]
         comparison = []
-        for m, (_, val_auc, settings) in fitted.items():
+        for m, (_, val_auc, settings, _) in fitted.items():
             h = headline_metrics_with_ci(y_test, probs[m]["test"], n_boot=cfg.n_boot, seed=cfg.seed)
             row: dict[str, Any] = {"model": m, "settings": settings, "val_auc": val_auc}
             row |= {f"test_{k}": v["value"] for k, v in h.items()}
@@ -333,12 +330,18 @@ def run_tabular_study(cfg: TabularConfig) -> Path:
             s: (y[parts[s]], probs[chosen][s], table.meta.iloc[parts[s]].reset_index(drop=True))
             for s in ("val", "test")
         }
-        write_predictions(run, task="multi-class", label_names=names, splits=splits, model=chosen, kind="tabular",
-                          extra={"dataset": table.name})  # fmt: skip
-        by_site = None
+        write_predictions(
+            run,
+            task="multi-class",
+            label_names=names,
+            splits=splits,
+            model=chosen,
+            kind="tabular",
+            extra={"dataset": table.name},
+        )
         if "site" in table.meta.columns:
             by_site = (
-                pd.DataFrame({"site": table.meta["site"], "y": y, "split": table.split})
+                pd.DataFrame({"site": table.meta["site"], "y": y})
                 .groupby("site")
                 .agg(patients=("y", "size"), prevalence=("y", "mean"))
                 .reset_index()

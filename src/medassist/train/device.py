@@ -48,7 +48,7 @@ def _torch_build() -> str:
     return f"torch {torch.__version__}" + (f", CUDA {cuda}" if cuda else "")
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -62,11 +62,11 @@ def resolve_device(spec: str) -> torch.device:
     what is missing. Under torchrun, ``cuda`` (and ``auto`` on a CUDA node) is the rank's ``LOCAL_RANK`` GPU."""
     name = (spec or "auto").strip().lower()
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
     if name == "mps":
-        if not _mps_available():
+        if not mps_available():
             raise MedAssistError(
                 f"--device mps: no Apple MPS device is available ({_torch_build()} on {platform.system()}); "
                 "use --device cpu"
