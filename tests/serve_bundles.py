@@ -78,14 +78,15 @@ def tokenizer_json() -> Path:
     return minilm_dir() / "tokenizer.json"
 
 
-def make_text_bundle(folder: Path, *, min_confidence: float = 0.0) -> Path:
-    """A multi-label WordPiece text bundle: a tiny model over the MiniLM vocabulary and its tokenizer.json."""
+def make_text_bundle(folder: Path, *, min_confidence: float = 0.0, abstain: dict | None = None, seed: int = 0) -> Path:
+    """A multi-label WordPiece text bundle: a tiny model over the MiniLM vocabulary and its tokenizer.json;
+    ``abstain`` replaces the case-level rule (e.g. a per-finding one); ``seed`` makes another version."""
     from tokenizers import Tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = shutil.copyfile(tokenizer_json(), folder / "tokenizer.json")
     vocab = Tokenizer.from_file(str(tok)).get_vocab_size()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = TinyText(vocab, len(TEXT_LABELS)).eval()
     ids = torch.ones(1, 5, dtype=torch.long)
     export_onnx(model, (ids, torch.ones_like(ids)), folder / "t.onnx", text=True)
@@ -100,7 +101,10 @@ def make_text_bundle(folder: Path, *, min_confidence: float = 0.0) -> Path:
         extra_files={"tokenizer.json": tok},
         threshold=[0.5, 0.4, 0.6],
         name=f"tiny report model ({folder.name})",
-        calibration={"temperature": 0.8, "abstain": {"min_confidence": min_confidence, "target_error": 0.02}},
+        calibration={
+            "temperature": 0.8,
+            "abstain": abstain or {"min_confidence": min_confidence, "target_error": 0.02},
+        },
     )
 
 

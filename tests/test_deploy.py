@@ -237,9 +237,15 @@ def test_image_deploy_run(image_deploy: Path, real_data_dir: Path, tmp_path: Pat
     bundle = load_bundle(image_deploy / "bundle")
     assert bundle.meta["info"]["variant"] == m["chosen"]
     c = m["calibration"]  # fitted on validation; measured on test with intervals
-    assert bundle.temperature == c["temperature"] > 0 and bundle.min_confidence == c["min_confidence"]
+    assert bundle.temperature == c["temperature"] > 0 and bundle.abstain_rule == c["per_finding"]["rule"]
+    assert bundle.abstain_rule["rule"] == "per-class" and bundle.min_confidence is None
     assert c["test"]["coverage_ci95"][0] <= c["test"]["coverage"] <= c["test"]["coverage_ci95"][1]
-    assert "## Calibration and abstention" in (image_deploy / "report.md").read_text()
+    per_class = c["per_finding"]["test"]
+    assert [f["label"] for f in per_class["findings"]] == ["normal", "pneumonia"]
+    assert per_class["complete_ci95"][0] <= per_class["complete"] <= per_class["complete_ci95"][1]
+    report = (image_deploy / "report.md").read_text()
+    assert "## Calibration and abstention" in report and "## An answer for every class" in report
+    assert ("Validation is easier than test" in report) != ("Validation and test are alike" in report)
     from PIL import Image
 
     test = np.load(real_data_dir / "medmnist" / "pneumoniamnist.npz")["test_images"]
@@ -271,7 +277,10 @@ def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
     unit = study["best"][m["shipped_model"]]
     meta = json.loads((run / "bundle" / "bundle.json").read_text())
     want = threshold_after_temperature(study["thresholds"][unit], meta["temperature"])
-    assert np.allclose(meta["threshold"], want) and meta["abstain"]["target_error"] == 0.02
+    assert np.allclose(meta["threshold"], want) and meta["abstain"]["rule"] == "per-label"
+    assert meta["abstain"]["target_miss"] == meta["abstain"]["target_false"] == 0.05
+    per_finding = pd.read_csv(run / "tables/per_finding.csv")
+    assert len(per_finding) == 2 * len(meta["labels"]) and set(per_finding.split) == {"val", "test"}
     curve = pd.read_csv(run / "tables/risk_coverage.csv")
     assert curve.query("split == 'test'").accepted.max() == m["calibration"]["test"]["n"]
     for fig in ("reliability_before", "reliability_after", "risk_coverage"):

@@ -77,7 +77,7 @@ def detail(response) -> str:
 
 
 def test_health_ready_schema_and_page(client) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "auth": "local"}  # no keys, on this machine only
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["models"] == ["xray", "cautious", "reports", "cautious-reports"]
     schema = client.get("/openapi.json").json()
@@ -97,7 +97,13 @@ def test_models_lists_each_bundle(client, bundles) -> None:
     assert xray["kind"] == "image" and xray["labels"] == IMAGE_LABELS and xray["overlay"] is True
     assert re.fullmatch(r"[0-9a-f]{12}", xray["version"]) and xray["temperature"] == 1.5
     card = bundles["xray"] / "model_card.md"  # written by write_bundle, verified by the manifest
-    assert xray["model_card"] == (card.read_text(encoding="utf-8") if card.is_file() else None)
+    if card.is_file():  # shown as HTML, with no server path
+        assert xray["model_card"].startswith("<h1>Model card") and "<li>" in xray["model_card"]
+        assert str(bundles["xray"].parent) not in xray["model_card"] and "# Model card" not in xray["model_card"]
+    else:
+        assert xray["model_card"] is None
+    assert xray["title"].startswith(f"{xray['name'].split()[0]} image model, version {xray['version']}")
+    assert xray["default"] is True
     assert body["models"][2]["labels"] == TEXT_LABELS
 
 
@@ -241,6 +247,6 @@ def test_logs_hold_no_patient_data() -> None:
     access = [x for x in lines if x.get("message", "") == "" and "route" in x]
     assert len(access) >= 20 and {x["route"] for x in access} >= {"/v1/images", "/v1/reports", "/v1/models"}
     for x in access:
-        assert set(x) == {"time", "level", "request_id", "method", "route", "status", "latency_ms"}
+        assert set(x) == {"time", "level", "request_id", "method", "route", "status", "latency_ms", "key", "model"}
     for sent in [*SENT_TEXTS, REPORT, *PATIENT.split("^"), "MRN 4711", "-4711", "Jane"]:
         assert sent not in text, sent

@@ -336,9 +336,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print("probabilities:")
     width = max(len(name) for name in bundle.labels)
     for name, p in prediction.ranked():
-        print(f"  {name:<{width}}  {p:.4f}")
-    if prediction.abstained:
+        print(f"  {name:<{width}}  {p:.4f}" + ("  uncertain" if name in prediction.referred else ""))
+    if prediction.abstained and bundle.min_confidence is not None:
         print(f"abstained: {prediction.reason} (confidence {prediction.confidence:.3f} < {bundle.min_confidence:.3f})")
+    elif prediction.abstained:
+        print(f"abstained: {prediction.reason}")
     print(f"latency: {prediction.latency_ms:.2f} ms")
     return 0
 
@@ -347,8 +349,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from medassist.serve import ServeConfig, serve
 
     flags = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt:") and v is not None]
-    serve(args.bundles, from_dict(ServeConfig, apply_overrides({}, flags)))
+    named = []
+    for spec in args.bundle or []:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise MedAssistError(
+                f"--bundle {spec!r}: give NAME=FOLDER, e.g. --bundle chest-xray=runs/deploy-.../bundle"
+            )
+        named.append((name, folder))
+    serve([*args.bundles, *named], from_dict(ServeConfig, apply_overrides({}, flags)))
     return 0
+
+
+def cmd_serve_keys_add(args: argparse.Namespace) -> int:
+    from medassist.serve.auth import add_key
+
+    key = add_key(args.api_keys, args.name, args.role)
+    print(f"API key for {args.name} ({args.role}); it is shown only now and stored only as a hash in {args.api_keys}:")
+    print(key)
+    return 0
+
+
+def _add_serve_keys(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the point-of-care service (here: its API keys)",
+        description="Manage the API keys of medassist serve.",
+    )
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="keys")
+    k = keys.add_parser("keys", help="API keys").add_subparsers(dest="keys_action", required=True, metavar="add")
+    add = k.add_parser(
+        "add",
+        help="make a new API key: print it once, append its name, role and hash to the key file",
+        epilog="example:\n  medassist serve keys add ward-3 --api-keys keys.txt --role client",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add.add_argument("name", help="the key's name (shown in the access log; letters, digits, _ . @ -)")
+    add.add_argument("--api-keys", required=True, metavar="FILE", help="the key file (created if missing)")
+    add.add_argument(
+        "--role",
+        default="client",
+        choices=["client", "metrics", "admin"],
+        help="client: predict and list models; metrics: GET /metrics; admin: both and reload (default: client)",
+    )
+    add.set_defaults(func=cmd_serve_keys_add)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -434,16 +478,31 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
+    if path == ("serve", "keys"):
+        _add_serve_keys(sub)
+        return parser
+    if path == ("serve", "keys"):
+        _add_serve_keys(sub)
+        return parser
     p = sub.add_parser(
         "serve",
         help="the point-of-care service: an HTTP API and a web page over verified bundles",
         description="Verify every bundle against its manifest (a problem stops here, before anything listens), then\n"
-        "serve POST /v1/images, POST /v1/reports, GET /v1/models, /healthz, /readyz, the OpenAPI schema (/docs)\n"
-        "and the web page at /.",
-        epilog="example:\n  medassist serve runs/deploy-image-.../bundle runs/deploy-text-.../bundle --port 8000",
+        "serve POST /v1/images, POST /v1/reports, GET /v1/models, /metrics, POST /v1/admin/reload, /healthz,\n"
+        "/readyz, the OpenAPI schema (/docs) and the web page at /. Off 127.0.0.1 callers need an API key:\n"
+        "medassist serve keys add NAME --api-keys keys.txt.",
+        epilog="examples:\n  medassist serve runs/deploy-image-.../bundle runs/deploy-text-.../bundle --port 8000\n"
+        "  medassist serve --bundle xray=runs/deploy-image-a/bundle --bundle xray=runs/deploy-image-b/bundle \\\n"
+        "      --host 0.0.0.0 --api-keys keys.txt --rate-limit 20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("bundles", metavar="BUNDLE", nargs="+", help="bundle folders (image and text)")
+    p.add_argument("bundles", metavar="BUNDLE", nargs="*", help="bundle folders (image and text), known by name")
+    p.add_argument(
+        "--bundle",
+        action="append",
+        metavar="NAME=FOLDER",
+        help="a bundle known as NAME; repeat a NAME for several versions of one model (the first is the default)",
+    )
     if path[:1] == ("serve",):
         _add_dataclass_options(p, importlib.import_module("medassist.serve.config").ServeConfig)
     p.set_defaults(func=cmd_serve)

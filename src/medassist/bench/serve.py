@@ -1,9 +1,10 @@
 """Service benchmark: `medassist serve` started on 127.0.0.1 and loaded with image and report requests.
 
-For each number of uvicorn workers and each serving mode (micro-batching, and one request per model call), in one
-run: requests one at a time (latency of a single client: p50/p95/p99), then ``requests`` at ``concurrency`` at once
-(throughput, p50/p95/p99 and errors). Every phase is bounded in count and in time; a request not answered in time is
-an error. The client runs on the same machine and shares its CPUs with the server.
+For each number of uvicorn workers, each serving mode (micro-batching, and one request per model call) and each way
+of checking callers (no keys, and an API key on every request), in one run: requests one at a time (latency of a
+single client: p50/p95/p99), then ``requests`` at ``concurrency`` at once (throughput, p50/p95/p99 and errors).
+Every phase is bounded in count and in time; a request not answered in time is an error. The client runs on the same
+machine and shares its CPUs with the server.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 from medassist.config import option, to_dict
 from medassist.errors import MedAssistError
 from medassist.run import Run
+from medassist.serve.auth import add_key
 
 HOST = "127.0.0.1"  # the benchmark only ever talks to this machine
 # Report texts of the kind Open-i holds (findings and impression), from short to long.
@@ -56,6 +58,9 @@ class ServeBenchConfig:
     workers: list[int] = option([1, 2], "uvicorn worker counts measured")
     max_batch: int = option(32, "largest micro-batch of the batching mode (the other mode runs one request per call)")
     max_wait_ms: float = option(2.0, "longest wait of a request for others to join its micro-batch")
+    auth: list[str] = option(
+        ["off", "api-key"], "caller checks measured: off (no keys) and api-key (a key on every request)"
+    )
     phase_timeout: float = option(180.0, "seconds a phase may take; requests still open then count as errors")
     data_dir: str = option("", "data directory with PneumoniaMNIST (default: $MEDASSIST_DATA_DIR); random if absent")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
@@ -90,12 +95,15 @@ def _free_port() -> int:
 class _Server:
     """`medassist serve` as a subprocess on a free port of 127.0.0.1, ready when /readyz answers 200."""
 
-    def __init__(self, cfg: ServeBenchConfig, workers: int, max_batch: int, log: Path) -> None:
+    def __init__(
+        self, cfg: ServeBenchConfig, workers: int, max_batch: int, log: Path, keys: Path | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
         cmd = [sys.executable, "-m", "medassist.cli", "serve", cfg.image_bundle, cfg.text_bundle]
         cmd += ["--host", HOST, "--port", str(self.port), "--workers", str(workers)]
         cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(cfg.max_wait_ms)]
+        cmd += ["--api-keys", str(keys)] if keys is not None else []
         self._log = log.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -125,8 +133,11 @@ class _Server:
         self._log.close()
 
 
-async def _phase(url: str, kind: str, payloads: list[Any], n: int, concurrency: int, timeout: float) -> dict:
-    """``n`` requests of ``kind`` with at most ``concurrency`` in flight; latency per answered request.
+async def _phase(
+    url: str, kind: str, payloads: list[Any], n: int, concurrency: int, timeout: float, key: str | None = None
+) -> dict:
+    """``n`` requests of ``kind`` with at most ``concurrency`` in flight (each with the API ``key``, if given);
+    latency per answered request.
 
     The client is aiohttp's (its per-request cost is a fraction of httpx's, and it shares the CPUs with the server).
     """
@@ -163,7 +174,8 @@ async def _phase(url: str, kind: str, payloads: list[Any], n: int, concurrency: 
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     client_timeout = aiohttp.ClientTimeout(total=30.0)
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout, headers=headers) as session:
         await asyncio.gather(*(one(session, 0) for _ in range(min(concurrency, 8))))  # warm connections and model
         latencies.clear()
         failures.clear()
@@ -190,7 +202,9 @@ async def _phase(url: str, kind: str, payloads: list[Any], n: int, concurrency: 
     }
 
 
+AUTH_MODES = ("off", "api-key")
 TARGETS = {
+    "auth_throughput_ratio": 0.9,
     "image_p95_ms_one_at_a_time": 20.0,
     "report_p95_ms_one_at_a_time": 40.0,
     "image_per_s_concurrent": 200.0,
@@ -209,30 +223,40 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
             raise MedAssistError(f"{name} {getattr(cfg, name)} is not a bundle folder")
     if cfg.requests < 1 or cfg.concurrency < 1 or cfg.sequential < 1 or not cfg.workers:
         raise MedAssistError("requests, concurrency and sequential must be positive, and workers non-empty")
+    unknown = [a for a in cfg.auth if a not in AUTH_MODES]
+    if unknown or not cfg.auth:
+        raise MedAssistError(f"auth {unknown or cfg.auth}: give one or both of {', '.join(AUTH_MODES)}")
     images = _images(cfg.data_dir)
     run = Run.create(cfg.out, "bench-serve", to_dict(cfg), kind="bench_serve")
     rows = []
     concurrent = f"{cfg.concurrency} concurrent"
     with run:
+        key = add_key(run.path("api_keys.txt"), "bench") if "api-key" in cfg.auth else None  # the file: hashes only
         for workers in cfg.workers:
             for mode, max_batch in (("micro-batching", cfg.max_batch), ("one per call", 1)):
-                server = _Server(cfg, workers, max_batch, run.path("server.log"))
-                try:
-                    server.wait_ready()
-                    loads = [("one at a time", cfg.sequential, 1), (concurrent, cfg.requests, cfg.concurrency)]
-                    for kind, payloads in (("image", images), ("report", REPORTS)):
-                        for load, n, conc in loads:
-                            res = asyncio.run(_phase(server.url, kind, payloads, n, conc, cfg.phase_timeout))
-                            rows.append({"workers": workers, "mode": mode, "kind": kind, "load": load, **res})
-                            if cfg.progress:
-                                speed = f"{res['throughput_per_s']:.0f}/s, p95 {res['p95_ms']:.1f} ms"
-                                print(
-                                    f"[bench serve] workers {workers}, {mode}, {kind}, {load}: {speed}, "
-                                    f"{res['errors']} errors",
-                                    file=sys.stderr,
+                for auth in cfg.auth:
+                    keys = run.path("api_keys.txt") if auth == "api-key" else None
+                    server = _Server(cfg, workers, max_batch, run.path("server.log"), keys)
+                    try:
+                        server.wait_ready()
+                        loads = [("one at a time", cfg.sequential, 1), (concurrent, cfg.requests, cfg.concurrency)]
+                        for kind, payloads in (("image", images), ("report", REPORTS)):
+                            for load, n, conc in loads:
+                                sent_key = key if auth == "api-key" else None
+                                res = asyncio.run(
+                                    _phase(server.url, kind, payloads, n, conc, cfg.phase_timeout, sent_key)
                                 )
-                finally:
-                    server.stop()
+                                row = {"workers": workers, "mode": mode, "auth": auth, "kind": kind, "load": load}
+                                rows.append({**row, **res})
+                                if cfg.progress:
+                                    speed = f"{res['throughput_per_s']:.0f}/s, p95 {res['p95_ms']:.1f} ms"
+                                    print(
+                                        f"[bench serve] workers {workers}, {mode}, auth {auth}, {kind}, {load}: "
+                                        f"{speed}, {res['errors']} errors",
+                                        file=sys.stderr,
+                                    )
+                    finally:
+                        server.stop()
         df = pd.DataFrame(rows)
         run.write_table("serve", df)
         verdicts = _verdicts(df)
@@ -240,6 +264,7 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
         cols = [
             "workers",
             "mode",
+            "auth",
             "kind",
             "load",
             "requests",
@@ -277,7 +302,25 @@ def _verdicts(df: pd.DataFrame) -> list[str]:
         best = rows.sort_values("throughput_per_s", ascending=False).iloc[0]
         ok = best.throughput_per_s >= TARGETS[key]
         out.append(
-            f"{kind} {best.load}: best {best.throughput_per_s:.0f}/s ({best.workers} worker(s), {best['mode']}), "
-            f"target >= {TARGETS[key]:g}/s: {'met' if ok else 'missed'}"
+            f"{kind} {best.load}: best {best.throughput_per_s:.0f}/s ({best.workers} worker(s), {best['mode']}, "
+            f"auth {best.auth}), target >= {TARGETS[key]:g}/s: {'met' if ok else 'missed'}"
+        )
+    return out + _auth_verdicts(df)
+
+
+def _auth_verdicts(df: pd.DataFrame) -> list[str]:
+    """Throughput with an API key on every request against without, at the concurrency, per configuration."""
+    if set(df.auth) != set(AUTH_MODES):
+        return []
+    out = []
+    busy = df[df.load != "one at a time"]
+    for (workers, mode, kind), g in busy.groupby(["workers", "mode", "kind"], sort=False):
+        speed = g.set_index("auth").throughput_per_s
+        ratio = speed["api-key"] / speed["off"]
+        ok = ratio >= TARGETS["auth_throughput_ratio"]
+        out.append(
+            f"API keys, {kind}, {workers} worker(s), {mode}: {speed['api-key']:.0f}/s with against "
+            f"{speed['off']:.0f}/s without ({ratio:.3f}x; target >= {TARGETS['auth_throughput_ratio']:g}x): "
+            f"{'met' if ok else 'missed'}"
         )
     return out

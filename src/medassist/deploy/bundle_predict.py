@@ -36,7 +36,9 @@ class Bundle:
         session: the ONNX Runtime session.
         vocab: the tokenizer of a text bundle (word vocabulary or WordPiece), else None.
         temperature: divides the logits before the softmax or sigmoid (fitted on validation; 1 = none).
-        min_confidence: below this confidence a prediction abstains (chosen on validation), or None.
+        min_confidence: the older case-level rule: below this confidence a prediction abstains, or None.
+        abstain_rule: the per-finding (multi-label) or per-class (multi-class) rule chosen on validation (see
+            :mod:`medassist.deploy.abstention`), or None.
         cam_output: the model's class-activation output (image bundles that have one), or None.
     """
 
@@ -54,7 +56,9 @@ class Bundle:
         self.vocab = vocab
         self.temperature = float(meta.get("temperature", 1.0))
         rule = meta.get("abstain")
-        self.min_confidence: float | None = float(rule["min_confidence"]) if rule else None
+        per_finding = bool(rule) and "rule" in rule
+        self.abstain_rule: dict[str, Any] | None = rule if per_finding else None
+        self.min_confidence: float | None = float(rule["min_confidence"]) if rule and not per_finding else None
         self.cam_output: str | None = meta.get("cam_output")
         self._preprocessing: dict[str, Any] = meta["preprocessing"]
         self._input_names = [i.name for i in session.get_inputs()]
@@ -287,6 +291,7 @@ class Bundle:
             latency_ms=seconds * 1000.0,
             temperature=self.temperature,
             min_confidence=self.min_confidence,
+            rule=self.abstain_rule,
         )
         if not cam:
             return predictions

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from medassist.deploy.abstention import check_rule
 from medassist.errors import MedAssistError
 
 BUNDLE_FORMAT = "medassist-bundle"
@@ -97,8 +98,12 @@ def _check_calibration(meta: dict[str, Any]) -> None:
         raise Invalid(f"has temperature {meta['temperature']!r}; give a positive number (1 leaves the logits alone)")
     if "abstain" in meta:
         rule = meta["abstain"]
-        if not isinstance(rule, dict) or not _is_number(rule.get("min_confidence")) or rule["min_confidence"] < 0:
-            raise Invalid(f"has abstain {rule!r}; give {{'min_confidence': a number >= 0, ...}}")
+        if isinstance(rule, dict) and "rule" in rule:  # per finding or per class
+            problem = check_rule(rule, meta["labels"], meta["task"])
+            if problem:
+                raise Invalid(f"has an abstain rule that {problem}")
+        elif not isinstance(rule, dict) or not _is_number(rule.get("min_confidence")) or rule["min_confidence"] < 0:
+            raise Invalid(f"has abstain {rule!r}; give {{'min_confidence': a number >= 0, ...}} or a per-finding rule")
     if "cam_output" in meta and meta["cam_output"] is not None and not isinstance(meta["cam_output"], str):
         raise Invalid(f"has cam_output {meta['cam_output']!r}; give the name of the model's class-activation output")
 

@@ -50,7 +50,16 @@ class DeployConfig:
     max_accuracy_drop: float = option(0.005, "selection tolerance: largest validation accuracy drop (0.005 = 0.5 pt)")
     max_auc_drop: float = option(0.005, "selection tolerance: largest validation AUC drop")
     target_error: float = option(
-        0.02, "abstention: the lowest confidence at which accepted validation cases err at most this is the threshold"
+        0.02, "case-level abstention, reported for comparison: accepted validation cases err at most this"
+    )
+    target_miss: float = option(
+        0.05, "per-finding abstention: among answered cases, at most this share of a finding's positives missed"
+    )
+    target_false: float = option(
+        0.05, "per-finding abstention: among answered cases, at most this share of a finding's negatives flagged"
+    )
+    min_positives: int = option(
+        10, "per-finding abstention: a finding with fewer validation positives is not assessed (always referred)"
     )
     warmup: int = option(20, "untimed calls per variant before timing")
     rounds: int = option(5, "timing rounds (every variant in turn each round)")

@@ -85,6 +85,29 @@ def _subgroups(fair: Path | None) -> list[str]:
     return lines
 
 
+def _abstain_lines(rule: dict[str, Any] | None) -> list[str]:
+    """The abstention rule in words."""
+    if not rule:
+        return []
+    if "rule" not in rule:
+        return [f"- abstention: the whole case is referred below confidence {rule['min_confidence']:.3f}"]
+    values = rule.get("bands") or rule.get("min_confidence") or {}
+    unit = "finding" if rule["rule"] == "per-label" else "class"
+    out = [
+        f"- abstention per {unit}, chosen on validation: among answered cases at most "
+        f"{rule['target_miss']:.0%} of a {unit}'s positives missed and {rule['target_false']:.0%} of its negatives "
+        f"flagged; fewer than {rule['min_positives']} validation positives: not assessed (always referred)"
+    ]
+    for name, v in values.items():
+        if v is None:
+            out.append(f"  - {name}: not assessed")
+        elif isinstance(v, list):
+            out.append(f"  - {name}: answered below {v[0]:.3f} (absent) or from {v[1]:.3f} (present)")
+        else:
+            out.append(f"  - {name}: answered from a probability of {v:.3f}")
+    return out
+
+
 def model_card(meta: dict[str, Any]) -> str:
     """The Markdown model card of a bundle described by ``meta`` (its bundle.json)."""
     from medassist.data.datasheet import load_datasheet
@@ -108,7 +131,8 @@ def model_card(meta: dict[str, Any]) -> str:
         f"variant: {info.get('variant', 'unknown')}",
         f"- outputs: {', '.join(map(str, labels))}",
         f"- created: {info.get('created', 'unknown')} with medassist {info.get('medassist_version', 'unknown')}",
-        f"- source run: `{source}`" if source else "- source run: not recorded",
+        # The run's name only: a card is shown to clients, and a server path is none of their business.
+        f"- source run: `{Path(source).name}`" if source else "- source run: not recorded",
         "",
         "## Intended use",
         "",
@@ -139,7 +163,8 @@ def model_card(meta: dict[str, Any]) -> str:
     out += ["", "### By subgroup", ""]
     out += _subgroups(find_fairness_run(source))
     out += ["", "## Calibration", ""]
-    cal = [f"- {k}: {json.dumps(meta[k])}" for k in ("temperature", "abstain") if k in meta]
+    cal = [f"- {k}: {json.dumps(meta[k])}" for k in ("temperature",) if k in meta]
+    cal += _abstain_lines(meta.get("abstain"))
     out += cal or ["- no calibration fitted (probabilities as the model gives them)"]
     out.append(f"- decision threshold(s), chosen on validation: {json.dumps(threshold)}")
     out += ["", "## Limitations", ""]

@@ -22,8 +22,11 @@ class Prediction:
             one batch call shares the batch's time.
         confidence: multi-class: the top probability; multi-label: the smallest margin of a label from its threshold
             (see :mod:`medassist.deploy.calibrate`).
-        abstained: the confidence is below the bundle's abstention threshold: refer the case to a clinician.
+        abstained: the bundle's abstention rule refers this case (or some of its findings) to a clinician.
         reason: why it abstained (empty when it did not).
+        referred: the labels left unanswered: multi-label, each finding whose probability is inside its band (or
+            that validation could not assess); multi-class, the predicted class when the case is referred. Empty when
+            the bundle's rule is the older case-level one (``abstained`` then refers the whole case).
         cam: image bundles asked for it: the class-activation map of the predicted class (h, w) in [0, 1].
     """
 
@@ -33,6 +36,7 @@ class Prediction:
     confidence: float = 1.0
     abstained: bool = False
     reason: str = ""
+    referred: list[str] = field(default_factory=list)
     cam: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def ranked(self) -> list[tuple[str, float]]:
@@ -49,6 +53,7 @@ class Prediction:
             "confidence": self.confidence,
             "abstained": self.abstained,
             "reason": self.reason,
+            "referred": list(self.referred),
         }
 
 
@@ -61,13 +66,17 @@ def to_predictions(
     latency_ms: float,
     temperature: float = 1.0,
     min_confidence: float | None = None,
+    rule: dict[str, Any] | None = None,
 ) -> list[Prediction]:
     """One prediction per row of ``logits`` (N, K), K = ``len(labels)``; every one carries ``latency_ms``.
 
     Multi-class: the most probable label of a softmax. Multi-label: a sigmoid per label, and every label whose
     probability is at least ``threshold`` (one for all labels, or one per label). The logits are divided by
-    ``temperature`` first; a prediction whose confidence is below ``min_confidence`` abstains.
+    ``temperature`` first. Abstention: with ``rule`` (per finding or per class, see
+    :mod:`medassist.deploy.abstention`) the findings it leaves unanswered are referred by name; else a prediction
+    whose confidence is below ``min_confidence`` abstains as a whole.
     """
+    from medassist.deploy.abstention import decide
     from medassist.deploy.calibrate import ABSTAIN_REASON, case_confidence
 
     logits = np.asarray(logits, dtype=np.float64) / float(temperature)
@@ -78,14 +87,25 @@ def to_predictions(
     else:
         probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without overflow for large |logits|
     confidence = case_confidence(probs, task, cut)
+    answered = decide(probs, task, labels, rule) if rule is not None else None
     out = []
-    for row, conf in zip(probs, confidence, strict=True):
+    for i, (row, conf) in enumerate(zip(probs, confidence, strict=True)):
         probabilities = {name: float(p) for name, p in zip(labels, row, strict=True)}
         if task == "multi-class":
             label: str | list[str] = labels[int(np.argmax(row))]
         else:
             label = [name for name, p, t in zip(labels, row, cut, strict=True) if p >= t]
-        abstain = min_confidence is not None and bool(conf < min_confidence)
+        referred: list[str] = []
+        if answered is None:
+            abstain = min_confidence is not None and bool(conf < min_confidence)
+            reason = ABSTAIN_REASON if abstain else ""
+        else:
+            if task == "multi-label":
+                referred = [name for name, ok in zip(labels, answered[i], strict=True) if not ok]
+            elif not answered[i]:
+                referred = [str(label)]
+            abstain = bool(referred)
+            reason = f"uncertain: {', '.join(referred)}; refer to a clinician" if referred else ""
         out.append(
             Prediction(
                 label=label,
@@ -93,7 +113,8 @@ def to_predictions(
                 latency_ms=latency_ms,
                 confidence=float(conf),
                 abstained=abstain,
-                reason=ABSTAIN_REASON if abstain else "",
+                reason=reason,
+                referred=referred,
             )
         )
     return out

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from medassist.deploy.variants import BASELINE, reference_of
+from medassist.report.abstention import per_finding_section
 from medassist.report.format import (
     computed_on,
     fmt_ci,
@@ -246,10 +247,10 @@ def _calibration_section(c: dict[str, Any]) -> list[str]:
         "",
         "![reliability before](figures/reliability_before.png) ![reliability after](figures/reliability_after.png)",
         "",
-        f"Abstention: the lowest confidence at which the accepted validation cases err at most "
-        f"{pct(c['target_error'])} is {threshold} (validation coverage {pct(c['val_coverage'])}, accepted error "
-        f'{pct(c["val_accepted_error"])}); below it the bundle answers "uncertain: refer to a clinician". On test '
-        f"({t['n']:,} cases) it answers {t['accepted']:,}: coverage {pct(t['coverage'])} (95% CI "
+        f"Case-level abstention, for comparison (the bundle uses the per-finding rule below): the lowest "
+        f"confidence at which the accepted validation cases err at most {pct(c['target_error'])} is {threshold} "
+        f"(validation coverage {pct(c['val_coverage'])}, accepted error {pct(c['val_accepted_error'])}). On test "
+        f"({t['n']:,} cases) it would answer {t['accepted']:,}: coverage {pct(t['coverage'])} (95% CI "
         f"{pct_ci(t['coverage_ci95'])}), error of the answered cases {pct(t['accepted_error'])} (95% CI "
         f"{pct_ci(t['accepted_error_ci95'])}), against {pct(t['error_without_abstention'])} answering every case.",
         "",
@@ -342,6 +343,8 @@ def build_deploy_report(run_dir: str | Path) -> str:
         ]
     if m.get("calibration"):
         lines += _calibration_section(m["calibration"])
+        if m["calibration"].get("per_finding"):
+            lines += per_finding_section(m["calibration"], m["task"])
     if m.get("teachers"):
         lines += [
             f"Distillation teachers (averaged log-probabilities): {', '.join(m['teachers']['teachers'])}; "

@@ -5,24 +5,25 @@ Routes (versioned, described by the OpenAPI schema at ``/openapi.json`` and ``/d
 - ``POST /v1/images``: a PNG, JPEG or DICOM upload -> label, calibrated probabilities, abstention and why, the
   Grad-CAM overlay of the shipped model (PNG), latency, model name and version.
 - ``POST /v1/reports``: ``{"text": ...}`` -> findings with probabilities, abstention, latency.
-- ``GET /v1/models``: each bundle's metadata and model card; ``GET /healthz`` (alive), ``GET /readyz`` (models
-  loaded and batchers running).
+- ``GET /v1/models``: each model version's metadata and model card (HTML); ``GET /healthz`` (alive, and whether
+  keys are required), ``GET /readyz`` (every model has answered once).
+- ``GET /metrics``: Prometheus' text format (:mod:`medassist.serve.metrics`).
+- ``POST /v1/admin/reload``: verify a model's bundle folders again and swap in the new versions (admin key).
 
-Every bundle is verified against its manifest when the app is made (:func:`load_served`), so a tampered bundle
-stops the service before it listens. Concurrent requests to one model are micro-batched
+Callers need an API key (:mod:`medassist.serve.auth`), checked before a body is read. Every bundle is verified
+against its manifest when the service starts (:func:`load_served`), so a tampered bundle stops it before it listens;
+a reload that fails verification keeps the old version serving. Concurrent requests to one model are micro-batched
 (:mod:`medassist.serve.batching`). Errors answer with a message and the request id, never a stack trace; the access
 log (:mod:`medassist.serve.logs`) holds no patient data.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,33 +31,34 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medassist.deploy.bundle import Bundle, BundleError, load_bundle
+from medassist.deploy.bundle import Bundle, BundleError
 from medassist.deploy.bundle_model import ort_providers
-from medassist.deploy.manifest import read_manifest, verified_bytes
 from medassist.deploy.prediction import Prediction
 from medassist.errors import MedAssistError
+from medassist.serve.auth import Gate, KeyRing, read_keys
 from medassist.serve.batching import MicroBatcher
 from medassist.serve.config import ServeConfig
 from medassist.serve.limits import Limits, Refused, check_text, check_upload, read_image
 from medassist.serve.logs import AccessLog, access_logger
+from medassist.serve.metrics import ServiceMetrics
 from medassist.serve.middleware import BodyLimit
 from medassist.serve.overlay import overlay_png
 from medassist.serve.schemas import (
     Finding,
     ImageAnswer,
-    ModelInfo,
-    ModelRef,
     Models,
     Problem,
+    Reloaded,
+    ReloadRequest,
     ReportAnswer,
     ReportRequest,
 )
+from medassist.serve.served import Registry, Served, load_served, scrub
 
-MODEL_CARD_FILE = "model_card.md"
 NOT_A_DEVICE = (
     "Research software, not a medical device: it has not been cleared for clinical use, and every answer needs a "
     "clinician's judgement."
@@ -66,69 +68,6 @@ STATIC = Path(str(resources.files("medassist.serve") / "static"))
 
 
 # -- models, each behind its micro-batcher ------------------------------------------------------------------------
-
-
-@dataclass
-class Served:
-    """One verified bundle with its id, version, model card and batcher."""
-
-    id: str
-    bundle: Bundle
-    version: str
-    card: str | None
-    batcher: MicroBatcher | None = field(default=None, repr=False)
-
-    @property
-    def ref(self) -> ModelRef:
-        return ModelRef(id=self.id, name=self.bundle.meta["name"], version=self.version)
-
-    def info(self) -> ModelInfo:
-        b = self.bundle
-        return ModelInfo(
-            id=self.id,
-            name=b.meta["name"],
-            kind=b.kind,
-            task=b.task,
-            labels=b.labels,
-            version=self.version,
-            created=b.meta.get("info", {}).get("created"),
-            metrics=b.meta.get("metrics", {}),
-            threshold=b.threshold,
-            temperature=b.temperature,
-            abstain=b.meta.get("abstain"),
-            overlay=b.cam_output is not None,
-            model_card=self.card,
-        )
-
-
-def _bundle_id(path: Path) -> str:
-    """A deploy run's bundle is the folder ``bundle`` of the run: it is known by the run's name."""
-    path = path.resolve()
-    return path.parent.name if path.name == "bundle" else path.name
-
-
-def load_served(paths: Sequence[str | os.PathLike[str]], *, threads: int = 0, provider: str = "cpu") -> list[Served]:
-    """Verify and open every bundle; the first problem raises :class:`BundleError` naming the bundle and file."""
-    if not paths:
-        raise MedAssistError("give at least one bundle folder to serve: medassist serve runs/deploy-.../bundle")
-    served: list[Served] = []
-    for path in map(Path, paths):
-        bundle = load_bundle(
-            path, threads=threads, spin=False, provider=provider
-        )  # waiting threads leave the CPUs to requests
-        files = read_manifest(path)
-        version = files[bundle.meta["model_file"]]["sha256"][:12]
-        card = None
-        if MODEL_CARD_FILE in files:  # verified as every other file of the bundle
-            card = verified_bytes(path, MODEL_CARD_FILE, files[MODEL_CARD_FILE]).decode("utf-8", errors="replace")
-        model_id = _bundle_id(path)
-        if any(s.id == model_id for s in served):
-            raise MedAssistError(
-                f"two bundles would both be known as {model_id!r} ({path}); serve bundles from folders with "
-                "different names"
-            )
-        served.append(Served(model_id, bundle, version, card))
-    return served
 
 
 def _run_images(bundle: Bundle) -> Any:
@@ -148,20 +87,6 @@ def _run_texts(bundle: Bundle) -> Any:
     return run
 
 
-async def _warm_up(s: Served, limits: Limits) -> None:
-    """One answer through the whole path (decoding, model, overlay), so that lazy imports and ONNX Runtime's first
-    run happen before the service reports ready."""
-    from PIL import Image
-
-    if s.bundle.kind == "image":
-        buf = io.BytesIO()
-        Image.fromarray(np.zeros((s.bundle.image_size,) * 2, dtype=np.uint8)).save(buf, format="PNG")
-        data = buf.getvalue()
-        await s.batcher.submit(read_image(data, check_upload(data, limits), s.bundle))
-    else:
-        await s.batcher.submit("warm-up")
-
-
 # -- the app -----------------------------------------------------------------------------------------------------
 
 
@@ -170,13 +95,29 @@ def _request_id(request: Request) -> str | None:
 
 
 def _problem(request: Request, status: int, detail: Any) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"detail": detail, "request_id": _request_id(request)}, headers=None
-    )
+    return JSONResponse(status_code=status, content={"detail": detail, "request_id": _request_id(request)})
 
 
-def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app over ``served`` (from :func:`load_served`)."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def key_ring(cfg: ServeConfig) -> KeyRing | None:
+    """The keys the service requires, or None (no keys): refused off 127.0.0.1 unless ``no_auth`` says so."""
+    if cfg.api_keys and cfg.no_auth:
+        raise MedAssistError("give either --api-keys or --no-auth, not both")
+    if cfg.api_keys:
+        return KeyRing(read_keys(cfg.api_keys))
+    if cfg.host not in LOCAL_HOSTS and not cfg.no_auth:
+        raise MedAssistError(
+            f"the service would listen on {cfg.host}, beyond this machine, without API keys; make a key file with "
+            "`medassist serve keys add NAME --api-keys keys.txt` and pass --api-keys keys.txt (or --no-auth to "
+            "serve anyone who can reach the port)"
+        )
+    return None
+
+
+def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: KeyRing | None = None) -> FastAPI:
+    """The FastAPI app over ``served`` (from :func:`load_served`); ``ring`` holds the API keys (None: no keys)."""
     cfg = cfg or ServeConfig()
     limits = Limits(
         max_upload_bytes=int(cfg.max_upload_mb * 1024 * 1024),
@@ -184,22 +125,32 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
         max_text_chars=cfg.max_text_chars,
     )
     logger = access_logger()
-    by_kind = {k: [s for s in served if s.bundle.kind == k] for k in ("image", "text")}
+    metrics = ServiceMetrics()
 
-    for s in served:
+    def make_batcher(s: Served) -> MicroBatcher:
         run = _run_images(s.bundle) if s.bundle.kind == "image" else _run_texts(s.bundle)
-        s.batcher = MicroBatcher(run, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name=s.id)
+        return MicroBatcher(run, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name=s.id)
+
+    registry = Registry(served, make_batcher, limits)
+    # api-key: every caller needs a key; local: no keys, listening on this machine only; none: no keys by --no-auth.
+    auth = "api-key" if ring is not None else ("none" if cfg.no_auth else "local")
+    if ring is None and cfg.no_auth:
+        logger.warning("no-auth", extra={"fields": {"warning": "serving without API keys (--no-auth)"}})
+
+    def count_models() -> None:
+        metrics.loaded.set(len(registry.served))
+        for s in registry.served:
+            metrics.verified.labels(s.id, s.version).set(1)
+
+    count_models()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
-        for s in served:
-            await s.batcher.start()
-            await _warm_up(s, limits)  # the first answer is not slower than the others; /readyz means ready
+        await registry.start_all()  # every model answers once before the service says it is ready
         try:
             yield
         finally:
-            for s in served:
-                await s.batcher.stop()
+            await registry.stop_all()
 
     # Room for the multipart envelope around the largest file, and for a JSON report of the longest text (a
     # character is at most 12 bytes as a JSON escape); each route then checks its own limit exactly.
@@ -215,7 +166,9 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
         f"{limits.max_upload_bytes:,} bytes; reports: at most {limits.max_text_chars:,} characters)"
     )
     app.add_middleware(BodyLimit, max_bytes=body_cap, message=too_large)
-    app.add_middleware(AccessLog)  # the outermost: it sees every answer, the body limit's too
+    # Keys and the rate limit before anything reads a body; the access log outermost, so it sees every answer.
+    app.add_middleware(Gate, ring=ring, rate_limit=cfg.rate_limit, metrics_public=cfg.metrics_public)
+    app.add_middleware(AccessLog, metrics=metrics)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
@@ -237,36 +190,51 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
         logger.error("error", extra={"fields": {"request_id": _request_id(request), "error": type(exc).__name__}})
         return _problem(request, 500, "internal error; the request id names it in the service's log")
 
-    def pick(kind: str, model: str | None) -> Served:
-        candidates = by_kind[kind]
+    def pick(request: Request, kind: str, model: str | None, version: str | None) -> Served:
+        candidates = registry.of_kind(kind)
         if not candidates:
-            raise Refused(404, f"this service has no {kind} model; it serves {', '.join(s.id for s in served)}")
-        if model is None:
-            return candidates[0]
-        for s in candidates:
-            if s.id == model:
-                return s
-        known = ", ".join(s.id for s in candidates)
-        raise Refused(404, f"no {kind} model with id {model[:80]!r}; the {kind} models are: {known}")
+            ids = ", ".join(dict.fromkeys(s.id for s in registry.served))
+            raise Refused(404, f"this service has no {kind} model; it serves {', '.join(ids)}")
+        model = model or candidates[0].id
+        versions = [s for s in candidates if s.id == model]
+        if not versions:
+            known = ", ".join(dict.fromkeys(s.id for s in candidates))
+            raise Refused(404, f"no {kind} model with id {model[:80]!r}; the {kind} models are: {known}")
+        chosen = versions[0] if version is None else next((s for s in versions if s.version == version), None)
+        if chosen is None:
+            known = ", ".join(s.version for s in versions)
+            raise Refused(404, f"model {model!r} has no version {version[:80]!r}; its versions are: {known}")
+        request.state.model = chosen.id  # for the access log and the request metrics
+        return chosen
 
     async def answer(s: Served, item: Any) -> tuple[Prediction, str | None, int]:
         assert s.batcher is not None
         try:
-            return await s.batcher.submit(item)
+            pred, overlay, n = await s.batcher.submit(item)
         except BundleError:
             raise Refused(500, "the model failed to run on this input; the request id names it in the log") from None
+        metrics.prediction(s.id, pred.referred, pred.abstained, n)
+        return pred, overlay, n
 
-    problems = {413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}, 404: {"model": Problem}}
+    problems = {
+        401: {"model": Problem},
+        404: {"model": Problem},
+        413: {"model": Problem},
+        415: {"model": Problem},
+        422: {"model": Problem},
+        429: {"model": Problem},
+    }
 
     @app.post("/v1/images", response_model=ImageAnswer, responses=problems, tags=["predict"])
     async def predict_image(
         request: Request,
         file: Annotated[UploadFile, File(description="a PNG, JPEG or DICOM image (at most the upload limit)")],
         model: Annotated[str | None, Form(description="an image model's id from /v1/models")] = None,
+        version: Annotated[str | None, Form(description="a version of that model; default: its default")] = None,
     ) -> ImageAnswer:
         """Classify one chest X-ray, with calibrated probabilities, abstention and the Grad-CAM overlay."""
         start = time.perf_counter()
-        s = pick("image", model)
+        s = pick(request, "image", model, version)
         data = await file.read(limits.max_upload_bytes + 1)
         kind = check_upload(data, limits)
         image = read_image(data, kind, s.bundle)
@@ -279,6 +247,7 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
             confidence=pred.confidence,
             abstained=pred.abstained,
             reason=pred.reason,
+            referred=pred.referred,
             overlay_png=overlay,
             latency_ms=(time.perf_counter() - start) * 1000.0,
             model_latency_ms=pred.latency_ms,
@@ -287,17 +256,26 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
 
     @app.post("/v1/reports", response_model=ReportAnswer, responses=problems, tags=["predict"])
     async def predict_report(request: Request, body: ReportRequest) -> ReportAnswer:
-        """Find the findings of one radiology report, with calibrated probabilities and abstention."""
+        """Find the findings of one radiology report, each answered or referred by name."""
         start = time.perf_counter()
-        s = pick("text", body.model)
+        s = pick(request, "text", body.model, body.version)
         text = check_text(body.text, limits)
         pred, _, n = await answer(s, text)
         present = set(pred.label) if isinstance(pred.label, list) else {pred.label}
+        referred = set(pred.referred)
+
+        def status(k: str) -> str:
+            if k in referred or (pred.abstained and not pred.referred):
+                return "uncertain"
+            return "present" if k in present else "absent"
+
         return ReportAnswer(
             request_id=_request_id(request) or "",
             model=s.ref,
             task=s.bundle.task,
-            findings=[Finding(label=k, probability=v, present=k in present) for k, v in pred.ranked()],
+            findings=[
+                Finding(label=k, probability=v, present=k in present, status=status(k)) for k, v in pred.ranked()
+            ],
             label=pred.label,
             confidence=pred.confidence,
             abstained=pred.abstained,
@@ -307,21 +285,49 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
             batch_size=n,
         )
 
-    @app.get("/v1/models", response_model=Models, tags=["models"])
+    @app.get("/v1/models", response_model=Models, responses=problems, tags=["models"])
     async def models() -> Models:
-        """Every served bundle's metadata and model card."""
-        return Models(models=[s.info() for s in served], notice=NOT_A_DEVICE)
+        """Every served model version's metadata and model card; the default version of each model first."""
+        infos = [s.info(default=registry.is_default(s)) for s in registry.served]
+        return Models(models=infos, notice=NOT_A_DEVICE)
+
+    @app.post(
+        "/v1/admin/reload", response_model=Reloaded, responses={409: {"model": Problem}, **problems}, tags=["admin"]
+    )
+    async def reload(request: Request, body: ReloadRequest) -> Reloaded:
+        """Verify a model's bundle folders again and swap in the new versions; a bundle that fails verification is
+        refused (409) and the old version keeps serving."""
+        if cfg.workers > 1:
+            raise Refused(409, "reload needs a single worker (--workers 1); with several, restart the service")
+        if not any(s.id == body.model for s in registry.served):
+            raise Refused(404, f"no model with id {body.model[:80]!r}")
+        request.state.model = body.model
+        paths = [s.path for s in registry.served]
+        try:
+            changes = await registry.reload(body.model, threads=worker_threads(cfg), provider=cfg.provider)
+        except (BundleError, MedAssistError) as err:
+            metrics.reloads.labels(body.model, "refused").inc()
+            why = scrub(str(err), paths)
+            raise Refused(409, f"the new bundle was refused; the old version keeps serving: {why}") from None
+        metrics.reloads.labels(body.model, "ok").inc()
+        count_models()
+        return Reloaded(changes=changes)
+
+    @app.get("/metrics", tags=["health"], responses=problems, response_class=Response)
+    async def prometheus() -> Response:
+        """Requests, latencies, micro-batch sizes, abstentions and models, in Prometheus' text format."""
+        return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
+        """The process is alive; ``auth`` says whether callers need an API key (the page asks for one)."""
+        return {"status": "ok", "auth": auth}
 
     @app.get("/readyz", tags=["health"], responses={503: {"model": Problem}})
     async def readyz(request: Request) -> Any:
-        """Every model is loaded and its batcher is running."""
-        if all(s.batcher is not None and s.batcher.running for s in served):
-            return {"status": "ready", "models": [s.id for s in served]}
+        """Every model has answered once and its batcher is running."""
+        if all(s.ready and s.batcher is not None and s.batcher.running for s in registry.served):
+            return {"status": "ready", "models": [s.id for s in registry.served]}
         return _problem(request, 503, "not ready: the models are still starting")
 
     @app.get("/", include_in_schema=False)
@@ -329,6 +335,8 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.registry = registry
+    app.state.metrics = metrics
     return app
 
 
@@ -338,7 +346,8 @@ def app_from_env() -> FastAPI:
 
     spec = json.loads(os.environ[CONFIG_ENV])
     cfg = from_dict(ServeConfig, spec["config"])
-    return create_app(load_served(spec["bundles"], threads=worker_threads(cfg), provider=cfg.provider), cfg)
+    served = load_served(spec["bundles"], threads=worker_threads(cfg), provider=cfg.provider)
+    return create_app(served, cfg, ring=key_ring(cfg))
 
 
 def worker_threads(cfg: ServeConfig) -> int:
@@ -346,21 +355,36 @@ def worker_threads(cfg: ServeConfig) -> int:
     return cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
 
 
-def serve(bundles: Sequence[str], cfg: ServeConfig) -> None:
-    """Verify every bundle (a problem stops here, before anything listens), then run uvicorn."""
+def _tls(cfg: ServeConfig) -> dict[str, str]:
+    if bool(cfg.ssl_certfile) != bool(cfg.ssl_keyfile):
+        raise MedAssistError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    for f in (cfg.ssl_certfile, cfg.ssl_keyfile):
+        if f and not Path(f).is_file():
+            raise MedAssistError(f"TLS file {f} does not exist")
+    return {"ssl_certfile": cfg.ssl_certfile, "ssl_keyfile": cfg.ssl_keyfile} if cfg.ssl_certfile else {}
+
+
+def serve(bundles: Sequence[str | Sequence[str]], cfg: ServeConfig) -> None:
+    """Check the keys and TLS files, verify every bundle (a problem stops here, before anything listens), then run
+    uvicorn. ``bundles``: folders (known by their name), ``NAME=FOLDER`` or (name, folder) pairs."""
     import uvicorn
 
     if cfg.workers < 1:
         raise MedAssistError(f"workers must be at least 1, got {cfg.workers}")
     if cfg.max_batch < 1 or cfg.max_wait_ms < 0:
         raise MedAssistError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {cfg.max_batch}, {cfg.max_wait_ms}")
+    if cfg.rate_limit < 0:
+        raise MedAssistError(f"rate_limit must be 0 (none) or a positive number a second, got {cfg.rate_limit}")
+    ring = key_ring(cfg)
+    tls = _tls(cfg)
     ort_providers(cfg.provider)  # a provider this machine lacks is refused before any bundle is read
     served = load_served(bundles, threads=worker_threads(cfg), provider=cfg.provider)
-    common = {"host": cfg.host, "port": cfg.port, "log_level": cfg.log_level, "access_log": False}
+    common = {"host": cfg.host, "port": cfg.port, "log_level": cfg.log_level, "access_log": False, **tls}
     if cfg.workers == 1:
-        uvicorn.run(create_app(served, cfg), **common)
+        uvicorn.run(create_app(served, cfg, ring=ring), **common)
         return
     from medassist.config import to_dict
 
-    os.environ[CONFIG_ENV] = json.dumps({"bundles": [str(Path(b).resolve()) for b in bundles], "config": to_dict(cfg)})
+    specs = [[s.id, str(s.path.resolve())] for s in served]
+    os.environ[CONFIG_ENV] = json.dumps({"bundles": specs, "config": to_dict(cfg)})
     uvicorn.run("medassist.serve.app:app_from_env", factory=True, workers=cfg.workers, **common)

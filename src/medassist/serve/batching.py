@@ -40,6 +40,7 @@ class MicroBatcher:
         self._loop_of_task: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.items = 0
+        self.pending = 0  # submitted and not yet answered
 
     async def start(self) -> None:
         """Start the gathering task (and the model's thread) on the running event loop."""
@@ -70,8 +71,19 @@ class MicroBatcher:
             await self.start()  # an app run without its lifespan (or on a new event loop) starts it here
         assert self._queue is not None
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
-        return await future
+        self.pending += 1
+        try:
+            await self._queue.put((item, future))
+            return await future
+        finally:
+            self.pending -= 1
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait until every submitted request has its answer (or ``timeout_s`` passed): a batcher being replaced
+        finishes what it accepted before it stops."""
+        deadline = time.perf_counter() + timeout_s
+        while self.pending and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
 
     async def _loop(self) -> None:
         assert self._queue is not None and self._pool is not None

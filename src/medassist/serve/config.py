@@ -24,3 +24,11 @@ class ServeConfig:
     max_pixels: int = option(4096 * 4096, "largest image (width x height) decoded; larger headers are refused")
     max_text_chars: int = option(20_000, "longest report, in characters")
     log_level: str = option("warning", "uvicorn's own log level (the JSON access log is always written)")
+    api_keys: str = option(
+        "", "file of API keys (NAME ROLE sha256:HEX lines, from `medassist serve keys add`); required off 127.0.0.1"
+    )
+    no_auth: bool = option(False, "serve without API keys even off 127.0.0.1 (warned in the log and on the page)")
+    metrics_public: bool = option(False, "GET /metrics without a key (else it needs a metrics or admin key)")
+    rate_limit: float = option(0.0, "most requests a second per key (per address without keys); 0 = no limit")
+    ssl_certfile: str = option("", "TLS certificate file (PEM), passed to uvicorn; with --ssl-keyfile")
+    ssl_keyfile: str = option("", "TLS private key file (PEM), passed to uvicorn; with --ssl-certfile")

@@ -1,5 +1,6 @@
-"""The service's structured access log: one JSON line per request with its id, method, route, status and latency,
-and nothing else (no query, no body, no file name, no header), so no patient data can reach the log."""
+"""The service's structured access log: one JSON line per request with its id, method, route, status, latency, the
+caller's key name (never the key) and the model that answered, and nothing else (no query, no body, no file name,
+no header), so no patient data can reach the log."""
 
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ def new_request_id() -> str:
 
 class AccessLog:
     """Pure ASGI middleware: gives each HTTP request an id (``X-Request-ID`` answer header and
-    ``scope["state"]["request_id"]``) and logs one line when its answer starts."""
+    ``scope["state"]["request_id"]``) and logs one line when it has answered; ``metrics`` (a
+    :class:`~medassist.serve.metrics.ServiceMetrics`, if given) counts it by route, status and model."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, metrics: Any = None) -> None:
         self.app = app
         self.logger = access_logger()
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -65,17 +68,23 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            # The route's template (e.g. /v1/images), never the raw path, which a client controls.
+            route = getattr(scope.get("route"), "path", None) or "(no route)"
+            state = scope["state"]
+            seconds = time.perf_counter() - start
             self.logger.info(
                 "request",
                 extra={
                     "fields": {
                         "request_id": request_id,
                         "method": scope.get("method", ""),
-                        # The route's template (e.g. /v1/images), never the raw path, which a client controls.
-                        "route": getattr(route, "path", None) or "(no route)",
+                        "route": route,
                         "status": status["code"],
-                        "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+                        "latency_ms": round(seconds * 1000.0, 3),
+                        "key": state.get("key_name"),
+                        "model": state.get("model"),
                     }
                 },
             )
+            if self.metrics is not None:
+                self.metrics.request(route, status["code"], state.get("model") or "", seconds)

@@ -9,8 +9,9 @@ from pydantic import BaseModel, Field
 
 class ModelRef(BaseModel):
     id: str = Field(description="the id to select this model with (the 'model' field of a request)")
-    name: str
-    version: str = Field(description="the first 12 hex digits of the model file's SHA-256")
+    name: str = Field(description="the technical name: data set, model and shipped variant")
+    version: str = Field(description="the first 12 hex digits of the model file's SHA-256 ('version' of a request)")
+    title: str = Field(description="the model in a clinician's words, with its version and date")
 
 
 class ImageAnswer(BaseModel):
@@ -19,8 +20,9 @@ class ImageAnswer(BaseModel):
     label: str = Field(description="the most probable class (shown even when the model abstains)")
     probabilities: dict[str, float] = Field(description="calibrated (temperature-scaled), most probable first")
     confidence: float
-    abstained: bool = Field(description="true: the confidence is below the abstention threshold chosen on validation")
+    abstained: bool = Field(description="true: the rule chosen on validation refers this case to a clinician")
     reason: str = Field(description="why it abstained; empty when it did not")
+    referred: list[str] = Field(description="the classes left unanswered (the predicted one, when referred)")
     overlay_png: str | None = Field(
         description="data: URL of a PNG: the Grad-CAM heatmap of the predicted class over the image; null when the "
         "model has no class-activation output"
@@ -33,7 +35,8 @@ class ImageAnswer(BaseModel):
 class Finding(BaseModel):
     label: str
     probability: float
-    present: bool
+    present: bool = Field(description="the probability is at least the finding's decision threshold")
+    status: str = Field(description="present | absent (answered) or uncertain (referred to a clinician)")
 
 
 class ReportAnswer(BaseModel):
@@ -43,8 +46,8 @@ class ReportAnswer(BaseModel):
     findings: list[Finding] = Field(description="every label, most probable first")
     label: str | list[str] = Field(description="multi-label: the findings present; multi-class: the class")
     confidence: float
-    abstained: bool
-    reason: str
+    abstained: bool = Field(description="true: some findings (or the whole report) are referred to a clinician")
+    reason: str = Field(description="which findings are uncertain; empty when every one is answered")
     latency_ms: float
     model_latency_ms: float
     batch_size: int
@@ -53,11 +56,22 @@ class ReportAnswer(BaseModel):
 class ReportRequest(BaseModel):
     text: str = Field(description="the report text (never logged)")
     model: str | None = Field(default=None, description="a text model's id from /v1/models; default: the first")
+    version: str | None = Field(default=None, description="a version of that model; default: its default version")
+
+
+class ReloadRequest(BaseModel):
+    model: str = Field(description="the id of the model whose bundle folders are verified and loaded again")
+
+
+class Reloaded(BaseModel):
+    changes: list[dict[str, str]] = Field(description="each version replaced: id, from and to")
 
 
 class ModelInfo(BaseModel):
     id: str
     name: str
+    title: str = Field(description="the model in a clinician's words, with its version and date")
+    default: bool = Field(description="the version a request gets when it names none")
     kind: str
     task: str
     labels: list[str]
@@ -68,7 +82,7 @@ class ModelInfo(BaseModel):
     temperature: float
     abstain: dict[str, Any] | None
     overlay: bool = Field(description="whether answers carry a Grad-CAM overlay")
-    model_card: str | None = Field(description="the bundle's model_card.md (Markdown), if it has one")
+    model_card: str | None = Field(description="the bundle's model card as HTML, if it has one")
 
 
 class Models(BaseModel):

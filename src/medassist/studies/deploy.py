@@ -359,7 +359,7 @@ def _write_results(
         name=f"{shipped.name} {shipped.model_name} ({chosen})",
         calibration={
             "temperature": calibration["temperature"],
-            "abstain": {"min_confidence": calibration["min_confidence"], "target_error": cfg.target_error},
+            "abstain": calibration["per_finding"]["rule"],
             **({"cam_output": CAM_OUTPUT} if _has_cam(var.onnx_file) else {}),
         },
     )
@@ -453,6 +453,7 @@ def _calibrate(run: Run, cfg: DeployConfig, source: Source, var: Variant) -> tup
     _plot_risk_coverage(curve, cfg.target_error, run.figure("risk_coverage"))
     test = selective_summary(conf, wrong, min_conf, n_boot=cfg.n_boot, seed=cfg.seed)
     val = selective_summary(conf_val, wrong_val, min_conf, n_boot=1, seed=cfg.seed)
+    per_finding = _per_finding(run, cfg, source, {s: probs(s, temperature) for s in ("val", "test")}, threshold)
     return {
         "temperature": temperature,
         "ece_test_before": ece["before"],
@@ -462,8 +463,42 @@ def _calibrate(run: Run, cfg: DeployConfig, source: Source, var: Variant) -> tup
         "target_error": cfg.target_error,
         "val_coverage": val["coverage"],
         "val_accepted_error": val["accepted_error"],
+        "val_error_without_abstention": val["error_without_abstention"],
+        "val_n": val["n"],
         "test": test,
+        "per_finding": per_finding,
     }, threshold
+
+
+def _per_finding(
+    run: Run, cfg: DeployConfig, source: Source, probs: dict[str, np.ndarray], threshold: Any
+) -> dict[str, Any]:
+    """The bundle's abstention rule, per finding (multi-label) or per class (multi-class), chosen on the
+    temperature-scaled validation probabilities; measured on validation and on test (table ``per_finding``)."""
+    from medassist.deploy.abstention import choose_class_thresholds, choose_label_bands, selective_report
+
+    labels, task = list(source.labels), source.task
+    y = {s: source.splits[s].labels for s in ("val", "test")}
+    targets = {"target_miss": cfg.target_miss, "target_false": cfg.target_false, "min_positives": cfg.min_positives}
+    if task == "multi-label":
+        rule = choose_label_bands(probs["val"], y["val"], labels, threshold, **targets)
+    else:
+        rule = choose_class_thresholds(probs["val"], y["val"], labels, **targets)
+    measured = {}
+    for split in ("val", "test"):
+        boots = cfg.n_boot if split == "test" else 1  # validation chose the rule: its point values are what matter
+        measured[split] = selective_report(
+            probs[split], y[split], task, labels, threshold, rule, n_boot=boots, seed=cfg.seed
+        )
+    rows = []
+    for split, m in measured.items():
+        for row in m["findings"]:
+            flat = {k: v for k, v in row.items() if not k.endswith("_ci95")}
+            for k in ("coverage", "miss", "false"):
+                flat[f"{k}_ci_low"], flat[f"{k}_ci_high"] = row[f"{k}_ci95"]
+            rows.append({"split": split, **flat})
+    run.write_table("per_finding", pd.DataFrame(rows))
+    return {"rule": rule, **measured}
 
 
 def _plot_risk_coverage(curve: pd.DataFrame, target: float, path: Path) -> Path:

@@ -2,6 +2,27 @@
 // The page of medassist serve: no framework and nothing from the internet; every answer comes from this service.
 
 const $ = (id) => document.getElementById(id);
+const KEY = "medassist-api-key"; // kept in this tab's session storage only: gone when the tab closes
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY);
+  return key ? { Authorization: "Bearer " + key } : {};
+}
+
+async function call(url, options = {}) {
+  const response = await fetch(url, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+  if (response.status === 401) {
+    sessionStorage.removeItem(KEY);
+    askForKey("The service refused the key: enter a valid API key.");
+  }
+  return response;
+}
+
+function askForKey(message) {
+  $("key-panel").hidden = false;
+  $("key-message").textContent = message || "";
+  $("api-key").focus();
+}
 
 function showError(message) {
   const box = $("error");
@@ -13,7 +34,7 @@ function bars(container, rows) {
   container.replaceChildren();
   for (const row of rows) {
     const bar = document.createElement("div");
-    bar.className = "bar" + (row.present ? " present" : "");
+    bar.className = "bar" + (row.present ? " present" : "") + (row.status === "uncertain" ? " uncertain" : "");
     bar.setAttribute("role", "meter");
     bar.setAttribute("aria-valuemin", "0");
     bar.setAttribute("aria-valuemax", "100");
@@ -31,7 +52,7 @@ function bars(container, rows) {
     track.appendChild(fill);
     const value = document.createElement("span");
     value.className = "value";
-    value.textContent = (100 * row.probability).toFixed(1) + "%";
+    value.textContent = (100 * row.probability).toFixed(1) + "%" + (row.status ? " \u2014 " + row.status : "");
     bar.append(name, track, value);
     container.appendChild(bar);
   }
@@ -39,7 +60,7 @@ function bars(container, rows) {
 
 function refer(el, answer) {
   el.hidden = !answer.abstained;
-  el.textContent = answer.abstained ? "Uncertain \u2014 refer to a clinician (" + answer.reason + ")" : "";
+  el.textContent = answer.abstained ? "Refer to a clinician \u2014 " + answer.reason : "";
 }
 
 async function problem(response) {
@@ -53,13 +74,22 @@ async function problem(response) {
 }
 
 async function loadModels() {
-  const response = await fetch("/v1/models");
+  const response = await call("/v1/models");
+  if (!response.ok) {
+    if (response.status !== 401) showError("The model list could not be read: " + (await problem(response)));
+    return;
+  }
+  $("key-panel").hidden = true;
   const body = await response.json();
   const cards = $("cards");
   cards.replaceChildren();
   for (const [kind, select] of [["image", $("image-model")], ["text", $("report-model")]]) {
     const models = body.models.filter((m) => m.kind === kind);
-    select.replaceChildren(...models.map((m) => new Option(m.name + " (" + m.version + ")", m.id)));
+    select.replaceChildren(...models.map((m) => {
+      const option = new Option(m.title + (m.default ? "" : " (not the default)"), m.id + "@" + m.version);
+      option.title = m.name;
+      return option;
+    }));
     select.disabled = models.length === 0;
     $(kind === "image" ? "image-submit" : "report-submit").disabled = models.length === 0;
   }
@@ -67,22 +97,37 @@ async function loadModels() {
     const card = document.createElement("article");
     card.className = "card";
     const title = document.createElement("h3");
-    title.textContent = m.name + " \u2014 " + m.kind + " model, version " + m.version;
+    title.textContent = m.title;
+    const technical = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "Technical name";
+    const name = document.createElement("p");
+    name.textContent = m.name + " (id " + m.id + ", version " + m.version + ", " + m.kind + " model)";
+    technical.append(summary, name);
     const text = document.createElement("div");
-    const abstain = m.abstain ? "refers below confidence " + Number(m.abstain.min_confidence).toFixed(3) : "never abstains";
-    text.textContent = (m.model_card || "No model card in this bundle.") +
-      "\nLabels: " + m.labels.join(", ") + ". Temperature " + Number(m.temperature).toFixed(3) + "; " + abstain + ".";
-    card.append(title, text);
+    text.className = "model-card";
+    if (m.model_card) text.innerHTML = m.model_card; // HTML made by the service from the bundle's verified card
+    else text.textContent = "No model card in this bundle.";
+    card.append(title, technical, text);
     cards.appendChild(card);
   }
+}
+
+function chosen(select) {
+  const [model, version] = select.value.split("@");
+  return { model, version };
 }
 
 async function sendImage(file) {
   showError("");
   const form = new FormData();
   form.append("file", file);
-  if ($("image-model").value) form.append("model", $("image-model").value);
-  const response = await fetch("/v1/images", { method: "POST", body: form });
+  if ($("image-model").value) {
+    const { model, version } = chosen($("image-model"));
+    form.append("model", model);
+    form.append("version", version);
+  }
+  const response = await call("/v1/images", { method: "POST", body: form });
   if (!response.ok) {
     $("image-result").hidden = true;
     showError("Image refused: " + (await problem(response)));
@@ -97,7 +142,7 @@ async function sendImage(file) {
   const figure = $("image-heatmap-figure");
   figure.hidden = !answer.overlay_png;
   if (answer.overlay_png) $("image-heatmap").src = answer.overlay_png;
-  $("image-meta").textContent = answer.model.name + ", version " + answer.model.version + "; " +
+  $("image-meta").textContent = answer.model.title + "; " +
     answer.latency_ms.toFixed(1) + " ms";
   $("image-result").hidden = false;
   $("image-result").dataset.done = "1";
@@ -106,8 +151,8 @@ async function sendImage(file) {
 async function sendReport(text) {
   showError("");
   const body = { text };
-  if ($("report-model").value) body.model = $("report-model").value;
-  const response = await fetch("/v1/reports", {
+  if ($("report-model").value) Object.assign(body, chosen($("report-model")));
+  const response = await call("/v1/reports", {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
   });
   if (!response.ok) {
@@ -116,12 +161,12 @@ async function sendReport(text) {
     return;
   }
   const answer = await response.json();
-  const present = answer.findings.filter((f) => f.present).map((f) => f.label);
-  $("report-label").textContent = present.length ? present.join(", ") : "none";
+  const present = answer.findings.filter((f) => f.status === "present").map((f) => f.label);
+  $("report-label").textContent = present.length ? present.join(", ") : "none answered present";
   $("report-confidence").textContent = "(confidence " + (100 * answer.confidence).toFixed(1) + "%)";
   refer($("report-refer"), answer);
   bars($("report-bars"), answer.findings);
-  $("report-meta").textContent = answer.model.name + ", version " + answer.model.version + "; " +
+  $("report-meta").textContent = answer.model.title + "; " +
     answer.latency_ms.toFixed(1) + " ms";
   $("report-result").hidden = false;
   $("report-result").dataset.done = "1";
@@ -145,4 +190,22 @@ drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
   if (event.dataTransfer.files.length) sendImage(event.dataTransfer.files[0]);
 });
-loadModels().catch(() => showError("The model list could not be read from the service."));
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) { askForKey("Enter the API key you were given."); return; }
+  sessionStorage.setItem(KEY, key);
+  $("api-key").value = "";
+  loadModels().catch(() => showError("The model list could not be read from the service."));
+});
+
+async function start() {
+  const health = await (await fetch("/healthz")).json();
+  $("no-auth").hidden = health.auth !== "none";
+  if (health.auth === "api-key" && !sessionStorage.getItem(KEY)) {
+    askForKey("This service needs an API key.");
+    return;
+  }
+  await loadModels();
+}
+start().catch(() => showError("The model list could not be read from the service."));
