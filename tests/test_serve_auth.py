@@ -260,3 +260,18 @@ def test_no_auth_is_warned_on_the_page(setup) -> None:
     with TestClient(app) as c:
         assert c.get("/healthz").json()["auth"] == "none" and 'id="no-auth"' in c.get("/").text
         assert c.get("/v1/models").status_code == 200
+
+
+def test_tls_files_go_to_uvicorn(setup, tmp_path, monkeypatch, capsys) -> None:
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate")
+    argv = ["serve", str(setup["image"]), "--api-keys", str(setup["keys"]), "--ssl-certfile", str(cert)]
+    assert main(argv) != 0 and "both --ssl-certfile and --ssl-keyfile" in capsys.readouterr().err
+    assert main([*argv, "--ssl-keyfile", str(key)]) != 0 and "key.pem does not exist" in capsys.readouterr().err
+    key.write_text("key")
+    assert main([*argv, "--ssl-keyfile", str(key), "--host", "0.0.0.0"]) == 0
+    assert calls[-1]["ssl_certfile"] == str(cert) and calls[-1]["ssl_keyfile"] == str(key)

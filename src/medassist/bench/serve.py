@@ -58,6 +58,7 @@ class ServeBenchConfig:
     workers: list[int] = option([1, 2], "uvicorn worker counts measured")
     max_batch: int = option(32, "largest micro-batch of the batching mode (the other mode runs one request per call)")
     max_wait_ms: float = option(2.0, "longest wait of a request for others to join its micro-batch")
+    rounds: int = option(1, "rounds of every phase (the ways of checking callers alternate); medians are reported")
     auth: list[str] = option(
         ["off", "api-key"], "caller checks measured: off (no keys) and api-key (a key on every request)"
     )
@@ -221,8 +222,8 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
             )
         if not Path(getattr(cfg, name)).is_dir():
             raise MedAssistError(f"{name} {getattr(cfg, name)} is not a bundle folder")
-    if cfg.requests < 1 or cfg.concurrency < 1 or cfg.sequential < 1 or not cfg.workers:
-        raise MedAssistError("requests, concurrency and sequential must be positive, and workers non-empty")
+    if cfg.requests < 1 or cfg.concurrency < 1 or cfg.sequential < 1 or cfg.rounds < 1 or not cfg.workers:
+        raise MedAssistError("requests, concurrency, sequential and rounds must be positive, and workers non-empty")
     unknown = [a for a in cfg.auth if a not in AUTH_MODES]
     if unknown or not cfg.auth:
         raise MedAssistError(f"auth {unknown or cfg.auth}: give one or both of {', '.join(AUTH_MODES)}")
@@ -232,35 +233,56 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
     concurrent = f"{cfg.concurrency} concurrent"
     with run:
         key = add_key(run.path("api_keys.txt"), "bench") if "api-key" in cfg.auth else None  # the file: hashes only
+        loads = [("one at a time", cfg.sequential, 1), (concurrent, cfg.requests, cfg.concurrency)]
         for workers in cfg.workers:
             for mode, max_batch in (("micro-batching", cfg.max_batch), ("one per call", 1)):
-                for auth in cfg.auth:
-                    keys = run.path("api_keys.txt") if auth == "api-key" else None
-                    server = _Server(cfg, workers, max_batch, run.path("server.log"), keys)
-                    try:
+                # One server per way of checking callers, side by side; their phases alternate, round by round.
+                servers = {
+                    auth: _Server(
+                        cfg,
+                        workers,
+                        max_batch,
+                        run.path("server.log"),
+                        run.path("api_keys.txt") if auth == "api-key" else None,
+                    )
+                    for auth in cfg.auth
+                }
+                try:
+                    for server in servers.values():
                         server.wait_ready()
-                        loads = [("one at a time", cfg.sequential, 1), (concurrent, cfg.requests, cfg.concurrency)]
-                        for kind, payloads in (("image", images), ("report", REPORTS)):
-                            for load, n, conc in loads:
-                                sent_key = key if auth == "api-key" else None
-                                res = asyncio.run(
-                                    _phase(server.url, kind, payloads, n, conc, cfg.phase_timeout, sent_key)
-                                )
-                                row = {"workers": workers, "mode": mode, "auth": auth, "kind": kind, "load": load}
-                                rows.append({**row, **res})
-                                if cfg.progress:
-                                    speed = f"{res['throughput_per_s']:.0f}/s, p95 {res['p95_ms']:.1f} ms"
-                                    print(
-                                        f"[bench serve] workers {workers}, {mode}, auth {auth}, {kind}, {load}: "
-                                        f"{speed}, {res['errors']} errors",
-                                        file=sys.stderr,
-                                    )
-                    finally:
+                    for kind, payloads in (("image", images), ("report", REPORTS)):
+                        for load, n, conc in loads:
+                            for rnd in range(cfg.rounds):
+                                order = cfg.auth if rnd % 2 == 0 else cfg.auth[::-1]
+                                for auth in order:
+                                    sent_key = key if auth == "api-key" else None
+                                    url = servers[auth].url
+                                    res = asyncio.run(_phase(url, kind, payloads, n, conc, cfg.phase_timeout, sent_key))
+                                    row = {
+                                        "workers": workers,
+                                        "mode": mode,
+                                        "auth": auth,
+                                        "kind": kind,
+                                        "load": load,
+                                        "round": rnd,
+                                    }
+                                    rows.append({**row, **res})
+                                    if cfg.progress:
+                                        print(
+                                            f"[bench serve] {row}: {res['throughput_per_s']:.0f}/s, p95 "
+                                            f"{res['p95_ms']:.1f} ms, {res['errors']} errors",
+                                            file=sys.stderr,
+                                        )
+                finally:
+                    for server in servers.values():
                         server.stop()
         df = pd.DataFrame(rows)
         run.write_table("serve", df)
-        verdicts = _verdicts(df)
+        summary = _medians(df)
+        run.write_table("serve_medians", summary)
+        verdicts = _verdicts(summary)
         run.write_metrics({"rows": rows, "targets": TARGETS, "verdicts": verdicts, "cpus": os.cpu_count()})
+        df = summary
         cols = [
             "workers",
             "mode",
@@ -280,6 +302,18 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
             print(v)
         print(f"benchmark run folder: {run.dir}")
     return run
+
+
+KEYS = ["workers", "mode", "auth", "kind", "load"]
+
+
+def _medians(df: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration's median over rounds (errors and requests summed)."""
+    g = df.groupby(KEYS, sort=False)
+    out = g[["throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "seconds"]].median()
+    out[["requests", "answered", "errors"]] = g[["requests", "answered", "errors"]].sum()
+    out["rounds"] = g.size()
+    return out.reset_index()
 
 
 def _verdicts(df: pd.DataFrame) -> list[str]:

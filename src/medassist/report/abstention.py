@@ -16,12 +16,12 @@ def _pct_ci(row: dict[str, Any], key: str) -> str:
     return fmt_value_ci(row[key], lo, hi, kind="percent")
 
 
-def _table(test: dict[str, Any], val: dict[str, Any]) -> str:
+def _table(test: dict[str, Any], val: dict[str, Any], unit: str) -> str:
     rows = []
     for t, v in zip(test["findings"], val["findings"], strict=True):
         rows.append(
             {
-                "finding": t["label"],
+                unit: t["label"],
                 "assessed": "yes" if t["assessed"] else "no: always referred",
                 "positives (test)": t["n_positive"],
                 "coverage (test)": _pct_ci(t, "coverage"),
@@ -78,7 +78,7 @@ def per_finding_section(c: dict[str, Any], task: str) -> list[str]:
         f"{test['n']:,} test {whole}s (validation {fmt_percent(val['complete'])}); the case-level rule above answers "
         f"{fmt_percent(c['test']['coverage'])}.",
         "",
-        _table(test, val),
+        _table(test, val, unit),
         "",
     ]
     lines += _difficulty(c, whole)
