@@ -300,6 +300,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_segmentation(bundle: Any, args: argparse.Namespace) -> int:
+    """Segment one image: write the mask PNG and an overlay beside ``--out`` (default: next to the input), print the
+    area of each class in pixels (and in mm² when the image is a DICOM with a pixel spacing)."""
+    import json
+
+    from medassist.data.image_file import read_pixels
+    from medassist.deploy.segmentation import overlay_outline_png
+    from medassist.utils.io import atomic_path
+
+    if args.input is None or args.text is not None:
+        raise MedAssistError(f"{args.bundle} is a segmentation bundle; give an image file (PNG, JPEG, TIFF or DICOM)")
+    result = bundle.segment_image_file(args.input)
+    src = Path(args.input)
+    stem = Path(args.out) if args.out else src.with_name(src.stem)
+    pixels = read_pixels(src)
+    image = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    written = {"mask": stem.with_name(stem.name + "_mask.png"), "overlay": stem.with_name(stem.name + "_overlay.png")}
+    for what, data in (("mask", result.mask_png()), ("overlay", overlay_outline_png(image, result.mask))):
+        with atomic_path(written[what]) as tmp:
+            tmp.write_bytes(data)
+    out = {
+        "bundle": str(bundle.path),
+        "name": bundle.meta["name"],
+        "kind": "segmentation",
+        "input": args.input,
+        "area_pixels": result.area_pixels,
+        "area_mm2": result.area_mm2,
+        "latency_ms": result.latency_ms,
+        **{k: str(v) for k, v in written.items()},
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for name, area in result.area_pixels.items():
+        mm2 = f" ({result.area_mm2[name]:.2f} mm²)" if result.area_mm2 else " (no pixel spacing: not in mm²)"
+        print(f"{name}: {area:,} pixels{mm2}")
+    print(f"mask: {written['mask']}\noverlay: {written['overlay']}\nlatency: {result.latency_ms:.2f} ms")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
@@ -312,6 +352,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "nothing to predict: give an INPUT file (an image, or a UTF-8 text file for a text bundle) or --text TEXT"
         )
     bundle = load_bundle(args.bundle, threads=args.threads)
+    if bundle.kind == "segmentation":
+        return _predict_segmentation(bundle, args)
     if bundle.kind == "image" and args.text is not None:
         raise MedAssistError(f"{args.bundle} is an image bundle; give an image file (PNG, JPEG or DICOM), not --text")
     if bundle.kind == "image":
@@ -457,7 +499,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "  medassist predict bundles/pneumonia xray.png\n"
         "  medassist predict bundles/pneumonia scan.dcm --json\n"
         "  medassist predict bundles/reports report.txt\n"
-        "  medassist predict bundles/reports --text 'No acute cardiopulmonary process.'",
+        "  medassist predict bundles/reports --text 'No acute cardiopulmonary process.'\n"
+        "  medassist predict runs/deploy-segment-drive-.../bundle 01_test.tif --out /tmp/01",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE", help="a bundle folder (model.onnx, bundle.json, manifest.json)")
@@ -469,6 +512,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--text", help="the report text itself, instead of INPUT (text bundles)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="segmentation bundles: PATH_mask.png and PATH_overlay.png are written (default: beside the input)",
+    )
     p.add_argument(
         "--threads",
         type=int,

@@ -58,6 +58,69 @@ def load_image(path: str | os.PathLike[str], *, size: int, channels: int | None 
     return np.ascontiguousarray(arr)
 
 
+def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode one image file at its own size, as :func:`load_image` does before it converts and resizes.
+
+    PNG, JPEG, TIFF, GIF and BMP go through Pillow (EXIF rotation applied, palettes to RGB, 16-bit grayscale
+    min-max scaled); DICOM gets the modality LUT, the VOI window and MONOCHROME1 inversion.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        uint8 array of shape (H, W) for grayscale or (H, W, 3) for colour.
+
+    Raises:
+        DataError: the file is missing, unreadable, not an image, or holds NaN pixel values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    return _read_dicom(path) if _is_dicom(path) else _read_pil(path)
+
+
+def is_dicom(path: str | os.PathLike[str]) -> bool:
+    """True for a DICOM file: by its .dcm/.dicom extension, or by the 'DICM' magic at byte 128."""
+    return _is_dicom(Path(path))
+
+
+def pixel_spacing(path: str | os.PathLike[str]) -> tuple[float, float] | None:
+    """The DICOM PixelSpacing of a file in mm, as (between rows, between columns).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The spacing, or None for a file that is not DICOM or a DICOM without PixelSpacing.
+
+    Raises:
+        DataError: the file is missing or unreadable, or its PixelSpacing is not two positive numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    if not _is_dicom(path):
+        return None
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        value = ds.get("PixelSpacing")
+    except Exception as e:  # pydicom raises many types for bad files.
+        raise DataError(f"{path} {_NOT_AN_IMAGE} ({type(e).__name__}: {e}); replace or remove it.") from e
+    if value is None or value == "":
+        return None
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    try:
+        spacing = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        spacing = ()
+    if len(spacing) != 2 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise DataError(
+            f"{path} has PixelSpacing {value!r}, not two positive numbers (mm between rows, between columns); "
+            "fix the tag or delete it."
+        )
+    return spacing[0], spacing[1]
+
+
 def check_size_channels(size: int, channels: int | None) -> None:
     """Refuse a size that is not a positive whole number and channels other than None, 1 or 3."""
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:

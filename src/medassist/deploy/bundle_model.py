@@ -94,7 +94,12 @@ def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where:
     pre, kind = meta["preprocessing"], meta["kind"]
     inputs = session.get_inputs()
     names = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-    if kind == "image":
+    if kind == "segmentation":
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
+            raise BundleError(
+                f"{where} takes inputs ({names}), but a segmentation model takes one float32 input (B, C, H, W); {fix}"
+            )
+    elif kind == "image":
         size, channels = pre["image_size"], pre["channels"]
         wanted = [None, channels, size, size]
         if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
@@ -124,6 +129,13 @@ def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where:
     cam = meta.get("cam_output")
     if cam is not None and not any(o.name == cam and len(o.shape) == 4 for o in session.get_outputs()):
         raise BundleError(f"{where} has no 4-dimensional output {cam!r}, which bundle.json names as cam_output; {fix}")
+    if kind == "segmentation":
+        if len(output.shape) != 4 or (isinstance(output.shape[1], int) and output.shape[1] != k):
+            raise BundleError(
+                f"{where} returns {output.name} of shape {output.shape}, but a segmentation bundle with {k} classes "
+                f"returns (B, {k}, H, W); {fix}"
+            )
+        return
     if len(output.shape) != 2 or (isinstance(output.shape[1], int) and output.shape[1] != k):
         raise BundleError(
             f"{where} returns {output.name} of shape {output.shape}, but bundle.json has {k} labels "
@@ -136,7 +148,12 @@ def _dry_run(session: ort.InferenceSession, meta: dict[str, Any], vocab: Vocab |
     inputs = session.get_inputs()
     batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else 1
     pre = meta["preprocessing"]
-    if meta["kind"] == "image":
+    if meta["kind"] == "segmentation":
+        m = pre["multiple"]
+        shape = (batch, pre["channels"], *(-(-v // m) * m for v in pre["image_shape"]))
+        feed = {inputs[0].name: np.zeros(shape, dtype=np.float32)}
+        what = f"a zero image of shape {shape}"
+    elif meta["kind"] == "image":
         shape = (batch, pre["channels"], pre["image_size"], pre["image_size"])
         feed = {inputs[0].name: np.zeros(shape, dtype=np.float32)}
         what = f"a zero image of shape {shape}"
@@ -149,7 +166,8 @@ def _dry_run(session: ort.InferenceSession, meta: dict[str, Any], vocab: Vocab |
     output = logits_output(session)
     logits = run(session, [output.name], feed, where, also=f"on {what}", fix=fix)
     k = len(meta["labels"])
-    if logits.shape != (batch, k):
+    want = (batch, k, *shape[2:]) if meta["kind"] == "segmentation" else (batch, k)
+    if logits.shape != want:
         raise BundleError(
             f"{where} returns {output.name} of shape {logits.shape} for {batch} input(s), but bundle.json has {k} "
             f"labels ({', '.join(meta['labels'])}); {fix}"

@@ -82,6 +82,12 @@ class Bundle:
         return int(self._preprocessing["channels"])
 
     @property
+    def image_shape(self) -> tuple[int, int]:
+        """Height and width a segmentation model reads images at."""
+        h, w = self._preprocessing["image_shape"]
+        return int(h), int(w)
+
+    @property
     def max_len(self) -> int:
         """Texts are truncated to this many tokens."""
         return int(self._preprocessing["max_len"])
@@ -247,6 +253,30 @@ class Bundle:
                 mask[j, : len(row)] = 1
             feeds.append({ids_name: input_ids, mask_name: mask})
         return feeds
+
+    # -- segmentation ------------------------------------------------------------------------------------------
+
+    def segment_image(self, image: np.ndarray, *, spacing: tuple[float, float] | None = None) -> Any:
+        """The :class:`~medassist.deploy.segmentation.Segmentation` of one uint8 image (C, H, W) of any size: the
+        model reads it at the shape it was trained at, the mask comes back at the image's own size."""
+        from medassist.deploy.segmentation import segment
+
+        self._require("segmentation", "segment_image", "predict_images or predict_texts")
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise DataError(
+                f"give one uint8 image of shape (C, H, W) with 1 or 3 channels, not {image.dtype} {image.shape}"
+            )
+        return segment(self, self._match_channels(image, Path("the image")), spacing=spacing)
+
+    def segment_image_file(self, path: str | os.PathLike[str]) -> Any:
+        """Segment one PNG, JPEG, TIFF or DICOM file (a DICOM's pixel spacing gives the area in mm²)."""
+        from medassist.data.image_file import pixel_spacing, read_pixels
+
+        self._require("segmentation", "segment_image_file", "predict_image_file or predict_text_file")
+        pixels = read_pixels(path)
+        image = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return self.segment_image(np.ascontiguousarray(image), spacing=pixel_spacing(path))
 
     # -- shared ------------------------------------------------------------------------------------------------
 

@@ -21,15 +21,18 @@ MODEL_FILE = "model.onnx"
 DESCRIPTION_FILE = "bundle.json"
 MANIFEST_FILE = "manifest.json"
 VOCAB_FILE = "vocab.json"
-KINDS = ("image", "text")
-TASKS = ("multi-class", "multi-label")
+KINDS = ("image", "text", "segmentation")
+TASKS = ("multi-class", "multi-label", "segmentation")
 # "word": the study's word vocabulary (vocab.json); "wordpiece": a `tokenizers` fast tokenizer (tokenizer.json).
 TOKENIZERS = ("word", "wordpiece")
 # Every key is required: a key this version does not know could change what the model expects, so it is refused.
 IMAGE_PREPROCESSING = ("image_size", "channels", "scale", "mean", "std")
 TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
+# A segmentation network reads images at the shape it was trained at (height, width), padded to ``multiple``.
+SEGMENTATION_PREPROCESSING = ("image_shape", "channels", "scale", "mean", "std", "multiple")
+PREPROCESSING = {"image": IMAGE_PREPROCESSING, "text": TEXT_PREPROCESSING, "segmentation": SEGMENTATION_PREPROCESSING}
 
-KIND_WITH_ARTICLE = {"image": "an image", "text": "a text"}
+KIND_WITH_ARTICLE = {"image": "an image", "text": "a text", "segmentation": "a segmentation"}
 REEXPORT = "re-export the bundle with `medassist deploy`"
 
 
@@ -70,6 +73,8 @@ def check_description(meta: Any) -> None:
         raise Invalid(f"has kind {kind!r}; known kinds: {', '.join(KINDS)}")
     if task not in TASKS:
         raise Invalid(f"has task {task!r}; known tasks: {', '.join(TASKS)}")
+    if (kind == "segmentation") != (task == "segmentation"):
+        raise Invalid(f"has kind {kind!r} with task {task!r}; a segmentation bundle has both, no other has either")
     labels = meta.get("labels")
     if not isinstance(labels, list) or not labels:
         raise Invalid(f"has labels {labels!r}; give a non-empty list of label names in the model's output order")
@@ -111,7 +116,7 @@ def _check_calibration(meta: dict[str, Any]) -> None:
 def _check_preprocessing(pre: Any, kind: str) -> None:
     if not isinstance(pre, dict):
         raise Invalid(f"has preprocessing {pre!r}; give a dict")
-    keys = IMAGE_PREPROCESSING if kind == "image" else TEXT_PREPROCESSING
+    keys = PREPROCESSING[kind]
     a_kind = KIND_WITH_ARTICLE[kind]
     missing = [k for k in keys if k not in pre]
     if missing:
@@ -119,8 +124,14 @@ def _check_preprocessing(pre: Any, kind: str) -> None:
     unknown = [k for k in pre if k not in keys]
     if unknown:
         raise Invalid(f"has unknown preprocessing key(s) {', '.join(unknown)} ({a_kind} bundle has {', '.join(keys)})")
-    if kind == "image":
-        if not is_count(pre["image_size"]) or pre["image_size"] < 1:
+    if kind == "segmentation":
+        shape = pre["image_shape"]
+        if not (isinstance(shape, list) and len(shape) == 2 and all(is_count(v) and v > 0 for v in shape)):
+            raise Invalid(f"has image_shape {shape!r}; give [height, width] in pixels")
+        if not is_count(pre["multiple"]) or pre["multiple"] < 1:
+            raise Invalid(f"has multiple {pre['multiple']!r}; give the positive number the sides are padded to")
+    if kind in ("image", "segmentation"):
+        if kind == "image" and (not is_count(pre["image_size"]) or pre["image_size"] < 1):
             raise Invalid(f"has image_size {pre['image_size']!r}; give a positive whole number of pixels")
         if pre["channels"] not in (1, 3) or isinstance(pre["channels"], bool):
             raise Invalid(f"has channels {pre['channels']!r}; give 1 (grayscale) or 3 (RGB)")

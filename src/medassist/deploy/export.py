@@ -141,9 +141,16 @@ def exportable(model: nn.Module) -> nn.Module:
 
 
 def export_onnx(
-    model: nn.Module, example: Sequence[torch.Tensor], path: str | Path, *, text: bool = False, cam: bool = False
+    model: nn.Module,
+    example: Sequence[torch.Tensor],
+    path: str | Path,
+    *,
+    text: bool = False,
+    cam: bool = False,
+    spatial: bool = False,
 ) -> Path:
-    """Export ``model`` (in eval mode) to one self-contained ONNX file with a dynamic batch (and length) axis.
+    """Export ``model`` (in eval mode) to one self-contained ONNX file with a dynamic batch (and length) axis; with
+    ``spatial`` (segmentation networks) the height and width of the images and of the logits are dynamic too.
 
     Inputs are named ``images`` (image models) or ``input_ids`` and ``attention_mask`` (text models); the output
     is ``logits``. With ``cam`` an image model whose head is global average pooling + linear (:func:`cam_parts`)
@@ -157,8 +164,9 @@ def export_onnx(
     if text:  # the bundle's contract: int64 ids and an int64 0/1 mask
         example = tuple(a.long() for a in example)
     names = list(TEXT_INPUTS if text else IMAGE_INPUTS)
-    axes = {n: {0: "batch", 1: "length"} if text else {0: "batch"} for n in names}
-    axes.update({name: {0: "batch"} for name in outputs})
+    image_axes = {0: "batch", 2: "height", 3: "width"} if spatial else {0: "batch"}
+    axes = {n: {0: "batch", 1: "length"} if text else image_axes for n in names}
+    axes.update({name: dict(image_axes) if spatial else {0: "batch"} for name in outputs})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, warnings.catch_warnings():

@@ -19,6 +19,7 @@ log (:mod:`medassist.serve.logs`) holds no patient data.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -42,7 +43,7 @@ from medassist.errors import MedAssistError
 from medassist.serve.auth import Gate, KeyRing, read_keys
 from medassist.serve.batching import MicroBatcher
 from medassist.serve.config import ServeConfig
-from medassist.serve.limits import Limits, Refused, check_text, check_upload, read_image
+from medassist.serve.limits import Limits, Refused, check_text, check_upload, read_image, read_segmentation_image
 from medassist.serve.logs import AccessLog, access_logger
 from medassist.serve.metrics import ServiceMetrics
 from medassist.serve.middleware import BodyLimit
@@ -56,6 +57,7 @@ from medassist.serve.schemas import (
     ReloadRequest,
     ReportAnswer,
     ReportRequest,
+    SegmentationAnswer,
 )
 from medassist.serve.served import Registry, Served, load_served, scrub
 
@@ -78,6 +80,23 @@ def _run_images(bundle: Bundle) -> Any:
         return [(p, overlay_png(x, p.cam) if p.cam is not None else None, n) for p, x in pairs]
 
     return run
+
+
+def _run_segmentations(bundle: Bundle) -> Any:
+    def run(items: Sequence[tuple[np.ndarray, Any]]) -> list[tuple[Any, str, int]]:
+        from medassist.deploy.segmentation import overlay_outline_png
+
+        out = []
+        for image, spacing in items:  # images keep their own sizes: one model call each
+            seg = bundle.segment_image(image, spacing=spacing)
+            out.append((seg, _data_url(overlay_outline_png(image, seg.mask)), len(items)))
+        return out
+
+    return run
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _run_texts(bundle: Bundle) -> Any:
@@ -128,7 +147,8 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
     metrics = ServiceMetrics()
 
     def make_batcher(s: Served) -> MicroBatcher:
-        run = _run_images(s.bundle) if s.bundle.kind == "image" else _run_texts(s.bundle)
+        runners = {"image": _run_images, "text": _run_texts, "segmentation": _run_segmentations}
+        run = runners[s.bundle.kind](s.bundle)
         return MicroBatcher(run, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name=s.id)
 
     registry = Registry(served, make_batcher, limits)
@@ -207,13 +227,16 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
         request.state.model = chosen.id  # for the access log and the request metrics
         return chosen
 
-    async def answer(s: Served, item: Any) -> tuple[Prediction, str | None, int]:
+    async def answer(s: Served, item: Any) -> tuple[Any, str | None, int]:
         assert s.batcher is not None
         try:
             pred, overlay, n = await s.batcher.submit(item)
         except BundleError:
             raise Refused(500, "the model failed to run on this input; the request id names it in the log") from None
-        metrics.prediction(s.id, pred.referred, pred.abstained, n)
+        if isinstance(pred, Prediction):
+            metrics.prediction(s.id, pred.referred, pred.abstained, n)
+        else:
+            metrics.prediction(s.id, [], False, n)
         return pred, overlay, n
 
     problems = {
@@ -252,6 +275,32 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
             latency_ms=(time.perf_counter() - start) * 1000.0,
             model_latency_ms=pred.latency_ms,
             batch_size=n,
+        )
+
+    @app.post("/v1/segmentations", response_model=SegmentationAnswer, responses=problems, tags=["predict"])
+    async def segment_image(
+        request: Request,
+        file: Annotated[UploadFile, File(description="a PNG, JPEG or DICOM image (at most the upload limit)")],
+        model: Annotated[str | None, Form(description="a segmentation model's id from /v1/models")] = None,
+        version: Annotated[str | None, Form(description="a version of that model; default: its default")] = None,
+    ) -> SegmentationAnswer:
+        """Outline the lesion or organ in one image: the mask, an overlay and the area (mm² from a DICOM)."""
+        start = time.perf_counter()
+        s = pick(request, "segmentation", model, version)
+        data = await file.read(limits.max_upload_bytes + 1)
+        kind = check_upload(data, limits)
+        item = read_segmentation_image(data, kind, s.bundle)
+        seg, overlay, _ = await answer(s, item)
+        return SegmentationAnswer(
+            request_id=_request_id(request) or "",
+            model=s.ref,
+            labels=seg.labels,
+            area_pixels=seg.area_pixels,
+            area_mm2=seg.area_mm2,
+            mask_png=_data_url(seg.mask_png()),
+            overlay_png=overlay,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            model_latency_ms=seg.latency_ms,
         )
 
     @app.post("/v1/reports", response_model=ReportAnswer, responses=problems, tags=["predict"])

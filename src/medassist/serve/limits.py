@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,6 +142,25 @@ def _dicom_header(data: bytes) -> tuple[int, int]:
 def read_image(data: bytes, kind: str, bundle: object) -> np.ndarray:
     """The upload as the model's uint8 input (C, S, S), read as ``medassist predict`` reads a file (DICOM windowing,
     resize, channels matched); a colour image for a grayscale model is refused."""
+    return _read_upload(data, kind, lambda name: bundle.prepare_image_file(name))  # type: ignore[attr-defined]
+
+
+def read_segmentation_image(data: bytes, kind: str, bundle: object) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The upload at its own size as uint8 (C, H, W) with the model's channels, and its DICOM pixel spacing (mm)."""
+    from medassist.data.image_file import pixel_spacing, read_pixels
+
+    def read(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+        pixels = read_pixels(name)
+        image = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        image = bundle._match_channels(np.ascontiguousarray(image), Path(name))  # type: ignore[attr-defined]
+        return image, pixel_spacing(name)
+
+    return _read_upload(data, kind, read)
+
+
+def _read_upload(data: bytes, kind: str, read: Any) -> Any:
+    """``read(path)`` of the upload written to a temporary file; a DataError becomes a 422 naming "the uploaded
+    file" (never the temporary path)."""
     from medassist.errors import DataError
 
     fd, name = tempfile.mkstemp(suffix=SUFFIX[kind])
@@ -148,7 +168,7 @@ def read_image(data: bytes, kind: str, bundle: object) -> np.ndarray:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         try:
-            return bundle.prepare_image_file(name)  # type: ignore[attr-defined]
+            return read(name)
         except DataError as err:
             # The message names the temporary file; the client knows its upload as "the uploaded file".
             text = str(err).replace(name, "the uploaded file").replace(Path(name).name, "the uploaded file")

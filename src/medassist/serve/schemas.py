@@ -32,6 +32,18 @@ class ImageAnswer(BaseModel):
     batch_size: int = Field(description="requests answered by the same model call")
 
 
+class SegmentationAnswer(BaseModel):
+    request_id: str
+    model: ModelRef
+    labels: list[str] = Field(description="the classes, index order (0 = background)")
+    area_pixels: dict[str, int] = Field(description="each foreground class's area, in the uploaded image's pixels")
+    area_mm2: dict[str, float] | None = Field(description="the same in mm², when a DICOM gives its pixel spacing")
+    mask_png: str = Field(description="data: URL of the mask PNG at the upload's size (class k stored as k*255/(K-1))")
+    overlay_png: str = Field(description="data: URL of a PNG: the upload with the predicted outline in red")
+    latency_ms: float = Field(description="time in the service, from the upload read to the answer")
+    model_latency_ms: float = Field(description="time of the model call")
+
+
 class Finding(BaseModel):
     label: str
     probability: float

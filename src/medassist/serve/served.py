@@ -41,6 +41,7 @@ TITLES = {
     "organsmnist": "Abdominal CT (sagittal): organ",
     "openi": "Chest X-ray report: findings",
     "padchest": "Chest X-ray report (Spanish): findings",
+    "drive": "Retinal fundus photograph: vessels",
 }
 _ABSOLUTE_PATH = re.compile(r"`(/[^`]*?)([^/`]+)`")
 
@@ -162,8 +163,10 @@ def load_served(specs: Sequence[str | Sequence[str]], *, threads: int = 0, provi
 def warm_up_input(s: Served, limits: Limits) -> Any:
     """One input through the whole path (decoding, model, overlay), so that lazy imports and ONNX Runtime's first
     run happen before the service reports ready."""
-    if s.bundle.kind != "image":
+    if s.bundle.kind == "text":
         return "warm-up"
+    if s.bundle.kind == "segmentation":
+        return np.zeros((s.bundle.channels, *s.bundle.image_shape), dtype=np.uint8), None
     from PIL import Image
 
     buf = io.BytesIO()

@@ -45,6 +45,12 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
         raise MedAssistError("give the study run folder to deploy: medassist deploy --run runs/image-...")
     if cfg.threads < 1:
         raise MedAssistError(f"threads must be at least 1; got {cfg.threads}")
+    from medassist.run import run_kind
+
+    if run_kind(cfg.run) == "segment":
+        from medassist.studies.deploy_segment import run_segment_deploy
+
+        return run_segment_deploy(cfg)
     source = load_source(cfg.run, data_dir=cfg.data_dir, n_teachers=cfg.n_teachers, progress=cfg.progress)
     run = Run.create(cfg.out, f"deploy-{source.kind}-{source.name}", to_dict(cfg), kind="deploy")
     with run:

@@ -9,7 +9,7 @@ Example: a new study ``medassist segment``::
 
     Study(
         command=("segment",),
-        config="medassist.studies.segment:SegmentConfig",
+        config="medassist.studies.segment_config:SegmentStudyConfig",
         runner="medassist.studies.segment:run_segment_study",
         help="semantic segmentation: U-Nets on image and mask pairs, Dice with intervals, report",
     )
@@ -76,6 +76,13 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.text:run_text_study",
         "the clinical text study: recurrent model vs Transformer on radiology reports, regularisation sweep, "
         "vanishing gradients, TF-IDF baseline, error analysis, report",
+    ),
+    Study(
+        ("segment",),
+        "medassist.studies.segment_config:SegmentStudyConfig",
+        "medassist.studies.segment:run_segment_study",
+        "semantic segmentation: MONAI U-Nets on image and mask pairs (DRIVE, a folder or a CSV) at two capacities, "
+        "augmentation and regularisation ablation, training-set size, test Dice/IoU/HD95 with intervals, report",
     ),
     Study(
         ("deploy",),

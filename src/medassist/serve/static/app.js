@@ -83,7 +83,8 @@ async function loadModels() {
   const body = await response.json();
   const cards = $("cards");
   cards.replaceChildren();
-  for (const [kind, select] of [["image", $("image-model")], ["text", $("report-model")]]) {
+  const kinds = [["image", $("image-model")], ["text", $("report-model")], ["segmentation", $("segment-model")]];
+  for (const [kind, select] of kinds) {
     const models = body.models.filter((m) => m.kind === kind);
     select.replaceChildren(...models.map((m) => {
       const option = new Option(m.title + (m.default ? "" : " (not the default)"), m.id + "@" + m.version);
@@ -91,7 +92,9 @@ async function loadModels() {
       return option;
     }));
     select.disabled = models.length === 0;
-    $(kind === "image" ? "image-submit" : "report-submit").disabled = models.length === 0;
+    $({ image: "image-submit", text: "report-submit", segmentation: "segment-submit" }[kind]).disabled =
+      models.length === 0;
+    if (kind === "segmentation") $("segment-section").hidden = models.length === 0;
   }
   for (const m of body.models) {
     const card = document.createElement("article");
@@ -172,6 +175,36 @@ async function sendReport(text) {
   $("report-result").dataset.done = "1";
 }
 
+async function sendSegmentation(file) {
+  showError("");
+  const form = new FormData();
+  form.append("file", file);
+  const { model, version } = chosen($("segment-model"));
+  form.append("model", model);
+  form.append("version", version);
+  const response = await call("/v1/segmentations", { method: "POST", body: form });
+  if (!response.ok) {
+    $("segment-result").hidden = true;
+    showError("Image refused: " + (await problem(response)));
+    return;
+  }
+  const answer = await response.json();
+  const areas = Object.entries(answer.area_pixels).map(([label, pixels]) =>
+    label + " " + pixels.toLocaleString() + " pixels" +
+    (answer.area_mm2 ? " (" + answer.area_mm2[label].toFixed(2) + " mm\u00b2)" : ""));
+  $("segment-area").textContent = areas.join("; ");
+  $("segment-overlay").src = answer.overlay_png;
+  $("segment-meta").textContent = answer.model.title + "; " + answer.latency_ms.toFixed(1) + " ms";
+  $("segment-result").hidden = false;
+  $("segment-result").dataset.done = "1";
+}
+
+$("segment-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const file = $("segment-file").files[0];
+  if (!file) { showError("Choose an image file first."); return; }
+  sendSegmentation(file);
+});
 $("image-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const file = $("image-file").files[0];
