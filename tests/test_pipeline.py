@@ -229,3 +229,17 @@ def test_medassist_all_exits_1_when_a_part_failed(tmp_path: Path, monkeypatch: p
     assert "medassist all: 1 part(s) did not complete: image (failed)" in err
     monkeypatch.setattr(pipeline, "_import", FakeStudies())
     assert main([*argv[:-4], "--out", str(tmp_path / "ok"), "--no-progress", "--no-pdf"]) == 0
+
+
+def test_segmentation_runs_only_when_its_images_are_given(tmp_path: Path, fake: FakeStudies) -> None:
+    from medassist.studies.segment_config import SegmentStudyConfig
+
+    run_pipeline(_cfg(tmp_path / "a", parts=["image"]))
+    assert [kind for kind, _ in fake.calls] == ["image"]
+    fake.calls.clear()
+    root = run_pipeline(_cfg(tmp_path / "b", parts=["image"], segment=SegmentStudyConfig(images="scans/")))
+    ((_, image), (kind, seg)) = fake.calls
+    assert kind == "run_segment_study" and seg.images == "scans/" and seg.out == str(root / "segment")
+    assert json.loads((root / "pipeline.json").read_text())["parts"]["segment"]["status"] == "complete"
+    args = build_parser(["all"]).parse_args(["all", "--profile", "debug", "--segment.images", "drive"])
+    assert vars(args)["opt:segment.images"] == "drive"

@@ -45,7 +45,7 @@ def make_folder(root: Path, n: int = 12) -> Path:
 def segment_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("seg")
     folder = make_folder(root / "data")
-    argv = ["segment", "--profile", "debug", "--data", str(folder), "--out", str(root / "runs"), "--no-progress"]
+    argv = ["segment", "--profile", "debug", "--images", str(folder), "--out", str(root / "runs"), "--no-progress"]
     assert main(argv) == 0
     (run,) = (root / "runs").iterdir()
     return run
@@ -110,7 +110,11 @@ def test_deploy_predict_and_serve(segment_run: Path, tmp_path: Path, capsys) -> 
     table = pd.read_csv(run / "tables" / "benchmark.csv").set_index("variant")
     assert list(table.index) == ["fp32 (PyTorch)", "fp32 (ONNX Runtime)", "int8 static (ONNX Runtime)"]
     assert table.loc["fp32 (ONNX Runtime)"].test_max_abs_prob_diff < 1e-3  # export parity
-    assert "## " not in (run / "report.md").read_text().split("\n", 1)[0] and (run / "report.html").is_file()
+    assert (run / "report.md").read_text().startswith("# Deployment study: data segmentation (unet)")
+    (run / "report.md").unlink()
+    assert main(["report", str(run)]) == 0 and (run / "report.md").is_file()  # re-rendered from the run folder
+    assert main(["report", str(segment_run)]) == 0
+    capsys.readouterr()
     bundle = load_bundle(run / "bundle")
     assert bundle.kind == bundle.task == "segmentation" and bundle.image_shape == (SIDE, SIDE)
 

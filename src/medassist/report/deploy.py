@@ -364,6 +364,11 @@ def build_deploy_report(run_dir: str | Path) -> str:
 
 
 def write_deploy_report(run_dir: str | Path) -> Path:
-    """Write ``report.md`` and a self-contained ``report.html`` into the deploy run folder."""
+    """Write ``report.md`` and a self-contained ``report.html`` into the deploy run folder (a segmentation run's
+    deployment has its own report)."""
     run_dir = Path(run_dir)
+    if json.loads((run_dir / "metrics.json").read_text()).get("kind") == "segment":
+        from medassist.report.deploy_segment import write_segment_deploy_report
+
+        return write_segment_deploy_report(run_dir)
     return write_report(run_dir, build_deploy_report(run_dir), title="Deployment study")

@@ -175,6 +175,29 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
     return out
 
 
+def part_segment(doc: Doc, run: Path) -> list[tuple[str, str]]:
+    """The segmentation study under Part 2 (when the pipeline ran it)."""
+    from medassist.report.segment import segment_analysis
+
+    m, data = read_json(run / "metrics.json"), read_json(run / "data.json")
+    test = m["test"]["metrics"]
+    rows = [{"metric": k, "mean": v["mean"], "ci_low": v["ci_low"], "ci_high": v["ci_high"]} for k, v in test.items()]
+    t1 = doc.table(
+        readable_table(pd.DataFrame(rows), headers=True),
+        f"Segmentation of {data['name']}: test metrics per image, means with 95% bootstrap intervals over images.",
+        "Part 2: segmentation",
+    )
+    f1 = doc.figure(
+        run / "figures" / "test_overlays.png", "Test images: true outline green, predicted red.", "Part 2: segmentation"
+    )
+    doc.text(segment_analysis(m))
+    doc.text(f"({t1}; {f1}.)")
+    d = test["dice"]
+    return [
+        (f"Segmentation ({data['name']}): test Dice", f"{fmt_metric(d['mean'])} {fmt_ci(d['ci_low'], d['ci_high'])}")
+    ]
+
+
 # --- Part 4: deployment --------------------------------------------------------------------------------------
 
 

@@ -158,8 +158,10 @@ def build_segment_report(run_dir: str | Path) -> str:
         "train_dice",
         "val_dice",
         "train_time",
+        "same_as",
     ]
     unit_table = pd.DataFrame([{c: u.get(c) for c in unit_cols} for u in units.values()])
+    unit_table["same_as"] = unit_table["same_as"].fillna("")  # a row with the settings of an earlier one reuses it
     diag = pd.DataFrame([{"network": n, **d} for n, d in m["diagnosis"].items()])
     analysis = segment_analysis(m)
     lines = [

@@ -27,6 +27,7 @@ from medassist.errors import MedAssistError
 from medassist.run import STATUS, Run
 from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image_config import ImageStudyConfig
+from medassist.studies.segment_config import SegmentStudyConfig
 from medassist.studies.synth_config import SynthStudyConfig
 from medassist.studies.table import by_profiles
 from medassist.studies.text_setup import TextStudyConfig
@@ -54,6 +55,7 @@ class Part:
 PARTS: tuple[Part, ...] = (
     Part("text", "text", "Part 1: clinical text (Open-i)"),
     Part("image", "image", "Part 2: medical images (PneumoniaMNIST)"),
+    Part("segment", "segment", "Part 2: segmentation (optional: --segment.images)"),
     Part("synth", "synth", "Part 3: synthetic images"),
     Part("synth_records", "synth", "Part 3: synthetic patient records"),
     Part("deploy_image", "deploy", "Part 4: image deployment", ("image",)),
@@ -105,6 +107,10 @@ class PipelineConfig:
     progress: bool = option(True, "show progress bars")
     text: TextStudyConfig = field(default_factory=TextStudyConfig, metadata={"help": "Part 1, the text study"})
     image: ImageStudyConfig = field(default_factory=ImageStudyConfig, metadata={"help": "Part 2, the image study"})
+    segment: SegmentStudyConfig = field(
+        default_factory=lambda: SegmentStudyConfig(images=""),
+        metadata={"help": "Part 2, segmentation: runs when --segment.images is given (drive, a folder or a CSV)"},
+    )
     synth: SynthStudyConfig = field(default_factory=SynthStudyConfig, metadata={"help": "Part 3, synthetic images"})
     synth_records: SynthStudyConfig = field(
         default_factory=lambda: SynthStudyConfig(data="padchest-records"),
@@ -185,6 +191,8 @@ def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
         changes["run"] = str(pipe.run_dir(part.needs[0]))
     if part.name == "fairness_image":
         changes["run"] = str(pipe.run_dir("image"))
+    if part.name == "segment" and not sub.images:
+        changes["images"] = "drive"
     if part.name == "fairness":
         changes["run"] = str(pipe.run_dir(cfg.audit))
         for key, source in {"synth_run": "synth", "deploy_run": "deploy_text" if cfg.audit == "text" else ""}.items():
@@ -216,9 +224,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     else:
         root = Run.create(cfg.out, "all", to_dict(cfg), kind="pipeline").dir
     pipe = Pipeline(root, cfg)
-    pipe.state.update({"profile_parts": list(cfg.parts), "audit": cfg.audit})
+    parts = [*cfg.parts, "segment"] if cfg.segment.images and "segment" not in cfg.parts else list(cfg.parts)
+    pipe.state.update({"profile_parts": parts, "audit": cfg.audit})
     tracker = _tracker(cfg, root)
-    order = [p for p in PARTS if p.name in cfg.parts]
+    order = [p for p in PARTS if p.name in parts]
     t_start = time.perf_counter()
     for part in order:
         state = pipe.part(part.name)
@@ -266,7 +275,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     write_pipeline_report(root, pdf=cfg.pdf)
     if tracker is not None:
         tracker.finish(root)
-    failed = [n for n in cfg.parts if pipe.part(n).get("status") != "complete"]
+    failed = [n for n in parts if pipe.part(n).get("status") != "complete"]
     Run(root).set_status("complete" if not failed else "incomplete", missing=failed)
     return root
 

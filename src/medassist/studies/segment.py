@@ -52,7 +52,7 @@ def load_segment_data(cfg: SegmentStudyConfig) -> dict[str, SegSet]:
     from medassist.data.segmentation import load_segmentation, split_by_size
 
     data = load_segmentation(
-        cfg.data,
+        cfg.images,
         data_dir=cfg.data_dir or None,
         image_size=cfg.image_size,
         path_column=cfg.path_column,
@@ -71,7 +71,7 @@ def load_segment_data(cfg: SegmentStudyConfig) -> dict[str, SegSet]:
     sets = {s: data.subset(np.flatnonzero(split == s)) for s in ("train", "val", "test")}
     for s, d in sets.items():
         if len(d) == 0:
-            raise MedAssistError(f"the {s} split of {cfg.data} is empty; give more images or change the fractions")
+            raise MedAssistError(f"the {s} split of {cfg.images} is empty; give more images or change the fractions")
     return sets
 
 
@@ -126,9 +126,24 @@ def train_segmenter(
     train: SegSet,
     val: SegSet,
     num_classes: int,
+    done: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Train (or, if done in this run folder, reload) one network; write its history and result."""
+    """Train (or, if done in this run folder, reload) one network; write its history and result. ``done`` maps the
+    settings of every network trained so far to its name: a row of the study with the same settings as an earlier
+    one (the ablation's augmentation row is the first capacity row, the size curve's last point too) reuses it."""
+    import json
+
     from medassist.train.patches import SegmentationStep
+
+    key = json.dumps([cfg.model, width, dropout, to_dict(tcfg), train.names], sort_keys=True)
+    if done is not None and key in done and done[key] != name:
+        same = done[key]
+        record, model = train_segmenter(
+            run, same, cfg=cfg, tcfg=tcfg, width=width, dropout=dropout, train=train, val=val, num_classes=num_classes
+        )
+        return {**record, "name": name, "same_as": same}, model
+    if done is not None:
+        done[key] = name
 
     unit_dir = run.path(f"units/{name}/x").parent
     weights = unit_dir / "best.safetensors"
@@ -239,7 +254,7 @@ def run_segment_study(cfg: SegmentStudyConfig) -> Path:
     if any(not 0 < f <= 1 for f in cfg.size_fractions):
         raise MedAssistError(f"size_fractions must lie in (0, 1]; got {cfg.size_fractions}")
     sets = load_segment_data(cfg)
-    name = Path(cfg.data).stem if cfg.data != "drive" else "drive"
+    name = Path(cfg.images).stem if cfg.images != "drive" else "drive"
     run = Run.create(cfg.out, f"segment-{name}", to_dict(cfg), kind="segment", resume=cfg.resume or None)
     with run:
         _study(run, cfg, sets, name)
@@ -268,7 +283,7 @@ def _study(run: Run, cfg: SegmentStudyConfig, sets: dict[str, SegSet], name: str
             "fov": train.fov is not None,
         },
     )
-    common = {"cfg": cfg, "train": train, "val": val, "num_classes": k}
+    common = {"cfg": cfg, "train": train, "val": val, "num_classes": k, "done": {}}
     units: dict[str, dict[str, Any]] = {}
     models: dict[str, torch.nn.Module] = {}
 

@@ -26,7 +26,9 @@ def _diagnosis() -> DiagnosisConfig:
 class SegmentStudyConfig:
     """The segmentation study: which images and masks, which networks, how long to train, where to write."""
 
-    data: str = option("drive", "drive (DRIVE retinal vessels), a folder with images/ and masks/, or a CSV")
+    images: str = option(
+        "drive", "drive (DRIVE retinal vessels), or your own: a folder with images/ and masks/ (and fov/), or a CSV"
+    )
     path_column: str = option("path", "CSV: the column with each image's path (relative to the CSV's folder)")
     mask_column: str = option("mask", "CSV: the column with each mask's path")
     split_column: str = option("split", "CSV: the optional column with train/val/test per image")

@@ -196,6 +196,7 @@ REPORTS = {
     "deploy": "medassist.report.deploy:write_deploy_report",
     "fairness": "medassist.report.fairness:write_fairness_report",
     "tabular": "medassist.report.tabular:write_tabular_report",
+    "segment": "medassist.report.segment:write_segment_report",
     "tune": "medassist.report.tune:write_tune_report",
 }
 """Run kind (recorded in status.json) -> the function that renders its report.md and report.html from its files."""
