@@ -23,15 +23,23 @@ from medassist.utils.io import atomic_path
 
 
 def prune_channels(model: nn.Module, example: torch.Tensor, ratio: float) -> dict[str, int]:
-    """Remove ``ratio`` of the channels of every prunable layer (L2 magnitude), in place; the classifier's outputs
-    are kept. Returns parameter and multiply-add counts before and after."""
+    """Remove ``ratio`` of the channels of every prunable layer (L2 magnitude), in place; the outputs (a
+    classifier's classes, a segmentation network's class maps) are kept. Returns parameter and multiply-add counts
+    before and after."""
     import torch_pruning as tp
 
     if not 0.0 < ratio < 1.0:
         raise MedAssistError(f"the channel pruning ratio must lie in (0, 1); got {ratio}")
     model.eval()
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == _n_out(model, example)]
+    k = _n_out(model, example)
+    # The outputs stay: a classifier's last linear layer, a segmentation network's last convolution (K channels).
+    heads = [
+        m
+        for m in model.modules()
+        if (isinstance(m, nn.Linear) and m.out_features == k)
+        or (isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.out_channels == k)
+    ]
     pruner = tp.pruner.MagnitudePruner(
         model, example, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio, ignored_layers=heads
     )

@@ -20,10 +20,41 @@ from medassist.evaluate.segmentation import mean_with_ci, per_image
 from medassist.run import Run
 
 PAD = 16  # the networks halve four times
+PRUNED = "pruned + fine-tuned (ONNX Runtime)"
+PRUNED_INT8 = "pruned + fine-tuned int8 static (ONNX Runtime)"
 
 
-def load_segment_run(run_dir: Path, data_dir: str = "") -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
-    """The chosen network of a finished segmentation run (eval mode), its description and its data splits."""
+def _pruned(model: torch.nn.Module, meta: dict[str, Any], sets: dict[str, Any], seg_cfg: Any, cfg: DeployConfig) -> Any:
+    """A copy of the network with ``cfg.channel_ratio`` of its channels removed (torch-pruning), fine-tuned by the
+    engine on the run's training patches for ``cfg.finetune.epochs`` epochs, the epoch chosen on validation Dice."""
+    import copy
+    import dataclasses
+
+    from medassist.deploy.prune import prune_channels
+    from medassist.studies.segment import dice_validator, patch_data
+    from medassist.train import fit
+    from medassist.train.patches import SegmentationStep
+
+    pruned = copy.deepcopy(model)
+    prune_channels(pruned, torch.zeros(1, meta["in_channels"], 64, 64), cfg.channel_ratio)
+    tcfg = dataclasses.replace(seg_cfg.train, epochs=cfg.finetune.epochs, lr=seg_cfg.train.lr / 4)
+    fit(
+        pruned,
+        patch_data(sets["train"], seg_cfg, tcfg),
+        patch_data(sets["val"], seg_cfg, tcfg),
+        tcfg,
+        num_classes=meta["num_classes"],
+        progress=cfg.progress,
+        desc="pruned fine-tune",
+        step_fn=SegmentationStep(meta["num_classes"]),
+        validate=dice_validator(sets["val"]),
+    )
+    return pruned.eval()
+
+
+def load_segment_run(run_dir: Path, data_dir: str = "") -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], Any]:
+    """The chosen network of a finished segmentation run (eval mode), its description, its data splits and the
+    run's configuration."""
     from medassist.models import create_model
     from medassist.studies.segment import load_segment_data
     from medassist.studies.segment_config import SegmentStudyConfig
@@ -40,7 +71,7 @@ def load_segment_run(run_dir: Path, data_dir: str = "") -> tuple[torch.nn.Module
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg = from_dict(SegmentStudyConfig, {**saved, **({"data_dir": data_dir} if data_dir else {})})
-    return model.eval(), meta, load_segment_data(cfg)
+    return model.eval(), meta, load_segment_data(cfg), cfg
 
 
 def _ort_probs(session: Any, images: np.ndarray) -> np.ndarray:
@@ -74,7 +105,7 @@ def run_segment_deploy(cfg: DeployConfig) -> Path:
     from medassist.train.data import to_tensor
 
     source = Path(cfg.run)
-    model, meta, sets = load_segment_run(source, cfg.data_dir)
+    model, meta, sets, seg_cfg = load_segment_run(source, cfg.data_dir)
     data = json.loads((source / "data.json").read_text())
     run = Run.create(cfg.out, f"deploy-segment-{data['name']}", to_dict(cfg), kind="deploy")
     with run:
@@ -84,15 +115,31 @@ def run_segment_deploy(cfg: DeployConfig) -> Path:
         calib = sets["train"].images[: max(1, min(len(sets["train"]), cfg.calibration_images))]
         calib = np.stack([pad_to_multiple(torch.from_numpy(c[None].astype(np.float32)))[0][0].numpy() for c in calib])
         int8 = quantize_static_int8(fp32, run.path("models/int8.onnx"), calib.astype(np.uint8), batch_size=1)
+        pruned = _pruned(model, meta, sets, seg_cfg, cfg)
+        pruned_fp32 = export_onnx(pruned, (example,), run.path("models/pruned.onnx"), spatial=True)
+        pruned_int8 = quantize_static_int8(
+            pruned_fp32, run.path("models/pruned_int8.onnx"), calib.astype(np.uint8), batch_size=1
+        )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.log_severity_level = cfg.threads, 3
         sessions = {
             n: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-            for n, p in (("fp32 (ONNX Runtime)", fp32), ("int8 static (ONNX Runtime)", int8))
+            for n, p in (
+                ("fp32 (ONNX Runtime)", fp32),
+                ("int8 static (ONNX Runtime)", int8),
+                (PRUNED, pruned_fp32),
+                (PRUNED_INT8, pruned_int8),
+            )
         }
         state = run.path("models/fp32.pt")
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, state)
-        files = {"fp32 (PyTorch)": [state], "fp32 (ONNX Runtime)": [fp32], "int8 static (ONNX Runtime)": [int8]}
+        files = {
+            "fp32 (PyTorch)": [state],
+            "fp32 (ONNX Runtime)": [fp32],
+            "int8 static (ONNX Runtime)": [int8],
+            PRUNED: [pruned_fp32],
+            PRUNED_INT8: [pruned_int8],
+        }
 
         def probs(name: str, images: np.ndarray) -> np.ndarray:
             if name == "fp32 (PyTorch)":
@@ -133,7 +180,7 @@ def run_segment_deploy(cfg: DeployConfig) -> Path:
         run.write_table("benchmark", table)
         ok = table[(table.variant != base) & (table.val_dice_drop <= cfg.max_dice_drop)]
         chosen = str(ok.sort_values("latency_b1_median_ms").iloc[0].variant) if len(ok) else "fp32 (ONNX Runtime)"
-        onnx_file = int8 if chosen.startswith("int8") else fp32
+        onnx_file = {name: paths[0] for name, paths in files.items()}[chosen]
         labels = ["background", *(f"class {k}" for k in range(1, meta["num_classes"]))]
         if meta["num_classes"] == 2:
             labels = ["background", "foreground"]

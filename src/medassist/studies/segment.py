@@ -75,7 +75,8 @@ def load_segment_data(cfg: SegmentStudyConfig) -> dict[str, SegSet]:
     return sets
 
 
-def _labelled(d: SegSet, cfg: SegmentStudyConfig, tcfg: TrainConfig) -> Labelled:
+def patch_data(d: SegSet, cfg: SegmentStudyConfig, tcfg: TrainConfig) -> Labelled:
+    """The engine's training data of a set: random patches of its images and masks."""
     from medassist.train.patches import PatchBatcher
 
     batcher = PatchBatcher(
@@ -89,7 +90,7 @@ def _labelled(d: SegSet, cfg: SegmentStudyConfig, tcfg: TrainConfig) -> Labelled
     return Labelled(batcher, np.zeros(len(batcher), dtype=np.int64))  # no per-patch label: the masks are inputs
 
 
-def _validator(val: SegSet) -> Any:
+def dice_validator(val: SegSet) -> Any:
     """The engine's validation: mean Dice over whole validation images and the Dice + cross-entropy loss."""
     from monai.losses import DiceCELoss
 
@@ -158,8 +159,8 @@ def train_segmenter(
     t0 = time.perf_counter()
     result = fit(
         model,
-        _labelled(train, cfg, tcfg),
-        _labelled(val, cfg, tcfg),
+        patch_data(train, cfg, tcfg),
+        patch_data(val, cfg, tcfg),
         tcfg,
         num_classes=num_classes,
         checkpoint=unit_dir / "checkpoint.pt",
@@ -167,7 +168,7 @@ def train_segmenter(
         progress=cfg.progress,
         desc=name,
         step_fn=SegmentationStep(num_classes),
-        validate=_validator(val),
+        validate=dice_validator(val),
     )
     history = result.history
     best = history.loc[history.epoch == result.best_epoch].iloc[0]
