@@ -69,7 +69,7 @@ class Served:
     bundle: Bundle
     version: str
     path: Path
-    card: str | None
+    card: str | None  # the model card as HTML (made once, when the bundle is opened)
     batcher: MicroBatcher | None = field(default=None, repr=False)
     ready: bool = False  # it has answered once (the warm-up)
 
@@ -103,7 +103,7 @@ class Served:
             temperature=b.temperature,
             abstain=b.meta.get("abstain"),
             overlay=b.cam_output is not None,
-            model_card=card_html(self.card) if self.card else None,
+            model_card=self.card,
         )
 
 
@@ -120,7 +120,9 @@ def open_served(model_id: str, path: Path, *, threads: int, provider: str) -> Se
     version = files[bundle.meta["model_file"]]["sha256"][:12]
     card = None
     if MODEL_CARD_FILE in files:  # verified as every other file of the bundle
-        card = verified_bytes(path, MODEL_CARD_FILE, files[MODEL_CARD_FILE]).decode("utf-8", errors="replace")
+        card = card_html(
+            verified_bytes(path, MODEL_CARD_FILE, files[MODEL_CARD_FILE]).decode("utf-8", errors="replace")
+        )
     return Served(model_id, bundle, version, path, card)
 
 
