@@ -90,20 +90,7 @@ def test_metrics_of_one_image() -> None:
 
 
 def test_deploy_predict_and_serve(segment_run: Path, tmp_path: Path, capsys) -> None:
-    argv = [
-        "deploy",
-        "--run",
-        str(segment_run),
-        "--out",
-        str(tmp_path / "d"),
-        "--no-progress",
-        "--rounds",
-        "1",
-        "--repeats",
-        "8",
-        "--warmup",
-        "4",
-    ]
+    argv = ["deploy", "--profile", "debug", "--run", str(segment_run), "--out", str(tmp_path / "d"), "--no-progress"]
     assert main(argv) == 0
     capsys.readouterr()
     (run,) = (tmp_path / "d").iterdir()
