@@ -72,6 +72,32 @@ def make_image_bundle(folder: Path, *, min_confidence: float = 0.0, temperature:
     )
 
 
+def make_segmentation_bundle(folder: Path, *, shape: tuple[int, int] = (48, 40)) -> Path:
+    """A segmentation bundle of an untrained tiny U-Net (width 2) reading grayscale images of ``shape``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=2, in_channels=1, width=2).eval()
+    padded = tuple(-(-v // 16) * 16 for v in shape)
+    onnx = export_onnx(model, (torch.zeros(1, 1, *padded),), folder / "s.onnx", spatial=True)
+    return write_bundle(
+        folder / "bundle",
+        model_path=onnx,
+        kind="segmentation",
+        task="segmentation",
+        labels=["background", "lesion"],
+        preprocessing={
+            "image_shape": list(shape),
+            "channels": 1,
+            "scale": 1 / 255,
+            "mean": 0.5,
+            "std": 0.5,
+            "multiple": 16,
+        },
+        metrics={"test_dice": 0.5},
+        name=f"tiny lesion model ({folder.name})",
+    )
+
+
 def tokenizer_json() -> Path:
     from medassist.text.hf import minilm_dir
 

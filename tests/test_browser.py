@@ -15,7 +15,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serve_bundles import IMAGE_LABELS, REPORT, TEXT_LABELS, dicom_bytes, make_image_bundle, make_text_bundle
+from serve_bundles import (
+    IMAGE_LABELS,
+    REPORT,
+    TEXT_LABELS,
+    dicom_bytes,
+    make_image_bundle,
+    make_segmentation_bundle,
+    make_text_bundle,
+)
 
 from medassist.serve.auth import add_key
 
@@ -37,7 +45,8 @@ def server(tmp_path: Path):
     key = add_key(tmp_path / "keys.txt", "browser-test")
     port = _free_port()
     log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "medassist.cli", "serve", str(image), str(text), "--port", str(port)]
+    lesions = make_segmentation_bundle(tmp_path / "lesions")
+    cmd = [sys.executable, "-m", "medassist.cli", "serve", str(image), str(text), str(lesions), "--port", str(port)]
     cmd += ["--api-keys", str(tmp_path / "keys.txt")]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -89,7 +98,7 @@ def test_page_in_chromium(server, real_data_dir: Path, tmp_path: Path) -> None:
             stored = page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]")
             assert stored == [1, 0, ""]  # the key in this tab's session storage only
             assert "Not a medical device" in page.locator("#notice").inner_text()
-            sync_api.expect(page.locator("#cards .card")).to_have_count(2)
+            sync_api.expect(page.locator("#cards .card")).to_have_count(3)
             assert page.locator("#cards .card h1").first.inner_text().startswith("Model card")  # HTML, not Markdown
             assert "# Model card" not in page.locator("#cards").inner_text()
 
@@ -113,6 +122,13 @@ def test_page_in_chromium(server, real_data_dir: Path, tmp_path: Path) -> None:
             assert page.locator("#image-label").inner_text() in IMAGE_LABELS
             assert "Roe" not in page.content()
 
+            page.set_input_files("#segment-file", str(xray))  # the outline over the uploaded image
+            page.click("#segment-submit")
+            sync_api.expect(page.locator("#segment-result")).to_have_attribute("data-done", "1")
+            assert "pixels" in page.locator("#segment-area").inner_text()
+            outline = page.locator("#segment-overlay")
+            assert outline.evaluate("img => img.complete && img.naturalWidth") == 28  # at the upload's own size
+
             page.focus("#report-text")
             page.keyboard.type(SENT_REPORT)
             page.focus("#report-submit")
@@ -128,7 +144,7 @@ def test_page_in_chromium(server, real_data_dir: Path, tmp_path: Path) -> None:
             browser.close()
     assert (tmp_path / "image.png").stat().st_size > 0 and (tmp_path / "report.png").stat().st_size > 0
     text = log.read_text()
-    assert '"route": "/v1/images"' in text and '"route": "/v1/reports"' in text
+    assert '"route": "/v1/images"' in text and '"route": "/v1/reports"' in text and '"/v1/segmentations"' in text
     assert '"key": "browser-test"' in text and key not in text
     for sent in (SENT_REPORT, REPORT, "Richard", "Roe", "Browser"):
         assert sent not in text, sent
