@@ -177,11 +177,14 @@ def part_image(doc: Doc, run: Path) -> list[tuple[str, str]]:
 
 def part_segment(doc: Doc, run: Path) -> list[tuple[str, str]]:
     """The segmentation study under Part 2 (when the pipeline ran it)."""
-    from medassist.report.segment import segment_analysis
+    from medassist.report.segment import NAMES, segment_analysis
 
     m, data = read_json(run / "metrics.json"), read_json(run / "data.json")
     test = m["test"]["metrics"]
-    rows = [{"metric": k, "mean": v["mean"], "ci_low": v["ci_low"], "ci_high": v["ci_high"]} for k, v in test.items()]
+    rows = [
+        {"metric": NAMES.get(k, k), "mean": v["mean"], "ci_low": v["ci_low"], "ci_high": v["ci_high"]}
+        for k, v in test.items()
+    ]
     t1 = doc.table(
         readable_table(pd.DataFrame(rows), headers=True),
         f"Segmentation of {data['name']}: test metrics per image, means with 95% bootstrap intervals over images.",
