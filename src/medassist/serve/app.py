@@ -19,7 +19,6 @@ log (:mod:`medassist.serve.logs`) holds no patient data.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -47,7 +46,7 @@ from medassist.serve.limits import Limits, Refused, check_text, check_upload, re
 from medassist.serve.logs import AccessLog, access_logger
 from medassist.serve.metrics import ServiceMetrics
 from medassist.serve.middleware import BodyLimit
-from medassist.serve.overlay import overlay_png
+from medassist.serve.overlay import overlay_png, png_data_url
 from medassist.serve.schemas import (
     Finding,
     ImageAnswer,
@@ -89,14 +88,10 @@ def _run_segmentations(bundle: Bundle) -> Any:
         out = []
         for image, spacing in items:  # images keep their own sizes: one model call each
             seg = bundle.segment_image(image, spacing=spacing)
-            out.append((seg, _data_url(overlay_outline_png(image, seg.mask)), len(items)))
+            out.append((seg, png_data_url(overlay_outline_png(image, seg.mask)), len(items)))
         return out
 
     return run
-
-
-def _data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _run_texts(bundle: Bundle) -> Any:
@@ -297,7 +292,7 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
             labels=seg.labels,
             area_pixels=seg.area_pixels,
             area_mm2=seg.area_mm2,
-            mask_png=_data_url(seg.mask_png()),
+            mask_png=png_data_url(seg.mask_png()),
             overlay_png=overlay,
             latency_ms=(time.perf_counter() - start) * 1000.0,
             model_latency_ms=seg.latency_ms,

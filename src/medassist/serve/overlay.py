@@ -30,4 +30,9 @@ def overlay_png(image: np.ndarray, cam: np.ndarray, size: int = OVERLAY_SIZE) ->
     rgb = (1.0 - alpha) * base[..., None] + alpha * _heat_colours(heat)  # (size, size, 3)
     buf = io.BytesIO()
     Image.fromarray((rgb * 255).round().astype(np.uint8), mode="RGB").save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_data_url(buf.getvalue())
+
+
+def png_data_url(png: bytes) -> str:
+    """A PNG as a data: URL, as the service's answers carry images."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
