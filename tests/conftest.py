@@ -47,3 +47,11 @@ def openi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(argv) == 0
     (run,) = list(out.iterdir())
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Decoded image caches go to a temporary folder (and child processes inherit it), never the user's cache."""
+    folder = tmp_path_factory.mktemp("image-cache")
+    os.environ["MEDASSIST_CACHE_DIR"] = str(folder)
+    return folder

@@ -348,6 +348,8 @@ def test_transfer_at_224_trains_at_a_batch_that_fits_in_memory() -> None:
     assert transfer_train(cfg).batch_size == 16
     assert transfer_input_size(_quick()) == 64  # MedMNIST's 28-px images
     assert transfer_train(_quick()).batch_size == 32  # no cap needed at 64 px
+    assert transfer_input_size(dataclasses.replace(_quick(), image_size=128)) == 128  # MedMNIST+ at its own size
+    assert transfer_input_size(dataclasses.replace(_quick(), image_size=224)) == 224
 
 
 def test_each_deploy_variant_is_measured_against_its_own_model() -> None:

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from medassist.data.image_file import check_size_channels
-from medassist.data.image_set import build_image_data, check_nonempty_splits, load_many, random_split
+from medassist.data.image_set import (
+    ImageFiles,
+    build_image_data,
+    check_nonempty_splits,
+    load_many,
+    random_split,
+)
 from medassist.data.types import SPLITS, ImageData
 from medassist.errors import DataError
 
@@ -72,6 +78,7 @@ def read_image_csv(
     seed: int = 0,
     name: str | None = None,
     progress: bool = True,
+    files: ImageFiles | None = None,
 ) -> ImageData:
     """Read images listed in a CSV file with one row per image.
 
@@ -95,6 +102,7 @@ def read_image_csv(
         seed: seed of the random split.
         name: data set name; the CSV file name without extension by default.
         progress: show a progress bar while reading.
+        files: the decode's cache, workers and bad-file rule (:class:`~medassist.data.image_set.ImageFiles`).
 
     Returns:
         The data set with per-split metadata.
@@ -153,12 +161,22 @@ def read_image_csv(
         check_nonempty_splits(name, split_index, "raise val_fraction/test_fraction or add rows.")
 
     where = [f"listed in {csv_path} row {i + 2}" for i in range(len(paths))]
-    images = load_many(paths, size=size, channels=channels, progress=progress, desc=f"Reading {name}", where=where)
+    images, split_index, decode = load_many(
+        paths,
+        split_index,
+        size=size,
+        channels=channels,
+        progress=progress,
+        name=name,
+        source=str(csv_path),
+        files=files,
+        where=where,
+    )
     dropped = [label_column, path_column] + ([split_column] if has_split else [])
     # A second column named "path" (when path_column differs) would clash with the resolved paths, which win.
     metadata = df.drop(columns=[*dropped, "path"], errors="ignore")
     metadata.insert(0, "path", [str(p) for p in paths])
-    info = {"source": str(csv_path), "layout": "csv", "seed": seed}
+    info = {"source": str(csv_path), "layout": "csv", "seed": seed, **decode}
     return build_image_data(
         name=name,
         class_names=names,

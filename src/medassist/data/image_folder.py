@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 
 from medassist.data.image_file import IMAGE_EXTENSIONS, check_size_channels
-from medassist.data.image_set import build_image_data, check_nonempty_splits, load_many, random_split
+from medassist.data.image_set import (
+    ImageFiles,
+    build_image_data,
+    check_nonempty_splits,
+    load_many,
+    random_split,
+)
 from medassist.data.types import SPLITS, ImageData
 from medassist.errors import DataError
 
@@ -44,6 +50,7 @@ def read_image_folder(
     seed: int = 0,
     name: str | None = None,
     progress: bool = True,
+    files: ImageFiles | None = None,
 ) -> ImageData:
     """Read images from ``root/<class>/...`` or ``root/{train,val,test}/<class>/...``.
 
@@ -60,6 +67,7 @@ def read_image_folder(
         seed: seed of the random split.
         name: data set name; the folder name by default.
         progress: show a progress bar while reading.
+        files: the decode's cache, workers and bad-file rule (:class:`~medassist.data.image_set.ImageFiles`).
 
     Returns:
         The data set, with a "path" column in each split's metadata.
@@ -97,10 +105,10 @@ def read_image_folder(
         split_of: list[str] = []
         for s in SPLITS:
             for d in _subdirs(root / s):
-                files = _image_files(d)
-                paths += files
-                labels_list += [class_names.index(d.name)] * len(files)
-                split_of += [s] * len(files)
+                found = _image_files(d)
+                paths += found
+                labels_list += [class_names.index(d.name)] * len(found)
+                split_of += [s] * len(found)
         split_arr = np.array(split_of, dtype=object)
         split_index = {s: np.flatnonzero(split_arr == s) for s in SPLITS}
         check_nonempty_splits(name, split_index, f"add images under {root}/{{split}}/<class>/.")
@@ -111,22 +119,24 @@ def read_image_folder(
         class_names = [d.name for d in top]
         paths, labels_list = [], []
         for i, d in enumerate(top):
-            files = _image_files(d)
-            if not files:
+            found = _image_files(d)
+            if not found:
                 raise DataError(
                     f"class folder {d} has no images ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
                 )
-            paths += files
-            labels_list += [i] * len(files)
+            paths += found
+            labels_list += [i] * len(found)
         labels = np.array(labels_list, dtype=np.int64)
         split_index = random_split(
             labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, source=str(root)
         )
         check_nonempty_splits(name, split_index, "raise val_fraction/test_fraction or add images.")
 
-    images = load_many(paths, size=size, channels=channels, progress=progress, desc=f"Reading {name}")
+    images, split_index, decode = load_many(
+        paths, split_index, size=size, channels=channels, progress=progress, name=name, source=str(root), files=files
+    )
     metadata = pd.DataFrame({"path": [str(p) for p in paths]})
-    info = {"source": str(root), "layout": "folder-splits" if split_dirs else "folder", "seed": seed}
+    info = {"source": str(root), "layout": "folder-splits" if split_dirs else "folder", "seed": seed, **decode}
     return build_image_data(
         name=name,
         class_names=class_names,

@@ -3,51 +3,78 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medassist.data.image_file import load_image
+from medassist.data.disk_images import DiskImages
+from medassist.data.image_cache import check_bad_files, decode_images
 from medassist.data.types import SPLITS, ImageData, Split, validate_image_data
 from medassist.errors import DataError
 
 
+@dataclass
+class ImageFiles:
+    """Options for reading a folder's or a CSV's image files (see :mod:`medassist.data.image_cache`).
+
+    Attributes:
+        cache: decode once into the per-user cache and read batches from it; False decodes into memory each run.
+        workers: decoding processes (0: every core).
+        skip_bad_files: leave out files that cannot be read (counted in the data set's info) instead of refusing.
+    """
+
+    cache: bool = True
+    workers: int = 0
+    skip_bad_files: bool = False
+
+
 def load_many(
     paths: Sequence[Path],
+    split_index: dict[str, np.ndarray],
     *,
     size: int,
     channels: int | None,
     progress: bool,
-    desc: str,
+    name: str,
+    source: str,
+    files: ImageFiles | None = None,
     where: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Load ``paths`` into one uint8 (N, C, size, size) array; ``where`` adds e.g. the CSV row to errors."""
-    images: np.ndarray | None = None
-    first_with: dict[int, Path] = {}
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress)):
-        try:
-            image = load_image(path, size=size, channels=channels)
-        except DataError as e:
-            if where is None:
-                raise
-            raise DataError(f"{e} ({where[i]})") from e
-        n_channels = image.shape[0]
-        if n_channels not in first_with:
-            first_with[n_channels] = path
-        if images is None:
-            images = np.empty((len(paths), *image.shape), dtype=np.uint8)
-        elif n_channels != images.shape[1]:
-            first = first_with[images.shape[1]]
-            raise DataError(
-                f"images have different channel counts: {first} has {images.shape[1]} and {path} has {n_channels}; "
-                "pass channels=1 (grayscale) or channels=3 (RGB) to convert every image to one."
-            )
-        images[i] = image
-    assert images is not None  # Callers never pass an empty list.
-    return images
+) -> tuple[np.ndarray | DiskImages, dict[str, np.ndarray], dict]:
+    """Decode ``paths`` to uint8 (N, C, size, size) rows (a :class:`DiskImages` when cached) and drop bad files.
+
+    Returns the images, ``split_index`` without the skipped files, and what the data set's info records about the
+    decode. ``where`` adds e.g. the CSV row to a bad file's reason.
+
+    Raises:
+        DataError: bad files while ``files.skip_bad_files`` is false (every one listed), mixed channel counts.
+    """
+    files = files or ImageFiles()
+    decoded = decode_images(
+        paths,
+        size=size,
+        channels=channels,
+        name=name,
+        source=source,
+        cache=files.cache,
+        workers=files.workers,
+        progress=progress,
+        where=where,
+    )
+    keep = check_bad_files(decoded.bad, len(paths), skip=files.skip_bad_files)
+    if progress:
+        how = "opened from the cache" if decoded.from_cache else f"decoded by {decoded.workers} process(es)"
+        tqdm.write(f"{name}: {len(paths)} images {how} in {decoded.seconds:.1f} s", file=sys.stderr)
+    info: dict = {}
+    if decoded.bad:
+        info["skipped_bad_files"] = len(decoded.bad)
+        split_index = {s: idx[np.isin(idx, keep)] for s, idx in split_index.items()}
+        check_nonempty_splits(name, split_index, "too many of its files were unreadable and skipped; fix them.")
+    return decoded.images, split_index, info
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -96,7 +123,7 @@ def build_image_data(
     *,
     name: str,
     class_names: list[str],
-    images: np.ndarray,
+    images: np.ndarray | DiskImages,
     labels: np.ndarray,
     metadata: pd.DataFrame,
     split_index: dict[str, np.ndarray],
@@ -105,7 +132,7 @@ def build_image_data(
     """The multi-class data set whose splits take the rows ``split_index`` names, checked for a study."""
     splits = {
         key: Split(
-            images=np.ascontiguousarray(images[idx]),
+            images=images[idx] if isinstance(images, DiskImages) else np.ascontiguousarray(images[idx]),
             labels=labels[idx].astype(np.int64),
             metadata=metadata.iloc[idx].reset_index(drop=True),
         )

@@ -32,7 +32,7 @@ class TeacherBatcher(ImageBatcher):
         self.t = teacher_logits.float()
 
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.x[idx], self.t[idx]
+        return self.batch(idx), self.t[idx]
 
 
 @torch.no_grad()

@@ -96,7 +96,13 @@ def _splits(data: dict) -> str:
         per = ", ".join(f"{c} {fmt_int(n)}" for c, n in zip(names, counts[split], strict=True))
         return f"{fmt_int(data['sizes'][split])} ({per})"
 
-    return f"train {one('train')}, validation {one('val')}, test {one('test')}"
+    skipped = (data.get("info") or {}).get("skipped_bad_files", 0)
+    left_out = (
+        f" ({fmt_int(skipped)} unreadable image file{'s' if skipped != 1 else ''} left out by --skip-bad-files)"
+        if skipped
+        else ""
+    )
+    return f"train {one('train')}, validation {one('val')}, test {one('test')}{left_out}"
 
 
 def _headline(h: dict) -> list[str]:

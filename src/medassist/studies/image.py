@@ -61,8 +61,9 @@ __all__ = [
 def load_data(cfg: ImageStudyConfig) -> ImageData:
     """The study's data: the user's own images if given, else a MedMNIST data set."""
     if cfg.images:
-        from medassist.data.images import read_image_csv, read_image_folder
+        from medassist.data.images import ImageFiles, read_image_csv, read_image_folder
 
+        files = ImageFiles(cache=cfg.cache, workers=cfg.decode_workers, skip_bad_files=cfg.skip_bad_files)
         path = Path(cfg.images)
         if not path.exists():
             raise MedAssistError(f"images not found: {path} (give a folder with one subfolder per class, or a CSV)")
@@ -74,9 +75,10 @@ def load_data(cfg: ImageStudyConfig) -> ImageData:
                 progress=cfg.progress,
                 path_column=cfg.path_column,
                 label_column=cfg.label_column,
+                files=files,
             )
         else:
-            data = read_image_folder(path, size=cfg.image_size, seed=cfg.train.seed, progress=cfg.progress)
+            data = read_image_folder(path, size=cfg.image_size, seed=cfg.train.seed, progress=cfg.progress, files=files)
     else:
         from medassist.data.medmnist import load_medmnist
 
@@ -418,10 +420,11 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
 
 def transfer_input_size(cfg: ImageStudyConfig) -> int:
     """EfficientNet-Lite0's input size: as configured, or (0) its ImageNet size, 224, for a user's own images and
-    64 for MedMNIST's 28-pixel ones (upsampling those to 224 would cost 12x the time for no new detail)."""
+    MedMNIST's 224-px release; MedMNIST's smaller releases at their own size, at least 64 (upsampling 28-pixel
+    images to 224 would cost 12x the time for no new detail)."""
     if cfg.transfer_input_size > 0:
         return cfg.transfer_input_size
-    return 224 if cfg.images else 64
+    return 224 if cfg.images else max(64, min(224, cfg.image_size))
 
 
 TRANSFER_PIXELS = 16 * 224 * 224

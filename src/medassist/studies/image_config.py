@@ -47,6 +47,15 @@ class ImageStudyConfig:
     image_size: int = option(
         28, "input size in pixels: MedMNIST's release at 28, 64, 128 or 224 px; your own images are resized to it"
     )
+    cache: bool = option(
+        True,
+        "your own images: decode once (by every core) into the per-user cache ($MEDASSIST_CACHE_DIR) and train from "
+        "it on disk; false decodes into memory on every run",
+    )
+    decode_workers: int = option(0, "your own images: processes that decode them (0 = every core)")
+    skip_bad_files: bool = option(
+        False, "your own images: leave out files that cannot be read (the report counts them) instead of stopping"
+    )
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
     out: str = option("runs", "folder in which the run folder is made")
@@ -69,8 +78,8 @@ class ImageStudyConfig:
     )
     transfer_input_size: int = option(
         0,
-        "EfficientNet-Lite0 input size, images upsampled to it (0 = 224, its ImageNet size, for your own images; "
-        "64 for MedMNIST)",
+        "EfficientNet-Lite0 input size, images resized to it (0 = 224, its ImageNet size, for your own images and "
+        "MedMNIST at 224 px; MedMNIST's smaller sizes at their own, at least 64)",
     )
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig, metadata={"help": "bias-variance rule"})
     train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")

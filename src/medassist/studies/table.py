@@ -162,6 +162,14 @@ STUDIES: tuple[Study, ...] = (
         "PneumoniaMNIST (quick profile), with 2 seeds",
         default_profile="default",
     ),
+    Study(
+        ("bench", "data"),
+        "medassist.bench.data:DataBenchConfig",
+        "medassist.bench.data:run_data_benchmark",
+        "a folder of image files (generated PNGs, or yours) to training batches: decode throughput with 1 process "
+        "and every core, first and second start-up, one training step, peak memory while training for two sizes",
+        default_profile="default",
+    ),
     *(
         Study(
             ("tune", name),

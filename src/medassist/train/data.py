@@ -1,6 +1,6 @@
 """What the engine trains on: in-memory batchers with seeded mini-batches (no DataLoader overhead).
 
-- :class:`ImageBatcher`: uint8 images normalised once to a float tensor; batches are index slices.
+- :class:`ImageBatcher`: uint8 images (in memory or on disk), normalised batch by batch.
 - :class:`TokenBatcher`: ragged token ids; batches are bucketed by length and padded per batch (dynamic
   padding), so a batch of short reports does not pay for the longest one.
 
@@ -10,8 +10,9 @@ Both give ``order(batch_size, generator)`` (index batches; shuffled when a gener
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -58,24 +59,46 @@ class Batcher(Protocol):
 
 
 class ImageBatcher:
-    """Images (uint8 N x C x H x W, or an already normalised float tensor) for image models."""
+    """Images for image models: uint8 N x C x H x W (an array, or :class:`~medassist.data.disk_images.DiskImages`
+    that stay on disk), normalised batch by batch; or an already normalised float tensor.
+
+    ``prefetch`` is true for images on disk: the engine then reads the next batch in the background while the
+    current one trains.
+    """
 
     augmentable = True
 
-    def __init__(self, images: np.ndarray | torch.Tensor) -> None:
-        self.x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+    def __init__(self, images: Any) -> None:
+        if not isinstance(images, torch.Tensor) and len(images.shape) != 4:
+            raise DataError(f"images have shape {images.shape}; expected (N, channels, height, width)")
+        self.x = images
+        self.prefetch = not isinstance(images, (np.ndarray, torch.Tensor))
 
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape)
+
     def order(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         return batches(len(self.x), batch_size, generator=generator)
 
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The normalised float images (B, C, H, W) of ``idx``, in its order."""
+        if isinstance(self.x, torch.Tensor):
+            return self.x[idx]
+        rows = idx.numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+        pixels = self.x.read(rows) if hasattr(self.x, "read") else self.x[rows]
+        return to_tensor(pixels)
+
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (self.x[idx],)
+        return (self.batch(idx),)
 
     def subset(self, idx: np.ndarray) -> ImageBatcher:
-        return ImageBatcher(self.x[torch.as_tensor(idx)])
+        if isinstance(self.x, torch.Tensor):
+            return ImageBatcher(self.x[torch.as_tensor(idx)])
+        return ImageBatcher(self.x[np.asarray(idx)])
 
 
 class TokenBatcher:
@@ -127,9 +150,38 @@ class TokenBatcher:
         return ids, mask
 
 
-def as_batcher(data: np.ndarray | torch.Tensor | Batcher) -> Batcher:
-    """Images become an :class:`ImageBatcher`; a batcher is returned as it is."""
-    return ImageBatcher(data) if isinstance(data, (np.ndarray, torch.Tensor)) else data
+def with_inputs(
+    batcher: Batcher, order: Iterable[torch.Tensor], *, pin: bool = False
+) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
+    """``(idx, batcher.inputs(idx))`` for each index batch of ``order``.
+
+    For a batcher whose ``prefetch`` is true (images on disk) the next batch is read by a background thread while
+    the caller works on the current one, and ``pin`` puts it in pinned memory there (for a CUDA copy that does not
+    block). The order, and so every random draw, is the same either way.
+    """
+    if not getattr(batcher, "prefetch", False):
+        for idx in order:
+            yield idx, batcher.inputs(idx)
+        return
+
+    def read(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs = batcher.inputs(idx)
+        return tuple(x.pin_memory() for x in inputs) if pin else inputs
+
+    indices = iter(order)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medassist-prefetch") as pool:
+        upcoming = next(indices, None)
+        pending = pool.submit(read, upcoming) if upcoming is not None else None
+        while pending is not None:
+            idx, inputs = upcoming, pending.result()
+            upcoming = next(indices, None)
+            pending = pool.submit(read, upcoming) if upcoming is not None else None
+            yield idx, inputs
+
+
+def as_batcher(data: Any) -> Batcher:
+    """Images (an array, a tensor, images on disk) become an :class:`ImageBatcher`; a batcher is returned as it is."""
+    return data if hasattr(data, "order") else ImageBatcher(data)
 
 
 def main_logits(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -157,9 +209,9 @@ PREDICT_PIXELS = 512 * 32 * 32
 def predict_batch_size(model: torch.nn.Module, batcher: Batcher) -> int:
     """Images per prediction batch: :data:`PREDICT_PIXELS` over the pixels the model works at (its own
     ``input_size`` when it resizes its input, else the images'), between 8 and 512; 512 for token batchers."""
-    if not isinstance(batcher, ImageBatcher) or batcher.x.dim() != 4:
+    if not isinstance(batcher, ImageBatcher):
         return 512
-    side = max(batcher.x.shape[-1], int(getattr(model, "input_size", 0) or 0))
+    side = max(batcher.shape[-1], int(getattr(model, "input_size", 0) or 0))
     return int(min(512, max(8, PREDICT_PIXELS // (side * side))))
 
 
@@ -189,8 +241,8 @@ def predict_proba(
     device = model_device(model)
     if device != accel.device:  # a model kept elsewhere (a CPU teacher in a GPU run) predicts where it is
         accel = type(accel)(device, accel.precision if device.type == accel.device.type else "32")
-    for idx in batcher.order(batch_size):
-        inputs = tuple(accel.put(x) for x in batcher.inputs(idx))
+    for idx, host in with_inputs(batcher, batcher.order(batch_size), pin=accel.is_cuda):
+        inputs = tuple(accel.put(x) for x in host)
         with accel.autocast():
             logits = main_logits(model(*inputs))
         parts.append(probabilities(logits.float(), task).cpu())

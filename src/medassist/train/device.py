@@ -157,7 +157,8 @@ class Accelerator:
         if t.device == self.device:
             return t
         if self.is_cuda and t.device.type == "cpu":
-            return t.pin_memory().to(self.device, non_blocking=True)
+            pinned = t if t.is_pinned() else t.pin_memory()  # a prefetched batch is pinned already
+            return pinned.to(self.device, non_blocking=True)
         return t.to(self.device)
 
     def describe(self) -> dict[str, Any]:

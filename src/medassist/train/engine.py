@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +33,7 @@ from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.evaluate.training import under_trained
 from medassist.train.augment import augment_batch
-from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba
+from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba, with_inputs
 from medassist.train.device import Accelerator, current, state_to_cpu
 from medassist.train.distributed import all_sum, any_rank, ranks, shard
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
@@ -421,12 +421,9 @@ def fit(
         sums: dict[str, float] = {}
         log_sums: dict[str, float] = {}
         n_steps = 0
-        for idx in train.batcher.order(cfg.batch_size, generator=gen):
-            if r.distributed:  # every rank drew the same global batch; each keeps its shard
-                if len(idx) < r.world_size:
-                    continue
-                idx = shard(idx, r)
-            inputs, yb = train.batcher.inputs(idx), y_train[idx]
+        order = _rank_batches(train.batcher.order(cfg.batch_size, generator=gen), r)
+        for idx, inputs in with_inputs(train.batcher, order, pin=accel.is_cuda):
+            yb = y_train[idx]
             if cfg.augment and getattr(train.batcher, "augmentable", False):  # on the CPU, from its own generator
                 inputs = (augment_batch(inputs[0], cfg.augmentation, aug_gen), *inputs[1:])
             inputs, yb = tuple(accel.put(x) for x in inputs), accel.put(yb)
@@ -560,6 +557,17 @@ def fit(
         train_time=elapsed,
         grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
     )
+
+
+def _rank_batches(order: Iterable[torch.Tensor], r: Any) -> Iterator[torch.Tensor]:
+    """The index batches this rank trains on: under torchrun every rank drew the same global batch and keeps its
+    shard (a batch smaller than the world is skipped by all); otherwise every batch."""
+    for idx in order:
+        if r.distributed:
+            if len(idx) < r.world_size:
+                continue
+            idx = shard(idx, r)
+        yield idx
 
 
 def _copy_state(model: nn.Module, accel: Accelerator) -> dict[str, torch.Tensor]:
