@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from medassist.config import option, to_dict
-from medassist.data.image_cache import CACHE_ENV, default_workers
+from medassist.data.image_cache import default_workers
+from medassist.data.paths import CACHE_ENV
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
 from medassist.run import Run
@@ -59,6 +60,9 @@ class DataBenchConfig:
     batch_size: int = option(32, "images per training step")
     train_seconds: float = option(60.0, "training time per N before the validation pass of the memory measurement")
     step_repeats: int = option(5, "timed training steps (after 2 warm-up steps)")
+    compare_monai: bool = option(
+        True, "also build MONAI's PersistentDataset over the smallest folder and read an epoch from each cache"
+    )
     seed: int = option(0, "seed of the generated images and of training")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
     progress: bool = option(True, "show progress bars")
@@ -131,6 +135,9 @@ if cfg["what"] == "decode":
 elif cfg["what"] == "startup":
     data = read_image_folder(cfg["folder"], size=cfg["size"], channels=1, progress=False)
     out = {"images": sum(len(s) for s in data.splits.values()), "seconds": time.perf_counter() - t0}
+elif cfg["what"] in ("read", "monai"):
+    from medassist.bench import data as bench
+    out = bench.read_measure(cfg) if cfg["what"] == "read" else bench.monai_measure(cfg)
 elif cfg["what"] == "step":
     from medassist.bench.data import step_measure
     out = step_measure(cfg)
@@ -186,6 +193,51 @@ def step_measure(cfg: dict[str, Any]) -> dict[str, Any]:
         if k >= 2:
             times.append(time.perf_counter() - t0)
     return {"step_s": float(np.median(times)), "steps": len(times)}
+
+
+def _epoch_order(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return [perm[a : a + batch_size] for a in range(0, n, batch_size)]
+
+
+def read_measure(cfg: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: seconds to read one epoch of shuffled batches of every image from the medassist cache."""
+    from medassist.data.disk_images import DiskImages
+    from medassist.train.data import ImageBatcher
+
+    t0 = time.perf_counter()
+    batcher = ImageBatcher(DiskImages(_open_folder(cfg).splits["train"].images.path))  # every row of the file
+    opened = time.perf_counter() - t0
+    for idx in _epoch_order(len(batcher), cfg["batch_size"], cfg["seed"]):
+        batcher.batch(idx)
+    return {"open_s": opened, "epoch_s": time.perf_counter() - t0 - opened, "images": len(batcher)}
+
+
+def monai_measure(cfg: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: MONAI's ``PersistentDataset`` over the same files (PIL reader, resize to ``size``), its
+    cache built with ``workers`` DataLoader processes (``first``) or read back: one epoch of shuffled batches."""
+    import torch
+    from monai.data import DataLoader, PersistentDataset
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized
+
+    paths = sorted(str(p) for p in Path(cfg["folder"]).rglob("*.png"))
+    transform = Compose(
+        [
+            LoadImaged(keys="image", reader="PILReader", image_only=True),
+            EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
+            Resized(keys="image", spatial_size=(cfg["size"], cfg["size"]), mode="bilinear"),
+        ]
+    )
+    ds = PersistentDataset([{"image": p} for p in paths], transform=transform, cache_dir=cfg["cache_dir"])
+    t0 = time.perf_counter()
+    if cfg["first"]:
+        loader = DataLoader(ds, batch_size=cfg["batch_size"], num_workers=cfg["workers"])
+        n = sum(len(b["image"]) for b in loader)
+    else:
+        n = 0
+        for idx in _epoch_order(len(ds), cfg["batch_size"], cfg["seed"]):
+            n += len(torch.stack([torch.as_tensor(ds[int(i)]["image"]) for i in idx]))
+    return {"seconds": time.perf_counter() - t0, "images": n}
 
 
 def train_measure(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +296,8 @@ def run_data_benchmark(cfg: DataBenchConfig) -> Path:
             second = _child("startup", cache / f"n{n}", folder=str(path), size=cfg.image_size)
             row("data start-up, first run (decode into the cache)", n, first["seconds"], "s")
             row("data start-up, second run (open the cache)", n, second["seconds"], "s", "second_startup_s")
+        if cfg.compare_monai:
+            _compare_monai(cfg, folders[min(folders)], cache, row)
         common = {"size": cfg.image_size, "model": cfg.model, "batch_size": cfg.batch_size, "seed": cfg.seed}
         step = _child("step", cache / f"n{largest}", folder=folder, repeats=cfg.step_repeats, **common)
         row(f"{cfg.model} training step, {cfg.batch_size} images", largest, step["step_s"], "s", "step_s")
@@ -269,6 +323,20 @@ def run_data_benchmark(cfg: DataBenchConfig) -> Path:
             shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
     return run.dir
+
+
+def _compare_monai(cfg: DataBenchConfig, folder: Path, cache: Path, row: Any) -> None:
+    """MONAI's PersistentDataset against the medassist cache on the smallest folder: building the cache, and one
+    epoch of shuffled batches read back in a later process (the medassist cache was built by the start-up rows)."""
+    n = sum(1 for _ in folder.rglob("*.png"))
+    kw = {"folder": str(folder), "size": cfg.image_size, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    ours = _child("read", cache / f"n{n}", **kw)
+    row("one epoch of shuffled batches read, medassist cache", n, ours["epoch_s"], "s")
+    store = cache / "monai"
+    build = _child("monai", cache / "monai-unused", first=True, workers=default_workers(), cache_dir=str(store), **kw)
+    row(f"MONAI PersistentDataset: cache built ({default_workers()} loader processes)", n, build["seconds"], "s")
+    again = _child("monai", cache / "monai-unused", first=False, workers=0, cache_dir=str(store), **kw)
+    row("one epoch of shuffled batches read, MONAI PersistentDataset", n, again["seconds"], "s")
 
 
 def _folders(cfg: DataBenchConfig, work: Path) -> dict[int, Path]:

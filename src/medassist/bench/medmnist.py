@@ -84,6 +84,9 @@ class BenchConfig:
     datasets: list[str] = option(["pneumoniamnist", "breastmnist"], "MedMNIST data sets")
     seeds: list[int] = option([0, 1, 2], "seeds (one training run each)")
     budget: float = option(600.0, "training time budget in seconds, per data set, seed and method")
+    image_size: int = option(
+        28, "MedMNIST release: 28, or MedMNIST+'s 64, 128 or 224 px (downloaded once, MD5-checked)"
+    )
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     out: str = option("runs", "folder in which the benchmark's run folder is made")
     recipe_model: str = option("cnn_gap", "model of medassist's recipe")
@@ -203,13 +206,15 @@ def _job_on_device(method: str, dataset: str, seed: int, cfg: BenchConfig) -> di
     from medassist.models import create_model
     from medassist.train import fit
 
-    data = load_medmnist(dataset, data_dir=cfg.data_dir or None, progress=False)
+    data = load_medmnist(dataset, data_dir=cfg.data_dir or None, progress=False, size=cfg.image_size)
     if method == "medassist":
         members, base, model_name, kwargs = cfg.recipe_members, cfg.recipe, cfg.recipe_model, _recipe_kwargs(cfg)
         name, tta, rule = _recipe_name(cfg), cfg.tta_flip, cfg.threshold
     else:  # the reference protocol is the published one: argmax of one model, no test-time flips
         members, base, model_name, kwargs = 1, cfg.reference, "resnet18", {}
         name, tta, rule = "ResNet-18 reference protocol", False, "argmax"
+    if model_name != "efficientnet_lite0":  # its stem fitted to the release's size (EfficientNet resizes itself)
+        kwargs = {**kwargs, "image_size": cfg.image_size}
     test, val = data.splits["test"], data.splits["val"]
     t0 = time.perf_counter()
     probs: dict[str, list[np.ndarray]] = {"test": [], "test_flip": [], "val": [], "val_flip": []}

@@ -28,23 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 from tqdm.auto import tqdm
 
 from medassist.data.disk_images import DiskImages, npy_layout
 from medassist.data.image_file import load_image
+from medassist.data.paths import cache_root
 from medassist.errors import DataError
 
-CACHE_ENV = "MEDASSIST_CACHE_DIR"
 FORMAT = 1  # bump when the decoding changes, so that older caches are not reused
 MAX_LISTED = 50  # bad files named in an error message; the rest are counted
 MIN_PARALLEL = 200  # fewer files decode in this process: starting workers would cost more than it saves
 
 
 def cache_dir() -> Path:
-    """Where decoded image caches live: ``$MEDASSIST_CACHE_DIR`` if set, else the per-user cache folder."""
-    root = os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("medassist")
-    return Path(root).expanduser().absolute() / "images"
+    """Where decoded image caches live: ``images/`` in :func:`~medassist.data.paths.cache_root`."""
+    return cache_root() / "images"
 
 
 def default_workers() -> int:

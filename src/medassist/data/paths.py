@@ -8,6 +8,7 @@ from pathlib import Path
 import platformdirs
 
 DATA_DIR_ENV = "MEDASSIST_DATA_DIR"
+CACHE_ENV = "MEDASSIST_CACHE_DIR"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -28,3 +29,9 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
         chosen = platformdirs.user_cache_dir("medassist")
     # absolute() rather than resolve(): keep the user's symlinks as given, so messages show the path they know.
     return Path(chosen).expanduser().absolute()
+
+
+def cache_root() -> Path:
+    """Where medassist keeps what it can compute again (decoded images, text embeddings): ``$MEDASSIST_CACHE_DIR``
+    if set, else the per-user cache folder. Never the data directory, which may be read-only or shared."""
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("medassist")).expanduser().absolute()

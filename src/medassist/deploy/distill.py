@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medassist.train.data import ImageBatcher, main_logits, to_tensor
+from medassist.train.data import ImageBatcher, as_batcher, main_logits
 from medassist.train.engine import StepFn
 
 
@@ -42,12 +42,12 @@ def ensemble_logits(teachers: Sequence[nn.Module], images: np.ndarray, *, batch_
     from medassist.train.device import current
 
     accel = current()
-    x = to_tensor(images)
+    batcher = as_batcher(images)  # read and normalised batch by batch: the images may be on disk
     out = []
     for t in teachers:
         t.to(accel.device)
-    for i in range(0, len(x), batch_size):
-        xb = accel.put(x[i : i + batch_size])
+    for idx in batcher.order(batch_size):
+        xb = accel.put(batcher.inputs(idx)[0])
         with accel.autocast():
             logp = [F.log_softmax(main_logits(t.eval()(xb)).float(), dim=1) for t in teachers]
         out.append(torch.stack(logp).mean(0).cpu())

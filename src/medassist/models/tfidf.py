@@ -4,7 +4,6 @@ regression (not a torch model)."""
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,18 +11,17 @@ from typing import Any
 import joblib
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion
 
 from medassist.errors import DataError, MedAssistError
+from medassist.models.logreg import LogisticHead
 from medassist.text.vocab import check_texts
 from medassist.utils.io import atomic_path
 
 FEATURES = ("word", "word+char")
 
 
-class TfidfLogReg:
+class TfidfLogReg(LogisticHead):
     """TF-IDF (word 1-2 grams, sublinear tf; optionally also character 2-5 grams within words) + logistic
     regression, multi-label or multi-class.
 
@@ -100,7 +98,6 @@ class TfidfLogReg:
         labels = np.asarray(labels)
         if labels.ndim not in (1, 2) or len(labels) != len(texts):
             raise DataError(f"labels must have shape (N,) or (N, K) with N = {len(texts)} texts, got {labels.shape}")
-        self.multilabel_ = labels.ndim == 2
         if vectorized is not None:
             self.vectorizer_, features = vectorized
         else:
@@ -109,30 +106,7 @@ class TfidfLogReg:
                 features = self.vectorizer_.fit_transform(texts)  # (N, V) sparse
             except ValueError as err:  # "empty vocabulary": no n-gram reaches min_df
                 raise DataError(f"no word occurs in {self.min_df} or more of the {len(texts)} training texts") from err
-        if self.multilabel_:
-            if not np.isin(labels, (0, 1)).all():
-                raise DataError("multi-label labels must be 0 or 1")
-            y = labels.astype(np.int64)
-            self.constant_labels_ = [int(k) for k in np.flatnonzero(y.min(0) == y.max(0))]
-            base = LogisticRegression(
-                C=self.C, class_weight=self.class_weight, solver="liblinear", max_iter=self.max_iter
-            )
-            self.clf_ = OneVsRestClassifier(base)
-            with warnings.catch_warnings():
-                # OneVsRest predicts a constant for such a label and says so; constant_labels_ records it.
-                warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
-                self.clf_.fit(features, y)
-            self.num_classes_ = y.shape[1]
-        else:
-            y = labels.astype(np.int64)
-            if len(np.unique(y)) < 2:
-                raise DataError(f"multi-class training needs at least two classes, found only {np.unique(y)}")
-            self.constant_labels_ = []
-            self.clf_ = LogisticRegression(
-                C=self.C, class_weight=self.class_weight, solver="lbfgs", max_iter=self.max_iter
-            )
-            self.clf_.fit(features, y)
-            self.num_classes_ = max(num_classes or 0, int(y.max()) + 1)
+        self.fit_head(features, labels, num_classes=num_classes)
         return self
 
     @property
@@ -152,13 +126,7 @@ class TfidfLogReg:
             raise MedAssistError("TfidfLogReg is not fitted; call fit first")
         if features is None:
             features = self.vectorizer_.transform(check_texts(texts))  # (N, V) sparse
-        proba = self.clf_.predict_proba(features)  # (N, K), or (N, classes seen) for multi-class
-        if self.multilabel_:
-            # One label column is fitted as a binary problem: keep the positive class's column only.
-            return proba[:, 1:] if self.num_classes_ == 1 and proba.shape[1] == 2 else proba
-        out = np.zeros((proba.shape[0], self.num_classes_))
-        out[:, self.clf_.classes_] = proba
-        return out
+        return self.head_proba(features)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted model with joblib (atomically) and return the path."""

@@ -37,7 +37,7 @@ def part_text(doc: Doc, run: Path) -> list[tuple[str, str]]:
     )
     t2 = doc.table(
         _versus_table(comparison, task),
-        "Each neural model against the tuned TF-IDF baseline: paired bootstrap interval of the difference on test.",
+        "Each model against the tuned TF-IDF baseline: paired bootstrap interval of the difference on test.",
         "Part 1: baseline comparison",
     )
     f1 = doc.figure(
@@ -71,11 +71,11 @@ def part_text(doc: Doc, run: Path) -> list[tuple[str, str]]:
     ]
     diff = "vs_tfidf_" + head.removeprefix("test_")
     neural = comparison[comparison["model"] != "tfidf_logreg"]
-    if diff in neural and not neural.empty:  # the best neural model on validation against the tuned baseline
+    if diff in neural and not neural.empty:  # the best other model on validation against the tuned baseline
         n = neural.loc[neural["val_auc"].idxmax()]
         out.append(
             (
-                f"Text: the best neural model on validation ({_marked(n)}) minus the tuned TF-IDF, test macro-F1",
+                f"Text: the best other model on validation ({_marked(n)}) minus the tuned TF-IDF, test macro-F1",
                 f"{fmt_delta(n[diff])} {fmt_ci(n[diff + '_lo'], n[diff + '_hi'], kind='delta')}",
             )
         )

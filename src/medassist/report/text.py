@@ -67,7 +67,7 @@ def _cost_table(df: pd.DataFrame) -> str:
 
 
 def _versus_table(df: pd.DataFrame, task: str) -> str:
-    """Each neural model's paired difference from the tuned TF-IDF baseline on test, and what it means."""
+    """Each model's paired difference from the tuned TF-IDF baseline on test, and what it means."""
     head = "macro_f1_t" if task == "multi-label" else "macro_f1"
     col = f"vs_tfidf_{head}"
     rows = df[df["model"] != "tfidf_logreg"]
@@ -99,6 +99,28 @@ def _baseline_section(run_dir: Path, m: dict, df: pd.DataFrame) -> list[str]:
     if grid.is_file():
         g = pd.read_csv(grid)
         lines += [readable_table(g, headers=True, kinds={"C": "number"}), ""]
+    for model, name, what in (
+        (
+            "minilm_frozen_lr",
+            "frozen_grid",
+            "MiniLM's sentence embeddings (the encoder frozen: mean-pooled, normalised, computed once) and a logistic "
+            "regression fitted for every setting below on the training split",
+        ),
+        (
+            "ensemble",
+            "ensemble_grid",
+            "The average of the tuned TF-IDF's and the Transformer's probabilities at every TF-IDF weight below "
+            "(thresholds chosen on validation after averaging)",
+        ),
+    ):
+        path, row = run_dir / "tables" / f"{name}.csv", df[df["model"] == model]
+        if path.is_file() and len(row):
+            lines += [
+                f"{what}; the setting with the highest validation macro-F1 was kept: **{row.iloc[0]['settings']}**.",
+                "",
+                readable_table(pd.read_csv(path), headers=True, kinds={"C": "number"}),
+                "",
+            ]
     return lines
 
 

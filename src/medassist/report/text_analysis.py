@@ -152,9 +152,9 @@ def text_explanation(m: dict[str, Any], data: dict[str, Any], cfg: dict[str, Any
         f"{_ci(base, head)}; by the paired bootstrap interval of the difference on the same test reports, "
         f"{_against_baseline(best_neural, head, what)}, and "
         + (
-            f"{len(beat)} of {len(neural)} neural models ({', '.join(beat)}) beat it."
+            f"{len(beat)} of the {len(neural)} other models ({', '.join(beat)}) beat it."
             if beat
-            else f"none of the {len(neural)} neural models beat it."
+            else f"none of the {len(neural)} other models beats it."
         )
     )
     if not cfg.get("sweep", True) and usable(tra) and usable(rec) and tra.get("planned_epochs"):

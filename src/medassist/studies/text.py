@@ -96,7 +96,7 @@ def _stage(cfg: TextStudyConfig, i: int, n: int, text: str) -> None:
 
 
 def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
-    from medassist.studies.text_baseline import tfidf_baseline
+    from medassist.studies.text_baseline import frozen_encoder_baseline, tfidf_baseline
     from medassist.studies.text_eval import (
         compare_models,
         error_analysis,
@@ -119,8 +119,9 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
         },
     )
     n_stages = 6
-    _stage(cfg, 1, n_stages, "TF-IDF + logistic regression baseline, tuned on validation")
+    _stage(cfg, 1, n_stages, "TF-IDF and frozen-MiniLM logistic regressions, tuned on validation")
     baseline = tfidf_baseline(run, cfg, data)
+    extra = {"minilm_frozen_lr": frozen_encoder_baseline(run, cfg, data)} if cfg.frozen_encoder else {}
 
     units: dict[str, UnitResult] = {}
     models: dict[str, torch.nn.Module] = {}
@@ -214,8 +215,8 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     gradient_analysis(run, cfg, enc, analysed, units, models)
 
     _stage(cfg, 6, n_stages, "test comparison, error analysis and report")
-    comparison = compare_models(run, cfg, data, enc, units, models, best, baseline)
-    save_selected_predictions(run, data, comparison, baseline, units)
+    comparison = compare_models(run, cfg, data, enc, units, models, best, baseline, extra)
+    save_selected_predictions(run, data, comparison, units)
     sweep = pd.DataFrame(sweep_rows)
     if len(comparison.sweep_test):
         sweep = sweep.merge(comparison.sweep_test.rename(columns={"run": "unit"}), on="unit", how="left")
@@ -258,6 +259,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "best_model": comparison.best_name,
             "task": data.task,
             "tfidf_grid": baseline.grid.to_dict("records"),
+            **{f"{k}_grid": b.grid.to_dict("records") for k, b in comparison.baselines.items() if k != "tfidf"},
             "thresholds": comparison.thresholds,
             "gradients": run.read_json("gradients.json"),
             "errors": err,

@@ -117,6 +117,8 @@ class Comparison:
         best_probs: its test probabilities.
         thresholds: multi-label: each compared run's per-label thresholds, chosen on validation.
         per_label: per-label test AUC of every compared model (multi-label), or per-class F1 and AUC.
+        baselines: the models not trained by the engine, by run name: "tfidf", and "minilm_frozen_lr" and
+            "ensemble" when compared.
     """
 
     table: pd.DataFrame
@@ -125,6 +127,7 @@ class Comparison:
     best_probs: np.ndarray
     thresholds: dict[str, list[float]]
     per_label: pd.DataFrame = field(default_factory=pd.DataFrame)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
 
 
 def headline_metric(task: str) -> str:
@@ -160,12 +163,16 @@ def compare_models(
     models: dict[str, torch.nn.Module],
     best: dict[str, str],
     baseline: Baseline,
+    extra: dict[str, Baseline] | None = None,
 ) -> Comparison:
-    """Test metrics (with 95% bootstrap intervals) and timing of the best run of each model, beside the tuned TF-IDF
-    baseline, and each model's paired difference from that baseline.
+    """Test metrics (with 95% bootstrap intervals) and timing of the best run of each model, of the models in
+    ``extra`` (the frozen encoder) and of the ensemble of TF-IDF and the Transformer (``cfg.ensemble``), beside the
+    tuned TF-IDF baseline, and each model's paired difference from that baseline.
 
     Multi-label thresholds are chosen per label on the validation probabilities each run saved, then applied to test.
     """
+    from medassist.studies.text_baseline import ensemble_baseline
+
     tm = task_metrics(data.task)
     y, y_val = tm.labels(data.splits["test"].labels), tm.labels(data.splits["val"].labels)
     probs: dict[str, np.ndarray] = {}
@@ -177,8 +184,7 @@ def compare_models(
         p_val = np.load(run.dir / "units" / name / "val_probs.npy")
         thresholds[name] = choose_thresholds(y_val, p_val) if tm.multilabel else None
         sweep_test.append({"run": name, **_test_metrics(tm, y, probs[name], thresholds[name], cfg, ci=False)})
-    probs["tfidf"] = baseline.test_probs
-    thresholds["tfidf"] = choose_thresholds(y_val, baseline.val_probs) if tm.multilabel else None
+    others = {"tfidf": baseline, **(extra or {})}
 
     rows = []
     for arch, name in best.items():
@@ -205,14 +211,26 @@ def compare_models(
                 "val_auc": unit.val["auc"],
             }
         )
-    rows.append({**baseline.row, "run": "tfidf"})
+    transformer = next((r for r in rows if r["model"] == cfg.transformer), None)
+    if cfg.ensemble and transformer is not None:
+        name = transformer["run"]
+        p_val = np.load(run.dir / "units" / name / "val_probs.npy")
+        others["ensemble"] = ensemble_baseline(data, baseline, transformer, p_val, probs[name])
+        run.write_table("ensemble_grid", others["ensemble"].grid)
+    for key, b in others.items():
+        np.save(run.path(f"models/{key}.val_probs.npy"), b.val_probs)  # as each unit saved its own
+        probs[key] = b.test_probs
+        thresholds[key] = choose_thresholds(y_val, b.val_probs) if tm.multilabel else None
+        rows.append({**b.row, "run": key})
     head = headline_metric(data.task)
     for r in rows:
         t = thresholds[r["run"]]
         r.update(_test_metrics(tm, y, probs[r["run"]], t, cfg, ci=True))
         if t is not None:
             p_val = (
-                baseline.val_probs if r["run"] == "tfidf" else np.load(run.dir / "units" / r["run"] / "val_probs.npy")
+                others[r["run"]].val_probs
+                if r["run"] in others
+                else np.load(run.dir / "units" / r["run"] / "val_probs.npy")
             )
             r["val_macro_f1_t"] = tm.macro_f1(y_val, apply_thresholds(p_val, t))
         if r["run"] != "tfidf":  # paired bootstrap of the difference from the tuned baseline, on the same reports
@@ -237,18 +255,18 @@ def compare_models(
         probs[str(best_row["run"])],
         {k: [float(x) for x in v] for k, v in kept.items()},
         per_label,
+        others,
     )
 
 
-def save_selected_predictions(
-    run: Run, data: TextData, comparison: Comparison, baseline: Baseline, units: dict[str, UnitResult]
-) -> None:
+def save_selected_predictions(run: Run, data: TextData, comparison: Comparison, units: dict[str, UnitResult]) -> None:
     """Save the selected model's validation and test probabilities with the splits' metadata (never the texts), so
     that an audit (``medassist fairness``) reads them instead of retraining."""
     from medassist.studies.predictions import write_predictions
 
     name = comparison.best_name
-    p_val = baseline.val_probs if name == "tfidf" else np.load(run.dir / "units" / name / "val_probs.npy")
+    other = comparison.baselines.get(name)
+    p_val = other.val_probs if other is not None else np.load(run.dir / "units" / name / "val_probs.npy")
     extra: dict[str, Any] = {"thresholds": comparison.thresholds.get(name), "dataset": data.name}
     if name in units:
         u = units[name]

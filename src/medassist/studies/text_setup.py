@@ -68,6 +68,13 @@ class TextStudyConfig:
     tfidf_features: list[str] = option(
         ["word", "word+char"], "TF-IDF baseline: features tried (word 1-2 grams | word+char: also char 2-5 grams)"
     )
+    frozen_C: list[float] = option(
+        [0.25, 1.0, 4.0, 16.0, 64.0],
+        "frozen MiniLM embeddings + logistic regression: inverse regularisation strengths tried (with the class "
+        "weightings of tfidf_class_weight)",
+    )
+    frozen_encoder: bool = option(True, "compare the frozen MiniLM encoder + logistic regression")
+    ensemble: bool = option(True, "compare the validation-weighted average of TF-IDF and the Transformer")
     balance_classes: bool = option(
         True, "multi-class: weight every neural model's loss by inverse class frequency (macro-F1 counts rare classes)"
     )

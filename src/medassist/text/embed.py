@@ -1,0 +1,88 @@
+"""Sentence embeddings from the frozen all-MiniLM-L6-v2 encoder: mean-pooled over the tokens, L2-normalised (as
+sentence-transformers computes them), once per set of texts.
+
+The embeddings of a list of texts are cached in ``embeddings/`` of :func:`~medassist.data.paths.cache_root` under a
+hash of the texts, ``max_len`` and the weights file's size, and written whole or not at all; a second study of the
+same reports reads them in a moment. They are derived from the reports, so they stay in the per-user cache like
+the reports themselves, never in a run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medassist.data.paths import cache_root
+from medassist.text.hf import hf_encode_batch, load_minilm_encoder, load_minilm_tokenizer, minilm_dir
+from medassist.utils.io import atomic_path
+
+DIM = 384  # all-MiniLM-L6-v2's hidden size
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) token states and (B, T) 0/1 mask -> (B, H) L2-normalised mean over the real tokens."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled, dim=1)
+
+
+class SentenceEncoder(torch.nn.Module):
+    """The frozen MiniLM encoder with mean pooling: ``(input_ids (B, T), attention_mask (B, T)) -> (B, 384)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = load_minilm_encoder().eval()
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+
+def _key(texts: Sequence[str], max_len: int) -> str:
+    h = hashlib.sha256(f"minilm-mean-v1\0{max_len}\0{(minilm_dir() / 'model.safetensors').stat().st_size}".encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def sentence_embeddings(
+    texts: Sequence[str], *, max_len: int = 256, batch_size: int = 64, cache: bool = True, progress: bool = False
+) -> tuple[np.ndarray, float]:
+    """float32 (N, 384) embeddings of ``texts`` and the seconds they took to compute (read from the cache, with
+    the seconds of that computation, when the same texts were embedded before).
+
+    Texts are embedded in order of length, so a batch pads little; the result is in the given order.
+    """
+    path = cache_root() / "embeddings" / f"{_key(texts, max_len)}.npz"
+    if cache and path.is_file():
+        try:
+            with np.load(path) as stored:
+                if stored["embeddings"].shape == (len(texts), DIM):
+                    return stored["embeddings"], float(stored["seconds"])
+        except (ValueError, OSError, KeyError):
+            pass  # a damaged cache file is computed again
+    t0 = time.perf_counter()
+    tokenizer, model = load_minilm_tokenizer(), SentenceEncoder()
+    ids = hf_encode_batch(tokenizer, texts, max_len=max_len)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc="Embedding", unit="batch", disable=not progress):
+        idx = order[start : start + batch_size]
+        seqs = [torch.as_tensor(ids[i]) for i in idx]
+        batch = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=0)  # (B, T)
+        mask = torch.arange(batch.shape[1])[None, :] < torch.tensor([len(s) for s in seqs])[:, None]
+        out[idx] = model(batch, mask).numpy()
+    seconds = time.perf_counter() - t0
+    if cache:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, embeddings=out, seconds=seconds)
+    return out, seconds
