@@ -289,7 +289,7 @@ def run_data_benchmark(cfg: DataBenchConfig) -> Path:
         every = _child("decode", cache / "all", folder=folder, size=cfg.image_size, workers=0)
         rate1, rate_all = one["images"] / one["seconds"], every["images"] / every["seconds"]
         row("decode, 1 process", largest, rate1, "images/s")
-        row(f"decode, {every['workers']} processes", largest, rate_all, "images/s")
+        row(f"decode, {every['workers']} process{'es' if every['workers'] != 1 else ''}", largest, rate_all, "images/s")
         row("decode speed-up", largest, rate_all / rate1, "x", "decode_speedup")
         for n, path in sorted(folders.items()):
             first = _child("startup", cache / f"n{n}", folder=str(path), size=cfg.image_size)
