@@ -300,6 +300,7 @@ def test_multiclass_text_deploy_predicts_a_class(tmp_path: Path, capsys) -> None
     csv = _multiclass_csv(tmp_path / "notes.csv")
     argv = ["text", "--profile", "debug", "--texts", str(csv), "--text-column", "note", "--label-column", "urgency"]
     argv += ["--transformer", "transformer_small", "--extra-models", "[]", "--out", str(tmp_path / "text")]
+    argv += ["--frozen-encoder", "false", "--ensemble", "false"]  # the deployed model is the recurrent one
     assert main([*argv, "--progress", "false"]) == 0
     (text_run,) = list((tmp_path / "text").iterdir())
     argv = ["deploy", "--profile", "debug", "--run", str(text_run), "--out", str(tmp_path / "d"), "--progress", "false"]

@@ -70,6 +70,10 @@ def test_text_study_on_own_csv(tmp_path: Path) -> None:
         "transformer_small",
         "--extra-models",
         "[]",
+        "--frozen-encoder",
+        "false",
+        "--ensemble",
+        "false",
         "--out",
         str(out),
         "--progress",
@@ -150,7 +154,8 @@ def test_multiclass_csv_with_named_columns_runs_end_to_end(tmp_path: Path) -> No
     m = json.loads((run / "metrics.json").read_text())
     assert m["task"] == "multi-class" and m["thresholds"] == {}
     rows = {r["model"]: r for r in m["comparison"]}
-    assert set(rows) == {"bilstm", "transformer_small", "gru", "tfidf_logreg"}  # no multi-task head without 'normal'
+    # no multi-task head without 'normal'; the frozen MiniLM and the ensemble (of TF-IDF and transformer_small) too
+    assert set(rows) == {"bilstm", "transformer_small", "gru", "tfidf_logreg", "minilm_frozen_lr", "ensemble"}
     for r in rows.values():
         assert r["test_accuracy_lo"] <= r["test_accuracy"] <= r["test_accuracy_hi"]
     assert rows["tfidf_logreg"]["test_macro_f1"] > 0.9  # the keywords decide the class

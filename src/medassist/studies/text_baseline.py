@@ -143,9 +143,12 @@ def frozen_encoder_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> B
 
     metrics = task_metrics(data.task)
     weights = {"none": None, "balanced": "balanced"}
+    tokenizer, encoder = load_minilm_tokenizer(), SentenceEncoder()
     emb, seconds = {}, {}
     for s in ("train", "val", "test"):
-        emb[s], seconds[s] = sentence_embeddings(data.splits[s].texts, max_len=cfg.max_len, progress=cfg.progress)
+        emb[s], seconds[s] = sentence_embeddings(
+            data.splits[s].texts, max_len=cfg.max_len, progress=cfg.progress, models=(tokenizer, encoder)
+        )
     tr, va, te = (data.splits[s] for s in ("train", "val", "test"))
     rows, best, best_score = [], None, -np.inf
     for w, c in itertools.product(cfg.tfidf_class_weight, cfg.frozen_C):
@@ -165,7 +168,6 @@ def frozen_encoder_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> B
     grid = pd.DataFrame(rows)
     run.write_table("frozen_grid", grid)
     best.save(run.path("models/minilm_frozen_lr.joblib"))
-    tokenizer, encoder = load_minilm_tokenizer(), SentenceEncoder()
 
     @torch.no_grad()
     def predict(texts: list[str]) -> np.ndarray:

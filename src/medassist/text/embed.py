@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,12 +55,19 @@ def _key(texts: Sequence[str], max_len: int) -> str:
 
 @torch.no_grad()
 def sentence_embeddings(
-    texts: Sequence[str], *, max_len: int = 256, batch_size: int = 64, cache: bool = True, progress: bool = False
+    texts: Sequence[str],
+    *,
+    max_len: int = 256,
+    batch_size: int = 64,
+    cache: bool = True,
+    progress: bool = False,
+    models: tuple[Any, SentenceEncoder] | None = None,
 ) -> tuple[np.ndarray, float]:
     """float32 (N, 384) embeddings of ``texts`` and the seconds they took to compute (read from the cache, with
     the seconds of that computation, when the same texts were embedded before).
 
-    Texts are embedded in order of length, so a batch pads little; the result is in the given order.
+    Texts are embedded in order of length, so a batch pads little; the result is in the given order. ``models``
+    (tokenizer, encoder) saves loading them again; its loading time is then not counted.
     """
     path = cache_root() / "embeddings" / f"{_key(texts, max_len)}.npz"
     if cache and path.is_file():
@@ -70,7 +78,7 @@ def sentence_embeddings(
         except (ValueError, OSError, KeyError):
             pass  # a damaged cache file is computed again
     t0 = time.perf_counter()
-    tokenizer, model = load_minilm_tokenizer(), SentenceEncoder()
+    tokenizer, model = models or (load_minilm_tokenizer(), SentenceEncoder())
     ids = hf_encode_batch(tokenizer, texts, max_len=max_len)
     order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.zeros((len(texts), DIM), dtype=np.float32)
