@@ -35,6 +35,7 @@ def test_shards_cover_the_batch_once_and_one_process_is_unchanged() -> None:
     assert torch.equal(shard(idx, Ranks()), idx) and all_sum([1.0, 2.0], Ranks()) == [1.0, 2.0]
 
 
+@pytest.mark.process
 def test_two_processes_train_as_one_on_the_combined_batch(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -57,6 +58,7 @@ def test_two_processes_train_as_one_on_the_combined_batch(tmp_path: Path) -> Non
     assert len(runs) == 1 and json.loads((runs[0] / "status.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.process
 def test_a_failing_rank_fails_the_job(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

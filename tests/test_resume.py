@@ -367,6 +367,7 @@ def _kill_when(proc: subprocess.Popen, run_parent: Path, pattern: str, timeout: 
 
 
 @pytest.mark.realdata
+@pytest.mark.process
 def test_study_killed_and_resumed_gives_the_numbers_of_an_uninterrupted_run(real_data_dir: Path, tmp_path: Path):
     env = {**os.environ, "MEDASSIST_DATA_DIR": str(real_data_dir)}
     start = ["--profile", "debug", *SMALL]
