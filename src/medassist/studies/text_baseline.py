@@ -138,12 +138,13 @@ def frozen_encoder_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> B
     tokenising and the encoder. The test split plays no part in the choice.
     """
     from medassist.models.logreg import EmbeddingLogReg
-    from medassist.text.embed import DIM, SentenceEncoder, sentence_embeddings
+    from medassist.text.embed import DIM, embed, load_sentence_encoder, sentence_embeddings
     from medassist.text.hf import hf_encode_batch, load_minilm_tokenizer
+    from medassist.train.data import TokenBatcher
 
     metrics = task_metrics(data.task)
     weights = {"none": None, "balanced": "balanced"}
-    tokenizer, encoder = load_minilm_tokenizer(), SentenceEncoder()
+    tokenizer, encoder = load_minilm_tokenizer(), load_sentence_encoder()
     emb, seconds = {}, {}
     for s in ("train", "val", "test"):
         emb[s], seconds[s] = sentence_embeddings(
@@ -171,12 +172,10 @@ def frozen_encoder_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> B
 
     @torch.no_grad()
     def predict(texts: list[str]) -> np.ndarray:
-        ids = [torch.as_tensor(x) for x in hf_encode_batch(tokenizer, texts, max_len=cfg.max_len)]
-        batch = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
-        mask = torch.arange(batch.shape[1])[None, :] < torch.tensor([len(x) for x in ids])[:, None]
-        return best.predict_proba(encoder(batch, mask).numpy())
+        batcher = TokenBatcher(hf_encode_batch(tokenizer, texts, max_len=cfg.max_len))
+        return best.predict_proba(embed(encoder, *batcher.inputs(torch.arange(len(texts)))).numpy())
 
-    encoder_params = sum(p.numel() for p in encoder.parameters())
+    encoder_params = sum(p.numel() for p in encoder.encoder.parameters())  # the MiniLM encoder, not its unused head
     row = {
         "model": "minilm_frozen_lr",
         "params": encoder_params + (DIM + 1) * data.num_labels,

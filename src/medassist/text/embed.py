@@ -19,31 +19,22 @@ import torch
 from tqdm.auto import tqdm
 
 from medassist.data.paths import cache_root
-from medassist.text.hf import hf_encode_batch, load_minilm_encoder, load_minilm_tokenizer, minilm_dir
+from medassist.models.text_transformer import MiniLMClassifier
+from medassist.text.hf import hf_encode_batch, load_minilm_tokenizer, minilm_dir
+from medassist.train.data import TokenBatcher
 from medassist.utils.io import atomic_path
 
 DIM = 384  # all-MiniLM-L6-v2's hidden size
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, H) token states and (B, T) 0/1 mask -> (B, H) L2-normalised mean over the real tokens."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return torch.nn.functional.normalize(pooled, dim=1)
+def load_sentence_encoder() -> MiniLMClassifier:
+    """The frozen MiniLM in eval mode; :func:`embed` reads sentence embeddings from it (its head is unused)."""
+    return MiniLMClassifier(num_classes=1, freeze_encoder=True).eval()
 
 
-class SentenceEncoder(torch.nn.Module):
-    """The frozen MiniLM encoder with mean pooling: ``(input_ids (B, T), attention_mask (B, T)) -> (B, 384)``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = load_minilm_encoder().eval()
-        for p in self.encoder.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
-        return mean_pool(hidden, attention_mask)
+def embed(model: MiniLMClassifier, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, 384) sentence embeddings: the model's masked mean of the token states, L2-normalised."""
+    return torch.nn.functional.normalize(model.embed(input_ids, attention_mask), dim=1)
 
 
 def _key(texts: Sequence[str], max_len: int) -> str:
@@ -61,12 +52,13 @@ def sentence_embeddings(
     batch_size: int = 64,
     cache: bool = True,
     progress: bool = False,
-    models: tuple[Any, SentenceEncoder] | None = None,
+    models: tuple[Any, MiniLMClassifier] | None = None,
 ) -> tuple[np.ndarray, float]:
     """float32 (N, 384) embeddings of ``texts`` and the seconds they took to compute (read from the cache, with
     the seconds of that computation, when the same texts were embedded before).
 
-    Texts are embedded in order of length, so a batch pads little; the result is in the given order. ``models``
+    Texts are embedded in order of length (at most 64 a batch), so a batch pads little; the result is in the given
+    order. ``models``
     (tokenizer, encoder) saves loading them again; its loading time is then not counted.
     """
     path = cache_root() / "embeddings" / f"{_key(texts, max_len)}.npz"
@@ -78,16 +70,11 @@ def sentence_embeddings(
         except (ValueError, OSError, KeyError):
             pass  # a damaged cache file is computed again
     t0 = time.perf_counter()
-    tokenizer, model = models or (load_minilm_tokenizer(), SentenceEncoder())
-    ids = hf_encode_batch(tokenizer, texts, max_len=max_len)
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    tokenizer, model = models or (load_minilm_tokenizer(), load_sentence_encoder())
+    batcher = TokenBatcher(hf_encode_batch(tokenizer, texts, max_len=max_len))
     out = np.zeros((len(texts), DIM), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), desc="Embedding", unit="batch", disable=not progress):
-        idx = order[start : start + batch_size]
-        seqs = [torch.as_tensor(ids[i]) for i in idx]
-        batch = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=0)  # (B, T)
-        mask = torch.arange(batch.shape[1])[None, :] < torch.tensor([len(s) for s in seqs])[:, None]
-        out[idx] = model(batch, mask).numpy()
+    for idx in tqdm(list(batcher.order(batch_size)), desc="Embedding", unit="batch", disable=not progress):
+        out[idx.numpy()] = embed(model, *batcher.inputs(idx)).numpy()  # batches sorted by length: little padding
     seconds = time.perf_counter() - t0
     if cache:
         with atomic_path(path) as tmp:
