@@ -268,14 +268,23 @@ def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
         table.index
     )
     assert table.loc["minilm fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
+    # So are the text study's ensemble (TF-IDF beside each MiniLM variant) and frozen encoder (one graph with its
+    # head): each ONNX export gives its PyTorch model's logits.
+    for model in ("ensemble", "minilm_frozen_lr"):
+        rows = {f"{model} fp32 (PyTorch)", f"{model} fp32 (ONNX Runtime)", f"{model} int8 dynamic (ONNX Runtime)"}
+        assert rows <= set(table.index)
+        assert table.loc[f"{model} fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
     # The bundle takes each finding's decision at the threshold the text study chose for it on validation (moved to
     # the temperature-scaled probabilities, so every decision is the same).
     from medassist.deploy.calibrate import threshold_after_temperature
 
     m = json.loads((run / "metrics.json").read_text())
     study = json.loads((openi_run / "metrics.json").read_text())
-    unit = study["best"][m["shipped_model"]]
+    unit = study["best"].get(m["shipped_model"], m["shipped_model"])  # a trained model's run, or the model's name
     meta = json.loads((run / "bundle" / "bundle.json").read_text())
+    if m["shipped_model"] == "ensemble":
+        assert meta["ensemble"]["tfidf_weight"] == study["chosen"]["ensemble"]["tfidf_weight"]
+        assert "tfidf.npz" in json.loads((run / "bundle" / "manifest.json").read_text())["files"]
     want = threshold_after_temperature(study["thresholds"][unit], meta["temperature"])
     assert np.allclose(meta["threshold"], want) and meta["abstain"]["rule"] == "per-label"
     assert meta["abstain"]["target_miss"] == meta["abstain"]["target_false"] == 0.05
@@ -285,7 +294,7 @@ def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
     assert curve.query("split == 'test'").accepted.max() == m["calibration"]["test"]["n"]
     for fig in ("reliability_before", "reliability_after", "risk_coverage"):
         assert (run / "figures" / f"{fig}.png").is_file()
-    if m["shipped_model"] == "minilm":
+    if m["shipped_model"] != "bilstm":
         assert meta["preprocessing"]["tokenizer"] == "wordpiece" and (run / "bundle" / "tokenizer.json").is_file()
     assert main(["predict", str(run / "bundle"), "--text", "Small left pleural effusion. Heart size normal."]) == 0
     out = capsys.readouterr().out

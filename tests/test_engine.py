@@ -290,3 +290,50 @@ def test_ema_averages_the_weights_without_changing_the_training(tmp_path) -> Non
     assert not np.allclose(plain.history["val_loss"], averaged.history["val_loss"])  # validation saw the average
     with pytest.raises(MedAssistError, match="ema is a decay"):
         _fit(dataclasses.replace(cfg, ema=1.0), "cnn")
+
+
+class _Layered(torch.nn.Module):
+    """Three linear layers that list themselves, input side first (as MiniLMClassifier does)."""
+
+    def __init__(self, listed: int = 3) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+        self.listed = listed
+
+    def layer_groups(self) -> list[list[torch.nn.Parameter]]:
+        return [list(m.parameters()) for m in self.layers[: self.listed]]
+
+
+def test_layer_decay_gives_each_layer_its_own_rate_and_onecycle_keeps_the_ratios() -> None:
+    from medassist.train.optim import build_optimizer, build_scheduler
+
+    cfg = TrainConfig(optimizer="adamw", lr=1e-3, layer_decay=0.5, scheduler="onecycle", warmup=0.1, epochs=1)
+    opt = build_optimizer(_Layered(), cfg)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2.5e-4, 5e-4, 1e-3])
+    sched = build_scheduler(opt, cfg, steps_per_epoch=100)
+    peaks = [[], [], []]
+    for _ in range(100):
+        for i, g in enumerate(opt.param_groups):
+            peaks[i].append(g["lr"])
+        opt.step(), sched.step()
+    # Each group peaks at its own rate, after 10% of the steps (the warm-up), not 30% (the default).
+    assert [max(p) for p in peaks] == pytest.approx([2.5e-4, 5e-4, 1e-3], rel=1e-3)
+    assert int(np.argmax(peaks[2])) in (9, 10)
+    # Off by default: one group at lr.
+    assert [g["lr"] for g in build_optimizer(_Layered(), TrainConfig(lr=1e-3)).param_groups] == [1e-3]
+
+
+def test_layer_decay_refuses_a_model_that_does_not_list_all_its_layers() -> None:
+    from medassist.train.optim import build_optimizer
+
+    cfg = TrainConfig(layer_decay=0.8)
+    with pytest.raises(MedAssistError, match="misses trainable parameters"):
+        build_optimizer(_Layered(listed=2), cfg)
+    with pytest.raises(MedAssistError, match="does not list its layers"):
+        build_optimizer(torch.nn.Linear(2, 2), cfg)
+    with pytest.raises(MedAssistError, match=r"in \(0, 1\]"):
+        build_optimizer(_Layered(), TrainConfig(layer_decay=1.5))
+    with pytest.raises(MedAssistError, match="warmup"):
+        from medassist.train.optim import build_scheduler
+
+        build_scheduler(build_optimizer(_Layered(), TrainConfig()), TrainConfig(scheduler="onecycle", warmup=0), 10)

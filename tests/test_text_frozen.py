@@ -68,15 +68,16 @@ def test_the_ensemble_weight_is_chosen_on_validation() -> None:
     y = (rng.random((200, 3)) < 0.4).astype(int)
     good, noise = np.clip(y * 0.8 + 0.1, 0, 1), rng.random((200, 3))
     row = {"params": 10, "train_time_s": 1.0, "infer_ms_per_report_b64": 0.1, "infer_ms_batch1": 0.5}
-    tfidf = Baseline({**row, "model": "tfidf_logreg"}, good, good, pd.DataFrame())
-    trans = {**row, "model": "minilm"}
+    tfidf = Baseline({**row, "model": "tfidf_logreg"}, good, good, pd.DataFrame(), {})
+    trans = {**row, "model": "minilm", "run": "minilm-base"}
     chosen = ensemble_baseline(_data(y), tfidf, trans, noise, noise)
     grid = chosen.grid
     assert list(grid["tfidf_weight"]) == [round(0.1 * i, 1) for i in range(11)]
     best_w = float(grid.loc[grid["val_macro_f1"].idxmax(), "tfidf_weight"])  # first of the best: the smaller weight
     assert best_w >= 0.5 and chosen.row["settings"] == f"TF-IDF weight {best_w:g}, minilm weight {1 - best_w:g}"
     assert np.allclose(chosen.test_probs, best_w * good + (1 - best_w) * noise)
-    flipped = ensemble_baseline(_data(y), Baseline(tfidf.row, noise, noise, pd.DataFrame()), trans, good, good)
+    assert chosen.chosen == {"tfidf_weight": best_w, "transformer": "minilm-base"}  # what deploy rebuilds it from
+    flipped = ensemble_baseline(_data(y), Baseline(tfidf.row, noise, noise, pd.DataFrame(), {}), trans, good, good)
     flipped_w = float(flipped.grid.loc[flipped.grid["val_macro_f1"].idxmax(), "tfidf_weight"])
     assert flipped_w <= 0.5 and flipped.row["settings"].startswith(f"TF-IDF weight {flipped_w:g},")
     assert flipped.row["params"] == 20 and flipped.row["infer_ms_batch1"] == 1.0  # both models' costs

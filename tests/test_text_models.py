@@ -360,3 +360,15 @@ def test_multitask_loss_is_the_mean_over_findings_and_the_abnormal_output() -> N
     )
     assert torch.allclose(loss, per_output.mean())
     assert logits is findings
+
+
+def test_minilm_lists_every_parameter_by_depth_for_layer_decay(minilm_model: nn.Module) -> None:
+    from medassist.config import TrainConfig
+    from medassist.train.optim import build_optimizer
+
+    groups = minilm_model.layer_groups()
+    assert len(groups) == 8  # embeddings, 6 layers, head
+    opt = build_optimizer(minilm_model, TrainConfig(optimizer="adamw", lr=1e-4, layer_decay=0.5))
+    rates = [g["lr"] for g in opt.param_groups]
+    assert rates == pytest.approx([1e-4 * 0.5**k for k in range(7, -1, -1)])
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(minilm_model.parameters()))

@@ -59,6 +59,12 @@ class TrainConfig:
     betas: list[float] = option([0.9, 0.999], "Adam/AdamW betas (a GAN's generator trains with 0.0, 0.9)")
     weight_decay: float = option(0.0, "L2 weight decay (decoupled for adamw)")
     scheduler: str = option("none", "none | step | cosine | onecycle | plateau")
+    warmup: float = option(0.3, "onecycle: the share of the steps over which the learning rate rises to lr")
+    layer_decay: float = option(
+        1.0,
+        "layer-wise learning-rate decay: each layer trains at this factor of the learning rate of the layer above "
+        "it, the head at lr (1 = off; for models that list their layers, e.g. minilm)",
+    )
     milestones: list[float] = option(
         [0.5, 0.75], "step schedule: fractions of the epochs at which lr is multiplied by gamma"
     )

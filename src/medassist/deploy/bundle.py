@@ -50,6 +50,7 @@ from medassist.deploy.bundle_spec import (
     check_description,
 )
 from medassist.deploy.bundle_write import write_bundle
+from medassist.deploy.ensemble import TfidfPart
 from medassist.deploy.manifest import MANIFEST_FORMAT, read_manifest, verified_bytes
 from medassist.deploy.prediction import Prediction
 from medassist.deploy.tokenizer import WordPiece
@@ -124,6 +125,7 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = 
     except Invalid as err:
         raise BundleError(f"{where} {err}; {err.fix or REEXPORT}") from None
     needed = [meta["model_file"]] + ([meta["preprocessing"]["vocab_file"]] if meta["kind"] == "text" else [])
+    needed += [meta["ensemble"]["tfidf_file"]] if "ensemble" in meta else []
     for name in needed:
         if name not in files:
             raise BundleError(
@@ -139,6 +141,7 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = 
                 vocab = Vocab.load(path / vocab_file)
         except DataError as err:
             raise BundleError(f"bundle {path}: {err}; {REEXPORT}") from None
+    tfidf = _ensemble_part(path, meta, contents) if "ensemble" in meta else None
     model = meta["model_file"]
     session = open_model(
         contents[model],
@@ -150,4 +153,19 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int = 0, spin: bool = 
         fix=REEXPORT,
         provider=provider,
     )
-    return Bundle(path, meta, session, vocab)
+    return Bundle(path, meta, session, vocab, tfidf)
+
+
+def _ensemble_part(path: Path, meta: dict, contents: dict[str, bytes]) -> TfidfPart:
+    """The verified TF-IDF model of an ensemble bundle, checked against its labels and task."""
+    name = meta["ensemble"]["tfidf_file"]
+    try:
+        part = TfidfPart(contents[name], f"bundle {path}: {name}")
+    except DataError as err:
+        raise BundleError(f"{err}; {REEXPORT}") from None
+    if part.num_labels != len(meta["labels"]) or part.task != meta["task"]:
+        raise BundleError(
+            f"bundle {path}: {name} is a {part.task} model with {part.num_labels} labels, but bundle.json has a "
+            f"{meta['task']} task with {len(meta['labels'])}; {REEXPORT}"
+        )
+    return part

@@ -17,6 +17,7 @@ import onnxruntime as ort
 from medassist.data.image_file import load_image
 from medassist.deploy.bundle_model import check_batch_size, logits_output, pad_rows, run_many
 from medassist.deploy.bundle_spec import KIND_WITH_ARTICLE, REEXPORT, BundleError
+from medassist.deploy.ensemble import TfidfPart, mix
 from medassist.deploy.prediction import Prediction, to_predictions
 from medassist.errors import DataError
 from medassist.text.vocab import Vocab, check_texts
@@ -40,10 +41,17 @@ class Bundle:
         abstain_rule: the per-finding (multi-label) or per-class (multi-class) rule chosen on validation (see
             :mod:`medassist.deploy.abstention`), or None.
         cam_output: the model's class-activation output (image bundles that have one), or None.
+        tfidf: an ensemble bundle's TF-IDF model, whose probabilities are averaged with the network's at weight
+            ``tfidf_weight`` (:func:`medassist.deploy.ensemble.mix`); None for one model.
     """
 
     def __init__(
-        self, path: Path, meta: dict[str, Any], session: ort.InferenceSession, vocab: Vocab | None = None
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        session: ort.InferenceSession,
+        vocab: Vocab | None = None,
+        tfidf: TfidfPart | None = None,
     ) -> None:
         self.path = path
         self.meta = meta
@@ -60,6 +68,8 @@ class Bundle:
         self.abstain_rule: dict[str, Any] | None = rule if per_finding else None
         self.min_confidence: float | None = float(rule["min_confidence"]) if rule and not per_finding else None
         self.cam_output: str | None = meta.get("cam_output")
+        self.tfidf = tfidf
+        self.tfidf_weight = float(meta["ensemble"]["tfidf_weight"]) if tfidf is not None else 0.0
         self._preprocessing: dict[str, Any] = meta["preprocessing"]
         self._input_names = [i.name for i in session.get_inputs()]
         self._output_name = logits_output(session).name
@@ -237,7 +247,7 @@ class Bundle:
             raise DataError("no texts to predict; give at least one report")
         assert self.vocab is not None  # load_bundle loads it for every text bundle
         ids = self.vocab.encode_batch(texts, max_len=self.max_len)
-        return self._predict(self.text_feeds(ids, batch_size))
+        return self._predict(self.text_feeds(ids, batch_size), texts=texts)
 
     def text_feeds(self, ids: Sequence[Sequence[int]], batch_size: int) -> list[dict[str, np.ndarray]]:
         """The model inputs of tokenised texts: runs of ``batch_size``, each padded to its longest text."""
@@ -293,7 +303,9 @@ class Bundle:
         size = self._static_batch or batch_size
         return [(i, min(size, n - i)) for i in range(0, n, size)]
 
-    def _predict(self, feeds: list[dict[str, np.ndarray]], *, cam: bool = False) -> list[Prediction]:
+    def _predict(
+        self, feeds: list[dict[str, np.ndarray]], *, cam: bool = False, texts: list[str] | None = None
+    ) -> list[Prediction]:
         parts, maps, seconds = [], [], 0.0
         outputs = [self._output_name] + ([self.cam_output] if cam else [])
         for feed in feeds:
@@ -313,6 +325,10 @@ class Bundle:
                 f"{'' if np.isfinite(logits).all() else ' with NaN or infinite values'}; expected "
                 f"(N, {len(self.labels)}) finite numbers. {REEXPORT.capitalize()}."
             )
+        if self.tfidf is not None and texts is not None:  # an ensemble: one answer from both models
+            start = time.perf_counter()
+            logits = mix(self.tfidf.probs(texts), logits, self.tfidf_weight, self.task)
+            seconds += time.perf_counter() - start
         predictions = to_predictions(
             logits,
             task=self.task,

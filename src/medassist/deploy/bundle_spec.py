@@ -32,6 +32,9 @@ TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
 SEGMENTATION_PREPROCESSING = ("image_shape", "channels", "scale", "mean", "std", "multiple")
 PREPROCESSING = {"image": IMAGE_PREPROCESSING, "text": TEXT_PREPROCESSING, "segmentation": SEGMENTATION_PREPROCESSING}
 
+# A text bundle's optional ensemble: the TF-IDF model file (medassist.deploy.ensemble) and its weight in the average.
+ENSEMBLE_KEYS = ("tfidf_file", "tfidf_weight")
+
 KIND_WITH_ARTICLE = {"image": "an image", "text": "a text", "segmentation": "a segmentation"}
 REEXPORT = "re-export the bundle with `medassist deploy`"
 
@@ -95,6 +98,21 @@ def check_description(meta: Any) -> None:
             raise Invalid(f"has {key} {meta.get(key)!r}; give a dict")
     _check_calibration(meta)
     _check_preprocessing(meta.get("preprocessing"), kind)
+    if "ensemble" in meta:
+        _check_ensemble(meta["ensemble"], kind, meta["preprocessing"])
+
+
+def _check_ensemble(ens: Any, kind: str, pre: dict[str, Any]) -> None:
+    """The TF-IDF model averaged with the network's probabilities (text bundles only)."""
+    if kind != "text":
+        raise Invalid(f"has an ensemble, which only a text bundle can have (this one is {kind})")
+    if not isinstance(ens, dict) or sorted(ens) != sorted(ENSEMBLE_KEYS):
+        raise Invalid(f"has ensemble {ens!r}; give {{'tfidf_file': a file name, 'tfidf_weight': a number in [0, 1]}}")
+    problem = file_name_problem(ens["tfidf_file"])
+    if problem is not None or ens["tfidf_file"] in (DESCRIPTION_FILE, MANIFEST_FILE, MODEL_FILE, pre["vocab_file"]):
+        raise Invalid(f"has ensemble tfidf_file {ens['tfidf_file']!r}; give a file name of its own, e.g. 'tfidf.npz'")
+    if not (_is_number(ens["tfidf_weight"]) and 0.0 <= ens["tfidf_weight"] <= 1.0):
+        raise Invalid(f"has ensemble tfidf_weight {ens['tfidf_weight']!r}; give a number in [0, 1]")
 
 
 def _check_calibration(meta: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from medassist.deploy.bundle_spec import (
     file_name_problem,
     plain_json,
 )
+from medassist.deploy.ensemble import TfidfPart
 from medassist.deploy.manifest import write_json, write_manifest
 from medassist.deploy.model_card import MODEL_CARD_FILE, write_model_card
 from medassist.deploy.tokenizer import WordPiece
@@ -45,6 +46,7 @@ def write_bundle(
     threshold: float | list[float] = 0.5,
     name: str | None = None,
     calibration: Mapping[str, Any] | None = None,
+    ensemble: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle folder: the model, the extra files, bundle.json, model_card.md and manifest.json.
 
@@ -69,6 +71,8 @@ def write_bundle(
         name: the bundle's name; by default the folder's name.
         calibration: optional keys of bundle.json fitted on validation: temperature (divides the logits), abstain
             ({"min_confidence", "target_error"}) and cam_output (the name of an image model's class-activation output).
+        ensemble: a text ensemble: {"tfidf_file": its file name among ``extra_files``, "tfidf_weight": w}; the
+            bundle then answers with ``w`` times the TF-IDF's probabilities plus ``1 - w`` times the model's.
 
     Returns:
         ``out_dir``.
@@ -111,6 +115,7 @@ def write_bundle(
             "metrics": plain_json(metrics, "metrics"),
             "info": plain_json({**provenance, **(info or {})}, "info"),
             **plain_json(dict(calibration or {}), "calibration"),
+            **({"ensemble": plain_json(dict(ensemble), "ensemble")} if ensemble is not None else {}),
         }
     except Invalid as err:
         raise BundleError(f"{where}: {err}") from None
@@ -133,6 +138,8 @@ def write_bundle(
                 vocab = Vocab.load(extras[vocab_file])
         except DataError as err:
             raise BundleError(f"{where}: {err}") from None
+    if ensemble is not None:
+        _check_ensemble_file(meta, extras, where)
     _check_destination(out_dir, where)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +165,22 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _check_ensemble_file(meta: dict[str, Any], extras: dict[str, Path], where: str) -> None:
+    """An ensemble's TF-IDF file must be shipped, readable, and predict the bundle's labels for its task."""
+    name = meta["ensemble"]["tfidf_file"]
+    if name not in extras:
+        raise BundleError(f"{where}: an ensemble bundle needs its TF-IDF model; pass extra_files={{{name!r}: <path>}}")
+    try:
+        part = TfidfPart.load(extras[name])
+    except DataError as err:
+        raise BundleError(f"{where}: {err}") from None
+    if part.num_labels != len(meta["labels"]) or part.task != meta["task"]:
+        raise BundleError(
+            f"{where}: the TF-IDF model {extras[name]} is {part.task} with {part.num_labels} labels, not "
+            f"{meta['task']} with {len(meta['labels'])}"
+        )
 
 
 def _check_destination(out_dir: Path, where: str) -> None:

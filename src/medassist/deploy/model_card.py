@@ -57,6 +57,18 @@ def _metrics_lines(metrics: dict[str, Any], prefix: str = "") -> list[str]:
     return lines[:30]
 
 
+def _ensemble_line(meta: dict[str, Any]) -> list[str]:
+    ens = meta.get("ensemble")
+    if not ens:
+        return []
+    w = float(ens["tfidf_weight"])
+    return [
+        f"- ensemble: each probability is {w:g} x that of a TF-IDF + logistic regression model "
+        f"(`{ens['tfidf_file']}`) plus {1 - w:g} x that of the network (`{meta.get('model_file')}`), the weight chosen "
+        "on the validation split"
+    ]
+
+
 def _subgroups(fair: Path | None) -> list[str]:
     if fair is None:
         return [
@@ -130,6 +142,7 @@ def model_card(meta: dict[str, Any]) -> str:
         f"- kind: {meta.get('kind')} ({meta.get('task')}), model: {info.get('model', 'unknown')}, "
         f"variant: {info.get('variant', 'unknown')}",
         f"- outputs: {', '.join(map(str, labels))}",
+        *_ensemble_line(meta),
         f"- created: {info.get('created', 'unknown')} with medassist {info.get('medassist_version', 'unknown')}",
         # The run's name only: a card is shown to clients, and a server path is none of their business.
         f"- source run: `{Path(source).name}`" if source else "- source run: not recorded",

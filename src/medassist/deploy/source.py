@@ -6,6 +6,7 @@ other models it trained; a text study run gives its selected recurrent model wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,15 +152,11 @@ def _image_source(run_dir: Path, *, data_dir: str, n_teachers: int, progress: bo
     )
 
 
-def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, arch: str) -> Source:
-    from medassist.text import TEXT_TOKENIZER
-
-    unit = metrics["best"].get(arch)
-    if unit is None:
-        raise MedAssistError(f"{run_dir}: the text run has no trained {arch} model to deploy")
-    model, result = _unit_model(run_dir, unit, num_classes=data.num_labels, in_channels=1)
-    splits, extra = {}, {}
-    if TEXT_TOKENIZER[result["model"]] == "word":
+def _token_splits(study: Any, data: Any, tokenizer: str, run_dir: Path) -> tuple[dict, dict, dict]:
+    """The splits as token batchers for a ``word`` or ``wordpiece`` (MiniLM) model, the bundle's preprocessing and
+    the files that travel with it."""
+    extra = {}
+    if tokenizer == "word":
         from medassist.text.vocab import Vocab
 
         extra["vocab.json"] = run_dir / "models" / "vocab.json"
@@ -172,9 +169,21 @@ def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, 
         encode = lambda texts, max_len: hf_encode_batch(tok, texts, max_len=max_len)  # noqa: E731
         # The bundle's tokenizer.json is written by the deploy study into its own run folder (extra_files).
         preprocessing = {"tokenizer": "wordpiece", "vocab_file": "tokenizer.json", "max_len": int(study.max_len)}
+    splits = {}
     for s in ("train", "val", "test"):
         split = data.splits[s]
         splits[s] = Labelled(TokenBatcher(encode(split.texts, max_len=study.max_len)), split.labels)
+    return splits, preprocessing, extra
+
+
+def _text_source(run_dir: Path, metrics: dict[str, Any], study: Any, data: Any, arch: str) -> Source:
+    from medassist.text import TEXT_TOKENIZER
+
+    unit = metrics["best"].get(arch)
+    if unit is None:
+        raise MedAssistError(f"{run_dir}: the text run has no trained {arch} model to deploy")
+    model, result = _unit_model(run_dir, unit, num_classes=data.num_labels, in_channels=1)
+    splits, preprocessing, extra = _token_splits(study, data, TEXT_TOKENIZER[result["model"]], run_dir)
     return Source(
         kind="text",
         name=data.name,
@@ -200,3 +209,60 @@ def load_text_transformer(source: Source) -> Source | None:
     if study.transformer not in metrics.get("best", {}):
         return None
     return _text_source(source.run_dir, metrics, study, data, study.transformer)
+
+
+FROZEN = "minilm_frozen_lr"
+ENSEMBLE = "ensemble"
+
+
+def load_frozen_encoder(source: Source, transformer: Source | None) -> Source | None:
+    """The text run's frozen MiniLM + logistic regression as one network
+    (:class:`~medassist.text.embed.FrozenEncoderClassifier`), reading MiniLM's WordPiece tokens (those of
+    ``transformer`` when it is MiniLM); None if the run did not compare it."""
+    from medassist.models.logreg import EmbeddingLogReg
+    from medassist.text.embed import FrozenEncoderClassifier, load_sentence_encoder
+
+    path = source.run_dir / "models" / f"{FROZEN}.joblib"
+    if not path.is_file():
+        return None
+    study, data = source.texts
+    head = EmbeddingLogReg.load(path)
+    model = FrozenEncoderClassifier(load_sentence_encoder(), *head.weights())
+    if transformer is not None and transformer.preprocessing["tokenizer"] == "wordpiece":
+        splits, preprocessing = transformer.splits, transformer.preprocessing
+    else:
+        splits, preprocessing, _ = _token_splits(study, data, "wordpiece", source.run_dir)
+    metrics = json.loads((source.run_dir / "metrics.json").read_text())
+    return dataclasses.replace(
+        source,
+        model=model,
+        model_name=FROZEN,
+        model_kwargs={},
+        splits=splits,
+        preprocessing=preprocessing,
+        extra_files={},
+        thresholds=metrics.get("thresholds", {}).get(FROZEN),
+    )
+
+
+def load_ensemble(transformer: Source) -> tuple[Source, Any, float] | None:
+    """The text run's ensemble: a source that reads the Transformer's tokens and the raw texts
+    (:class:`~medassist.deploy.ensemble.WithTexts`), the tuned TF-IDF model and the TF-IDF weight chosen on
+    validation; None if the run did not compare it."""
+    from medassist.deploy.ensemble import WithTexts
+    from medassist.models.tfidf import TfidfLogReg
+
+    metrics = json.loads((transformer.run_dir / "metrics.json").read_text())
+    chosen = metrics.get("chosen", {}).get(ENSEMBLE)
+    if chosen is None:
+        return None
+    _, data = transformer.texts
+    splits = {
+        s: Labelled(WithTexts(split.batcher, data.splits[s].texts), split.labels)
+        for s, split in transformer.splits.items()
+    }
+    tfidf = TfidfLogReg.load(transformer.run_dir / "models" / "tfidf.joblib")
+    source = dataclasses.replace(
+        transformer, model_name=ENSEMBLE, splits=splits, thresholds=metrics.get("thresholds", {}).get(ENSEMBLE)
+    )
+    return source, tfidf, float(chosen["tfidf_weight"])

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medassist.deploy.config import DeployConfig
+from medassist.deploy.ensemble import TfidfEnsemble, TfidfPart
 from medassist.deploy.export import OrtModel, logits_of, parity, probs_from_logits
 from medassist.deploy.measure import file_mb, summarise_times, time_rounds
 from medassist.evaluate import metrics_for
@@ -41,6 +42,8 @@ class Variant:
             beside a word model); None for the study's source.
         trainings: the records of the trainings in this study the variant rests on (the fine-tune after pruning,
             the student's training), each with ``under_trained``; empty for a variant made without training.
+        ensemble: (TF-IDF model, its weight) averaged with this ONNX model's probabilities (a text ensemble; its
+            source's inputs carry the texts); None for one model.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Variant:
     logits: dict[str, np.ndarray] = field(default_factory=dict)
     source: Source | None = None
     trainings: list[dict[str, Any]] = field(default_factory=list)
+    ensemble: tuple[TfidfPart, float] | None = None
 
     @property
     def under_trained(self) -> bool:
@@ -69,7 +73,8 @@ class Variant:
         return self.files[0] if self.runtime == "onnxruntime" else None
 
     def runner(self, threads: int) -> nn.Module | OrtModel:
-        return OrtModel(self.files[0], threads=threads) if self.runtime == "onnxruntime" else self.model.eval()
+        model = OrtModel(self.files[0], threads=threads) if self.runtime == "onnxruntime" else self.model.eval()
+        return TfidfEnsemble(model, *self.ensemble) if self.ensemble is not None else model
 
 
 def timing_inputs(source: Source, batch: int, seed: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:

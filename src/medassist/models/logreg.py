@@ -69,6 +69,26 @@ class LogisticHead:
         out[:, self.clf_.classes_] = proba
         return out
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model with joblib (atomically) and return the path."""
+        with atomic_path(path) as tmp:
+            joblib.dump(self, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """Read a model written by :meth:`save` (a pickle: load only files you trust, such as a run's own)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"model file {path} does not exist")
+        try:
+            model = joblib.load(path)
+        except Exception as err:  # a truncated or foreign pickle can raise almost anything
+            raise DataError(f"model file {path} is not readable ({err}); fit and save the model again") from err
+        if not isinstance(model, cls):
+            raise DataError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The linear layer: (K, D) weights and (K,) biases of the logits (multi-label: one binary model per label;
         a constant label's model has no weights and gets a bias at its constant's log-odds)."""
@@ -117,9 +137,3 @@ class EmbeddingLogReg(LogisticHead):
         if not hasattr(self, "clf_"):
             raise MedAssistError("EmbeddingLogReg is not fitted; call fit first")
         return self.head_proba(np.asarray(features))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model with joblib (atomically) and return the path."""
-        with atomic_path(path) as tmp:
-            joblib.dump(self, tmp)
-        return Path(path)

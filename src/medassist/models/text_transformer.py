@@ -125,6 +125,13 @@ class MiniLMClassifier(nn.Module):
             self.encoder.eval()
         return self
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Its parameters by depth for layer-wise learning rates: the embeddings, each of the 6 layers, the head."""
+        bert = self.encoder
+        groups = [list(bert.embeddings.parameters())]
+        groups += [list(layer.parameters()) for layer in bert.encoder.layer]
+        return groups + [list(self.head.parameters())]
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings (B, 384): sentence-transformers' all-MiniLM-L6-v2 output before normalisation."""
         _check_length(input_ids, self.max_len, "minilm")

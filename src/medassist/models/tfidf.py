@@ -3,12 +3,9 @@ regression (not a torch model)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
@@ -16,7 +13,6 @@ from sklearn.pipeline import FeatureUnion
 from medassist.errors import DataError, MedAssistError
 from medassist.models.logreg import LogisticHead
 from medassist.text.vocab import check_texts
-from medassist.utils.io import atomic_path
 
 FEATURES = ("word", "word+char")
 
@@ -127,23 +123,3 @@ class TfidfLogReg(LogisticHead):
         if features is None:
             features = self.vectorizer_.transform(check_texts(texts))  # (N, V) sparse
         return self.head_proba(features)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model with joblib (atomically) and return the path."""
-        with atomic_path(path) as tmp:
-            joblib.dump(self, tmp)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TfidfLogReg:
-        """Read a model written by :meth:`save` (a pickle: load only files you trust)."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"model file {path} does not exist")
-        try:
-            model = joblib.load(path)
-        except Exception as err:  # a truncated or foreign pickle can raise almost anything
-            raise DataError(f"model file {path} is not readable ({err}); fit and save the model again") from err
-        if not isinstance(model, cls):
-            raise DataError(f"{path} holds a {type(model).__name__}, not a TfidfLogReg")
-        return model

@@ -301,27 +301,87 @@ def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]
 
 
 def _transformer_variants(run: Run, cfg: DeployConfig, lstm: Source) -> list[Variant]:
-    """The text study's Transformer as fp32 PyTorch (a second baseline), its ONNX export and its dynamic int8,
-    each reading its own tokens of the same reports; a WordPiece model carries its tokenizer.json."""
-    from medassist.deploy.source import load_text_transformer
-    from medassist.deploy.tokenizer import TOKENIZER_FILE, save_minilm_tokenizer
+    """The text study's Transformer (a WordPiece model with its tokenizer.json), then the study's other models
+    that validation may choose: the ensemble of TF-IDF and the Transformer, and the frozen encoder."""
+    from medassist.deploy.source import load_frozen_encoder, load_text_transformer
 
     source = load_text_transformer(lstm)
-    if source is None:
-        return []
-    _stage(cfg, f"the Transformer ({source.model_name}): ONNX export and dynamic int8")
-    if source.preprocessing["tokenizer"] == "wordpiece":
-        source.extra_files = {TOKENIZER_FILE: save_minilm_tokenizer(run.path(f"models/{TOKENIZER_FILE}"))}
-    fp32, int8 = _onnx_pair(run, cfg, source, source.model, "transformer")
-    name, label = f"{source.model_name} fp32 (PyTorch)", source.model_name
+    variants = []
+    if source is not None:
+        _stage(cfg, f"the Transformer ({source.model_name}): ONNX export and dynamic int8")
+        if source.preprocessing["tokenizer"] == "wordpiece":
+            source.extra_files = _tokenizer_file(run)
+        variants += _second_model(run, cfg, source, "transformer")
+        variants += _ensemble_variants(cfg, source, variants[-3:])
+    frozen = load_frozen_encoder(lstm, source)
+    if frozen is not None:
+        _stage(cfg, "the frozen MiniLM + logistic regression: one ONNX graph and its dynamic int8")
+        frozen.extra_files = _tokenizer_file(run)
+        variants += _second_model(run, cfg, frozen, "frozen")
+    return variants
+
+
+def _second_model(run: Run, cfg: DeployConfig, source: Source, stem: str) -> list[Variant]:
+    """A text study's model beside the recurrent one, reading its own inputs of the same reports: fp32 PyTorch (its
+    own baseline), its ONNX export (one graph: the frozen encoder's head included) and that export's dynamic int8."""
+    fp32, int8 = _onnx_pair(run, cfg, source, source.model, stem)
+    name, label = f"{source.model_name} {BASELINE}", source.model_name
     return [
-        Variant(name, "baseline", "pytorch", [_save_state(run, source.model, "transformer")], model=source.model,
-                source=source),
-        Variant(f"{label} fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with=name,
-                source=source),
-        Variant(f"{label} int8 dynamic (ONNX Runtime)", "dynamic int8 quantization", "onnxruntime", [int8],
-                parity_with=name, source=source),
-    ]  # fmt: skip
+        Variant(name, "baseline", "pytorch", [_save_state(run, source.model, stem)], model=source.model, source=source),
+        Variant(f"{label} fp32 (ONNX Runtime)", "ONNX export", "onnxruntime", [fp32], parity_with=name, source=source),
+        Variant(
+            f"{label} int8 dynamic (ONNX Runtime)",
+            "dynamic int8 quantization",
+            "onnxruntime",
+            [int8],
+            parity_with=name,
+            source=source,
+        ),
+    ]
+
+
+def _tokenizer_file(run: Run) -> dict[str, Path]:
+    """MiniLM's tokenizer.json in the run folder (written once), as a WordPiece model's extra file."""
+    from medassist.deploy.tokenizer import TOKENIZER_FILE, save_minilm_tokenizer
+
+    path = run.path(f"models/{TOKENIZER_FILE}")
+    return {TOKENIZER_FILE: path if path.is_file() else save_minilm_tokenizer(path)}
+
+
+def _ensemble_variants(cfg: DeployConfig, transformer: Source, made: list[Variant]) -> list[Variant]:
+    """The text study's ensemble (when it compared one): each of the Transformer's three variants ``made`` beside
+    the tuned TF-IDF model (saved as data, :mod:`medassist.deploy.ensemble`), their probabilities averaged at the
+    weight validation chose."""
+    from medassist.deploy.ensemble import TFIDF_FILE, TfidfEnsemble, TfidfPart, save_tfidf
+    from medassist.deploy.source import ENSEMBLE, load_ensemble
+
+    loaded = load_ensemble(transformer)
+    if loaded is None:
+        return []
+    source, tfidf, weight = loaded
+    _stage(cfg, f"the ensemble: TF-IDF (weight {weight:g}) + {transformer.model_name}")
+    path = save_tfidf(tfidf, made[0].files[0].parent / TFIDF_FILE)
+    part = TfidfPart.load(path)
+    source.extra_files = {**transformer.extra_files, TFIDF_FILE: path}
+    note = f"TF-IDF weight {weight:g}, {transformer.model_name} {1 - weight:g}"
+
+    def renamed(name: str | None) -> str | None:
+        return None if name is None else name.replace(transformer.model_name, ENSEMBLE, 1)
+
+    return [
+        dataclasses.replace(
+            v,
+            name=renamed(v.name),
+            parity_with=renamed(v.parity_with),
+            files=[*v.files, path],
+            model=TfidfEnsemble(v.model, part, weight) if v.model is not None else None,
+            ensemble=(part, weight) if v.model is None else None,
+            source=source,
+            note=note,
+            logits={},
+        )
+        for v in made
+    ]
 
 
 def _write_results(
@@ -368,6 +428,7 @@ def _write_results(
             "abstain": calibration["per_finding"]["rule"],
             **({"cam_output": CAM_OUTPUT} if _has_cam(var.onnx_file) else {}),
         },
+        ensemble=_ensemble_entry(var),
     )
     run.write_metrics(
         {
@@ -391,6 +452,15 @@ def _write_results(
             "trainings": _trainings(variants),
         },
     )
+
+
+def _ensemble_entry(var: Variant) -> dict[str, Any] | None:
+    """bundle.json's ensemble entry of a shipped ensemble variant (its TF-IDF file and weight), else None."""
+    if var.ensemble is None:
+        return None
+    from medassist.deploy.ensemble import TFIDF_FILE
+
+    return {"tfidf_file": TFIDF_FILE, "tfidf_weight": var.ensemble[1]}
 
 
 def _trainings(variants: list[Variant]) -> list[dict[str, Any]]:

@@ -261,6 +261,7 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "tfidf_grid": baseline.grid.to_dict("records"),
             **{f"{k}_grid": b.grid.to_dict("records") for k, b in comparison.baselines.items() if k != "tfidf"},
             "thresholds": comparison.thresholds,
+            "chosen": {k: b.chosen for k, b in comparison.baselines.items()},
             "gradients": run.read_json("gradients.json"),
             "errors": err,
         },

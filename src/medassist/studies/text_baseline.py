@@ -34,12 +34,14 @@ class Baseline:
         val_probs: probabilities on the validation split (for thresholds chosen there).
         test_probs: probabilities on the test split.
         grid: one row per setting tried, with its validation score.
+        chosen: the settings validation chose (what a deployment needs to rebuild the model).
     """
 
     row: dict[str, Any]
     val_probs: np.ndarray
     test_probs: np.ndarray
     grid: pd.DataFrame
+    chosen: dict[str, Any]
 
 
 def _grid(cfg: TextStudyConfig) -> list[dict[str, Any]]:
@@ -114,7 +116,8 @@ def tfidf_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> Baseline:
         "val_auc": metrics.macro_auc(va.labels, best_val),
         "settings": f"C={best.C:g}, class_weight={best.class_weight or 'none'}, features={best.features}",
     }
-    return Baseline(row, best_val, p_te, grid)
+    chosen = {"C": float(best.C), "class_weight": best.class_weight or "none", "features": best.features}
+    return Baseline(row, best_val, p_te, grid, chosen)
 
 
 def text_latency(predict: Callable[[list[str]], Any], texts: Sequence[str], *, batch: int, repeats: int) -> float:
@@ -187,7 +190,8 @@ def frozen_encoder_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> B
         "val_auc": metrics.macro_auc(va.labels, best_val),
         "settings": f"encoder frozen; C={best.C:g}, class_weight={best.class_weight or 'none'}",
     }
-    return Baseline(row, best_val, best.predict_proba(emb["test"]), grid)
+    chosen = {"C": float(best.C), "class_weight": best.class_weight or "none"}
+    return Baseline(row, best_val, best.predict_proba(emb["test"]), grid, chosen)
 
 
 ENSEMBLE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -226,4 +230,5 @@ def ensemble_baseline(
         "val_auc": metrics.macro_auc(y_val, p_va),
         "settings": f"TF-IDF weight {best_w:g}, {transformer['model']} weight {1 - best_w:g}",
     }
-    return Baseline(row, p_va, best_w * tfidf.test_probs + (1 - best_w) * p_test, pd.DataFrame(rows))
+    chosen = {"tfidf_weight": float(best_w), "transformer": transformer["run"]}
+    return Baseline(row, p_va, best_w * tfidf.test_probs + (1 - best_w) * p_test, pd.DataFrame(rows), chosen)

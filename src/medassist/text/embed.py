@@ -37,6 +37,29 @@ def embed(model: MiniLMClassifier, input_ids: torch.Tensor, attention_mask: torc
     return torch.nn.functional.normalize(model.embed(input_ids, attention_mask), dim=1)
 
 
+class FrozenEncoderClassifier(torch.nn.Module):
+    """The frozen-encoder model as one network: :func:`embed` then the logistic regression's linear layer, so that
+    it exports to one ONNX graph (and quantises) like any text model.
+
+    Args:
+        encoder: the frozen MiniLM (:func:`load_sentence_encoder`).
+        weight: (K, 384) logistic-regression weights; bias: (K,) (``LogisticHead.weights()``).
+    """
+
+    def __init__(self, encoder: MiniLMClassifier, weight: np.ndarray, bias: np.ndarray) -> None:
+        super().__init__()
+        self.minilm = encoder  # its own one-label head is unused
+        self.head = torch.nn.Linear(DIM, len(bias))
+        with torch.no_grad():
+            self.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        self.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K)."""
+        return self.head(embed(self.minilm, input_ids, attention_mask))
+
+
 def _key(texts: Sequence[str], max_len: int) -> str:
     h = hashlib.sha256(f"minilm-mean-v1\0{max_len}\0{(minilm_dir() / 'model.safetensors').stat().st_size}".encode())
     for t in texts:

@@ -48,11 +48,12 @@ class PacedSchedule(torch.optim.lr_scheduler.LambdaLR):
         total_steps: int,
         budget: float,
         clock: Callable[[], float],
+        warmup: float = _PCT_START,
     ) -> None:
         schedule_factor(name, 0.0)  # fails early on an unsupported schedule
         last = max(1, total_steps - 1)  # torch's schedules end on the last step
         self.name, self.last, self.budget, self.clock, self.progress = name, last, budget, clock, 0.0
-        self.pct_start = min(max((_PCT_START * total_steps - 1) / last, 1e-6), 1 - 1e-6)  # where OneCycleLR peaks
+        self.pct_start = min(max((warmup * total_steps - 1) / last, 1e-6), 1 - 1e-6)  # where OneCycleLR peaks
         super().__init__(optimizer, self._factor)
 
     def state_dict(self) -> dict[str, Any]:
@@ -75,11 +76,35 @@ def steps_per_batch(cfg: TrainConfig) -> bool:
     return cfg.scheduler in PER_STEP or (cfg.scheduler != "none" and cfg.budget_schedule and cfg.time_budget > 0)
 
 
+def layer_groups(model: nn.Module, lr: float, decay: float) -> list[dict[str, Any]]:
+    """Parameter groups with layer-wise learning-rate decay: the model's ``layer_groups()`` (lists of parameters,
+    input side first) at ``lr * decay ** depth``, depth counted from the last group (the head, at ``lr``).
+
+    Raises :class:`MedAssistError` if the model does not list its layers or its lists miss a trainable parameter.
+    """
+    if not 0 < decay <= 1:
+        raise MedAssistError(f"layer_decay must be in (0, 1]; got {decay}")
+    if not hasattr(model, "layer_groups"):
+        raise MedAssistError(
+            f"layer_decay {decay}: {type(model).__name__} does not list its layers (layer_groups); use layer_decay 1"
+        )
+    layers = [[p for p in group if p.requires_grad] for group in model.layer_groups()]
+    listed = {id(p) for group in layers for p in group}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in listed]
+    if missing:
+        raise MedAssistError(f"{type(model).__name__}.layer_groups() misses trainable parameters {missing[:3]}")
+    n = len(layers)
+    return [{"params": group, "lr": lr * decay ** (n - 1 - i)} for i, group in enumerate(layers) if group]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD over the trainable parameters, with weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam, AdamW or SGD over the trainable parameters, with weight decay (and layer-wise learning rates when
+    ``cfg.layer_decay`` is below 1)."""
+    params: Any = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise MedAssistError("the model has no trainable parameters")
+    if cfg.layer_decay != 1.0:
+        params = layer_groups(model, cfg.lr, cfg.layer_decay)
     # The fused kernels update all parameters in one pass (several times faster than the per-tensor loop on CPU).
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
@@ -109,15 +134,22 @@ def build_scheduler(
     if cfg.budget_schedule and cfg.time_budget > 0:
         if clock is None:
             raise MedAssistError("budget_schedule needs a clock (seconds of training so far)")
-        return PacedSchedule(optimizer, s, max(1, cfg.epochs * steps_per_epoch), cfg.time_budget, clock)
+        return PacedSchedule(
+            optimizer, s, max(1, cfg.epochs * steps_per_epoch), cfg.time_budget, clock, warmup=cfg.warmup
+        )
     if s == "step":
         milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.milestones})
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
     if s == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
     if s == "onecycle":
+        if not 0 < cfg.warmup < 1:
+            raise MedAssistError(f"warmup is a share of the steps, in (0, 1); got {cfg.warmup}")
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch)
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],  # each group peaks at its own (layer-wise) rate
+            total_steps=max(1, cfg.epochs * steps_per_epoch),
+            pct_start=cfg.warmup,
         )
     if s == "plateau":
         mode = "min" if cfg.monitor.endswith("loss") else "max"
