@@ -87,7 +87,7 @@ def test_a_target_that_cannot_be_read_is_named(tmp_path: Path, target: str, mess
 
 def test_heart_disease_records_for_the_synthetic_data_study(real_data_dir: Path) -> None:
     from medassist.studies.synth_config import SynthStudyConfig
-    from medassist.synth.tabular import heart_disease_records
+    from medassist.studies.synth_records import heart_disease_records
 
     frames, kinds, target, info = heart_disease_records(
         SynthStudyConfig(data="heart_disease", data_dir=str(real_data_dir), progress=False)

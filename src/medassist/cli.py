@@ -280,7 +280,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from medassist.run import run_kind
+    from medassist.studies.runs import open_run
     from medassist.studies.table import REPORTS
 
     if (Path(args.run_dir) / "pipeline.json").is_file():  # a `medassist all` folder: the one report of Parts 1-5
@@ -293,10 +293,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{args.run_dir} has no metrics.json (a finished study's run folder) and no pipeline.json (a `medassist "
             "all` folder): nothing to render"
         )
-    kind = run_kind(args.run_dir)
-    if kind not in REPORTS:
-        raise MedAssistError(f"{args.run_dir} is a {kind or 'run of unknown kind'}, which has no report to render")
-    print(load(REPORTS[kind])(args.run_dir))
+    kinds = tuple(REPORTS)
+    run = open_run(
+        args.run_dir, kinds=kinds, complete=False, expect=f"a report renders a run of kind {', '.join(kinds)}"
+    )
+    print(load(REPORTS[run.kind])(run.dir))
     return 0
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import pandas as pd
 
 from medassist.report.format import computed_on, fmt_int, fmt_metric, fmt_seconds, readable_table
-from medassist.report.html import markdown_to_html
+from medassist.report.html import write_report
 from medassist.report.image import _fig
-from medassist.utils.io import atomic_write_text
 
 AUDIT_COLS = ["group", "label", "n", "prevalence", "auc", "sensitivity", "specificity", "ppv", "f1", "brier", "ece"]
 DISP_COLS = ["label", "auc_gap", "auc_gap_groups", "worst_group", "worst_group_auc", "eod", "dpd"]
@@ -202,7 +201,4 @@ def _outside_card(m: dict[str, Any]) -> str:
 def write_fairness_report(run_dir: str | Path) -> Path:
     """Write report.md and report.html of a fairness run folder; return report.md."""
     run_dir = Path(run_dir)
-    text = build_fairness_report(run_dir)
-    atomic_write_text(run_dir / "report.md", text)
-    atomic_write_text(run_dir / "report.html", markdown_to_html(text, base_dir=run_dir, title="medassist fairness"))
-    return run_dir / "report.md"
+    return write_report(run_dir, build_fairness_report(run_dir), title="medassist fairness")

@@ -10,8 +10,7 @@ import pandas as pd
 
 from medassist.report.analysis import image_analysis
 from medassist.report.format import computed_on, fmt_ci, fmt_int, fmt_metric, readable_header, readable_table
-from medassist.report.html import markdown_to_html
-from medassist.utils.io import atomic_write_text
+from medassist.report.html import write_report
 
 NOT_COMPUTED = "_not computed in this run_\n"
 
@@ -292,7 +291,4 @@ def _val_labels(run_dir: Path) -> np.ndarray | None:
 def write_image_report(run_dir: str | Path) -> Path:
     """Write report.md and report.html into the run folder."""
     run_dir = Path(run_dir)
-    text = build_image_report(run_dir)
-    atomic_write_text(run_dir / "report.md", text)
-    atomic_write_text(run_dir / "report.html", markdown_to_html(text, base_dir=run_dir, title=run_dir.name))
-    return run_dir / "report.md"
+    return write_report(run_dir, build_image_report(run_dir), title=run_dir.name)

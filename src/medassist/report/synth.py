@@ -20,9 +20,8 @@ from medassist.report.format import (
     fmt_value_ci,
     readable_table,
 )
-from medassist.report.html import markdown_to_html
+from medassist.report.html import write_report
 from medassist.report.words import fit_sentences
-from medassist.utils.io import atomic_write_text
 
 NAMES = {"vae": "VAE", "gan": "GAN", "diffusion": "diffusion"}
 
@@ -490,7 +489,4 @@ def build_synth_report(run_dir: str | Path) -> str:
 def write_synth_report(run_dir: str | Path) -> Path:
     """Write report.md and report.html into the run folder."""
     run_dir = Path(run_dir)
-    text = build_synth_report(run_dir)
-    atomic_write_text(run_dir / "report.md", text)
-    atomic_write_text(run_dir / "report.html", markdown_to_html(text, base_dir=run_dir, title=run_dir.name))
-    return run_dir / "report.md"
+    return write_report(run_dir, build_synth_report(run_dir), title=run_dir.name)

@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 from medassist.config import TrainConfig, to_dict
 from medassist.deploy.config import DeployConfig
 from medassist.deploy.export import CAM_OUTPUT, export_onnx
-from medassist.deploy.source import Source, load_source
+from medassist.deploy.source import Source
 from medassist.deploy.variants import BASELINE, TARGETS, Variant, measure_variants, select_variant
 from medassist.errors import MedAssistError
 from medassist.run import Run
+from medassist.studies.deploy_source import load_source
 from medassist.train import Labelled, fit
 from medassist.train.device import on_device
 
@@ -303,7 +304,7 @@ def _text_variants(run: Run, cfg: DeployConfig, source: Source) -> list[Variant]
 def _transformer_variants(run: Run, cfg: DeployConfig, lstm: Source) -> list[Variant]:
     """The text study's Transformer (a WordPiece model with its tokenizer.json), then the study's other models
     that validation may choose: the ensemble of TF-IDF and the Transformer, and the frozen encoder."""
-    from medassist.deploy.source import load_frozen_encoder, load_text_transformer
+    from medassist.studies.deploy_source import load_frozen_encoder, load_text_transformer
 
     source = load_text_transformer(lstm)
     variants = []
@@ -353,7 +354,7 @@ def _ensemble_variants(cfg: DeployConfig, transformer: Source, made: list[Varian
     the tuned TF-IDF model (saved as data, :mod:`medassist.deploy.ensemble`), their probabilities averaged at the
     weight validation chose."""
     from medassist.deploy.ensemble import TFIDF_FILE, TfidfEnsemble, TfidfPart, save_tfidf
-    from medassist.deploy.source import ENSEMBLE, load_ensemble
+    from medassist.studies.deploy_source import ENSEMBLE, load_ensemble
 
     loaded = load_ensemble(transformer)
     if loaded is None:

@@ -25,8 +25,9 @@ from medassist.fairness.audit import Scored, audit_grouping
 from medassist.fairness.disparities import chance_summary, disparities
 from medassist.fairness.groups import Grouping, default_groups, make_groupings
 from medassist.fairness.outside import OutsideSpec, read_outside
-from medassist.run import Run, run_kind
+from medassist.run import Run
 from medassist.studies.predictions import INFO, read_predictions
+from medassist.studies.runs import open_run
 from medassist.train.device import device_option, on_device, precision_option
 
 
@@ -97,28 +98,16 @@ def check_source(path: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """
     if not path:
         raise MedAssistError("give the run to audit: medassist fairness --run runs/text-padchest-<time>")
-    run_dir = Path(path)
-    status = run_dir / "status.json"
-    if not status.is_file():
-        raise MedAssistError(f"{run_dir} is not a run folder (no status.json); give a finished text or image run")
-    state = json.loads(status.read_text()).get("status")
-    if state != "complete":
+    expect = (
+        "the fairness audit reads a text, image or tabular study run (medassist text/image/tabular), or a "
+        "predictions file (--predictions)"
+    )
+    run = open_run(path, kinds=("text", "image", "tabular"), expect=expect)
+    if not run.has_predictions:
         raise MedAssistError(
-            f"{run_dir} is {state or 'unfinished'}, not complete; finish it (--resume) before an audit"
+            f"{run.dir} has no {INFO}: it was written before studies saved their predictions; run its study again"
         )
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    kind = run_kind(run_dir)
-    if kind not in ("text", "image", "tabular"):
-        words = {"deploy": "deployment", "synth": "synthetic-data", "synth_records": "synthetic-records"}
-        raise MedAssistError(
-            f"{run_dir} is a {words.get(kind, kind) or 'run of unknown kind'} run; the fairness audit reads a text, "
-            "image or tabular study run (medassist text/image/tabular), or a predictions file (--predictions)"
-        )
-    if not (run_dir / INFO).is_file():
-        raise MedAssistError(
-            f"{run_dir} has no {INFO}: it was written before studies saved their predictions; run its study again"
-        )
-    return run_dir, metrics, json.loads((run_dir / INFO).read_text())
+    return run.dir, run.metrics, run.prediction_info
 
 
 def scored(frame: pd.DataFrame, info: dict[str, Any]) -> Scored:
@@ -364,7 +353,8 @@ def _mitigate(
     before_audit: Any,
 ) -> dict[str, Any]:
     """Before and after: ThresholdOptimizer (fitted on validation) and the balanced retrain, with paired intervals."""
-    from medassist.fairness.mitigate import retrain_weighted, threshold_optimize
+    from medassist.fairness.mitigate import threshold_optimize
+    from medassist.studies.fairness_retrain import retrain_weighted
 
     _stage(cfg, f"mitigation by {g.name}: ThresholdOptimizer ({cfg.constraint}) fitted on validation")
     variants: dict[str, Scored] = {"before": s_test}

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 
 from medassist.config import TrainConfig, to_dict
 from medassist.errors import MedAssistError
@@ -32,10 +31,10 @@ from medassist.models import count_parameters, create_model
 from medassist.models.segmentation import SEGMENTATION_MODELS
 from medassist.run import Run
 from medassist.studies.segment_config import SEG_ABLATIONS, SegmentStudyConfig
+from medassist.studies.units import reload_unit, save_unit
 from medassist.train import fit
 from medassist.train.device import current, on_device
 from medassist.train.engine import Labelled, seed_everything
-from medassist.utils.io import atomic_path
 
 if TYPE_CHECKING:
     from medassist.data.segmentation import SegSet
@@ -147,15 +146,14 @@ def train_segmenter(
         done[key] = name
 
     unit_dir = run.path(f"units/{name}/x").parent
-    weights = unit_dir / "best.safetensors"
     seed_everything(tcfg.seed, tcfg.threads)
     kwargs = {"width": width}
     model = create_model(
         cfg.model, num_classes=num_classes, in_channels=train.images.shape[1], dropout=dropout, **kwargs
     )
-    if (unit_dir / "result.json").is_file() and weights.is_file():
-        model.load_state_dict(load_file(str(weights)))
-        return run.read_json(f"units/{name}/result.json"), model
+    done = reload_unit(run, name, model)
+    if done is not None:
+        return done, model
     t0 = time.perf_counter()
     result = fit(
         model,
@@ -190,11 +188,7 @@ def train_segmenter(
         "under_trained": bool(result.under_trained),
         "config": to_dict(tcfg),
     }
-    run.path(f"history/{name}.csv").write_text(history.to_csv(index=False))
-    with atomic_path(weights) as tmp:
-        save_file({k: v.contiguous() for k, v in result.best_state.items()}, str(tmp))
-    run.write_json(f"units/{name}/result.json", record)
-    (unit_dir / "checkpoint.pt").unlink(missing_ok=True)
+    save_unit(run, name, result, record)
     return record, model
 
 

@@ -3,7 +3,8 @@ engine, measured on the same held-out real images for fidelity, diversity, usefu
 
 The domain classifier (features for the Fréchet distance, precision/recall, conditional accuracy) is the TRTR
 classifier: a registered model trained on the real training split. Every choice (best epoch, which generator
-augments) is made on validation; the test split is only evaluated. Patient records: :mod:`medassist.synth.tabular`.
+augments) is made on validation; the test split is only evaluated. Patient records:
+:mod:`medassist.studies.synth_records`.
 """
 
 from __future__ import annotations
@@ -488,7 +489,7 @@ def _provenance(run: Run, data: ImageData | None, names: list[str]) -> None:
 def run_synth_study(cfg: SynthStudyConfig) -> Path:
     """Run the synthetic-data study (images, or patient records with ``data`` = padchest-records | records)."""
     if cfg.data in ("padchest-records", "records", "heart_disease"):
-        from medassist.synth.tabular import run_records_study
+        from medassist.studies.synth_records import run_records_study
 
         return run_records_study(cfg)
     if cfg.data != "images":

@@ -39,6 +39,8 @@ class Study:
             the studies' own profiles).
         exit_status: "module:function" mapping the runner's result to the exit status (default 0).
         preset: ``KEY=VALUE`` options applied after the user's (a sweep's study).
+        kinds: the kinds of run folder it writes (recorded in their status.json; what ``open_run`` reads).
+        report: "module:function" rendering such a folder's report.md and report.html from its files.
     """
 
     command: tuple[str, ...]
@@ -50,6 +52,8 @@ class Study:
     expand: str = ""
     exit_status: str = ""
     preset: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    report: str = ""
 
     @property
     def profile_folder(self) -> str:
@@ -69,6 +73,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.image:run_image_study",
         "the medical image study: capacity, bias-variance, regularisation, transfer learning, test metrics with "
         "confidence intervals, Grad-CAM, report",
+        kinds=("image",),
+        report="medassist.report.image:write_image_report",
     ),
     Study(
         ("text",),
@@ -76,6 +82,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.text:run_text_study",
         "the clinical text study: recurrent model vs Transformer on radiology reports, regularisation sweep, "
         "vanishing gradients, TF-IDF baseline, error analysis, report",
+        kinds=("text",),
+        report="medassist.report.text:write_text_report",
     ),
     Study(
         ("segment",),
@@ -83,6 +91,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.segment:run_segment_study",
         "semantic segmentation: MONAI U-Nets on image and mask pairs (DRIVE, a folder or a CSV) at two capacities, "
         "augmentation and regularisation ablation, training-set size, test Dice/IoU/HD95 with intervals, report",
+        kinds=("segment",),
+        report="medassist.report.segment:write_segment_report",
     ),
     Study(
         ("deploy",),
@@ -90,6 +100,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.deploy:run_deploy_study",
         "compress a study's model for the point of care (ONNX, int8, pruning, distillation), benchmark size, "
         "latency, throughput and accuracy of every variant, and write a verified bundle",
+        kinds=("deploy",),
+        report="medassist.report.deploy:write_deploy_report",
     ),
     Study(
         ("synth",),
@@ -97,6 +109,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.synth:run_synth_study",
         "the synthetic-data study: VAE, GAN and diffusion generators (and a DP-SGD VAE) for medical images, SDV "
         "generators for patient records, measured for fidelity, usefulness (TSTR) and privacy (DCR, attacks), report",
+        kinds=("synth", "synth_records"),
+        report="medassist.report.synth:write_synth_report",
     ),
     Study(
         ("all",),
@@ -113,6 +127,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.fairness:run_fairness_study",
         "audit a finished study run, or any model's predictions file, across patient subgroups (sex, age, sex x "
         "age, metadata columns), mitigate, and write the ethics report",
+        kinds=("fairness",),
+        report="medassist.report.fairness:write_fairness_report",
     ),
     Study(
         ("tabular",),
@@ -120,6 +136,8 @@ STUDIES: tuple[Study, ...] = (
         "medassist.studies.tabular:run_tabular_study",
         "a table of patients (UCI heart disease, or a CSV) to a tuned logistic regression and gradient-boosted "
         "model, chosen on validation, tested with intervals, predictions saved for the fairness audit",
+        kinds=("tabular",),
+        report="medassist.report.tabular:write_tabular_report",
     ),
     Study(
         ("bench", "medmnist"),
@@ -179,6 +197,8 @@ STUDIES: tuple[Study, ...] = (
             f"early); choose on validation and write best.yaml for `medassist {name} --config`",
             profiles="tune",
             preset=(f"study={name}",),
+            kinds=("tune",),
+            report="medassist.report.tune:write_tune_report",
         )
         for name in ("image", "text")
     ),
@@ -196,15 +216,15 @@ def load(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-REPORTS = {
-    "image": "medassist.report.image:write_image_report",
-    "text": "medassist.report.text:write_text_report",
-    "synth": "medassist.report.synth:write_synth_report",
-    "synth_records": "medassist.report.synth:write_synth_report",
-    "deploy": "medassist.report.deploy:write_deploy_report",
-    "fairness": "medassist.report.fairness:write_fairness_report",
-    "tabular": "medassist.report.tabular:write_tabular_report",
-    "segment": "medassist.report.segment:write_segment_report",
-    "tune": "medassist.report.tune:write_tune_report",
-}
+REPORTS = {kind: s.report for s in STUDIES for kind in s.kinds if s.report}
 """Run kind (recorded in status.json) -> the function that renders its report.md and report.html from its files."""
+
+
+def config_class(kind: str) -> type:
+    """The config dataclass of the study that writes runs of ``kind``."""
+    study = next((s for s in STUDIES if kind in s.kinds), None)
+    if study is None:
+        from medassist.errors import MedAssistError
+
+        raise MedAssistError(f"no study writes runs of kind '{kind}'")
+    return load(study.config)

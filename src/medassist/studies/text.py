@@ -7,6 +7,7 @@ Every choice is made on the validation split; the test split is only evaluated.
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 from pathlib import Path
 
@@ -118,6 +119,8 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "info": data.info,
         },
     )
+    if cfg.transformer == "minilm":
+        _copy_search(run)
     n_stages = 6
     _stage(cfg, 1, n_stages, "TF-IDF and frozen-MiniLM logistic regressions, tuned on validation")
     baseline = tfidf_baseline(run, cfg, data)
@@ -266,6 +269,19 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "errors": err,
         },
     )
+
+
+MINILM_SEARCH = "minilm_search.csv"
+"""The trials of the search that chose MiniLM's fine-tuning defaults, shipped in ``configs/text/``."""
+
+
+def _copy_search(run: Run) -> None:
+    """The search behind MiniLM's fine-tuning defaults, copied beside this run's tables for its report."""
+    from importlib.resources import files
+
+    source = files("medassist") / "configs" / "text" / MINILM_SEARCH
+    if source.is_file():
+        run.write_table(MINILM_SEARCH.removesuffix(".csv"), pd.read_csv(io.StringIO(source.read_text())))
 
 
 def _train_cfg(cfg: TextStudyConfig, data: TextData, base: TrainConfig, **changes) -> TrainConfig:

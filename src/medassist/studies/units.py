@@ -18,7 +18,7 @@ from medassist.evaluate.training import training_status
 from medassist.models import count_parameters, create_model
 from medassist.run import Run
 from medassist.train import fit, predict_proba
-from medassist.train.engine import Labelled, StepFn, as_labelled, seed_everything
+from medassist.train.engine import FitResult, Labelled, StepFn, as_labelled, seed_everything
 from medassist.utils.io import atomic_path
 
 
@@ -127,15 +127,14 @@ def train_unit(
 
     metrics = metrics_for(task)
     unit_dir = run.path(f"units/{name}/x").parent
-    weights = unit_dir / "best.safetensors"
     # Every unit seeds itself (and sets its threads) before building its model, so its initial weights do not
     # depend on what ran before it: a unit reused on resume (which draws nothing) and a trained one (which draws
     # a whole training's worth) leave different random states, and the next unit must not inherit either.
     seed_everything(cfg.seed, cfg.threads)
     model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **model_kwargs)
-    if (unit_dir / "result.json").is_file() and weights.is_file():
-        model.load_state_dict(load_file(str(weights)))
-        return UnitResult(**run.read_json(f"units/{name}/result.json")), model
+    done = reload_unit(run, name, model)
+    if done is not None:
+        return UnitResult(**done), model
 
     t0 = time.perf_counter()
     result = fit(
@@ -176,14 +175,32 @@ def train_unit(
         under_trained=result.under_trained,
         at_chance=at_chance(val_metrics.get("auc"), None if task == "multi-label" else p_val.argmax(axis=1)),
     )
-    run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))
     if not result.grad_norms.empty:
         run.path(f"history/{name}_grad_norms.csv").write_text(result.grad_norms.to_csv(index=False))
-    with atomic_path(weights) as tmp:
-        save_file({k: v.contiguous() for k, v in result.best_state.items()}, str(tmp))
-    run.write_json(f"units/{name}/result.json", unit.__dict__)
-    (unit_dir / "checkpoint.pt").unlink(missing_ok=True)  # the unit is done; keep only its best weights
+    save_unit(run, name, result, unit.__dict__)
     return unit, model
+
+
+def reload_unit(run: Run, name: str, model: nn.Module) -> dict[str, Any] | None:
+    """A unit this run folder already finished (a resumed run): its best weights loaded into ``model`` and its
+    result record returned; None when it has still to be trained."""
+    unit_dir = run.dir / "units" / name
+    weights = unit_dir / "best.safetensors"
+    if not ((unit_dir / "result.json").is_file() and weights.is_file()):
+        return None
+    model.load_state_dict(load_file(str(weights)))
+    return run.read_json(f"units/{name}/result.json")
+
+
+def save_unit(run: Run, name: str, result: FitResult, record: dict[str, Any]) -> None:
+    """A finished unit: its history, its best weights, its result record (written last: what :func:`reload_unit`
+    trusts), and no checkpoint (the unit is done; only its best weights are kept)."""
+    unit_dir = run.path(f"units/{name}/x").parent
+    run.path(f"history/{name}.csv").write_text(result.history.to_csv(index=False))
+    with atomic_path(unit_dir / "best.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in result.best_state.items()}, str(tmp))
+    run.write_json(f"units/{name}/result.json", record)
+    (unit_dir / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def load_history(run: Run, name: str) -> pd.DataFrame:
