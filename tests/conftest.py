@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
+sys.path.insert(0, str(Path(__file__).parent / "support"))  # helpers shared by the tests (tests/support/)
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,8 @@ import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from helpers import save_dicom
 from medassist.data.images import load_image, read_image_csv, read_image_folder
 from medassist.errors import DataError
 
@@ -30,30 +29,6 @@ def save_png(path: Path, value: int = 128, *, mode: str = "L", side: int = 8) ->
     else:
         image = Image.fromarray(np.stack([gray, 255 - gray, gray // 2], axis=-1)).convert(mode)
     image.save(path)
-    return path
-
-
-def save_dicom(path: Path, pixels: np.ndarray, **tags: object) -> Path:
-    """Write a one-frame grayscale DICOM with ``pixels`` (uint16/int16, or float32 as Float Pixel Data)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    if pixels.dtype.kind == "f":
-        ds.BitsAllocated = 32
-        ds.FloatPixelData = pixels.astype("<f4").tobytes()
-    else:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-        ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
     return path
 
 

@@ -118,7 +118,7 @@ def test_deploy_predict_and_serve(segment_run: Path, tmp_path: Path, capsys) -> 
     with pytest.raises(DataError):
         bundle.segment_image(np.zeros((4, 8, 8), np.uint8))
     # a DICOM with its pixel spacing: the area in mm² too
-    from test_segmentation_data import save_dicom
+    from helpers import save_dicom
 
     dcm = save_dicom(tmp_path / "x.dcm", big, PixelSpacing=[0.5, 0.25])
     seg = bundle.segment_image_file(dcm)

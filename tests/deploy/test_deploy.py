@@ -304,9 +304,9 @@ def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
 @pytest.mark.realdata
 def test_multiclass_text_deploy_predicts_a_class(tmp_path: Path, capsys) -> None:
     """A multi-class text run deploys to a bundle whose prediction is one class."""
-    from test_study_text import _multiclass_csv
+    from helpers import multiclass_notes_csv
 
-    csv = _multiclass_csv(tmp_path / "notes.csv")
+    csv = multiclass_notes_csv(tmp_path / "notes.csv")
     argv = ["text", "--profile", "debug", "--texts", str(csv), "--text-column", "note", "--label-column", "urgency"]
     argv += ["--transformer", "transformer_small", "--extra-models", "[]", "--out", str(tmp_path / "text")]
     argv += ["--frozen-encoder", "false", "--ensemble", "false"]  # the deployed model is the recurrent one

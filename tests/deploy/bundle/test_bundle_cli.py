@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from bundle_helpers import IMAGE_LABELS, TEXT_LABELS, flip_byte, pixels, save_dicom8
+from bundle_helpers import IMAGE_LABELS, TEXT_LABELS, flip_byte, pixels
 from PIL import Image
 
+from helpers import save_dicom
 from medassist.cli import main
 
 
@@ -27,7 +28,7 @@ def test_cli_predict_prints_label_probabilities_and_latency(image, image_bundle,
 
 
 def test_cli_predict_json(image_bundle, text_bundle, tmp_path, capsys) -> None:
-    save_dicom8(tmp_path / "scan.dcm", pixels(1)[0, 0])
+    save_dicom(tmp_path / "scan.dcm", pixels(1)[0, 0])
     assert main(["predict", str(image_bundle), str(tmp_path / "scan.dcm"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["label"] in IMAGE_LABELS and out["latency_ms"] > 0 and out["input"].endswith("scan.dcm")

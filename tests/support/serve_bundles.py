@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers import dicom_dataset
 from medassist.deploy.bundle import write_bundle
 from medassist.deploy.export import export_onnx
 from medassist.models import create_model
@@ -164,26 +165,9 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def dicom_bytes(gray: np.ndarray, *, patient: str, pixels: bool = True, syntax: str | None = None) -> bytes:
     """An 8-bit MONOCHROME2 DICOM of ``gray`` (H, W) uint8 with a patient name and id (the tags never to echo)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientName = patient
-    ds.PatientID = patient.replace("^", "") + "-4711"
-    ds.Rows, ds.Columns = gray.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    if pixels and ds.file_meta.TransferSyntaxUID.is_compressed:
-        from pydicom.encaps import encapsulate
-
-        ds.PixelData = encapsulate([gray.tobytes()])  # stands for a compressed frame: refused before decoding
-        ds["PixelData"].VR = "OB"
-    elif pixels:
-        ds.PixelData = gray.tobytes()
+    ds = dicom_dataset(
+        gray, syntax=syntax, pixels=pixels, PatientName=patient, PatientID=patient.replace("^", "") + "-4711"
+    )
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

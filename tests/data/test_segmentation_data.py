@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import save_dicom
 from medassist.data.image_file import load_image, pixel_spacing, read_pixels
 from medassist.data.segmentation import (
     SegSet,
@@ -45,27 +46,6 @@ def image_of(label: np.ndarray, seed: int, *, rgb: bool = False) -> np.ndarray:
 def save(path: Path, array: np.ndarray, **kwargs: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **kwargs)
-    return path
-
-
-def save_dicom(path: Path, gray: np.ndarray, **tags: object) -> Path:
-    """An 8-bit MONOCHROME2 DICOM of ``gray`` (H, W) uint8, as tests/serve_bundles.py's dicom_bytes writes it."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = gray.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = gray.tobytes()
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
     return path
 
 

@@ -19,11 +19,11 @@ from bundle_helpers import (
     image_arguments,
     pixels,
     probs,
-    save_dicom8,
     torch_image_probs,
 )
 from PIL import Image
 
+from helpers import save_dicom
 from medassist.deploy.bundle import BundleError, load_bundle, write_bundle
 from medassist.errors import DataError, MedAssistError
 
@@ -46,7 +46,7 @@ def test_png_and_dicom_files_give_the_array_prediction(image, image_model, tmp_p
     x = pixels(1, seed=3)
     png = tmp_path / "xray.png"
     Image.fromarray(x[0, 0]).save(png)
-    dicom = save_dicom8(tmp_path / "xray.dcm", x[0, 0])
+    dicom = save_dicom(tmp_path / "xray.dcm", x[0, 0])
     expected = torch_image_probs(image_model[0], x)
     for file in (png, dicom):
         np.testing.assert_allclose(probs([image.predict_image_file(file)]), expected, atol=1e-5)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import multiclass_notes_csv
 from medassist.cli import main
 from medassist.train.device import cpu_bf16_supported
 
@@ -131,21 +132,10 @@ def test_padchest_report_sets_the_best_model_beside_the_published_labeller() -> 
     assert _reference(m, {**data, "name": "openi"}) == []
 
 
-def _multiclass_csv(path: Path) -> Path:
-    """A user's multi-class CSV with their own column names: the note's keyword decides its urgency."""
-    words = {"routine": "stable chronic cough follow up", "urgent": "new fever and chest pain", "emergency": "collapse"}
-    rows = []
-    for i in range(150):
-        cls = list(words)[i % 3]
-        rows.append({"note": f"patient {i}. {words[cls]} today", "urgency": cls, "site": "A" if i % 2 else "B"})
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
 def test_multiclass_csv_with_named_columns_runs_end_to_end(tmp_path: Path) -> None:
     """Every model trains multi-class; the report has accuracy, macro-F1, one-vs-rest AUC, per-class F1, a confusion
     matrix and the comparison with the tuned baseline."""
-    path = _multiclass_csv(tmp_path / "notes.csv")
+    path = multiclass_notes_csv(tmp_path / "notes.csv")
     out = tmp_path / "runs"
     argv = ["text", "--profile", "debug", "--texts", str(path), "--text-column", "note", "--label-column", "urgency"]
     argv += ["--transformer", "transformer_small", "--out", str(out), "--progress", "false", "--rnn-train.epochs", "6"]
@@ -172,7 +162,7 @@ def test_multiclass_csv_with_named_columns_runs_end_to_end(tmp_path: Path) -> No
 
 
 def test_wrong_text_column_lists_the_columns_present(tmp_path: Path, capsys) -> None:
-    path = _multiclass_csv(tmp_path / "notes.csv")
+    path = multiclass_notes_csv(tmp_path / "notes.csv")
     argv = ["text", "--profile", "debug", "--texts", str(path), "--text-column", "report", "--label-column", "urgency"]
     assert main([*argv, "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err

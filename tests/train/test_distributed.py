@@ -17,7 +17,7 @@ from medassist.models import create_model
 from medassist.train import fit
 from medassist.train.distributed import Ranks, all_sum, shard
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1] / "support"  # ddp_worker.py
 
 
 def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from torch import nn
 
 from medassist.deploy.manifest import write_manifest
@@ -69,21 +67,6 @@ def pixels(n: int, *, channels: int = 1, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).integers(0, 256, (n, channels, SIZE, SIZE)).astype(np.uint8)
     x[:, :, 0, 0], x[:, :, 0, 1] = 0, 255
     return x
-
-
-def save_dicom8(path: Path, gray: np.ndarray) -> Path:
-    """Write an 8-bit MONOCHROME2 DICOM of ``gray`` (H, W) uint8."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = gray.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = gray.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def torch_image_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
