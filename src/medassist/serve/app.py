@@ -130,60 +130,117 @@ def key_ring(cfg: ServeConfig) -> KeyRing | None:
     return None
 
 
-def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: KeyRing | None = None) -> FastAPI:
-    """The FastAPI app over ``served`` (from :func:`load_served`); ``ring`` holds the API keys (None: no keys)."""
-    cfg = cfg or ServeConfig()
-    limits = Limits(
-        max_upload_bytes=int(cfg.max_upload_mb * 1024 * 1024),
-        max_pixels=cfg.max_pixels,
-        max_text_chars=cfg.max_text_chars,
-    )
-    logger = access_logger()
-    metrics = ServiceMetrics()
+PROBLEMS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 404, 413, 415, 422, 429)}
+"""The error answers every route may give, in the OpenAPI schema."""
 
-    def make_batcher(s: Served) -> MicroBatcher:
+
+class _Service:
+    """What the routes of one app share: the served models (their registry and micro-batchers), the limits, the
+    metrics, the settings and the access log."""
+
+    def __init__(self, served: list[Served], cfg: ServeConfig, ring: KeyRing | None) -> None:
+        self.cfg = cfg
+        self.limits = Limits(
+            max_upload_bytes=int(cfg.max_upload_mb * 1024 * 1024),
+            max_pixels=cfg.max_pixels,
+            max_text_chars=cfg.max_text_chars,
+        )
+        self.logger = access_logger()
+        self.metrics = ServiceMetrics()
+        self.registry = Registry(served, self._batcher, self.limits)
+        # api-key: every caller needs a key; local: no keys, listening on this machine only; none: no keys by --no-auth.
+        self.auth = "api-key" if ring is not None else ("none" if cfg.no_auth else "local")
+        if ring is None and cfg.no_auth:
+            self.logger.warning("no-auth", extra={"fields": {"warning": "serving without API keys (--no-auth)"}})
+        self.count_models()
+
+    def _batcher(self, s: Served) -> MicroBatcher:
         runners = {"image": _run_images, "text": _run_texts, "segmentation": _run_segmentations}
         run = runners[s.bundle.kind](s.bundle)
-        return MicroBatcher(run, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name=s.id)
+        return MicroBatcher(run, max_batch=self.cfg.max_batch, max_wait_ms=self.cfg.max_wait_ms, name=s.id)
 
-    registry = Registry(served, make_batcher, limits)
-    # api-key: every caller needs a key; local: no keys, listening on this machine only; none: no keys by --no-auth.
-    auth = "api-key" if ring is not None else ("none" if cfg.no_auth else "local")
-    if ring is None and cfg.no_auth:
-        logger.warning("no-auth", extra={"fields": {"warning": "serving without API keys (--no-auth)"}})
-
-    def count_models() -> None:
-        metrics.loaded.set(len(registry.served))
-        for s in registry.served:
-            metrics.verified.labels(s.id, s.version).set(1)
-
-    count_models()
+    def count_models(self) -> None:
+        self.metrics.loaded.set(len(self.registry.served))
+        for s in self.registry.served:
+            self.metrics.verified.labels(s.id, s.version).set(1)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> Any:
-        await registry.start_all()  # every model answers once before the service says it is ready
+    async def lifespan(self, _app: FastAPI) -> Any:
+        await self.registry.start_all()  # every model answers once before the service says it is ready
         try:
             yield
         finally:
-            await registry.stop_all()
+            await self.registry.stop_all()
 
-    # Room for the multipart envelope around the largest file, and for a JSON report of the longest text (a
-    # character is at most 12 bytes as a JSON escape); each route then checks its own limit exactly.
-    body_cap = max(limits.max_upload_bytes, 12 * limits.max_text_chars) + 64 * 1024
+    def pick(self, request: Request, kind: str, model: str | None, version: str | None) -> Served:
+        """The served model version a request asks for (the kind's first model and its default version)."""
+        candidates = self.registry.of_kind(kind)
+        if not candidates:
+            ids = ", ".join(dict.fromkeys(s.id for s in self.registry.served))
+            raise Refused(404, f"this service has no {kind} model; it serves {', '.join(ids)}")
+        model = model or candidates[0].id
+        versions = [s for s in candidates if s.id == model]
+        if not versions:
+            known = ", ".join(dict.fromkeys(s.id for s in candidates))
+            raise Refused(404, f"no {kind} model with id {model[:80]!r}; the {kind} models are: {known}")
+        chosen = versions[0] if version is None else next((s for s in versions if s.version == version), None)
+        if chosen is None:
+            known = ", ".join(s.version for s in versions)
+            raise Refused(404, f"model {model!r} has no version {version[:80]!r}; its versions are: {known}")
+        request.state.model = chosen.id  # for the access log and the request metrics
+        return chosen
+
+    async def answer(self, s: Served, item: Any) -> tuple[Any, str | None, int]:
+        """The model's answer to one input, through its micro-batcher; counted in the metrics."""
+        assert s.batcher is not None
+        try:
+            pred, overlay, n = await s.batcher.submit(item)
+        except BundleError:
+            raise Refused(500, "the model failed to run on this input; the request id names it in the log") from None
+        if isinstance(pred, Prediction):
+            self.metrics.prediction(s.id, pred.referred, pred.abstained, n)
+        else:
+            self.metrics.prediction(s.id, [], False, n)
+        return pred, overlay, n
+
+
+def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: KeyRing | None = None) -> FastAPI:
+    """The FastAPI app over ``served`` (from :func:`load_served`); ``ring`` holds the API keys (None: no keys)."""
+    svc = _Service(served, cfg or ServeConfig(), ring)
     app = FastAPI(
         title="medassist point-of-care assistant",
         version="1",
         description=f"Chest X-ray and radiology-report models from verified medassist bundles. {NOT_A_DEVICE}",
-        lifespan=lifespan,
+        lifespan=svc.lifespan,
     )
+    _add_middleware(app, svc, ring)
+    _add_error_handlers(app, svc)
+    _add_predict_routes(app, svc)
+    _add_service_routes(app, svc)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.registry = svc.registry
+    app.state.metrics = svc.metrics
+    return app
+
+
+def _add_middleware(app: FastAPI, svc: _Service, ring: KeyRing | None) -> None:
+    """The body limit, the keys and rate limit, and the access log (outermost, so that it sees every answer)."""
+    limits = svc.limits
+    # Room for the multipart envelope around the largest file, and for a JSON report of the longest text (a
+    # character is at most 12 bytes as a JSON escape); each route then checks its own limit exactly.
+    body_cap = max(limits.max_upload_bytes, 12 * limits.max_text_chars) + 64 * 1024
     too_large = (
         f"the request body is larger than the {body_cap:,} bytes accepted (files: at most "
         f"{limits.max_upload_bytes:,} bytes; reports: at most {limits.max_text_chars:,} characters)"
     )
     app.add_middleware(BodyLimit, max_bytes=body_cap, message=too_large)
     # Keys and the rate limit before anything reads a body; the access log outermost, so it sees every answer.
-    app.add_middleware(Gate, ring=ring, rate_limit=cfg.rate_limit, metrics_public=cfg.metrics_public)
-    app.add_middleware(AccessLog, metrics=metrics)
+    app.add_middleware(Gate, ring=ring, rate_limit=svc.cfg.rate_limit, metrics_public=svc.cfg.metrics_public)
+    app.add_middleware(AccessLog, metrics=svc.metrics)
+
+
+def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
+    """Every error as a problem answer that names what went wrong, never the input."""
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
@@ -202,48 +259,14 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         # The type only: an exception's message could quote an input.
-        logger.error("error", extra={"fields": {"request_id": _request_id(request), "error": type(exc).__name__}})
+        svc.logger.error("error", extra={"fields": {"request_id": _request_id(request), "error": type(exc).__name__}})
         return _problem(request, 500, "internal error; the request id names it in the service's log")
 
-    def pick(request: Request, kind: str, model: str | None, version: str | None) -> Served:
-        candidates = registry.of_kind(kind)
-        if not candidates:
-            ids = ", ".join(dict.fromkeys(s.id for s in registry.served))
-            raise Refused(404, f"this service has no {kind} model; it serves {', '.join(ids)}")
-        model = model or candidates[0].id
-        versions = [s for s in candidates if s.id == model]
-        if not versions:
-            known = ", ".join(dict.fromkeys(s.id for s in candidates))
-            raise Refused(404, f"no {kind} model with id {model[:80]!r}; the {kind} models are: {known}")
-        chosen = versions[0] if version is None else next((s for s in versions if s.version == version), None)
-        if chosen is None:
-            known = ", ".join(s.version for s in versions)
-            raise Refused(404, f"model {model!r} has no version {version[:80]!r}; its versions are: {known}")
-        request.state.model = chosen.id  # for the access log and the request metrics
-        return chosen
 
-    async def answer(s: Served, item: Any) -> tuple[Any, str | None, int]:
-        assert s.batcher is not None
-        try:
-            pred, overlay, n = await s.batcher.submit(item)
-        except BundleError:
-            raise Refused(500, "the model failed to run on this input; the request id names it in the log") from None
-        if isinstance(pred, Prediction):
-            metrics.prediction(s.id, pred.referred, pred.abstained, n)
-        else:
-            metrics.prediction(s.id, [], False, n)
-        return pred, overlay, n
+def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
+    """The predictions: images, segmentations and reports."""
 
-    problems = {
-        401: {"model": Problem},
-        404: {"model": Problem},
-        413: {"model": Problem},
-        415: {"model": Problem},
-        422: {"model": Problem},
-        429: {"model": Problem},
-    }
-
-    @app.post("/v1/images", response_model=ImageAnswer, responses=problems, tags=["predict"])
+    @app.post("/v1/images", response_model=ImageAnswer, responses=PROBLEMS, tags=["predict"])
     async def predict_image(
         request: Request,
         file: Annotated[UploadFile, File(description="a PNG, JPEG or DICOM image (at most the upload limit)")],
@@ -252,11 +275,11 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
     ) -> ImageAnswer:
         """Classify one chest X-ray, with calibrated probabilities, abstention and the Grad-CAM overlay."""
         start = time.perf_counter()
-        s = pick(request, "image", model, version)
-        data = await file.read(limits.max_upload_bytes + 1)
-        kind = check_upload(data, limits)
+        s = svc.pick(request, "image", model, version)
+        data = await file.read(svc.limits.max_upload_bytes + 1)
+        kind = check_upload(data, svc.limits)
         image = read_image(data, kind, s.bundle)
-        pred, overlay, n = await answer(s, image)
+        pred, overlay, n = await svc.answer(s, image)
         return ImageAnswer(
             request_id=_request_id(request) or "",
             model=s.ref,
@@ -272,7 +295,7 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
             batch_size=n,
         )
 
-    @app.post("/v1/segmentations", response_model=SegmentationAnswer, responses=problems, tags=["predict"])
+    @app.post("/v1/segmentations", response_model=SegmentationAnswer, responses=PROBLEMS, tags=["predict"])
     async def segment_image(
         request: Request,
         file: Annotated[UploadFile, File(description="a PNG, JPEG or DICOM image (at most the upload limit)")],
@@ -281,11 +304,11 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
     ) -> SegmentationAnswer:
         """Outline the lesion or organ in one image: the mask, an overlay and the area (mm² from a DICOM)."""
         start = time.perf_counter()
-        s = pick(request, "segmentation", model, version)
-        data = await file.read(limits.max_upload_bytes + 1)
-        kind = check_upload(data, limits)
+        s = svc.pick(request, "segmentation", model, version)
+        data = await file.read(svc.limits.max_upload_bytes + 1)
+        kind = check_upload(data, svc.limits)
         item = read_segmentation_image(data, kind, s.bundle)
-        seg, overlay, _ = await answer(s, item)
+        seg, overlay, _ = await svc.answer(s, item)
         return SegmentationAnswer(
             request_id=_request_id(request) or "",
             model=s.ref,
@@ -298,13 +321,13 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
             model_latency_ms=seg.latency_ms,
         )
 
-    @app.post("/v1/reports", response_model=ReportAnswer, responses=problems, tags=["predict"])
+    @app.post("/v1/reports", response_model=ReportAnswer, responses=PROBLEMS, tags=["predict"])
     async def predict_report(request: Request, body: ReportRequest) -> ReportAnswer:
         """Find the findings of one radiology report, each answered or referred by name."""
         start = time.perf_counter()
-        s = pick(request, "text", body.model, body.version)
-        text = check_text(body.text, limits)
-        pred, _, n = await answer(s, text)
+        s = svc.pick(request, "text", body.model, body.version)
+        text = check_text(body.text, svc.limits)
+        pred, _, n = await svc.answer(s, text)
         present = set(pred.label) if isinstance(pred.label, list) else {pred.label}
         referred = set(pred.referred)
 
@@ -329,59 +352,58 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
             batch_size=n,
         )
 
-    @app.get("/v1/models", response_model=Models, responses=problems, tags=["models"])
+
+def _add_service_routes(app: FastAPI, svc: _Service) -> None:
+    """The models, their reload, the metrics, health and readiness, and the page."""
+
+    @app.get("/v1/models", response_model=Models, responses=PROBLEMS, tags=["models"])
     async def models() -> Models:
         """Every served model version's metadata and model card; the default version of each model first."""
-        infos = [s.info(default=registry.is_default(s)) for s in registry.served]
+        infos = [s.info(default=svc.registry.is_default(s)) for s in svc.registry.served]
         return Models(models=infos, notice=NOT_A_DEVICE)
 
     @app.post(
-        "/v1/admin/reload", response_model=Reloaded, responses={409: {"model": Problem}, **problems}, tags=["admin"]
+        "/v1/admin/reload", response_model=Reloaded, responses={409: {"model": Problem}, **PROBLEMS}, tags=["admin"]
     )
     async def reload(request: Request, body: ReloadRequest) -> Reloaded:
         """Verify a model's bundle folders again and swap in the new versions; a bundle that fails verification is
         refused (409) and the old version keeps serving."""
-        if cfg.workers > 1:
+        if svc.cfg.workers > 1:
             raise Refused(409, "reload needs a single worker (--workers 1); with several, restart the service")
-        if not any(s.id == body.model for s in registry.served):
+        if not any(s.id == body.model for s in svc.registry.served):
             raise Refused(404, f"no model with id {body.model[:80]!r}")
         request.state.model = body.model
-        paths = [s.path for s in registry.served]
+        paths = [s.path for s in svc.registry.served]
         try:
-            changes = await registry.reload(body.model, threads=worker_threads(cfg), provider=cfg.provider)
+            changes = await svc.registry.reload(body.model, threads=worker_threads(svc.cfg), provider=svc.cfg.provider)
         except (BundleError, MedAssistError) as err:
-            metrics.reloads.labels(body.model, "refused").inc()
+            svc.metrics.reloads.labels(body.model, "refused").inc()
             why = scrub(str(err), paths)
             raise Refused(409, f"the new bundle was refused; the old version keeps serving: {why}") from None
-        metrics.reloads.labels(body.model, "ok").inc()
-        count_models()
+        svc.metrics.reloads.labels(body.model, "ok").inc()
+        svc.count_models()
         return Reloaded(changes=changes)
 
-    @app.get("/metrics", tags=["health"], responses=problems, response_class=Response)
+    @app.get("/metrics", tags=["health"], responses=PROBLEMS, response_class=Response)
     async def prometheus() -> Response:
         """Requests, latencies, micro-batch sizes, abstentions and models, in Prometheus' text format."""
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """The process is alive; ``auth`` says whether callers need an API key (the page asks for one)."""
-        return {"status": "ok", "auth": auth}
+        return {"status": "ok", "auth": svc.auth}
 
     @app.get("/readyz", tags=["health"], responses={503: {"model": Problem}})
     async def readyz(request: Request) -> Any:
         """Every model has answered once and its batcher is running."""
-        if all(s.ready and s.batcher is not None and s.batcher.running for s in registry.served):
-            return {"status": "ready", "models": [s.id for s in registry.served]}
+        if all(s.ready and s.batcher is not None and s.batcher.running for s in svc.registry.served):
+            return {"status": "ready", "models": [s.id for s in svc.registry.served]}
         return _problem(request, 503, "not ready: the models are still starting")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.state.registry = registry
-    app.state.metrics = metrics
-    return app
 
 
 def app_from_env() -> FastAPI:
