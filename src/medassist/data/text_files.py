@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +66,51 @@ def read_text_file(
             an unknown split, an empty split or a label in val/test that training never sees.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    frame, rows, unit = _open_table(path, label_column, label_columns)
+    label_column, label_cols, use_split = _columns(
+        path, frame, text_column, label_column, label_columns, split_column, id_column
+    )
+    at = _Rows(unit, rows, frame[id_column].tolist() if id_column is not None else None, id_column)
+    texts = _texts(path, frame, text_column, at)
+    raw_labels = _class_cells(path, frame, label_column, at) if label_column is not None else None
+    if use_split:
+        assignment = _split_from_column(frame[split_column], path=path, column=str(split_column), where=at.one)
+    else:
+        assignment = _random_assignment(len(frame), raw_labels, val_fraction, test_fraction, seed, path=path)
+    if raw_labels is not None:
+        label_names, labels = _encode_classes(path, raw_labels, assignment, use_split)
+    else:
+        label_names, labels = _label_matrix(path, frame, label_cols, assignment, at)
+    task = "multi-class" if raw_labels is not None else "multi-label"
+    metadata = _metadata(frame, exclude={text_column, *label_cols, *([split_column] if use_split else [])})
+    if _SOURCE_ROW not in metadata.columns:
+        metadata[_SOURCE_ROW] = rows
+    splits = {}
+    for split in SPLITS:
+        idx = np.flatnonzero(assignment == split)
+        splits[split] = TextSplit(
+            texts=[texts[i] for i in idx], labels=labels[idx], metadata=metadata.iloc[idx].reset_index(drop=True)
+        )
+    info = {
+        "source": str(path),
+        "format": path.suffix.lower().lstrip("."),
+        "n_rows": len(frame),
+        "split": f"column '{split_column}'" if use_split else "random",
+        "split_sizes": {s: len(sp) for s, sp in splits.items()},
+        "label_counts": _label_counts(splits, label_names, task),
+        "seed": seed if not use_split else None,
+        "val_fraction": val_fraction if not use_split else None,
+        "test_fraction": test_fraction if not use_split else None,
+    }
+    data = TextData(name=name or path.stem, label_names=label_names, splits=splits, task=task, info=info)
+    return validate_text_data(data)
+
+
+def _open_table(
+    path: Path, label_column: str | None, label_columns: list[str] | None
+) -> tuple[pd.DataFrame, list[int], str]:
+    """The file's rows, their row (CSV) or line (JSONL) numbers, and which of the two a number is."""
+    if path.suffix.lower() not in SUFFIXES:
         raise DataError(
             f"{path}: files ending in '{path.suffix or '(no suffix)'}' are not supported; save the texts as "
             f"{' or '.join(SUFFIXES)}."
@@ -75,12 +119,24 @@ def read_text_file(
         raise DataError(f"file not found: {path}")
     if label_column is not None and label_columns is not None:
         raise DataError("give either label_column (multi-class) or label_columns (multi-label), not both.")
-
-    frame, rows, unit = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+    frame, rows, unit = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
     if frame.empty:
         raise DataError(f"{path} has no data rows; add at least a few labelled texts.")
-    columns = [str(c) for c in frame.columns]
+    return frame, rows, unit
 
+
+def _columns(
+    path: Path,
+    frame: pd.DataFrame,
+    text_column: str,
+    label_column: str | None,
+    label_columns: list[str] | None,
+    split_column: str | None,
+    id_column: str | None,
+) -> tuple[str | None, list[str], bool]:
+    """The label column (multi-class) or None, every label column, and whether a split column is used; refuses a
+    column that is not there, naming the columns that are."""
+    columns = [str(c) for c in frame.columns]
     if label_column is None and label_columns is None:
         if DEFAULT_LABEL_COLUMN not in columns:
             raise DataError(
@@ -98,119 +154,100 @@ def read_text_file(
     missing = [c for c in dict.fromkeys(required) if c not in columns]
     if missing:
         raise DataError(f"{path}: column(s) {missing} not found. Columns present: {columns}.")
+    return label_column, label_cols, use_split
 
-    ids = frame[id_column].tolist() if id_column is not None else None
 
-    def where(i: int) -> str:
-        return f"{unit} {rows[i]}" + (f" ({id_column} {ids[i]!r})" if ids is not None else "")
+class _Rows:
+    """Names rows in error messages: "row 7 (report_id 'a12')", and the first few of many."""
 
-    def where_many(idx: list[int]) -> str:
-        shown = ", ".join(where(i) for i in idx[:_SHOW])
+    def __init__(self, unit: str, rows: list[int], ids: list[Any] | None, id_column: str | None) -> None:
+        self.unit, self.rows, self.ids, self.id_column = unit, rows, ids, id_column
+
+    def one(self, i: int) -> str:
+        return f"{self.unit} {self.rows[i]}" + (f" ({self.id_column} {self.ids[i]!r})" if self.ids is not None else "")
+
+    def many(self, idx: list[int]) -> str:
+        shown = ", ".join(self.one(i) for i in idx[:_SHOW])
         return shown + (f" and {len(idx) - _SHOW} more" if len(idx) > _SHOW else "")
 
+
+def _texts(path: Path, frame: pd.DataFrame, text_column: str, at: _Rows) -> list[str]:
     texts = [_cell_text(v) for v in frame[text_column]]
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise DataError(
-            f"{path}: {where_many(empty)} {'has an' if len(empty) == 1 else 'have'} empty '{text_column}' "
+            f"{path}: {at.many(empty)} {'has an' if len(empty) == 1 else 'have'} empty '{text_column}' "
             "cell; fill in the text or delete the row."
         )
+    return texts
 
-    task = "multi-class" if label_column is not None else "multi-label"
-    if task == "multi-class":
-        raw_labels = [_cell_text(v).strip() for v in frame[label_column]]
-        blank = [i for i, v in enumerate(raw_labels) if not v]
-        if blank:
-            raise DataError(
-                f"{path}: {where_many(blank)} {'has an' if len(blank) == 1 else 'have'} empty '{label_column}' "
-                "cell; give every row a label."
-            )
-        matrix = None
-    else:
-        raw_labels = None
-        matrix = np.zeros((len(frame), len(label_cols)), dtype=np.int64)
-        for j, column in enumerate(label_cols):
-            for i, value in enumerate(frame[column]):
-                v = _to01(value)
-                if v is None:
-                    raise DataError(
-                        f"{path}: column '{column}' has {value!r} at {where(i)}; multi-label columns hold 0 or 1 only."
-                    )
-                matrix[i, j] = v
 
-    if use_split:
-        assignment = _split_from_column(frame[split_column], path=path, column=str(split_column), where=where)
-        split_mode = f"column '{split_column}'"
-    else:
-        assignment = _random_assignment(len(frame), raw_labels, val_fraction, test_fraction, seed, path=path)
-        split_mode = "random"
-
-    if task == "multi-class":
-        train_labels = {raw_labels[i] for i in np.flatnonzero(assignment == "train")}
-        label_names = sorted(train_labels, key=_class_sort_key)
-        for split in ("val", "test"):
-            unseen = Counter(
-                raw_labels[i] for i in np.flatnonzero(assignment == split) if raw_labels[i] not in train_labels
-            )
-            if unseen:
-                label, count = sorted(unseen.items())[0]
-                if use_split:
-                    hint = "move some of those rows to 'train' or remove them."
-                else:
-                    total = raw_labels.count(label)
-                    hint = (
-                        f"it has {total} row(s) in the file and none reached 'train' in the random split; add rows of "
-                        "it, remove them, or give a split column."
-                    )
-                raise DataError(
-                    f"{path}: label '{label}' appears in the '{split}' split ({count} row(s)) but never in 'train'; "
-                    f"{hint}"
-                )
-        index = {label: k for k, label in enumerate(label_names)}
-        labels = np.array([index[v] for v in raw_labels], dtype=np.int64)
-    else:
-        label_names = [str(c) for c in label_cols]
-        labels = matrix
-        in_train = labels[assignment == "train"].sum(axis=0)
-        absent = [name for name, n in zip(label_names, in_train, strict=True) if n == 0]
-        if absent:
-            raise DataError(
-                f"{path}: label column(s) {absent} have no 1 among the 'train' rows; a classifier needs positive "
-                "examples to learn from, so add some or drop the column from label_columns."
-            )
-
-    metadata = _metadata(frame, exclude={text_column, *label_cols, *([split_column] if use_split else [])})
-    if _SOURCE_ROW not in metadata.columns:
-        metadata[_SOURCE_ROW] = rows
-    splits = {}
-    for split in SPLITS:
-        idx = np.flatnonzero(assignment == split)
-        splits[split] = TextSplit(
-            texts=[texts[i] for i in idx],
-            labels=labels[idx],
-            metadata=metadata.iloc[idx].reset_index(drop=True),
+def _class_cells(path: Path, frame: pd.DataFrame, label_column: str, at: _Rows) -> list[str]:
+    """Each row's class name (multi-class); refuses an empty cell."""
+    raw = [_cell_text(v).strip() for v in frame[label_column]]
+    blank = [i for i, v in enumerate(raw) if not v]
+    if blank:
+        raise DataError(
+            f"{path}: {at.many(blank)} {'has an' if len(blank) == 1 else 'have'} empty '{label_column}' "
+            "cell; give every row a label."
         )
+    return raw
+
+
+def _encode_classes(
+    path: Path, raw: list[str], assignment: np.ndarray, use_split: bool
+) -> tuple[list[str], np.ndarray]:
+    """The class names (those seen in training, sorted) and each row's class index; refuses a class that only
+    validation or test has."""
+    train_labels = {raw[i] for i in np.flatnonzero(assignment == "train")}
+    label_names = sorted(train_labels, key=_class_sort_key)
+    for split in ("val", "test"):
+        unseen = Counter(raw[i] for i in np.flatnonzero(assignment == split) if raw[i] not in train_labels)
+        if unseen:
+            label, count = sorted(unseen.items())[0]
+            if use_split:
+                hint = "move some of those rows to 'train' or remove them."
+            else:
+                hint = (
+                    f"it has {raw.count(label)} row(s) in the file and none reached 'train' in the random split; add "
+                    "rows of it, remove them, or give a split column."
+                )
+            raise DataError(
+                f"{path}: label '{label}' appears in the '{split}' split ({count} row(s)) but never in 'train'; {hint}"
+            )
+    index = {label: k for k, label in enumerate(label_names)}
+    return label_names, np.array([index[v] for v in raw], dtype=np.int64)
+
+
+def _label_matrix(
+    path: Path, frame: pd.DataFrame, label_cols: list[str], assignment: np.ndarray, at: _Rows
+) -> tuple[list[str], np.ndarray]:
+    """The label names and the (N, K) 0/1 matrix (multi-label); refuses another value, or a label training never
+    has."""
+    matrix = np.zeros((len(frame), len(label_cols)), dtype=np.int64)
+    for j, column in enumerate(label_cols):
+        for i, value in enumerate(frame[column]):
+            v = _to01(value)
+            if v is None:
+                raise DataError(
+                    f"{path}: column '{column}' has {value!r} at {at.one(i)}; multi-label columns hold 0 or 1 only."
+                )
+            matrix[i, j] = v
+    label_names = [str(c) for c in label_cols]
+    in_train = matrix[assignment == "train"].sum(axis=0)
+    absent = [name for name, n in zip(label_names, in_train, strict=True) if n == 0]
+    if absent:
+        raise DataError(
+            f"{path}: label column(s) {absent} have no 1 among the 'train' rows; a classifier needs positive "
+            "examples to learn from, so add some or drop the column from label_columns."
+        )
+    return label_names, matrix
+
+
+def _label_counts(splits: dict[str, TextSplit], label_names: list[str], task: str) -> dict[str, dict[str, int]]:
     if task == "multi-class":
-        label_counts = {
-            s: {n: int((sp.labels == k).sum()) for k, n in enumerate(label_names)} for s, sp in splits.items()
-        }
-    else:
-        label_counts = {
-            s: {n: int(c) for n, c in zip(label_names, sp.labels.sum(axis=0), strict=True)} for s, sp in splits.items()
-        }
-    info = {
-        "source": str(path),
-        "format": suffix.lstrip("."),
-        "n_rows": len(frame),
-        "split": split_mode,
-        "split_sizes": {s: len(sp) for s, sp in splits.items()},
-        "label_counts": label_counts,
-        "seed": seed if not use_split else None,
-        "val_fraction": val_fraction if not use_split else None,
-        "test_fraction": test_fraction if not use_split else None,
-    }
-    data = TextData(name=name or path.stem, label_names=label_names, splits=splits, task=task, info=info)
-    return validate_text_data(data)
+        return {s: {n: int((sp.labels == k).sum()) for k, n in enumerate(label_names)} for s, sp in splits.items()}
+    return {s: {n: int(c) for n, c in zip(label_names, sp.labels.sum(axis=0), strict=True)} for s, sp in splits.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
