@@ -126,117 +126,26 @@ def load_padchest(
     if isinstance(max_reports, bool) or not isinstance(max_reports, int) or max_reports < 0:
         raise DataError(f"max_reports must be 0 (all) or a positive whole number, got {max_reports!r}.")
     source = resolve_file(path, PADCHEST_FILE)
-    try:
-        rows = pd.read_csv(
-            source,
-            usecols=list(PADCHEST_COLUMNS),
-            dtype={"PatientID": str, "Report": str, "Labels": str, "MethodLabel": str, "PatientSex_DICOM": str},
-        )
-    except ValueError as e:
-        # pandas reports missing usecols as a ValueError; name what we need.
-        raise DataError(
-            f"{source} cannot be read as the PadChest label table ({e}); it needs the columns "
-            f"{', '.join(PADCHEST_COLUMNS)}."
-        ) from e
-    except (OSError, EOFError, pd.errors.ParserError) as e:
-        raise DataError(f"{source} is not a readable CSV ({e}); re-download or reinstall it.") from e
-    rows = rows.dropna(subset=["ReportID", "PatientID"])
-    n_image_rows = len(rows)
-    n_patient_ids = int(rows["PatientID"].nunique())
-    per_report = rows.groupby("ReportID")
-    n_multi_patient = int((per_report["PatientID"].nunique() > 1).sum())
-    n_mixed_method = int((per_report["MethodLabel"].nunique() > 1).sum())
+    rows = _read_rows(source)
     groups = _patient_groups(rows)
-
-    # One row per report. Where a report's rows disagree (a study imported twice, once physician- and once
-    # machine-labelled), the first row in the shipped file is always the physician-labelled one.
-    reports = rows.drop_duplicates("ReportID", keep="first")
-    n_reports = len(reports)
-    text = reports["Report"].fillna("").str.strip()
-    has_text = text.str.contains(r"[^\W\d_]", regex=True)
-    dropped_empty = int((~has_text).sum())
-    reports = reports[has_text].assign(Report=text[has_text]).reset_index(drop=True)
-
-    memo: dict[str, list[str]] = {}
-    label_lists = [
-        _parse_label_list(v, report_id=r, source=source, memo=memo)
-        for v, r in zip(reports["Labels"], reports["ReportID"], strict=True)
-    ]
-    counts: Counter[str] = Counter(label for labels in label_lists for label in labels)
-    label_names = top_labels(counts, top_k, excluded=set(PADCHEST_EXCLUDED))
-    if not label_names:
-        raise DataError(f"{source}: no usable labels in the Labels column.")
-    index = {name: j for j, name in enumerate(label_names)}
-    labels = np.zeros((len(reports), len(label_names)), dtype=np.int64)
-    for i, names in enumerate(label_lists):
-        for name in names:
-            j = index.get(name)
-            if j is not None:
-                labels[i, j] = 1
-
+    reports, facts = _one_per_report(rows)
+    label_names, labels, counts = _label_matrix(reports, source, top_k)
     group_series = reports["PatientID"].map(groups)
-    group = group_series.to_numpy()
     physician = (reports["MethodLabel"] == PHYSICIAN).to_numpy()
-    n_physician = int(physician.sum())
     rng = np.random.default_rng(seed)
-
-    # Test: whole patient groups, drawn among those with physician-labelled reports, until test_fraction of them.
-    phys_per_group = pd.Series(physician).groupby(group).sum()
-    candidates = phys_per_group[phys_per_group > 0]
-    order = rng.permutation(len(candidates))
-    cumulative = candidates.to_numpy()[order].cumsum()
-    target = test_fraction * n_physician
-    n_test_groups = int(np.searchsorted(cumulative, target)) + 1 if n_physician else 0
-    test_groups = set(candidates.index[order[:n_test_groups]])
-    in_test_group = group_series.isin(test_groups).to_numpy()
-    test_idx = np.flatnonzero(in_test_group & physician)
-    dropped_test_other = int((in_test_group & ~physician).sum())
-
-    # Train/val: the remaining groups, a val_fraction of them (not of reports) to validation.
-    rest_groups = np.array(sorted(set(group[~in_test_group])), dtype=object)
-    rest_groups = rest_groups[rng.permutation(len(rest_groups))]
-    n_val_groups = max(1, round(val_fraction * len(rest_groups))) if len(rest_groups) > 1 else 0
-    val_groups = set(rest_groups[:n_val_groups])
-    in_val_group = group_series.isin(val_groups).to_numpy()
-    val_idx = np.flatnonzero(in_val_group)
-    train_idx = np.flatnonzero(~in_test_group & ~in_val_group)
-
-    subsampled_from = None
-    if max_reports and len(train_idx) + len(val_idx) > max_reports:
-        subsampled_from = {"train": len(train_idx), "val": len(val_idx)}
-        total = len(train_idx) + len(val_idx)
-        n_val = min(len(val_idx), max(1, round(max_reports * len(val_idx) / total)))
-        n_train = max_reports - n_val
-        train_idx = np.sort(rng.choice(train_idx, size=n_train, replace=False))
-        val_idx = np.sort(rng.choice(val_idx, size=n_val, replace=False))
-
+    parts, dropped_test_other = _patient_split(group_series, physician, rng, val_fraction, test_fraction)
+    subsampled_from = _subsample(parts, rng, max_reports)
     require_train_positives(
-        labels[train_idx],
+        labels[parts["train"]],
         label_names,
         dataset="padchest",
         hint="lower top_k, raise max_reports, or try another seed.",
     )
-
-    study_year = pd.to_numeric(reports["StudyDate_DICOM"], errors="coerce") // 10000
-    birth = pd.to_numeric(reports["PatientBirth"], errors="coerce")
-    age = (study_year - birth).astype(np.float64)
-    age[(age < 0) | (age > MAX_AGE)] = np.nan
-    metadata = pd.DataFrame(
-        {
-            "report_id": reports["ReportID"].to_numpy(),
-            "patient_id": reports["PatientID"].to_numpy(),
-            "sex": reports["PatientSex_DICOM"].astype(object).where(reports["PatientSex_DICOM"].notna(), None),
-            "age": age.to_numpy(),
-            "method_label": reports["MethodLabel"].to_numpy(),
-        }
-    )
+    metadata = _metadata(reports)
     texts = reports["Report"].tolist()
-    parts = {"train": train_idx, "val": val_idx, "test": test_idx}
     splits = {
         name: TextSplit(
-            texts=[texts[i] for i in idx],
-            labels=labels[idx],
-            metadata=metadata.iloc[idx].reset_index(drop=True),
+            texts=[texts[i] for i in idx], labels=labels[idx], metadata=metadata.iloc[idx].reset_index(drop=True)
         )
         for name, idx in parts.items()
     }
@@ -246,16 +155,13 @@ def load_padchest(
         "url": "https://bimcv.cipf.es/bimcv-projects/padchest/",
         "path": str(source),
         "language": "Spanish, stemmed",
-        "n_image_rows": n_image_rows,
-        "n_reports": n_reports,
-        "n_patient_ids": n_patient_ids,
+        **{k: facts[k] for k in ("n_image_rows", "n_reports", "n_patient_ids")},
         "n_patients": int(reports["PatientID"].nunique()),
-        "n_patient_groups": int(len(set(group))),
-        "n_reports_multi_patient": n_multi_patient,
-        "n_reports_mixed_method": n_mixed_method,
-        "n_physician_reports": n_physician,
+        "n_patient_groups": int(len(set(group_series.to_numpy()))),
+        **{k: facts[k] for k in ("n_reports_multi_patient", "n_reports_mixed_method")},
+        "n_physician_reports": int(physician.sum()),
         "n_rnn_reports": int((~physician).sum()),
-        "dropped_empty": dropped_empty,
+        "dropped_empty": facts["dropped_empty"],
         "dropped_test_patients_other_reports": dropped_test_other,
         "subsampled_from": subsampled_from,
         "excluded_labels": list(PADCHEST_EXCLUDED),
@@ -273,3 +179,120 @@ def load_padchest(
     }
     data = TextData(name="padchest", label_names=label_names, splits=splits, task="multi-label", info=info)
     return validate_text_data(data)
+
+
+def _read_rows(source: Path) -> pd.DataFrame:
+    """The label table's image rows that name a report and a patient."""
+    try:
+        rows = pd.read_csv(
+            source,
+            usecols=list(PADCHEST_COLUMNS),
+            dtype={"PatientID": str, "Report": str, "Labels": str, "MethodLabel": str, "PatientSex_DICOM": str},
+        )
+    except ValueError as e:
+        # pandas reports missing usecols as a ValueError; name what we need.
+        raise DataError(
+            f"{source} cannot be read as the PadChest label table ({e}); it needs the columns "
+            f"{', '.join(PADCHEST_COLUMNS)}."
+        ) from e
+    except (OSError, EOFError, pd.errors.ParserError) as e:
+        raise DataError(f"{source} is not a readable CSV ({e}); re-download or reinstall it.") from e
+    return rows.dropna(subset=["ReportID", "PatientID"])
+
+
+def _one_per_report(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per report with some text, and the counts the data card gives."""
+    per_report = rows.groupby("ReportID")
+    facts = {
+        "n_image_rows": len(rows),
+        "n_reports": int(rows["ReportID"].nunique()),
+        "n_patient_ids": int(rows["PatientID"].nunique()),
+        "n_reports_multi_patient": int((per_report["PatientID"].nunique() > 1).sum()),
+        "n_reports_mixed_method": int((per_report["MethodLabel"].nunique() > 1).sum()),
+    }
+    # Where a report's rows disagree (a study imported twice, once physician- and once machine-labelled), the first
+    # row in the shipped file is always the physician-labelled one.
+    reports = rows.drop_duplicates("ReportID", keep="first")
+    text = reports["Report"].fillna("").str.strip()
+    has_text = text.str.contains(r"[^\W\d_]", regex=True)
+    facts["dropped_empty"] = int((~has_text).sum())
+    return reports[has_text].assign(Report=text[has_text]).reset_index(drop=True), facts
+
+
+def _label_matrix(reports: pd.DataFrame, source: Path, top_k: int) -> tuple[list[str], np.ndarray, Counter[str]]:
+    """The ``top_k`` most frequent finding labels, each report's (N, K) 0/1 row of them, and every label's count."""
+    memo: dict[str, list[str]] = {}
+    label_lists = [
+        _parse_label_list(v, report_id=r, source=source, memo=memo)
+        for v, r in zip(reports["Labels"], reports["ReportID"], strict=True)
+    ]
+    counts: Counter[str] = Counter(label for labels in label_lists for label in labels)
+    label_names = top_labels(counts, top_k, excluded=set(PADCHEST_EXCLUDED))
+    if not label_names:
+        raise DataError(f"{source}: no usable labels in the Labels column.")
+    index = {name: j for j, name in enumerate(label_names)}
+    labels = np.zeros((len(reports), len(label_names)), dtype=np.int64)
+    for i, names in enumerate(label_lists):
+        for name in names:
+            j = index.get(name)
+            if j is not None:
+                labels[i, j] = 1
+    return label_names, labels, counts
+
+
+def _patient_split(
+    group_series: pd.Series, physician: np.ndarray, rng: np.random.Generator, val_fraction: float, test_fraction: float
+) -> tuple[dict[str, np.ndarray], int]:
+    """Report indices of each split, by whole patient groups, and how many machine-labelled reports of the test
+    patients were dropped."""
+    group = group_series.to_numpy()
+    n_physician = int(physician.sum())
+    # Test: whole patient groups, drawn among those with physician-labelled reports, until test_fraction of them.
+    phys_per_group = pd.Series(physician).groupby(group).sum()
+    candidates = phys_per_group[phys_per_group > 0]
+    order = rng.permutation(len(candidates))
+    cumulative = candidates.to_numpy()[order].cumsum()
+    n_test_groups = int(np.searchsorted(cumulative, test_fraction * n_physician)) + 1 if n_physician else 0
+    test_groups = set(candidates.index[order[:n_test_groups]])
+    in_test_group = group_series.isin(test_groups).to_numpy()
+    # Train/val: the remaining groups, a val_fraction of them (not of reports) to validation.
+    rest_groups = np.array(sorted(set(group[~in_test_group])), dtype=object)
+    rest_groups = rest_groups[rng.permutation(len(rest_groups))]
+    n_val_groups = max(1, round(val_fraction * len(rest_groups))) if len(rest_groups) > 1 else 0
+    in_val_group = group_series.isin(set(rest_groups[:n_val_groups])).to_numpy()
+    parts = {
+        "train": np.flatnonzero(~in_test_group & ~in_val_group),
+        "val": np.flatnonzero(in_val_group),
+        "test": np.flatnonzero(in_test_group & physician),
+    }
+    return parts, int((in_test_group & ~physician).sum())
+
+
+def _subsample(parts: dict[str, np.ndarray], rng: np.random.Generator, max_reports: int) -> dict[str, int] | None:
+    """Keep a seeded random ``max_reports`` of train + val (in proportion; test whole); the sizes before, or None."""
+    train_idx, val_idx = parts["train"], parts["val"]
+    if not max_reports or len(train_idx) + len(val_idx) <= max_reports:
+        return None
+    total = len(train_idx) + len(val_idx)
+    n_val = min(len(val_idx), max(1, round(max_reports * len(val_idx) / total)))
+    parts["train"] = np.sort(rng.choice(train_idx, size=max_reports - n_val, replace=False))
+    parts["val"] = np.sort(rng.choice(val_idx, size=n_val, replace=False))
+    return {"train": len(train_idx), "val": len(val_idx)}
+
+
+def _metadata(reports: pd.DataFrame) -> pd.DataFrame:
+    """Each report's id, patient, sex, age (study year minus birth year; NaN when unknown or implausible) and who
+    labelled it."""
+    study_year = pd.to_numeric(reports["StudyDate_DICOM"], errors="coerce") // 10000
+    birth = pd.to_numeric(reports["PatientBirth"], errors="coerce")
+    age = (study_year - birth).astype(np.float64)
+    age[(age < 0) | (age > MAX_AGE)] = np.nan
+    return pd.DataFrame(
+        {
+            "report_id": reports["ReportID"].to_numpy(),
+            "patient_id": reports["PatientID"].to_numpy(),
+            "sex": reports["PatientSex_DICOM"].astype(object).where(reports["PatientSex_DICOM"].notna(), None),
+            "age": age.to_numpy(),
+            "method_label": reports["MethodLabel"].to_numpy(),
+        }
+    )
