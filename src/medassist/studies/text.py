@@ -10,6 +10,7 @@ import dataclasses
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,17 +97,40 @@ def _stage(cfg: TextStudyConfig, i: int, n: int, text: str) -> None:
         tqdm.write(f"[{i}/{n}] {text}", file=sys.stderr)
 
 
+@dataclasses.dataclass
+class _Trained:
+    """The engine-trained models of one text run: each unit's result and model, the sweep's rows (one per run name;
+    a run whose settings another already trained names it as its unit), and the selected run of each model."""
+
+    units: dict[str, UnitResult] = dataclasses.field(default_factory=dict)
+    models: dict[str, torch.nn.Module] = dataclasses.field(default_factory=dict)
+    sweep_rows: list[dict] = dataclasses.field(default_factory=list)
+    best: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+N_STAGES = 6
+
+
 def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
     from medassist.studies.text_baseline import frozen_encoder_baseline, tfidf_baseline
-    from medassist.studies.text_eval import (
-        compare_models,
-        error_analysis,
-        gradient_analysis,
-        save_selected_predictions,
-    )
 
     enc = Encoded(data, run, cfg.max_len)
-    k = data.num_labels
+    _write_data_json(run, data)
+    if cfg.transformer == "minilm":
+        _copy_search(run)
+    _stage(cfg, 1, N_STAGES, "TF-IDF and frozen-MiniLM logistic regressions, tuned on validation")
+    baseline = tfidf_baseline(run, cfg, data)
+    extra = {"minilm_frozen_lr": frozen_encoder_baseline(run, cfg, data)} if cfg.frozen_encoder else {}
+    trained = _Trained()
+    _train_sweeps(run, cfg, data, enc, trained)
+    _train_extra_models(run, cfg, data, enc, trained)
+    _stage(cfg, 5, N_STAGES, "vanishing-gradient analysis")
+    _gradients(run, cfg, data, enc, trained)
+    _stage(cfg, 6, N_STAGES, "test comparison, error analysis and report")
+    _results(run, cfg, data, enc, trained, baseline, extra)
+
+
+def _write_data_json(run: Run, data: TextData) -> None:
     run.write_json(
         "data.json",
         {
@@ -119,42 +143,54 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "info": data.info,
         },
     )
-    if cfg.transformer == "minilm":
-        _copy_search(run)
-    n_stages = 6
-    _stage(cfg, 1, n_stages, "TF-IDF and frozen-MiniLM logistic regressions, tuned on validation")
-    baseline = tfidf_baseline(run, cfg, data)
-    extra = {"minilm_frozen_lr": frozen_encoder_baseline(run, cfg, data)} if cfg.frozen_encoder else {}
 
-    units: dict[str, UnitResult] = {}
-    models: dict[str, torch.nn.Module] = {}
-    sweep_rows = []
-    best: dict[str, str] = {}
+
+def _unit(
+    run: Run,
+    cfg: TextStudyConfig,
+    data: TextData,
+    enc: Encoded,
+    trained: _Trained,
+    name: str,
+    arch: str,
+    kwargs: dict,
+    tcfg: TrainConfig,
+    step: Any = None,
+) -> UnitResult:
+    """Train (or reload) one model of the study on its own tokens of the reports; kept in ``trained``."""
+    sets = enc.get(arch)
+    u, m = train_unit(
+        run,
+        name,
+        model_name=arch,
+        model_kwargs=kwargs,
+        train=sets["train"],
+        val=sets["val"],
+        cfg=tcfg,
+        num_classes=data.num_labels,
+        task=data.task,
+        train_eval_samples=cfg.train_eval_samples,
+        progress=cfg.progress,
+        step_fn=step,
+    )
+    trained.units[name], trained.models[name] = u, m
+    return u
+
+
+def _train_sweeps(run: Run, cfg: TextStudyConfig, data: TextData, enc: Encoded, trained: _Trained) -> None:
+    """The regularisation sweep of the recurrent model and of the Transformer (one base run without the sweep);
+    each model's selected run is its highest validation macro-AUC."""
     for i, (arch, base) in enumerate(((cfg.recurrent, cfg.rnn_train), (cfg.transformer, cfg.transformer_train))):
         base = _train_cfg(cfg, data, base)
-        _stage(cfg, 2 + i, n_stages, f"{arch}: regularisation sweep")
-        sets = enc.get(arch)
-        trained: dict[str, dict] = {}  # settings -> the sweep row of the run that trained them
+        _stage(cfg, 2 + i, N_STAGES, f"{arch}: regularisation sweep")
+        rows: dict[str, dict] = {}  # settings -> the sweep row of the run that trained them
         for name, dropout, tcfg in sweep_runs(cfg, arch, base):
             key = repr((dropout, to_dict(tcfg)))
-            if key in trained:  # e.g. the weight-decay run at the base decay is the base-dropout run
-                sweep_rows.append({**trained[key], "run": name})
+            if key in rows:  # e.g. the weight-decay run at the base decay is the base-dropout run
+                trained.sweep_rows.append({**rows[key], "run": name})
                 continue
-            u, m = train_unit(
-                run,
-                name,
-                model_name=arch,
-                model_kwargs=enc.model_kwargs(arch, dropout),
-                train=sets["train"],
-                val=sets["val"],
-                cfg=tcfg,
-                num_classes=k,
-                task=data.task,
-                train_eval_samples=cfg.train_eval_samples,
-                progress=cfg.progress,
-            )
-            units[name], models[name] = u, m
-            trained[key] = {
+            u = _unit(run, cfg, data, enc, trained, name, arch, enc.model_kwargs(arch, dropout), tcfg)
+            rows[key] = {
                 "arch": arch,
                 "run": name,
                 "unit": name,
@@ -163,13 +199,16 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
                 "early_stopping": tcfg.early_stopping,
                 **_unit_cols(u),
             }
-            sweep_rows.append(trained[key])
-        # best run of the architecture: highest validation macro-AUC
-        best[arch] = max((r for r in sweep_rows if r["arch"] == arch), key=lambda r: r["val_auc"])["run"]
+            trained.sweep_rows.append(rows[key])
+        runs = (r for r in trained.sweep_rows if r["arch"] == arch)
+        trained.best[arch] = max(runs, key=lambda r: r["val_auc"])["run"]
 
-    _stage(cfg, 4, n_stages, f"further models: {', '.join(cfg.extra_models) or 'none'}")
+
+def _train_extra_models(run: Run, cfg: TextStudyConfig, data: TextData, enc: Encoded, trained: _Trained) -> None:
+    """The further models of ``cfg.extra_models``, one base run each (the multi-task BiLSTM only where a 'normal'
+    label gives its second head something to predict)."""
+    _stage(cfg, 4, N_STAGES, f"further models: {', '.join(cfg.extra_models) or 'none'}")
     for arch in cfg.extra_models:
-        sets = enc.get(arch)
         base = cfg.transformer_train if arch in TRANSFORMERS else cfg.rnn_train
         step = None
         if arch == "bilstm_multitask":
@@ -177,78 +216,50 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
                 continue  # the second head predicts 'normal' vs abnormal; without that label there is nothing to add
             step = multitask_step(data.label_names.index("normal"))
         name = f"{arch}-base"
-        u, m = train_unit(
-            run,
-            name,
-            model_name=arch,
-            model_kwargs=enc.model_kwargs(arch, cfg.base_dropout),
-            train=sets["train"],
-            val=sets["val"],
-            cfg=_train_cfg(cfg, data, base),
-            num_classes=k,
-            task=data.task,
-            train_eval_samples=cfg.train_eval_samples,
-            progress=cfg.progress,
-            step_fn=step,
-        )
-        units[name], models[name] = u, m
-        best[arch] = name
+        kwargs = enc.model_kwargs(arch, cfg.base_dropout)
+        _unit(run, cfg, data, enc, trained, name, arch, kwargs, _train_cfg(cfg, data, base), step)
+        trained.best[arch] = name
 
-    _stage(cfg, 5, n_stages, "vanishing-gradient analysis")
-    # Mean+max pooling gives every time step a direct path to the loss; a one-directional LSTM read from its last
-    # state has only the recurrence, which is where gradients vanish. Both are analysed.
-    sets = enc.get("bilstm")
+
+def _gradients(run: Run, cfg: TextStudyConfig, data: TextData, enc: Encoded, trained: _Trained) -> None:
+    """Gradient norms through time of the selected recurrent model and of a one-directional LSTM read from its last
+    state: mean+max pooling gives every step a direct path to the loss; the last state has only the recurrence,
+    which is where gradients vanish."""
+    from medassist.studies.text_eval import gradient_analysis
+
     name = "lstm_last-base"
     kwargs = {**enc.model_kwargs("bilstm", cfg.base_dropout), "bidirectional": False, "pooling": "last"}
-    u, m = train_unit(
-        run,
-        name,
-        model_name="bilstm",
-        model_kwargs=kwargs,
-        train=sets["train"],
-        val=sets["val"],
-        cfg=_train_cfg(cfg, data, cfg.rnn_train),
-        num_classes=k,
-        task=data.task,
-        train_eval_samples=cfg.train_eval_samples,
-        progress=cfg.progress,
-    )
-    units[name], models[name] = u, m
-    analysed = [(f"{cfg.recurrent} (selected, mean+max pooling)", best[cfg.recurrent]), ("LSTM, last state", name)]
-    gradient_analysis(run, cfg, enc, analysed, units, models)
+    _unit(run, cfg, data, enc, trained, name, "bilstm", kwargs, _train_cfg(cfg, data, cfg.rnn_train))
+    analysed = [
+        (f"{cfg.recurrent} (selected, mean+max pooling)", trained.best[cfg.recurrent]),
+        ("LSTM, last state", name),
+    ]
+    gradient_analysis(run, cfg, enc, analysed, trained.units, trained.models)
 
-    _stage(cfg, 6, n_stages, "test comparison, error analysis and report")
-    comparison = compare_models(run, cfg, data, enc, units, models, best, baseline, extra)
+
+def _results(
+    run: Run,
+    cfg: TextStudyConfig,
+    data: TextData,
+    enc: Encoded,
+    trained: _Trained,
+    baseline: Any,
+    extra: dict[str, Any],
+) -> None:
+    """The test comparison, the selected model's predictions, the sweep table, the figures, the error analysis and
+    metrics.json."""
+    from medassist.studies.text_eval import compare_models, error_analysis, save_selected_predictions
+
+    units, best = trained.units, trained.best
+    comparison = compare_models(run, cfg, data, enc, units, trained.models, best, baseline, extra)
     save_selected_predictions(run, data, comparison, units)
-    sweep = pd.DataFrame(sweep_rows)
+    sweep = pd.DataFrame(trained.sweep_rows)
     if len(comparison.sweep_test):
         sweep = sweep.merge(comparison.sweep_test.rename(columns={"run": "unit"}), on="unit", how="left")
     sweep["same_as"] = np.where(sweep["unit"] != sweep["run"], sweep["unit"], "")
     sweep = sweep.drop(columns="unit")
     run.write_table("sweep", sweep)
-    from medassist.evaluate.plots import plot_learning_curves
-    from medassist.evaluate.training import legend_label
-
-    for arch in (cfg.recurrent, cfg.transformer):
-        names = [r["run"] for r in sweep_rows if r["arch"] == arch and r["unit"] == r["run"]]
-        plot_learning_curves(
-            {legend_label(n, units[n].row()): load_history(run, n) for n in names},
-            run.figure(f"sweep_{arch}"),
-            metrics=("loss", "auc"),
-        )
-    plot_learning_curves(
-        {legend_label(a, units[n].row()): load_history(run, n) for a, n in best.items()},
-        run.figure("curves_best"),
-        metrics=("loss", "auc"),
-    )
-    if data.task == "multi-class":
-        from sklearn.metrics import confusion_matrix
-
-        from medassist.evaluate.plots import plot_confusion_matrix
-
-        y_test = data.splits["test"].labels.reshape(-1)
-        cm = confusion_matrix(y_test, comparison.best_probs.argmax(1), labels=range(data.num_labels))
-        plot_confusion_matrix(cm, data.label_names, run.figure("confusion_matrix"), normalize=True)
+    _figures(run, cfg, data, trained, comparison)
     err = error_analysis(
         run, cfg, data, comparison.best_name, comparison.best_probs, comparison.thresholds.get(comparison.best_name)
     )
@@ -269,6 +280,34 @@ def _study(run: Run, cfg: TextStudyConfig, data: TextData) -> None:
             "errors": err,
         },
     )
+
+
+def _figures(run: Run, cfg: TextStudyConfig, data: TextData, trained: _Trained, comparison: Any) -> None:
+    """Learning curves of each sweep and of the selected runs; the confusion matrix of a multi-class task."""
+    from medassist.evaluate.plots import plot_learning_curves
+    from medassist.evaluate.training import legend_label
+
+    units = trained.units
+    for arch in (cfg.recurrent, cfg.transformer):
+        names = [r["run"] for r in trained.sweep_rows if r["arch"] == arch and r["unit"] == r["run"]]
+        plot_learning_curves(
+            {legend_label(n, units[n].row()): load_history(run, n) for n in names},
+            run.figure(f"sweep_{arch}"),
+            metrics=("loss", "auc"),
+        )
+    plot_learning_curves(
+        {legend_label(a, units[n].row()): load_history(run, n) for a, n in trained.best.items()},
+        run.figure("curves_best"),
+        metrics=("loss", "auc"),
+    )
+    if data.task == "multi-class":
+        from sklearn.metrics import confusion_matrix
+
+        from medassist.evaluate.plots import plot_confusion_matrix
+
+        y_test = data.splits["test"].labels.reshape(-1)
+        cm = confusion_matrix(y_test, comparison.best_probs.argmax(1), labels=range(data.num_labels))
+        plot_confusion_matrix(cm, data.label_names, run.figure("confusion_matrix"), normalize=True)
 
 
 MINILM_SEARCH = "minilm_search.csv"
