@@ -227,178 +227,73 @@ def run_image_study(cfg: ImageStudyConfig) -> Path:
     return run.dir
 
 
-def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
-    train, val, test = (data.splits[s] for s in ("train", "val", "test"))
-    k, c = data.num_classes, data.n_channels
-    common = {
-        "num_classes": k,
-        "in_channels": c,
-        "progress": cfg.progress,
-        "train_eval_samples": cfg.train_eval_samples,
-    }
-    run.write_json(
-        "data.json",
-        {
-            "name": data.name,
-            "class_names": data.class_names,
-            "channels": c,
-            "image_size": data.image_size,
-            "sizes": {s: len(data.splits[s]) for s in data.splits},
-            "class_counts": {
-                s: np.bincount(data.splits[s].labels.reshape(-1), minlength=k).tolist() for s in data.splits
-            },
-            "info": data.info,
-        },
-    )
+class _Units:
+    """Trains (or reloads) the study's models, each on the training split unless given another, validated on the
+    validation split, with the study's progress and train-evaluation settings."""
 
-    pd.DataFrame({"y_true": val.labels.reshape(-1)}).to_csv(run.path("tables/val_labels.csv"), index=False)
+    def __init__(self, run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
+        self.run, self.cfg, self.data = run, cfg, data
+
+    def train(
+        self, name: str, model: str, kwargs: dict[str, Any], tcfg: TrainConfig, train: Any = None
+    ) -> tuple[UnitResult, Any]:
+        return train_unit(
+            self.run,
+            name,
+            model_name=model,
+            model_kwargs=kwargs,
+            train=self.data.splits["train"] if train is None else train,
+            val=self.data.splits["val"],
+            cfg=tcfg,
+            num_classes=self.data.num_classes,
+            in_channels=self.data.n_channels,
+            progress=self.cfg.progress,
+            train_eval_samples=self.cfg.train_eval_samples,
+        )
+
+
+def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
+    units = _Units(run, cfg, data)
+    _write_data_json(run, data)
+    val_labels = data.splits["val"].labels.reshape(-1)
+    pd.DataFrame({"y_true": val_labels}).to_csv(run.path("tables/val_labels.csv"), index=False)
 
     # 1. capacity: every model with the same plain recipe
     _stage(cfg, 1, f"capacity: {', '.join(cfg.models)}")
-    capacity: dict[str, UnitResult] = {}
-    for m in cfg.models:
-        capacity[m], _ = train_unit(
-            run,
-            f"capacity-{m}",
-            model_name=m,
-            model_kwargs={"image_size": data.image_size},
-            train=train,
-            val=val,
-            cfg=cfg.train,
-            **common,
-        )
-    choice = choose_architecture(run, capacity, val.labels.reshape(-1), n_boot=cfg.n_boot, seed=cfg.train.seed)
+    size = {"image_size": data.image_size}
+    capacity = {m: units.train(f"capacity-{m}", m, size, cfg.train)[0] for m in cfg.models}
+    choice = choose_architecture(run, capacity, val_labels, n_boot=cfg.n_boot, seed=cfg.train.seed)
     cap_df = pd.DataFrame([{**u.row(), **choice["rows"][m]} for m, u in capacity.items()])
     run.write_table("capacity", cap_df)
     chosen = choice["chosen"]
     diag = diagnose(load_history(run, f"capacity-{chosen}"), capacity[chosen], cfg.diagnosis)
 
-    # 2. learning curve over training-set size for the chosen model
     _stage(cfg, 2, f"size learning curve of {chosen} (diagnosis: {diag['label']})")
-    size_rows = []
-    full = capacity[chosen]
-    full_steps = full.planned_epochs * math.ceil(full.n_train / max(1, full.batch_size))
-    for frac in cfg.size_fractions:
-        if frac >= 1.0:
-            u = full
-        else:
-            # The same number of optimisation steps as the full set, so that a small set is not also undertrained.
-            size_cfg = (
-                dataclasses.replace(cfg.train, epochs=1, min_steps=full_steps)
-                if full_steps
-                else dataclasses.replace(
-                    cfg.train, epochs=min(math.ceil(cfg.train.epochs / frac), 10 * cfg.train.epochs)
-                )
-            )
-            u, _ = train_unit(
-                run,
-                f"size-{chosen}-{frac:g}",
-                model_name=chosen,
-                model_kwargs={"image_size": data.image_size},
-                train=stratified_fraction(train, frac, cfg.train.seed),
-                val=val,
-                cfg=size_cfg,
-                **common,
-            )
-        size_rows.append(
-            {
-                "fraction": frac,
-                "n_train": u.n_train,
-                "train_loss": u.train["loss"],
-                "val_loss": u.val["loss"],
-                "train_accuracy": u.train["accuracy"],
-                "val_accuracy": u.val["accuracy"],
-                "train_auc": u.train["auc"],
-                "val_auc": u.val["auc"],
-            }
-        )
-    size_df = pd.DataFrame(size_rows)
-    run.write_table("size_curve", size_df)
-
-    # 3. regularisation ablation on the chosen model (validation chooses; test only reported)
+    size_df = _size_curve(units, capacity[chosen])
     _stage(cfg, 3, f"regularisation ablation of {chosen}")
-    candidates: dict[str, tuple[UnitResult, dict]] = {}
-    abl_rows = []
-    for a in cfg.ablations:
-        tcfg, dropout = ablation_config(a, cfg.train, cfg.regularisation)
-        kwargs = {"image_size": data.image_size, "dropout": dropout}
-        if a == "none" and tcfg == cfg.train:
-            u, model = train_unit(
-                run,
-                f"capacity-{chosen}",
-                model_name=chosen,
-                model_kwargs={"image_size": data.image_size},
-                train=train,
-                val=val,
-                cfg=tcfg,
-                **common,
-            )
-        else:
-            u, model = train_unit(
-                run,
-                f"ablation-{chosen}-{a}",
-                model_name=chosen,
-                model_kwargs=kwargs,
-                train=train,
-                val=val,
-                cfg=tcfg,
-                **common,
-            )
-        row = {"regularisation": a, **u.row(), **_test_row(model, test)}
-        abl_rows.append(row)
-        candidates[f"{chosen} + {a}"] = (u, row)
-    abl_df = pd.DataFrame(abl_rows)
-    run.write_table("ablation", abl_df)
-
-    # 4. transfer learning with EfficientNet-Lite0
+    ablated = _ablation(units, chosen)
     _stage(cfg, 4, "transfer learning (EfficientNet-Lite0)")
-    tr_rows = []
-    for mode in cfg.transfer:
-        if mode not in TRANSFER_MODES:
-            raise MedAssistError(f"unknown transfer mode '{mode}'; choose from {', '.join(TRANSFER_MODES)}")
-        u, model = train_unit(
-            run,
-            f"transfer-{mode}",
-            model_name="efficientnet_lite0",
-            model_kwargs={"mode": mode, "input_size": transfer_input_size(cfg)},
-            train=train,
-            val=val,
-            cfg=transfer_train(cfg),
-            **common,
-        )
-        row = {"mode": mode, **u.row(), **_test_row(model, test)}
-        tr_rows.append(row)
-        candidates[f"efficientnet_lite0 ({mode})"] = (u, row)
-    tr_df = pd.DataFrame(tr_rows)
+    transferred = _transfer(units)
+    abl_rows, tr_rows = [r for r, _ in ablated], [r for r, _ in transferred]
+    abl_df, tr_df = pd.DataFrame(abl_rows), pd.DataFrame(tr_rows)
+    run.write_table("ablation", abl_df)
     if len(tr_df):
         run.write_table("transfer", tr_df)
 
     # 5. the selected model: best validation AUC over the ablation and transfer candidates (a model cut by its
     # budget or at chance level is selected only when no other candidate is left)
     _stage(cfg, 5, "test evaluation, Grad-CAM and report")
+    candidates = {f"{chosen} + {r['regularisation']}": u for r, u in ablated}
+    candidates |= {f"efficientnet_lite0 ({r['mode']})": u for r, u in transferred}
     ranked = sorted(
-        ((k, u) for k, (u, _) in candidates.items()),
+        candidates.items(),
         key=lambda kv: (not kv[1].usable, -_nan0(kv[1].val["auc"]), kv[1].params),
     )
     by_auc = sorted(capacity.values(), key=lambda u: -_nan0(u.val["auc"]))
     selected = image_eval.evaluate_selected(
         run, cfg, data, *ranked[0], others=ranked[1:] + [(u.model, u) for u in by_auc]
     )
-
-    histories = {legend_label(m, u.row()): load_history(run, f"capacity-{m}") for m, u in capacity.items()}
-    from medassist.evaluate.plots import plot_learning_curves, plot_size_curve
-
-    plot_learning_curves(histories, run.figure("capacity_curves"), metrics=("loss", "accuracy"))
-    plot_size_curve(size_df, run.figure("size_curve"), metric="accuracy")
-    abl_hist = {legend_label(r["regularisation"], r): load_history(run, r["name"]) for r in abl_rows}
-    plot_learning_curves(abl_hist, run.figure("ablation_curves"), metrics=("loss", "auc"))
-    if len(tr_df):
-        plot_learning_curves(
-            {legend_label(r["mode"], r): load_history(run, r["name"]) for r in tr_rows},
-            run.figure("transfer_curves"),
-            metrics=("loss", "auc"),
-        )
-
+    _figures(run, capacity, size_df, abl_rows, tr_rows)
     run.write_metrics(
         {
             "dataset": data.name,
@@ -416,6 +311,104 @@ def _study(run: Run, cfg: ImageStudyConfig, data: ImageData) -> None:
             "selected": selected,
         },
     )
+
+
+def _write_data_json(run: Run, data: ImageData) -> None:
+    k = data.num_classes
+    run.write_json(
+        "data.json",
+        {
+            "name": data.name,
+            "class_names": data.class_names,
+            "channels": data.n_channels,
+            "image_size": data.image_size,
+            "sizes": {s: len(data.splits[s]) for s in data.splits},
+            "class_counts": {
+                s: np.bincount(data.splits[s].labels.reshape(-1), minlength=k).tolist() for s in data.splits
+            },
+            "info": data.info,
+        },
+    )
+
+
+def _size_curve(units: _Units, full: UnitResult) -> pd.DataFrame:
+    """The learning curve over training-set size of the chosen model (each fraction with as many optimisation steps
+    as the full set, so that a small set is not also under-trained)."""
+    cfg, data = units.cfg, units.data
+    full_steps = full.planned_epochs * math.ceil(full.n_train / max(1, full.batch_size))
+    rows = []
+    for frac in cfg.size_fractions:
+        if frac >= 1.0:
+            u = full
+        else:
+            size_cfg = (
+                dataclasses.replace(cfg.train, epochs=1, min_steps=full_steps)
+                if full_steps
+                else dataclasses.replace(
+                    cfg.train, epochs=min(math.ceil(cfg.train.epochs / frac), 10 * cfg.train.epochs)
+                )
+            )
+            subset = stratified_fraction(data.splits["train"], frac, cfg.train.seed)
+            u, _ = units.train(
+                f"size-{full.model}-{frac:g}", full.model, {"image_size": data.image_size}, size_cfg, subset
+            )
+        rows.append(
+            {
+                "fraction": frac,
+                "n_train": u.n_train,
+                **{f"{s}_{m}": getattr(u, s)[m] for m in ("loss", "accuracy", "auc") for s in ("train", "val")},
+            }
+        )
+    size_df = pd.DataFrame(rows)
+    units.run.write_table("size_curve", size_df)
+    return size_df
+
+
+def _ablation(units: _Units, chosen: str) -> list[tuple[dict[str, Any], UnitResult]]:
+    """The regularisation ablation of the chosen model (validation chooses; test only reported): each setting's
+    row and unit."""
+    cfg, data, test = units.cfg, units.data, units.data.splits["test"]
+    rows = []
+    for a in cfg.ablations:
+        tcfg, dropout = ablation_config(a, cfg.train, cfg.regularisation)
+        if a == "none" and tcfg == cfg.train:  # the capacity run itself
+            u, model = units.train(f"capacity-{chosen}", chosen, {"image_size": data.image_size}, tcfg)
+        else:
+            kwargs = {"image_size": data.image_size, "dropout": dropout}
+            u, model = units.train(f"ablation-{chosen}-{a}", chosen, kwargs, tcfg)
+        rows.append(({"regularisation": a, **u.row(), **_test_row(model, test)}, u))
+    return rows
+
+
+def _transfer(units: _Units) -> list[tuple[dict[str, Any], UnitResult]]:
+    """EfficientNet-Lite0 from ImageNet weights in each transfer mode: each mode's row and unit."""
+    cfg, test = units.cfg, units.data.splits["test"]
+    rows = []
+    for mode in cfg.transfer:
+        if mode not in TRANSFER_MODES:
+            raise MedAssistError(f"unknown transfer mode '{mode}'; choose from {', '.join(TRANSFER_MODES)}")
+        kwargs = {"mode": mode, "input_size": transfer_input_size(cfg)}
+        u, model = units.train(f"transfer-{mode}", "efficientnet_lite0", kwargs, transfer_train(cfg))
+        rows.append(({"mode": mode, **u.row(), **_test_row(model, test)}, u))
+    return rows
+
+
+def _figures(
+    run: Run, capacity: dict[str, UnitResult], size_df: pd.DataFrame, abl_rows: list[dict], tr_rows: list[dict]
+) -> None:
+    from medassist.evaluate.plots import plot_learning_curves, plot_size_curve
+
+    histories = {legend_label(m, u.row()): load_history(run, f"capacity-{m}") for m, u in capacity.items()}
+    plot_learning_curves(histories, run.figure("capacity_curves"), metrics=("loss", "accuracy"))
+    plot_size_curve(size_df, run.figure("size_curve"), metric="accuracy")
+    abl_hist = {legend_label(r["regularisation"], r): load_history(run, r["name"]) for r in abl_rows}
+    plot_learning_curves(abl_hist, run.figure("ablation_curves"), metrics=("loss", "auc"))
+    if tr_rows:
+        plot_learning_curves(
+            {legend_label(r["mode"], r): load_history(run, r["name"]) for r in tr_rows},
+            run.figure("transfer_curves"),
+            metrics=("loss", "auc"),
+        )
 
 
 def transfer_input_size(cfg: ImageStudyConfig) -> int:
