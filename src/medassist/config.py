@@ -39,6 +39,30 @@ class AugmentConfig:
     contrast: float = option(0.1, "largest contrast change, as a fraction")
 
 
+DEVICE_HELP = "where to train and predict: auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
+PRECISION_HELP = (
+    "32 (float32) | bf16-mixed (bfloat16 autocast: CUDA with bf16, or a CPU with native bf16) | "
+    "16-mixed (float16 autocast with gradient scaling: CUDA or MPS)"
+)
+
+
+@dataclass
+class RunOptions:
+    """The options every command that makes a run folder shares, spelled the same on each: where the folder goes
+    and whether to show progress. A study config inherits them (``class MyStudyConfig(RunOptions)``)."""
+
+    out: str = option("runs", "folder in which the run folder is made")
+    progress: bool = option(True, "show progress bars")
+
+
+@dataclass
+class DeviceOptions:
+    """The options of every command that trains or predicts with PyTorch: the device and the precision."""
+
+    device: str = option("auto", DEVICE_HELP)
+    precision: str = option("32", PRECISION_HELP)
+
+
 @dataclass
 class TrainConfig:
     """How one model is trained: optimiser, schedule, regularisation, stopping, reproducibility."""

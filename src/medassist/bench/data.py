@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medassist.config import option, to_dict
+from medassist.config import RunOptions, option, to_dict
 from medassist.data.image_cache import default_workers
 from medassist.data.paths import CACHE_ENV
 from medassist.errors import MedAssistError
@@ -47,7 +47,7 @@ TARGETS = {
 
 
 @dataclass
-class DataBenchConfig:
+class DataBenchConfig(RunOptions):
     """The data benchmark."""
 
     n: list[int] = option([5000, 20000], "numbers of images; the largest is decoded, every one trains")
@@ -64,8 +64,6 @@ class DataBenchConfig:
         True, "also build MONAI's PersistentDataset over the smallest folder and read an epoch from each cache"
     )
     seed: int = option(0, "seed of the generated images and of training")
-    out: str = option("runs", "folder in which the benchmark's run folder is made")
-    progress: bool = option(True, "show progress bars")
 
 
 def synthetic_png(i: int, side: int, seed: int) -> tuple[int, np.ndarray]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medassist.config import TrainConfig, option, to_dict
+from medassist.config import RunOptions, TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
 from medassist.run import Run
@@ -32,7 +32,7 @@ def _train() -> TrainConfig:
 
 
 @dataclass
-class DDPBenchConfig:
+class DDPBenchConfig(RunOptions):
     """The data-parallel scaling benchmark."""
 
     dataset: str = option("pneumoniamnist", "MedMNIST v2 data set trained on")
@@ -41,7 +41,6 @@ class DDPBenchConfig:
     repeats: int = option(3, "timed runs of each process count (after one warm-up run of each)")
     train: TrainConfig = field(default_factory=_train, metadata={"help": "the fixed training work"})
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
-    out: str = option("runs", "folder in which the benchmark's run folder is made")
     progress: bool = option(True, "show a progress bar (the table is printed either way)")
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medassist.config import TrainConfig, option, to_dict
+from medassist.config import DeviceOptions, RunOptions, TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
 from medassist.run import Run, peak_rss_gb
-from medassist.train.device import device_option, on_device, precision_option
+from medassist.train.device import on_device
 
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
@@ -78,7 +78,7 @@ def _reference() -> TrainConfig:
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(DeviceOptions, RunOptions):
     """The MedMNIST benchmark."""
 
     datasets: list[str] = option(["pneumoniamnist", "breastmnist"], "MedMNIST data sets")
@@ -88,7 +88,6 @@ class BenchConfig:
         28, "MedMNIST release: 28, or MedMNIST+'s 64, 128 or 224 px (downloaded once, MD5-checked)"
     )
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
-    out: str = option("runs", "folder in which the benchmark's run folder is made")
     recipe_model: str = option("cnn_gap", "model of medassist's recipe")
     recipe_width: int = option(32, "width (first-stage channels) of the recipe's cnn_gap")
     recipe_input_size: int = option(32, "input size of the recipe's efficientnet_lite0 (images are upsampled)")
@@ -102,9 +101,6 @@ class BenchConfig:
     reference: TrainConfig = field(
         default_factory=_reference, metadata={"help": "reference protocol: ResNet-18, Adam 1e-3, no augmentation"}
     )
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")
 
 
 def _recipe_kwargs(cfg: BenchConfig) -> dict[str, Any]:

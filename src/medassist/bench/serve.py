@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medassist.config import option, to_dict
+from medassist.config import RunOptions, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.serve.auth import add_key
@@ -47,7 +47,7 @@ REPORTS = [
 
 
 @dataclass
-class ServeBenchConfig:
+class ServeBenchConfig(RunOptions):
     """The service benchmark."""
 
     image_bundle: str = option("", "an image bundle folder (required)")
@@ -64,7 +64,6 @@ class ServeBenchConfig:
     )
     phase_timeout: float = option(180.0, "seconds a phase may take; requests still open then count as errors")
     data_dir: str = option("", "data directory with PneumoniaMNIST (default: $MEDASSIST_DATA_DIR); random if absent")
-    out: str = option("runs", "folder in which the benchmark's run folder is made")
     progress: bool = option(True, "print each phase's numbers as it ends (the table is printed either way)")
 
 

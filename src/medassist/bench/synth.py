@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.config import option, to_dict
+from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.report.format import readable_table
 from medassist.run import Run
-from medassist.train.device import device_option, on_device, precision_option
+from medassist.train.device import on_device
 
 CHILD = (
     "import resource, sys\n"
@@ -33,7 +33,7 @@ CHILD = (
 
 
 @dataclass
-class SynthBenchConfig:
+class SynthBenchConfig(DeviceOptions, RunOptions):
     """The synthetic-data benchmark."""
 
     seeds: list[int] = option([0, 1], "seeds; each runs the whole study once")
@@ -41,10 +41,6 @@ class SynthBenchConfig:
     dataset: str = option("pneumoniamnist", "MedMNIST data set")
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     extra: list[str] = option([], "further `medassist synth` options, e.g. --set,dp.epsilons=[]")
-    out: str = option("runs", "folder in which the benchmark's run folder is made")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")
 
 
 def rows_of(metrics: dict[str, Any], *, seed: int, wall: float, peak_mb: float) -> list[dict[str, Any]]:

@@ -17,21 +17,19 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from medassist.config import option, to_dict
+from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.report.format import readable_table
 from medassist.run import Run
 from medassist.train.device import (
     Accelerator,
     current,
-    device_option,
     on_device,
-    precision_option,
     precision_refusal,
 )
 
 
 @dataclass
-class TextBenchConfig:
+class TextBenchConfig(DeviceOptions, RunOptions):
     """The text speed benchmark."""
 
     models: list[str] = option(["bilstm", "gru", "transformer_small", "minilm"], "text models measured")
@@ -41,10 +39,6 @@ class TextBenchConfig:
     repeats: int = option(20, "timed repeats for latency (after 3 warm-up runs)")
     bf16: bool = option(True, "also measure bf16-mixed precision where the device has bfloat16")
     threads: int = option(0, "CPU threads (0 = all cores)")
-    out: str = option("runs", "folder in which the benchmark's run folder is made")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")
 
 
 def _time(fn, repeats: int, device: torch.device) -> list[float]:

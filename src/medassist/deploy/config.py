@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medassist.config import TrainConfig, option
-from medassist.train.device import device_option, precision_option
+from medassist.config import DeviceOptions, RunOptions, TrainConfig, option
 
 
 def _finetune() -> TrainConfig:
@@ -25,11 +24,10 @@ def _text_finetune() -> TrainConfig:
 
 
 @dataclass
-class DeployConfig:
+class DeployConfig(DeviceOptions, RunOptions):
     """The deployment study: which run's model, which compressions, how to time them."""
 
     run: str = option("", "a finished image or text study run folder whose model is deployed (required)")
-    out: str = option("runs", "folder in which the deploy run folder is made")
     data_dir: str = option("", "data directory for MedMNIST (default: the source run's, else $MEDASSIST_DATA_DIR)")
     threads: int = option(2, "CPU threads of every variant (PyTorch and ONNX Runtime alike)")
     calibration_images: int = option(512, "training images that calibrate static int8 quantization")
@@ -68,6 +66,3 @@ class DeployConfig:
     throughput_batch: int = option(64, "batch size of the throughput measurement")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     seed: int = option(0, "random seed")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medassist.config import option, to_dict
+from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.fairness.audit import Scored, audit_grouping
 from medassist.fairness.disparities import chance_summary, disparities
@@ -28,11 +28,11 @@ from medassist.fairness.outside import OutsideSpec, read_outside
 from medassist.run import Run
 from medassist.studies.predictions import INFO, read_predictions
 from medassist.studies.runs import open_run
-from medassist.train.device import device_option, on_device, precision_option
+from medassist.train.device import on_device
 
 
 @dataclass
-class FairnessConfig:
+class FairnessConfig(DeviceOptions, RunOptions):
     """The fairness study: which run, which groups, how to mitigate, where to write."""
 
     run: str = option("", "the finished study run folder to audit (text or image study)")
@@ -78,11 +78,7 @@ class FairnessConfig:
     retrain: bool = option(True, "retrain the selected model once with group x label balanced sample weights")
     synth_run: str = option("", "a synthetic-data run whose privacy numbers the ethics report quotes")
     deploy_run: str = option("", "a deployment run whose numbers the ethics report quotes")
-    out: str = option("runs", "folder in which the run folder is made")
     seed: int = option(0, "random seed (bootstrap, randomised thresholds)")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress")
 
 
 def _stage(cfg: FairnessConfig, text: str) -> None:

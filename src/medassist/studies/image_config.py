@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medassist.config import TrainConfig, option
-from medassist.train.device import device_option, precision_option
+from medassist.config import DeviceOptions, RunOptions, TrainConfig, option
 
 ABLATIONS = ("none", "augmentation", "weight_decay", "dropout", "early_stopping", "all")
 TRANSFER_MODES = ("scratch", "finetune", "frozen")
@@ -37,7 +36,7 @@ class RegularisationConfig:
 
 
 @dataclass
-class ImageStudyConfig:
+class ImageStudyConfig(DeviceOptions, RunOptions):
     """The image study: which data, which models, how long to train, where to write."""
 
     dataset: str = option("pneumoniamnist", "MedMNIST v2 data set name (ignored when `images` is set)")
@@ -58,7 +57,6 @@ class ImageStudyConfig:
     )
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
-    out: str = option("runs", "folder in which the run folder is made")
     resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
     subsample: int = option(
         0,
@@ -85,6 +83,3 @@ class ImageStudyConfig:
     train_eval_samples: int = option(2000, "training images evaluated in eval mode for the train metrics")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     n_examples: int = option(10, "test images drawn with predictions and Grad-CAM")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")

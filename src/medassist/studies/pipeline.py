@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medassist.config import option, to_dict
+from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.deploy.config import DeployConfig
 from medassist.errors import MedAssistError
 from medassist.run import STATUS, Run
@@ -31,7 +31,7 @@ from medassist.studies.segment_config import SegmentStudyConfig
 from medassist.studies.synth_config import SynthStudyConfig
 from medassist.studies.table import by_profiles
 from medassist.studies.text_setup import TextStudyConfig
-from medassist.train.device import device_option, on_device, precision_option
+from medassist.train.device import on_device
 from medassist.utils.io import atomic_write_text
 
 PIPELINE_FILE = "pipeline.json"
@@ -82,7 +82,7 @@ PART_NAMES = tuple(p.name for p in PARTS)
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(DeviceOptions, RunOptions):
     """The whole assistant: which studies run, with which options, and where the parent folder is made."""
 
     parts: list[str] = option(
@@ -102,9 +102,6 @@ class PipelineConfig:
         "", "MLflow tracking URI (default: sqlite:///<out>/mlflow.db, artifacts in <out>/mlartifacts)"
     )
     pdf: bool = option(True, "also write report.pdf (WeasyPrint)")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")
     text: TextStudyConfig = field(default_factory=TextStudyConfig, metadata={"help": "Part 1, the text study"})
     image: ImageStudyConfig = field(default_factory=ImageStudyConfig, metadata={"help": "Part 2, the image study"})
     segment: SegmentStudyConfig = field(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medassist.config import TrainConfig, option
+from medassist.config import DeviceOptions, RunOptions, TrainConfig, option
 from medassist.studies.image_config import DiagnosisConfig, RegularisationConfig
-from medassist.train.device import device_option, precision_option
 
 SEG_ABLATIONS = ("none", "augmentation", "weight_decay", "dropout", "all")
 
@@ -23,7 +22,7 @@ def _diagnosis() -> DiagnosisConfig:
 
 
 @dataclass
-class SegmentStudyConfig:
+class SegmentStudyConfig(DeviceOptions, RunOptions):
     """The segmentation study: which images and masks, which networks, how long to train, where to write."""
 
     images: str = option(
@@ -50,8 +49,4 @@ class SegmentStudyConfig:
     diagnosis: DiagnosisConfig = field(default_factory=_diagnosis, metadata={"help": "bias-variance rule, on Dice"})
     n_boot: int = option(1000, "bootstrap resamples (over images) for the 95% confidence intervals")
     n_examples: int = option(6, "test images drawn with their predicted and true outlines")
-    out: str = option("runs", "folder in which the run folder is made")
     resume: str = option("", "an unfinished run folder to continue (finished networks are reused)")
-    progress: bool = option(True, "show progress bars")
-    device: str = device_option()
-    precision: str = precision_option()

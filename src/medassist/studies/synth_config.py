@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medassist.config import TrainConfig, option
-from medassist.train.device import device_option, precision_option
+from medassist.config import DeviceOptions, RunOptions, TrainConfig, option
 
 GENERATORS = ("vae", "gan", "diffusion")
 RECORD_GENERATORS = ("gaussian_copula", "tvae", "ctgan")
@@ -91,7 +90,7 @@ class RecordsConfig:
 
 
 @dataclass
-class SynthStudyConfig:
+class SynthStudyConfig(DeviceOptions, RunOptions):
     """The synthetic-data study: which data, which generators, how long to train, where to write."""
 
     data: str = option(
@@ -104,7 +103,6 @@ class SynthStudyConfig:
     image_size: int = option(28, "input size in pixels (a multiple of 4; your own images are resized to it)")
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     download: bool = option(True, "download a missing MedMNIST file from Zenodo (checked against its MD5)")
-    out: str = option("runs", "folder in which the run folder is made")
     resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
     subsample: int = option(0, "keep at most this many train and validation images (0 = all; for debug runs)")
     seed: int = option(0, "seed of every model, sample and resample")
@@ -125,6 +123,3 @@ class SynthStudyConfig:
     n_show: int = option(10, "samples per class in each grid")
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     records: RecordsConfig = field(default_factory=RecordsConfig, metadata={"help": "patient records"})
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medassist.config import option, to_dict
+from medassist.config import RunOptions, option, to_dict
 from medassist.errors import DataError, MedAssistError
 from medassist.run import Run
 from medassist.studies.predictions import write_predictions
@@ -33,7 +33,7 @@ _TARGET = re.compile(r"^\s*([^<>=!]+?)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
 
 
 @dataclass
-class TabularConfig:
+class TabularConfig(RunOptions):
     """The tabular study: which table, which outcome, which models, where to write."""
 
     data: str = option("heart_disease", "heart_disease (UCI, four hospitals), or a CSV of one row per patient")
@@ -59,9 +59,7 @@ class TabularConfig:
     boosting_l2: list[float] = option([0.0, 1.0], "gradient boosting: L2 regularisation tried")
     n_boot: int = option(1000, "bootstrap resamples for the 95% intervals")
     data_dir: str = option("", "data directory (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
-    out: str = option("runs", "folder in which the run folder is made")
     seed: int = option(0, "random seed (split, models, bootstrap)")
-    progress: bool = option(True, "show progress")
 
 
 @dataclass

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medassist.config import TrainConfig, option
+from medassist.config import DeviceOptions, RunOptions, TrainConfig, option
 from medassist.data.text_types import TextData, TextSplit, validate_text_data
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.train import Labelled, TokenBatcher
-from medassist.train.device import device_option, precision_option
 
 RECURRENT = ("bilstm", "gru")
 TRANSFORMERS = ("minilm", "transformer_small")
@@ -40,7 +39,7 @@ def _transformer_train() -> TrainConfig:
 
 
 @dataclass
-class TextStudyConfig:
+class TextStudyConfig(DeviceOptions, RunOptions):
     """The text study: which reports, which models, how long to train, where to write."""
 
     dataset: str = option("openi", "openi (Indiana University reports) | padchest (stemmed Spanish reports)")
@@ -51,7 +50,6 @@ class TextStudyConfig:
     )
     label_columns: list[str] = option([], "with `texts`: the 0/1 label columns (multi-label)")
     subsample: int = option(0, "keep at most this many train and validation reports each (0 = all; quick runs)")
-    out: str = option("runs", "folder in which the run folder is made")
     resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
     max_len: int = option(256, "tokens kept per report")
     recurrent: str = option("bilstm", "the recurrent model: bilstm | gru")
@@ -90,9 +88,6 @@ class TextStudyConfig:
     n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals")
     n_errors: int = option(10, "test reports listed in the error analysis")
     seed: int = option(0, "random seed")
-    device: str = device_option()
-    precision: str = precision_option()
-    progress: bool = option(True, "show progress bars")
 
 
 def load_text_data(cfg: TextStudyConfig) -> TextData:

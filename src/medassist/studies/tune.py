@@ -21,13 +21,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medassist.config import flatten, from_dict, merge, option, to_dict
+from medassist.config import DeviceOptions, RunOptions, flatten, from_dict, merge, option, to_dict
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.studies.image_config import ImageStudyConfig
 from medassist.studies.text_setup import TRANSFORMERS, TextStudyConfig
 from medassist.studies.tune_space import load_space, split_params
-from medassist.train.device import device_option, on_device, precision_option, resolve, use
+from medassist.train.device import on_device, resolve, use
 
 SCHEDULERS = ("asha", "fifo")
 STUDIES = ("image", "text")
@@ -35,7 +35,7 @@ SWEEP_METRICS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
 
 
 @dataclass
-class TuneConfig:
+class TuneConfig(DeviceOptions, RunOptions):
     """A sweep: which study, which space, how many trials, how they are scheduled and where they run."""
 
     study: str = option("image", "the study whose training is swept: image | text")
@@ -60,8 +60,6 @@ class TuneConfig:
     )
     seed: int = option(0, "seed of the random search (the trials' training seed is image.train.seed)")
     out: str = option("runs", "folder in which the sweep's run folder is made")
-    device: str = device_option()
-    precision: str = precision_option()
     progress: bool = option(True, "show Ray Tune's progress table")
     image: ImageStudyConfig = field(
         default_factory=ImageStudyConfig, metadata={"help": "image sweeps: data and base training of every trial"}

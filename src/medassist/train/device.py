@@ -22,25 +22,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from medassist.config import option
 from medassist.errors import MedAssistError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-DEVICE_HELP = "where to train and predict: auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
-PRECISION_HELP = (
-    "32 (float32) | bf16-mixed (bfloat16 autocast: CUDA with bf16, or a CPU with native bf16) | "
-    "16-mixed (float16 autocast with gradient scaling: CUDA or MPS)"
-)
-
-
-def device_option() -> Any:
-    """The ``device`` field of a study config (``--device``)."""
-    return option("auto", DEVICE_HELP)
-
-
-def precision_option() -> Any:
-    """The ``precision`` field of a study config (``--precision``)."""
-    return option("32", PRECISION_HELP)
 
 
 def _torch_build() -> str:
