@@ -15,7 +15,7 @@ import yaml
 
 from helpers import blobs
 from medassist.cli import main
-from medassist.config import TrainConfig, option
+from medassist.config import DeviceOptions, TrainConfig, option
 from medassist.errors import MedAssistError
 from medassist.models import create_model
 from medassist.run import Run
@@ -24,9 +24,7 @@ from medassist.train import fit
 from medassist.train.device import (
     Accelerator,
     current,
-    device_option,
     on_device,
-    precision_option,
     resolve,
     resolve_device,
     state_to_cpu,
@@ -139,10 +137,8 @@ def test_the_pipeline_hands_its_device_to_every_part(tmp_path) -> None:
 
 
 @dataclass
-class _TinyConfig:
+class _TinyConfig(DeviceOptions):
     out: str = option("runs", "")
-    device: str = device_option()
-    precision: str = precision_option()
 
 
 @on_device

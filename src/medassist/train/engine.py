@@ -254,6 +254,58 @@ def default_loss(
     return lambda logits, y: F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
 
 
+@dataclass
+class _Training:
+    """One fit's state: what the epochs advance, what validation selects from and what a checkpoint holds."""
+
+    model: nn.Module
+    train_model: nn.Module  # the model, or its DP-SGD / DDP wrapper
+    judged: nn.Module  # what validation sees: the model, or its moving average
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    ema: Any
+    step: StepFn
+    step_state: Any  # a step with its own state (a GAN's discriminator), else None
+    privacy: PrivacyHook | None
+    generators: dict[str, torch.Generator]
+    accel: Accelerator
+    per_step: bool
+    layers: dict[str, str]
+    rows: list[dict] = field(default_factory=list)
+    norm_rows: list[dict] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_score: float = float("nan")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    elapsed: float = 0.0
+    start_epoch: int = 1
+
+
+@dataclass
+class _Epoch:
+    """What one epoch of training sums up (over every rank under torchrun)."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    n_steps: int = 0
+    grad_norms: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float] = field(default_factory=dict)
+    budget_reached: bool = False
+
+
+def _check_fit(cfg: TrainConfig, task: str, validate: ValidateFn | None) -> None:
+    if validate is None and cfg.monitor not in MONITORS:
+        raise MedAssistError(f"unknown monitor '{cfg.monitor}'; choose one of {', '.join(MONITORS)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
+    if task not in TASKS:
+        raise MedAssistError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise MedAssistError(f"ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
+
+
 def fit(
     model: nn.Module,
     train: Split | Labelled,
@@ -301,14 +353,7 @@ def fit(
     Returns:
         A :class:`FitResult`; the model is left holding the best epoch's weights, on the accelerator's device.
     """
-    if validate is None and cfg.monitor not in MONITORS:
-        raise MedAssistError(f"unknown monitor '{cfg.monitor}'; choose one of {', '.join(MONITORS)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise MedAssistError(f"epochs and batch_size must be at least 1 (got {cfg.epochs}, {cfg.batch_size})")
-    if task not in TASKS:
-        raise MedAssistError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise MedAssistError(f"ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
+    _check_fit(cfg, task, validate)
     accel = current()
     if privacy is not None and accel.precision == "16-mixed":
         raise MedAssistError(f"{desc}: DP-SGD runs at precision 32 or bf16-mixed, not 16-mixed")
@@ -316,11 +361,83 @@ def fit(
     model.to(accel.device)
     train, val = as_labelled(train), as_labelled(val)
     y_labels = train.labels if task == "multi-label" else train.labels.reshape(-1)
-    y_train = torch.from_numpy(y_labels.astype(np.int64))
-    y_val = val.labels if task == "multi-label" else val.labels.reshape(-1).astype(np.int64)
     cfg = for_data_size(cfg, len(train.batcher))
     steps_per_epoch = max(1, math.ceil(len(train.batcher) / cfg.batch_size))
-    metrics = MULTILABEL_METRICS if task == "multi-label" else METRICS
+    clock = _Clock()
+    t = _start(model, cfg, task, y_labels, num_classes, steps_per_epoch, clock, accel, step_fn, privacy)
+    ckpt = Path(checkpoint) if checkpoint else None
+    resumed = resume and ckpt is not None and ckpt.is_file()
+    state = _load_checkpoint(t, ckpt, desc) if resumed else {}
+    _wrap(t, cfg, state, n_train=len(train.batcher), desc=desc)
+    clock.start(t.elapsed)
+    r = ranks()
+    y_train = torch.from_numpy(y_labels.astype(np.int64))
+    y_val = val.labels if task == "multi-label" else val.labels.reshape(-1).astype(np.int64)
+
+    stopped_early = budget_reached = False
+    done = bool(t.rows) and (t.rows[-1].get("stop_reason") or "") != ""
+    bar = tqdm(
+        total=cfg.epochs,
+        initial=t.start_epoch - 1,
+        desc=desc,
+        disable=not progress or not r.is_main,
+        leave=False,
+        unit="ep",
+    )
+    for epoch in range(t.start_epoch, cfg.epochs + 1):
+        if done:
+            break
+        t0 = time.perf_counter()
+        sums = _train_epoch(t, cfg, train, y_train, task, desc, epoch, t0)
+        budget_reached = sums.budget_reached
+        val_metrics = _validate(t, val, y_val, task, validate, cfg, desc, epoch)
+        lr = t.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at, before an epoch-wise schedule steps
+        monitored = _select(t, cfg, val_metrics, epoch)
+        epoch_time = time.perf_counter() - t0
+        t.elapsed += epoch_time
+        stopped_early = cfg.early_stopping and t.bad_epochs >= cfg.patience
+        _record(t, epoch, sums, val_metrics, lr, epoch_time, stopped_early)
+        if ckpt is not None and r.is_main:
+            _save_checkpoint(t, ckpt, epoch, cfg)
+        if on_epoch is not None and r.is_main:
+            on_epoch(dict(t.rows[-1]))
+        bar.update(1)
+        bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{t.best_score:.4f}"})
+        if stopped_early or budget_reached:
+            break
+    bar.close()
+    if t.rows and t.rows[-1]["stop_reason"] == "early_stopping":
+        stopped_early = True
+    if t.rows and t.rows[-1]["stop_reason"] == "time_budget":
+        budget_reached = True
+    model.load_state_dict(t.best_state)
+    return FitResult(
+        history=pd.DataFrame(t.rows),
+        best_epoch=t.best_epoch,
+        best_score=float(t.best_score),
+        best_state=t.best_state,
+        stopped_early=stopped_early,
+        budget_reached=budget_reached,
+        planned_epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        train_time=t.elapsed,
+        grad_norms=pd.DataFrame(t.norm_rows, columns=["epoch", "layer", "grad_norm"]),
+    )
+
+
+def _start(
+    model: nn.Module,
+    cfg: TrainConfig,
+    task: str,
+    y_labels: np.ndarray,
+    num_classes: int,
+    steps_per_epoch: int,
+    clock: _Clock,
+    accel: Accelerator,
+    step_fn: StepFn | None,
+    privacy: PrivacyHook | None,
+) -> _Training:
+    """The loss step, the optimiser, the schedule, the gradient scaler and the random generators of a new fit."""
     loss_fn = default_loss(task, cfg, y_labels, num_classes, accel.device)
 
     def default_step(
@@ -336,227 +453,247 @@ def fit(
         init_prior_bias(model, y_labels)
     optimizer = build_optimizer(model, cfg)
     scaler = accel.grad_scaler()
-    clock = _Clock()
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, clock=clock)
-    per_step = steps_per_batch(cfg)
     # Batch order and augmentation draw from generators of their own, so that turning augmentation on (an
     # ablation row) changes the augmentation only, not which images share a batch.
-    gen = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    generators = {"order": gen, "augment": aug_gen}
-    layers = _layer_names(model) if cfg.grad_norms else {}
-    step_state = step if hasattr(step, "state_dict") and hasattr(step, "load_state_dict") else None
+    generators = {
+        "order": torch.Generator().manual_seed(cfg.seed),
+        "augment": torch.Generator().manual_seed(cfg.seed + 1),
+    }
+    return _Training(
+        model=model,
+        train_model=model,
+        judged=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        ema=None,
+        step=step,
+        step_state=step if hasattr(step, "state_dict") and hasattr(step, "load_state_dict") else None,
+        privacy=privacy,
+        generators=generators,
+        accel=accel,
+        per_step=steps_per_batch(cfg),
+        layers=_layer_names(model) if cfg.grad_norms else {},
+        best_state=_copy_state(model, accel),
+    )
 
-    rows: list[dict] = []
-    norm_rows: list[dict] = []
-    best_state = _copy_state(model, accel)
-    best_score, best_epoch, bad_epochs, elapsed, start_epoch = float("nan"), 0, 0, 0.0, 1
-    ckpt = Path(checkpoint) if checkpoint else None
-    privacy_state = None
-    if resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own file: optimiser + RNG state
-        if "rng" not in state:
-            raise MedAssistError(
-                f"{ckpt} was written by an older medassist and lacks the random states a resume needs to give "
-                f"the numbers of an uninterrupted run; delete it to train '{desc}' again from its first epoch"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        rows, norm_rows, best_state = state["history"], state["grad_norms"], state["best_state"]
-        best_score, best_epoch, bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
-        elapsed, start_epoch = state["elapsed"], state["epoch"] + 1
-        set_rng_state(state["rng"], generators, accel.device)  # the state with which the next epoch starts
-        if scaler is not None and state.get("scaler") is not None:
-            scaler.load_state_dict(state["scaler"])
-        if step_state is not None and state.get("step_state") is not None:
-            step_state.load_state_dict(state["step_state"])  # type: ignore[union-attr]
-        privacy_state = state.get("privacy_state")
-    # The moving average (a copy of the model, made before DP-SGD or DDP wrap it) is what validation sees.
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model,
-            device=accel.device,
+
+def _wrap(t: _Training, cfg: TrainConfig, state: dict[str, Any], *, n_train: int, desc: str) -> None:
+    """The moving average (a copy of the model, made before DP-SGD or DDP wrap it) that validation sees; then
+    DP-SGD's wrapper, or under torchrun DDP's (each rank trains on its shard of every batch, gradients averaged)."""
+    if cfg.ema:
+        t.ema = torch.optim.swa_utils.AveragedModel(
+            t.model,
+            device=t.accel.device,
             multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
             use_buffers=True,
         )
-        if cfg.ema
-        else None
-    )
-    if ema is not None and resume and ckpt is not None and ckpt.is_file() and state.get("ema") is not None:
-        ema.load_state_dict(state["ema"])
-    judged = ema.module if ema is not None else model
-    train_model = model
-    if privacy is not None:
-        train_model, optimizer = privacy.attach(
-            model, optimizer, n_samples=len(train.batcher), batch_size=cfg.batch_size, epochs=cfg.epochs
+        if state.get("ema") is not None:
+            t.ema.load_state_dict(state["ema"])
+        t.judged = t.ema.module
+    if t.privacy is not None:
+        t.train_model, t.optimizer = t.privacy.attach(
+            t.model, t.optimizer, n_samples=n_train, batch_size=cfg.batch_size, epochs=cfg.epochs
         )
-        if privacy_state is not None:
-            privacy.load_state_dict(privacy_state)
-    r = ranks()
-    if r.distributed:  # under torchrun: each rank trains on its shard of every batch, gradients averaged
-        if privacy is not None:
+        if state.get("privacy_state") is not None:
+            t.privacy.load_state_dict(state["privacy_state"])
+    if ranks().distributed:
+        if t.privacy is not None:
             raise MedAssistError(f"{desc}: DP-SGD cannot be combined with torchrun's data parallelism; run it alone")
-        ids = [accel.device.index] if accel.is_cuda else None  # each rank on its LOCAL_RANK GPU
-        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
-    clock.start(elapsed)
+        ids = [t.accel.device.index] if t.accel.is_cuda else None  # each rank on its LOCAL_RANK GPU
+        t.train_model = nn.parallel.DistributedDataParallel(t.train_model, device_ids=ids)
 
-    stopped_early = budget_reached = False
-    done = bool(rows) and (rows[-1].get("stop_reason") or "") != ""
-    bar = tqdm(
-        total=cfg.epochs,
-        initial=start_epoch - 1,
-        desc=desc,
-        disable=not progress or not r.is_main,
-        leave=False,
-        unit="ep",
-    )
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if done:
+
+def _train_epoch(
+    t: _Training,
+    cfg: TrainConfig,
+    train: Labelled,
+    y_train: torch.Tensor,
+    task: str,
+    desc: str,
+    epoch: int,
+    t0: float,
+) -> _Epoch:
+    """One pass over the training batches (this rank's shard of each); stops early when the time budget ends."""
+    r = ranks()
+    s = _Epoch()
+    t.train_model.train()
+    order = _rank_batches(train.batcher.order(cfg.batch_size, generator=t.generators["order"]), r)
+    for idx, inputs in with_inputs(train.batcher, order, pin=t.accel.is_cuda):
+        yb = y_train[idx]
+        if cfg.augment and getattr(train.batcher, "augmentable", False):  # on the CPU, from its own generator
+            inputs = (augment_batch(inputs[0], cfg.augmentation, t.generators["augment"]), *inputs[1:])
+        inputs, yb = tuple(t.accel.put(x) for x in inputs), t.accel.put(yb)
+        with t.accel.autocast():
+            out = t.step(t.train_model, inputs, yb)
+        loss, logits = out[0], out[1]
+        for k, v in (out[2] if len(out) > 2 else {}).items():
+            s.logs[k] = s.logs.get(k, 0.0) + float(v) * len(idx)
+        if not torch.isfinite(loss):
+            _diverged(desc, epoch, cfg)
+        _optimise(t, loss, s)
+        s.n_steps += 1
+        s.loss_sum += float(loss.detach()) * len(idx)
+        s.correct += math.nan if logits is None else _n_correct(logits.detach().float(), yb, task)
+        s.seen += len(idx)
+        if cfg.time_budget and any_rank(t.elapsed + time.perf_counter() - t0 > cfg.time_budget, r):
+            s.budget_reached = True
             break
-        t0 = time.perf_counter()
-        train_model.train()
-        loss_sum, correct, seen = 0.0, 0.0, 0
-        sums: dict[str, float] = {}
-        log_sums: dict[str, float] = {}
-        n_steps = 0
-        order = _rank_batches(train.batcher.order(cfg.batch_size, generator=gen), r)
-        for idx, inputs in with_inputs(train.batcher, order, pin=accel.is_cuda):
-            yb = y_train[idx]
-            if cfg.augment and getattr(train.batcher, "augmentable", False):  # on the CPU, from its own generator
-                inputs = (augment_batch(inputs[0], cfg.augmentation, aug_gen), *inputs[1:])
-            inputs, yb = tuple(accel.put(x) for x in inputs), accel.put(yb)
-            with accel.autocast():
-                out = step(train_model, inputs, yb)
-            loss, logits = out[0], out[1]
-            for k, v in (out[2] if len(out) > 2 else {}).items():
-                log_sums[k] = log_sums.get(k, 0.0) + float(v) * len(idx)
-            if not torch.isfinite(loss):
-                _diverged(desc, epoch, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)  # true gradients for the norms and the step
-            else:
-                loss.backward()
-            if layers:
-                per_layer: dict[str, float] = {}
-                for n, p in model.named_parameters():
-                    if p.grad is not None and n in layers:
-                        per_layer[layers[n]] = per_layer.get(layers[n], 0.0) + float(p.grad.pow(2).sum())
-                for k, v in per_layer.items():
-                    sums[k] = sums.get(k, 0.0) + math.sqrt(v)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            if per_step:
-                scheduler.step()  # type: ignore[union-attr]
-            n_steps += 1
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += math.nan if logits is None else _n_correct(logits.detach().float(), yb, task)
-            seen += len(idx)
-            if cfg.time_budget and any_rank(elapsed + time.perf_counter() - t0 > cfg.time_budget, r):
-                budget_reached = True
-                break
-        if r.distributed:  # the epoch's training numbers over every rank's shards
-            keys = sorted(log_sums)
-            totals = all_sum([loss_sum, correct, float(seen), *(log_sums[k] for k in keys)], r)
-            loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
-            log_sums = dict(zip(keys, totals[3:], strict=True))
-        if validate is not None:
-            val_metrics = {k: float(v) for k, v in validate(judged).items()}
-            if cfg.monitor.removeprefix("val_") not in val_metrics:
-                known = ", ".join(f"val_{k}" for k in val_metrics)
-                raise MedAssistError(f"{desc}: unknown monitor '{cfg.monitor}'; this model's validation gives {known}")
-        else:
-            val_probs = predict_proba(judged, val.batcher, task=task)
-            if not np.isfinite(val_probs).all():
-                _diverged(desc, epoch, cfg)
-            val_metrics = {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
-        lr = optimizer.param_groups[0]["lr"]
-        monitored = val_metrics[cfg.monitor.removeprefix("val_")]
-        if scheduler is not None and cfg.scheduler == "plateau":
-            scheduler.step(monitored)
-        elif scheduler is not None and not per_step:
-            scheduler.step()
-        if _is_better(monitored, best_score, cfg.monitor):
-            best_score, best_epoch, bad_epochs = monitored, epoch, 0
-            best_state = _copy_state(judged, accel)  # a copy, not a reference to the live weights
-        else:
-            bad_epochs += 1
-        epoch_time = time.perf_counter() - t0
-        elapsed += epoch_time
-        stopped_early = cfg.early_stopping and bad_epochs >= cfg.patience
-        reason = "early_stopping" if stopped_early else "time_budget" if budget_reached else ""
-        rows.append(
+    if r.distributed:  # the epoch's training numbers over every rank's shards
+        keys = sorted(s.logs)
+        totals = all_sum([s.loss_sum, s.correct, float(s.seen), *(s.logs[k] for k in keys)], r)
+        s.loss_sum, s.correct, s.seen = totals[0], totals[1], int(totals[2])
+        s.logs = dict(zip(keys, totals[3:], strict=True))
+    return s
+
+
+def _optimise(t: _Training, loss: torch.Tensor, s: _Epoch) -> None:
+    """Backward, the per-layer gradient norms (when recorded), the optimiser step (scaled for float16), the moving
+    average and a per-batch schedule."""
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is not None:
+        t.scaler.scale(loss).backward()
+        t.scaler.unscale_(t.optimizer)  # true gradients for the norms and the step
+    else:
+        loss.backward()
+    if t.layers:
+        per_layer: dict[str, float] = {}
+        for n, p in t.model.named_parameters():
+            if p.grad is not None and n in t.layers:
+                per_layer[t.layers[n]] = per_layer.get(t.layers[n], 0.0) + float(p.grad.pow(2).sum())
+        for k, v in per_layer.items():
+            s.grad_norms[k] = s.grad_norms.get(k, 0.0) + math.sqrt(v)
+    if t.scaler is not None:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        t.optimizer.step()
+    if t.ema is not None:
+        t.ema.update_parameters(t.model)
+    if t.per_step:
+        t.scheduler.step()
+
+
+def _validate(
+    t: _Training,
+    val: Labelled,
+    y_val: np.ndarray,
+    task: str,
+    validate: ValidateFn | None,
+    cfg: TrainConfig,
+    desc: str,
+    epoch: int,
+) -> dict[str, float]:
+    """The validation metrics of what is judged (the model or its moving average)."""
+    if validate is not None:
+        val_metrics = {k: float(v) for k, v in validate(t.judged).items()}
+        if cfg.monitor.removeprefix("val_") not in val_metrics:
+            known = ", ".join(f"val_{k}" for k in val_metrics)
+            raise MedAssistError(f"{desc}: unknown monitor '{cfg.monitor}'; this model's validation gives {known}")
+        return val_metrics
+    val_probs = predict_proba(t.judged, val.batcher, task=task)
+    if not np.isfinite(val_probs).all():
+        _diverged(desc, epoch, cfg)
+    metrics = MULTILABEL_METRICS if task == "multi-label" else METRICS
+    return {name: float(fn(y_val, val_probs)) for name, fn in metrics.items()}
+
+
+def _select(t: _Training, cfg: TrainConfig, val_metrics: dict[str, float], epoch: int) -> float:
+    """Step an epoch-wise schedule; keep a copy of the weights when the monitored metric improved. Returns it."""
+    monitored = val_metrics[cfg.monitor.removeprefix("val_")]
+    if t.scheduler is not None and cfg.scheduler == "plateau":
+        t.scheduler.step(monitored)
+    elif t.scheduler is not None and not t.per_step:
+        t.scheduler.step()
+    if _is_better(monitored, t.best_score, cfg.monitor):
+        t.best_score, t.best_epoch, t.bad_epochs = monitored, epoch, 0
+        t.best_state = _copy_state(t.judged, t.accel)  # a copy, not a reference to the live weights
+    else:
+        t.bad_epochs += 1
+    return monitored
+
+
+def _record(
+    t: _Training,
+    epoch: int,
+    s: _Epoch,
+    val_metrics: dict[str, float],
+    lr: float,
+    epoch_time: float,
+    stopped_early: bool,
+) -> None:
+    """The epoch's history row (with why training stopped there, if it did) and its gradient norms."""
+    reason = "early_stopping" if stopped_early else "time_budget" if s.budget_reached else ""
+    t.rows.append(
+        {
+            "epoch": epoch,
+            "train_loss": s.loss_sum / max(s.seen, 1),
+            "train_accuracy": s.correct / max(s.seen, 1),
+            **{f"train_{k}": v / max(s.seen, 1) for k, v in s.logs.items()},
+            **{f"val_{k}": v for k, v in val_metrics.items()},
+            "lr": lr,
+            "epoch_time": epoch_time,
+            "samples": s.seen,
+            "stop_reason": reason,
+        }
+    )
+    t.norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(s.n_steps, 1)} for k, v in s.grad_norms.items()]
+
+
+def _save_checkpoint(t: _Training, path: Path, epoch: int, cfg: TrainConfig) -> None:
+    """Everything a resume needs, written atomically (by rank 0 only). Nothing draws a random number between here
+    and the next epoch's first batch, so the random state saved here is the one that epoch starts from: a run killed
+    mid-epoch repeats that epoch exactly."""
+    model_state = t.model.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(
             {
+                "model": model_state if t.accel.device.type == "cpu" else state_to_cpu(model_state),
+                "optimizer": t.optimizer.state_dict(),
+                "scaler": t.scaler.state_dict() if t.scaler is not None else None,
+                "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
                 "epoch": epoch,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                **{f"train_{k}": v / max(seen, 1) for k, v in log_sums.items()},
-                **{f"val_{k}": v for k, v in val_metrics.items()},
-                "lr": lr,
-                "epoch_time": epoch_time,
-                "samples": seen,
-                "stop_reason": reason,
-            }
+                "history": t.rows,
+                "grad_norms": t.norm_rows,
+                "best_state": t.best_state,
+                "best_score": t.best_score,
+                "best_epoch": t.best_epoch,
+                "bad_epochs": t.bad_epochs,
+                "elapsed": t.elapsed,
+                "rng": rng_state(t.generators, t.accel.device),
+                "config": to_dict(cfg),
+                "step_state": t.step_state.state_dict() if t.step_state is not None else None,
+                "privacy_state": t.privacy.state_dict() if t.privacy is not None else None,
+                "ema": t.ema.state_dict() if t.ema is not None else None,
+            },
+            tmp,
         )
-        norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(n_steps, 1)} for k, v in sums.items()]
-        if ckpt is not None and r.is_main:  # everything resume needs, written atomically (by rank 0 only)
-            # Nothing draws a random number between here and the next epoch's first batch, so the random state
-            # saved here is the one that epoch starts from: a run killed mid-epoch repeats that epoch exactly.
-            with atomic_path(ckpt) as tmp:
-                torch.save(
-                    {
-                        "model": model.state_dict() if accel.device.type == "cpu" else state_to_cpu(model.state_dict()),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "epoch": epoch,
-                        "history": rows,
-                        "grad_norms": norm_rows,
-                        "best_state": best_state,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "elapsed": elapsed,
-                        "rng": rng_state(generators, accel.device),
-                        "config": to_dict(cfg),
-                        "step_state": step_state.state_dict() if step_state is not None else None,  # type: ignore[union-attr]
-                        "privacy_state": privacy.state_dict() if privacy is not None else None,
-                        "ema": ema.state_dict() if ema is not None else None,
-                    },
-                    tmp,
-                )
-        if on_epoch is not None and r.is_main:
-            on_epoch(dict(rows[-1]))
-        bar.update(1)
-        bar.set_postfix({cfg.monitor: f"{monitored:.4f}", "best": f"{best_score:.4f}"})
-        if stopped_early or budget_reached:
-            break
-    bar.close()
-    if rows and rows[-1]["stop_reason"] == "early_stopping":
-        stopped_early = True
-    if rows and rows[-1]["stop_reason"] == "time_budget":
-        budget_reached = True
-    model.load_state_dict(best_state)
-    return FitResult(
-        history=pd.DataFrame(rows),
-        best_epoch=best_epoch,
-        best_score=float(best_score),
-        best_state=best_state,
-        stopped_early=stopped_early,
-        budget_reached=budget_reached,
-        planned_epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        train_time=elapsed,
-        grad_norms=pd.DataFrame(norm_rows, columns=["epoch", "layer", "grad_norm"]),
-    )
+
+
+def _load_checkpoint(t: _Training, path: Path, desc: str) -> dict[str, Any]:
+    """Continue from a checkpoint: the weights, optimiser, schedule, scaler, history, selection and the random
+    states the next epoch starts from. Returns the checkpoint (its moving average and DP-SGD state are restored
+    once those exist)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: optimiser + RNG state
+    if "rng" not in state:
+        raise MedAssistError(
+            f"{path} was written by an older medassist and lacks the random states a resume needs to give "
+            f"the numbers of an uninterrupted run; delete it to train '{desc}' again from its first epoch"
+        )
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scheduler is not None and state["scheduler"] is not None:
+        t.scheduler.load_state_dict(state["scheduler"])
+    t.rows, t.norm_rows, t.best_state = state["history"], state["grad_norms"], state["best_state"]
+    t.best_score, t.best_epoch, t.bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
+    t.elapsed, t.start_epoch = state["elapsed"], state["epoch"] + 1
+    set_rng_state(state["rng"], t.generators, t.accel.device)  # the state with which the next epoch starts
+    if t.scaler is not None and state.get("scaler") is not None:
+        t.scaler.load_state_dict(state["scaler"])
+    if t.step_state is not None and state.get("step_state") is not None:
+        t.step_state.load_state_dict(state["step_state"])
+    return state
 
 
 def _rank_batches(order: Iterable[torch.Tensor], r: Any) -> Iterator[torch.Tensor]:
