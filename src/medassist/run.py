@@ -210,12 +210,12 @@ class Run:
     ) -> Path:
         """Write ``tables/<name>.csv`` (full precision) and ``tables/<name>.md`` (for people).
 
-        The Markdown formats each column by its name (``medassist.report.format``: seconds, counts, ratios,
+        The Markdown formats each column by its name (``medassist.utils.format``: seconds, counts, ratios,
         metrics to 3 decimals, intervals as ``[lo, hi]``) and splits a wide table into parts that fit a page.
         ``kinds`` overrides the kind of named columns; ``floatfmt`` formats float columns of no known kind.
         """
         # Imported here: the report package imports this module.
-        from medassist.report.format import readable_table
+        from medassist.utils.format import readable_table
 
         atomic_write_text(self.path(f"tables/{name}.md"), readable_table(df, kinds=kinds, floatfmt=floatfmt))
         return atomic_write_text(self.path(f"tables/{name}.csv"), df.to_csv(index=False))

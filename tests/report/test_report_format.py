@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from medassist.report.deploy import build_deploy_report, write_deploy_report
-from medassist.report.format import MAX_COLUMNS
 from medassist.report.image import build_image_report, write_image_report
+from medassist.utils.format import MAX_COLUMNS
 
 
 def _unit(name: str, model: str, params: int, time_s: float, val_auc: float, **extra: float | str) -> dict:
@@ -302,7 +302,7 @@ def _under_trained_fine_tune(run: Path, chosen: str = "") -> dict:
 
 def test_deploy_report_marks_an_under_trained_fine_tune_and_draws_nothing_from_it(deploy_run: Path) -> None:
     from medassist.report.deploy import deploy_analysis
-    from medassist.report.words import count_words
+    from medassist.utils.words import count_words
 
     m = _under_trained_fine_tune(deploy_run)
     text = build_deploy_report(deploy_run)
@@ -321,7 +321,7 @@ def test_deploy_report_marks_an_under_trained_fine_tune_and_draws_nothing_from_i
 
 def test_deploy_analysis_says_the_shipped_variant_rests_on_an_under_trained_fine_tune(deploy_run: Path) -> None:
     from medassist.report.deploy import deploy_analysis
-    from medassist.report.words import count_words
+    from medassist.utils.words import count_words
 
     m = _under_trained_fine_tune(deploy_run, chosen="channel-pruned 50% int8 (ONNX Runtime)")
     analysis = deploy_analysis(m)

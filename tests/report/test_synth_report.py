@@ -116,7 +116,7 @@ def _cut(m: dict, g: str = "gan") -> dict:
 
 
 def test_an_under_trained_generator_is_marked_and_no_comparison_rests_on_it(tmp_path: Path) -> None:
-    from medassist.report.words import count_words
+    from medassist.utils.words import count_words
 
     m = _cut(_metrics([-0.004, -0.012, 0.003], [0.51, 0.48, 0.54]))  # the GAN is best on FD and on TSTR
     m["augmentation"] = {

@@ -196,7 +196,7 @@ def test_mlflow_logs_each_study_nested_under_the_pipeline(tmp_path: Path, fake: 
 @pytest.mark.realdata
 def test_the_debug_pipeline_writes_one_report_of_every_part(real_data_dir: Path, tmp_path: Path) -> None:
     from medassist.report.pipeline import WORD_LIMITS
-    from medassist.report.words import count_words as words
+    from medassist.utils.words import count_words as words
 
     argv = ["all", "--profile", "debug", "--out", str(tmp_path), "--progress", "false"]
     argv += ["--image.data-dir", str(real_data_dir), "--synth.data-dir", str(real_data_dir)]

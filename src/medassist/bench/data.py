@@ -33,8 +33,8 @@ from medassist.config import RunOptions, option, to_dict
 from medassist.data.image_cache import default_workers
 from medassist.data.paths import CACHE_ENV
 from medassist.errors import MedAssistError
-from medassist.report.format import readable_table
 from medassist.run import Run
+from medassist.utils.format import readable_table
 
 TARGETS = {
     "decode_speedup": (">=", 1.8, "decoding with every core against 1 process (2 cores)"),

@@ -23,8 +23,8 @@ import pandas as pd
 
 from medassist.config import RunOptions, TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
-from medassist.report.format import readable_table
 from medassist.run import Run
+from medassist.utils.format import readable_table
 
 
 def _train() -> TrainConfig:

@@ -19,9 +19,9 @@ import torch
 
 from medassist.config import DeviceOptions, RunOptions, TrainConfig, option, to_dict
 from medassist.errors import MedAssistError
-from medassist.report.format import readable_table
 from medassist.run import Run, peak_rss_gb
 from medassist.train.device import on_device
+from medassist.utils.format import readable_table
 
 # Published test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023), as given in the shared data README.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {

@@ -19,9 +19,9 @@ import pandas as pd
 
 from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.errors import MedAssistError
-from medassist.report.format import readable_table
 from medassist.run import Run
 from medassist.train.device import on_device
+from medassist.utils.format import readable_table
 
 CHILD = (
     "import resource, sys\n"

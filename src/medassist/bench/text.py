@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from medassist.config import DeviceOptions, RunOptions, option, to_dict
-from medassist.report.format import readable_table
 from medassist.run import Run
 from medassist.train.device import (
     Accelerator,
@@ -26,6 +25,7 @@ from medassist.train.device import (
     on_device,
     precision_refusal,
 )
+from medassist.utils.format import readable_table
 
 
 @dataclass

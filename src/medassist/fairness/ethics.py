@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from medassist.fairness.groups import NOT_STATED
-from medassist.report.format import fmt_int, fmt_metric
-from medassist.report.words import count_words
 from medassist.run import Run
+from medassist.utils.format import fmt_int, fmt_metric
+from medassist.utils.words import count_words
 
 # What could bias a model trained on data without demographics, and how one would test it.
 POSSIBLE_BIASES = [

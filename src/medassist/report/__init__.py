@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from medassist.report.format import (
+from medassist.report.image import build_image_report, write_image_report
+from medassist.report.text import build_text_report, write_text_report
+from medassist.utils.format import (
     MAX_COLUMNS,
     MISSING,
     column_kind,
@@ -26,8 +28,6 @@ from medassist.report.format import (
     readable_table,
     split_columns,
 )
-from medassist.report.image import build_image_report, write_image_report
-from medassist.report.text import build_text_report, write_text_report
 
 __all__ = [
     "MAX_COLUMNS",

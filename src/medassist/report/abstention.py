@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import fmt_percent, fmt_points, fmt_value_ci, readable_table
+from medassist.utils.format import fmt_percent, fmt_points, fmt_value_ci, readable_table
 
 
 def _pct_ci(row: dict[str, Any], key: str) -> str:

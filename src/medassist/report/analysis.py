@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from medassist.evaluate.training import training_status, usable
-from medassist.report.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds, fmt_value_ci
-from medassist.report.words import fit_sentences
+from medassist.utils.format import MISSING, fmt_ci, fmt_delta, fmt_int, fmt_metric, fmt_seconds, fmt_value_ci
+from medassist.utils.words import fit_sentences
 
 
 def paired_auc_difference(

@@ -10,7 +10,8 @@ import pandas as pd
 
 from medassist.deploy.variants import BASELINE, reference_of
 from medassist.report.abstention import per_finding_section
-from medassist.report.format import (
+from medassist.report.html import write_report
+from medassist.utils.format import (
     computed_on,
     fmt_ci,
     fmt_delta,
@@ -20,8 +21,7 @@ from medassist.report.format import (
     readable_header,
     readable_table,
 )
-from medassist.report.html import write_report
-from medassist.report.words import fit_sentences
+from medassist.utils.words import fit_sentences
 
 MAX_WORDS = 150  # the brief's 100-150 words
 UNDER_TRAINED = "under-trained"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medassist.report.format import computed_on, fmt_ci, fmt_metric, fmt_ratio, readable_table
 from medassist.report.html import write_report
+from medassist.utils.format import computed_on, fmt_ci, fmt_metric, fmt_ratio, readable_table
 
 
 def build_segment_deploy_report(run_dir: str | Path) -> str:

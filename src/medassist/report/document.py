@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.words import count_words
+from medassist.utils.words import count_words
 
 # The written pieces the brief asks for, with their lengths in words.
 WORD_LIMITS = {

@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import computed_on, fmt_int, fmt_metric, fmt_seconds, readable_table
 from medassist.report.html import write_report
 from medassist.report.image import _fig
+from medassist.utils.format import computed_on, fmt_int, fmt_metric, fmt_seconds, readable_table
 
 AUDIT_COLS = ["group", "label", "n", "prevalence", "auc", "sensitivity", "specificity", "ppv", "f1", "brier", "ece"]
 DISP_COLS = ["label", "auc_gap", "auc_gap_groups", "worst_group", "worst_group_auc", "eod", "dpd"]

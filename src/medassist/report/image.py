@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from medassist.report.analysis import image_analysis
-from medassist.report.format import computed_on, fmt_ci, fmt_int, fmt_metric, readable_header, readable_table
 from medassist.report.html import write_report
+from medassist.utils.format import computed_on, fmt_ci, fmt_int, fmt_metric, readable_header, readable_table
 
 NOT_COMPUTED = "_not computed in this run_\n"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from medassist.report.document import Doc, read_csv, read_json, read_yaml, table_rows
-from medassist.report.format import (
+from medassist.utils.format import (
     fmt_ci,
     fmt_delta,
     fmt_metric,

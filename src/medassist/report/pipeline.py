@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 
 from medassist.report.document import WORD_LIMITS, Doc, file_problem, read_json
-from medassist.report.format import computed_on, fmt_seconds, readable_table
 from medassist.report.html import markdown_to_html
 from medassist.report.parts import part_deploy, part_fairness, part_image, part_segment, part_synth, part_text
-from medassist.report.words import count_words
+from medassist.utils.format import computed_on, fmt_seconds, readable_table
 from medassist.utils.io import atomic_path, atomic_write_text
+from medassist.utils.words import count_words
 
 REFERENCES = [
     "Demner-Fushman D. et al. Preparing a collection of radiology examinations for distribution and retrieval. "

@@ -12,9 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from medassist.report.format import computed_on, fmt_ci, fmt_metric, readable_table  # noqa: E402
 from medassist.report.html import write_report  # noqa: E402
-from medassist.report.words import fit_sentences  # noqa: E402
+from medassist.utils.format import computed_on, fmt_ci, fmt_metric, readable_table  # noqa: E402
+from medassist.utils.words import fit_sentences  # noqa: E402
 
 NAMES = {
     "dice": "Dice",

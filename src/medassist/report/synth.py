@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import (
+from medassist.report.html import write_report
+from medassist.utils.format import (
     computed_on,
     fmt_int,
     fmt_metric,
@@ -20,8 +21,7 @@ from medassist.report.format import (
     fmt_value_ci,
     readable_table,
 )
-from medassist.report.html import write_report
-from medassist.report.words import fit_sentences
+from medassist.utils.words import fit_sentences
 
 NAMES = {"vae": "VAE", "gan": "GAN", "diffusion": "diffusion"}
 

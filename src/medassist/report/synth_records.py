@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from medassist.report.format import (
+from medassist.utils.format import (
     computed_on,
     fmt_int,
     fmt_metric,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medassist.report.format import computed_on, fmt_int, fmt_metric, fmt_percent, fmt_value_ci, readable_table
 from medassist.report.html import write_report
+from medassist.utils.format import computed_on, fmt_int, fmt_metric, fmt_percent, fmt_value_ci, readable_table
 
 NAMES = {"logistic": "logistic regression", "gradient_boosting": "gradient-boosted trees"}
 

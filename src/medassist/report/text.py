@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from medassist.report.format import computed_on, fmt_value_ci, readable_table
 from medassist.report.html import write_report
 from medassist.report.image import _cols, _fig
 from medassist.report.text_analysis import baseline_verdict, text_explanation
+from medassist.utils.format import computed_on, fmt_value_ci, readable_table
 
 # Column titles of the text report's tables.
 HEADERS = {

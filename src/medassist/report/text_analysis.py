@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from medassist.evaluate.training import usable
-from medassist.report.format import fmt_int, fmt_metric, fmt_ratio, fmt_seconds, fmt_value_ci
-from medassist.report.words import fit_sentences
+from medassist.utils.format import fmt_int, fmt_metric, fmt_ratio, fmt_seconds, fmt_value_ci
+from medassist.utils.words import fit_sentences
 
 MAX_WORDS = 250
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from medassist.report.format import fmt_int, fmt_metric, fmt_seconds, readable_table
 from medassist.report.html import write_report
+from medassist.utils.format import fmt_int, fmt_metric, fmt_seconds, readable_table
 
 METRIC_NAMES = {
     "val_auc": "validation AUC",

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medassist.report.format import (
+from medassist.run import Run
+from medassist.utils.format import (
     MAX_COLUMNS,
     MISSING,
     column_kind,
@@ -21,7 +22,6 @@ from medassist.report.format import (
     readable_table,
     split_columns,
 )
-from medassist.run import Run
 
 NAN = float("nan")
 
