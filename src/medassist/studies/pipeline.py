@@ -37,14 +37,34 @@ from medassist.utils.io import atomic_write_text
 PIPELINE_FILE = "pipeline.json"
 
 
+AUDITED = "<audit>"
+"""Stands for the part whose run the fairness audit reads (``--audit``: text or fairness_text)."""
+
+
 @dataclass(frozen=True)
 class Part:
-    """One study of the pipeline: its config section, the shipped profile family, how to run it, what it needs."""
+    """One study of the pipeline, and how it is wired to the others, as data.
+
+    Attributes:
+        name: its config section and folder.
+        study: the study's profile folder under configs/ (text, image, synth, deploy, fairness).
+        title: its heading in the report.
+        needs: the parts that must have completed before it runs.
+        feeds: (its option, the part whose run folder it is given).
+        optional: (its option, a part whose run folder it is given when that part completed and built on no other
+            run than this part does).
+        user: (its option, the pipeline option that passes the user's own data to it when given).
+        fallback: (its option, the value it takes when its section leaves it empty).
+    """
 
     name: str
-    study: str  # the study's profile folder under configs/ (text, image, synth, deploy, fairness)
+    study: str
     title: str
     needs: tuple[str, ...] = ()
+    feeds: tuple[tuple[str, str], ...] = ()
+    optional: tuple[tuple[str, str], ...] = ()
+    user: tuple[tuple[str, str], ...] = ()
+    fallback: tuple[tuple[str, str], ...] = ()
 
     @property
     def runner(self) -> str:
@@ -53,32 +73,32 @@ class Part:
 
 
 PARTS: tuple[Part, ...] = (
-    Part("text", "text", "Part 1: clinical text (Open-i)"),
-    Part("image", "image", "Part 2: medical images (PneumoniaMNIST)"),
-    Part("segment", "segment", "Part 2: segmentation (optional: --segment.images)"),
-    Part("synth", "synth", "Part 3: synthetic images"),
+    Part("text", "text", "Part 1: clinical text (Open-i)", user=(("texts", "texts"),)),
+    Part("image", "image", "Part 2: medical images (PneumoniaMNIST)", user=(("images", "images"),)),
+    Part("segment", "segment", "Part 2: segmentation (optional: --segment.images)", fallback=(("images", "drive"),)),
+    Part("synth", "synth", "Part 3: synthetic images", user=(("images", "images"),)),
     Part("synth_records", "synth", "Part 3: synthetic patient records"),
-    Part("deploy_image", "deploy", "Part 4: image deployment", ("image",)),
-    Part("deploy_text", "deploy", "Part 4: text deployment", ("text",)),
-    Part(
-        "fairness_text",
-        "text",
-        "Part 5: the text run audited (PadChest)",
-    ),
+    Part("deploy_image", "deploy", "Part 4: image deployment", ("image",), feeds=(("run", "image"),)),
+    Part("deploy_text", "deploy", "Part 4: text deployment", ("text",), feeds=(("run", "text"),)),
+    Part("fairness_text", "text", "Part 5: the text run audited (PadChest)"),
     Part(
         "fairness",
         "fairness",
         "Part 5: fairness and ethics",
-        ("text",),
+        (AUDITED,),
+        feeds=(("run", AUDITED),),
+        optional=(("synth_run", "synth"), ("deploy_run", "deploy_text")),
     ),
     Part(
         "fairness_image",
         "fairness",
         "Part 5: the image run audited (what its data holds)",
         ("image",),
+        feeds=(("run", "image"),),
     ),
 )
 PART_NAMES = tuple(p.name for p in PARTS)
+PARTS_BY_NAME = {p.name: p for p in PARTS}
 
 
 @dataclass
@@ -180,29 +200,25 @@ def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
     changes: dict[str, Any] = {"out": str(folder), "device": cfg.device, "precision": cfg.precision}
     if hasattr(sub, "progress"):
         changes["progress"] = cfg.progress
-    if cfg.images and part.name in ("image", "synth"):
-        changes["images"] = cfg.images
-    if cfg.texts and part.name == "text":
-        changes["texts"] = cfg.texts
-    if part.name in ("deploy_image", "deploy_text"):
-        changes["run"] = str(pipe.run_dir(part.needs[0]))
-    if part.name == "fairness_image":
-        changes["run"] = str(pipe.run_dir("image"))
-    if part.name == "segment" and not sub.images:
-        changes["images"] = "drive"
-    if part.name == "fairness":
-        changes["run"] = str(pipe.run_dir(cfg.audit))
-        for key, source in {"synth_run": "synth", "deploy_run": "deploy_text" if cfg.audit == "text" else ""}.items():
-            if source and pipe.part(source).get("status") == "complete":
-                changes[key] = str(pipe.run_dir(source))
+    changes |= {key: getattr(cfg, given) for key, given in part.user if getattr(cfg, given)}
+    changes |= {key: str(pipe.run_dir(_part_name(src, cfg))) for key, src in part.feeds}
+    for key, src in part.optional:
+        complete = pipe.part(src).get("status") == "complete"
+        if complete and set(_needs(PARTS_BY_NAME[src], cfg)) <= set(_needs(part, cfg)):
+            changes[key] = str(pipe.run_dir(src))
+    changes |= {key: value for key, value in part.fallback if not getattr(sub, key)}
     unfinished = _unfinished(folder) if folder.is_dir() else None
     if unfinished is not None and hasattr(sub, "resume"):
         changes["resume"] = str(unfinished)
     return dataclasses.replace(sub, **{k: v for k, v in changes.items() if hasattr(sub, k)})
 
 
+def _part_name(name: str, cfg: PipelineConfig) -> str:
+    return cfg.audit if name == AUDITED else name
+
+
 def _needs(part: Part, cfg: PipelineConfig) -> tuple[str, ...]:
-    return (cfg.audit,) if part.name == "fairness" else part.needs
+    return tuple(_part_name(n, cfg) for n in part.needs)
 
 
 @on_device

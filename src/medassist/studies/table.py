@@ -41,6 +41,7 @@ class Study:
         preset: ``KEY=VALUE`` options applied after the user's (a sweep's study).
         kinds: the kinds of run folder it writes (recorded in their status.json; what ``open_run`` reads).
         report: "module:function" rendering such a folder's report.md and report.html from its files.
+        tunable: ``medassist tune <command>`` sweeps its training (its trials run in ``medassist.studies.tune``).
     """
 
     command: tuple[str, ...]
@@ -54,6 +55,7 @@ class Study:
     preset: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     report: str = ""
+    tunable: bool = False
 
     @property
     def profile_folder(self) -> str:
@@ -66,7 +68,7 @@ GROUPS = {
 }
 """Commands that group studies (``medassist bench medmnist``), with their help."""
 
-STUDIES: tuple[Study, ...] = (
+_STUDIES: tuple[Study, ...] = (
     Study(
         ("image",),
         "medassist.studies.image_config:ImageStudyConfig",
@@ -75,6 +77,7 @@ STUDIES: tuple[Study, ...] = (
         "confidence intervals, Grad-CAM, report",
         kinds=("image",),
         report="medassist.report.image:write_image_report",
+        tunable=True,
     ),
     Study(
         ("text",),
@@ -84,6 +87,7 @@ STUDIES: tuple[Study, ...] = (
         "vanishing gradients, TF-IDF baseline, error analysis, report",
         kinds=("text",),
         report="medassist.report.text:write_text_report",
+        tunable=True,
     ),
     Study(
         ("segment",),
@@ -188,20 +192,21 @@ STUDIES: tuple[Study, ...] = (
         "and every core, first and second start-up, one training step, peak memory while training for two sizes",
         default_profile="default",
     ),
-    *(
-        Study(
-            ("tune", name),
-            "medassist.studies.tune:TuneConfig",
-            "medassist.studies.tune:run_tune",
-            f"sweep the {name} study's training on Ray Tune over a YAML search space (ASHA stops poor trials "
-            f"early); choose on validation and write best.yaml for `medassist {name} --config`",
-            profiles="tune",
-            preset=(f"study={name}",),
-            kinds=("tune",),
-            report="medassist.report.tune:write_tune_report",
-        )
-        for name in ("image", "text")
-    ),
+)
+
+STUDIES: tuple[Study, ...] = _STUDIES + tuple(
+    Study(
+        ("tune", name),
+        "medassist.studies.tune:TuneConfig",
+        "medassist.studies.tune:run_tune",
+        f"sweep the {name} study's training on Ray Tune over a YAML search space (ASHA stops poor trials "
+        f"early); choose on validation and write best.yaml for `medassist {name} --config`",
+        profiles="tune",
+        preset=(f"study={name}",),
+        kinds=("tune",),
+        report="medassist.report.tune:write_tune_report",
+    )
+    for name in (s.command[0] for s in _STUDIES if s.tunable)
 )
 
 

@@ -25,12 +25,13 @@ from medassist.config import DeviceOptions, RunOptions, flatten, from_dict, merg
 from medassist.errors import MedAssistError
 from medassist.run import Run
 from medassist.studies.image_config import ImageStudyConfig
+from medassist.studies.table import STUDIES as TABLE
 from medassist.studies.text_setup import TRANSFORMERS, TextStudyConfig
 from medassist.studies.tune_space import load_space, split_params
 from medassist.train.device import on_device, resolve, use
 
 SCHEDULERS = ("asha", "fifo")
-STUDIES = ("image", "text")
+STUDIES = tuple(s.command[0] for s in TABLE if s.tunable)  # the studies whose training a sweep can tune
 SWEEP_METRICS = ("val_auc", "val_accuracy", "val_macro_f1", "val_loss")
 
 
