@@ -30,12 +30,9 @@ def load_source(run_dir: str | Path, *, data_dir: str = "", n_teachers: int = 3,
     study = run.config
     study.progress = progress
     if run.kind == "text":
-        from medassist.studies.text_setup import load_text_data
-
-        return _text_source(run.dir, run.metrics, study, load_text_data(study), study.recurrent)
-    if data_dir:
-        study.data_dir = data_dir
-    return _image_source(run.dir, study, n_teachers=n_teachers)
+        return _text_source(run.dir, run.metrics, study, run.data(progress=progress), study.recurrent)
+    changes = {"progress": progress, **({"data_dir": data_dir} if data_dir else {})}
+    return _image_source(run.dir, run.data(**changes), n_teachers=n_teachers)
 
 
 def _unit_model(run_dir: Path, unit: str, **build: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -45,11 +42,8 @@ def _unit_model(run_dir: Path, unit: str, **build: Any) -> tuple[nn.Module, dict
     return model.eval(), result
 
 
-def _image_source(run_dir: Path, study: Any, *, n_teachers: int) -> Source:
-    from medassist.studies.image import load_data
-
+def _image_source(run_dir: Path, data: Any, *, n_teachers: int) -> Source:
     meta = json.loads((run_dir / "models" / "model.json").read_text())
-    data = load_data(study)
     build = {"num_classes": meta["num_classes"], "in_channels": meta["in_channels"]}
     model = create_model(meta["model"], **build, **meta["model_kwargs"])
     model.load_state_dict(load_file(str(run_dir / "models" / "model.safetensors")))

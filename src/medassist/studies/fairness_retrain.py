@@ -43,19 +43,16 @@ def retrain_weighted(
             f"the selected model of {run_dir} ({info.get('model')}) is not trained by the training engine; "
             "in-training mitigation retrains engine models only"
         )
-    cfg = open_run(run_dir).config
+    run = open_run(run_dir)
+    cfg, data = run.config, run.data()
     task, k = info["task"], len(info["label_names"])
     if info["kind"] == "text":
-        from medassist.studies.text_setup import Encoded, load_text_data
+        from medassist.studies.text_setup import Encoded
 
-        data = load_text_data(cfg)
         splits = {s: (data.splits[s].labels, data.splits[s].metadata) for s in ("train", "val", "test")}
         sets = Encoded(data, Run(work), cfg.max_len).get(unit["model"])
         model_args: dict[str, Any] = {}
     else:
-        from medassist.studies.image import load_data
-
-        data = load_data(cfg)
         splits = {s: (data.splits[s].labels.reshape(-1), data.splits[s].metadata) for s in ("train", "val", "test")}
         sets = {s: Labelled(ImageBatcher(data.splits[s].images), splits[s][0]) for s in splits}
         model_args = {"in_channels": data.n_channels}

@@ -42,6 +42,8 @@ class Study:
         kinds: the kinds of run folder it writes (recorded in their status.json; what ``open_run`` reads).
         report: "module:function" rendering such a folder's report.md and report.html from its files.
         tunable: ``medassist tune <command>`` sweeps its training (its trials run in ``medassist.studies.tune``).
+        data: "module:function" loading the data a run of it was trained on, from its config (what a study that
+            builds on the run reads: ``open_run(...).data()``).
     """
 
     command: tuple[str, ...]
@@ -56,6 +58,7 @@ class Study:
     kinds: tuple[str, ...] = ()
     report: str = ""
     tunable: bool = False
+    data: str = ""
 
     @property
     def profile_folder(self) -> str:
@@ -78,6 +81,7 @@ _STUDIES: tuple[Study, ...] = (
         kinds=("image",),
         report="medassist.report.image:write_image_report",
         tunable=True,
+        data="medassist.studies.image:load_data",
     ),
     Study(
         ("text",),
@@ -88,6 +92,7 @@ _STUDIES: tuple[Study, ...] = (
         kinds=("text",),
         report="medassist.report.text:write_text_report",
         tunable=True,
+        data="medassist.studies.text_setup:load_text_data",
     ),
     Study(
         ("segment",),
@@ -142,6 +147,7 @@ _STUDIES: tuple[Study, ...] = (
         "model, chosen on validation, tested with intervals, predictions saved for the fairness audit",
         kinds=("tabular",),
         report="medassist.report.tabular:write_tabular_report",
+        data="medassist.studies.tabular:load_table",
     ),
     Study(
         ("bench", "medmnist"),
@@ -225,11 +231,16 @@ REPORTS = {kind: s.report for s in STUDIES for kind in s.kinds if s.report}
 """Run kind (recorded in status.json) -> the function that renders its report.md and report.html from its files."""
 
 
-def config_class(kind: str) -> type:
-    """The config dataclass of the study that writes runs of ``kind``."""
+def study_of(kind: str) -> Study:
+    """The study that writes runs of ``kind``."""
     study = next((s for s in STUDIES if kind in s.kinds), None)
     if study is None:
         from medassist.errors import MedAssistError
 
         raise MedAssistError(f"no study writes runs of kind '{kind}'")
-    return load(study.config)
+    return study
+
+
+def config_class(kind: str) -> type:
+    """The config dataclass of the study that writes runs of ``kind``."""
+    return load(study_of(kind).config)
