@@ -372,3 +372,15 @@ def test_minilm_lists_every_parameter_by_depth_for_layer_decay(minilm_model: nn.
     rates = [g["lr"] for g in opt.param_groups]
     assert rates == pytest.approx([1e-4 * 0.5**k for k in range(7, -1, -1)])
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(minilm_model.parameters()))
+
+
+def test_the_small_transformer_lists_every_parameter_by_depth() -> None:
+    from medassist.config import TrainConfig
+    from medassist.train.optim import build_optimizer
+
+    model = create_model("transformer_small", num_classes=K, vocab_size=50, num_layers=2)
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, layer_decay=0.5))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+        [1.25e-4, 2.5e-4, 5e-4, 1e-3]
+    )  # embeddings, 2 layers, head
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))

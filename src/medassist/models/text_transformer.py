@@ -78,6 +78,12 @@ class SmallTransformer(nn.Module):
         )  # the final norm, since pre-norm layers leave their output unnormalised
         self.head = nn.Linear(d_model, num_classes)
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Its parameters by depth for layer-wise learning rates: embeddings, each layer, the final norm and head."""
+        groups = [[*self.embed.parameters(), *self.pos.parameters()]]
+        groups += [list(layer.parameters()) for layer in self.encoder.layers]
+        return groups + [[*self.encoder.norm.parameters(), *self.head.parameters()]]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits (B, K)."""
         _check_length(input_ids, self.max_len, "transformer_small")

@@ -148,7 +148,7 @@ def _search_section(run_dir: Path, cfg: dict) -> list[str]:
         f"The profile's defaults come from a search on Open-i's validation split (`{SEARCH_COMMAND}`, ASHA on Ray "
         "Tune; each trial ranked by its best epoch's validation macro-AUC; the test split read by none). Its trials, "
         f"best first (dropout is the head's). This run trained MiniLM with {this}, head dropout "
-        f"{cfg.get('base_dropout')}.",
+        f"{cfg.get('transformer_dropout')}.",
         "",
         readable_table(table, headers=True),
         "",

@@ -56,14 +56,13 @@ def multitask_step(normal_index: int, abnormal_weight: float = 1.0):
 
 def sweep_runs(cfg: TextStudyConfig, arch: str, base: TrainConfig) -> list[tuple[str, float, TrainConfig]]:
     """(name, dropout, training settings) of each run of the regularisation sweep of ``arch``."""
+    dropout = cfg.transformer_dropout if arch == cfg.transformer else cfg.base_dropout
     if not cfg.sweep:
-        return [(f"{arch}-base", cfg.base_dropout, base)]
+        return [(f"{arch}-base", dropout, base)]
     runs = [(f"{arch}-dropout{d:g}", d, base) for d in cfg.dropouts]
-    runs += [
-        (f"{arch}-wd{w:g}", cfg.base_dropout, dataclasses.replace(base, weight_decay=w)) for w in cfg.weight_decays
-    ]
+    runs += [(f"{arch}-wd{w:g}", dropout, dataclasses.replace(base, weight_decay=w)) for w in cfg.weight_decays]
     es = dataclasses.replace(base, early_stopping=True, patience=cfg.patience, monitor="val_loss")
-    runs.append((f"{arch}-earlystop", cfg.base_dropout, es))
+    runs.append((f"{arch}-earlystop", dropout, es))
     return runs
 
 

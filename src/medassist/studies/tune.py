@@ -342,8 +342,8 @@ def best_config(params: dict[str, Any], cfg: TuneConfig) -> dict[str, Any]:
     model = own.get("model", default_model(cfg))
     if cfg.study == "text":
         out["transformer" if model in TRANSFORMERS else "recurrent"] = model
-        if "dropout" in own:  # the text study's base dropout (its sweep varies it further)
-            out["base_dropout"] = float(own["dropout"])
+        if "dropout" in own:  # the text study's dropout of that model's runs (its sweep varies it further)
+            out["transformer_dropout" if model in TRANSFORMERS else "base_dropout"] = float(own["dropout"])
         return _plain(out)
     out["models"] = [model]
     if "dropout" in own:  # the image study applies dropout in its 'dropout' (and 'all') ablation rows
