@@ -337,3 +337,16 @@ def test_layer_decay_refuses_a_model_that_does_not_list_all_its_layers() -> None
         from medassist.train.optim import build_scheduler
 
         build_scheduler(build_optimizer(_Layered(), TrainConfig()), TrainConfig(scheduler="onecycle", warmup=0), 10)
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10, 20])
+def test_onecycle_runs_however_few_the_steps(total: int) -> None:
+    # A warm-up of exactly one step would make torch's onecycle divide by zero (10% of 10 steps).
+    from medassist.train.optim import build_optimizer, build_scheduler
+
+    cfg = TrainConfig(scheduler="onecycle", warmup=0.1, epochs=1, lr=1e-2)
+    opt = build_optimizer(_Layered(), cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=total)
+    for _ in range(total):
+        opt.step(), sched.step()
+        assert all(np.isfinite(g["lr"]) for g in opt.param_groups)

@@ -145,11 +145,14 @@ def build_scheduler(
     if s == "onecycle":
         if not 0 < cfg.warmup < 1:
             raise MedAssistError(f"warmup is a share of the steps, in (0, 1); got {cfg.warmup}")
+        total, pct = max(1, cfg.epochs * steps_per_epoch), cfg.warmup
+        if math.isclose(pct * total, 1.0):  # torch divides by (warm-up steps - 1): one step would divide by zero
+            pct = 2 / total if total > 2 else 0.25
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[g["lr"] for g in optimizer.param_groups],  # each group peaks at its own (layer-wise) rate
-            total_steps=max(1, cfg.epochs * steps_per_epoch),
-            pct_start=cfg.warmup,
+            total_steps=total,
+            pct_start=pct,
         )
     if s == "plateau":
         mode = "min" if cfg.monitor.endswith("loss") else "max"
