@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from medassist.deploy.config import DeployConfig
-from medassist.deploy.ensemble import TfidfEnsemble, TfidfPart
+from medassist.deploy.ensemble import TfidfEnsemble, TfidfPart, mix
 from medassist.deploy.export import OrtModel, logits_of, parity, probs_from_logits
 from medassist.deploy.measure import file_mb, summarise_times, time_rounds
 from medassist.evaluate import metrics_for
@@ -42,8 +42,10 @@ class Variant:
             beside a word model); None for the study's source.
         trainings: the records of the trainings in this study the variant rests on (the fine-tune after pruning,
             the student's training), each with ``under_trained``; empty for a variant made without training.
-        ensemble: (TF-IDF model, its weight) averaged with this ONNX model's probabilities (a text ensemble; its
+        ensemble: (TF-IDF model, its weight) averaged with this model's probabilities (a text ensemble; its
             source's inputs carry the texts); None for one model.
+        network: an ensemble's network is this other variant: its validation and test logits are mixed from that
+            variant's instead of being computed twice (timing still runs the whole ensemble).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Variant:
     source: Source | None = None
     trainings: list[dict[str, Any]] = field(default_factory=list)
     ensemble: tuple[TfidfPart, float] | None = None
+    network: str | None = None
 
     @property
     def under_trained(self) -> bool:
@@ -107,10 +110,16 @@ def measure_variants(variants: list[Variant], source: Source, cfg: DeployConfig)
     metrics = metrics_for(source.task)
     runners = {v.name: v.runner(cfg.threads) for v in variants}
     rows = []
+    by_name = {v.name: v for v in variants}
     for v in variants:
         for split in ("val", "test"):
-            v.logits[split] = logits_of(runners[v.name], (v.source or source).splits[split].batcher)
-    by_name = {v.name: v for v in variants}
+            batcher = (v.source or source).splits[split].batcher
+            network = by_name[v.network].logits.get(split) if v.network else None
+            if network is not None and v.ensemble is not None:
+                part, weight = v.ensemble
+                v.logits[split] = mix(part.probs(batcher.texts), network, weight, part.task).astype(np.float32)
+            else:
+                v.logits[split] = logits_of(runners[v.name], batcher)
     # The same reports (or images) for every variant, each in the inputs its model reads.
     sources = {id(source): source} | {id(v.source): v.source for v in variants if v.source is not None}
     inputs = {key: timing_inputs(s, cfg.throughput_batch, cfg.seed) for key, s in sources.items()}

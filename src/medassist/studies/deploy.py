@@ -353,7 +353,7 @@ def _ensemble_variants(cfg: DeployConfig, transformer: Source, made: list[Varian
     """The text study's ensemble (when it compared one): each of the Transformer's three variants ``made`` beside
     the tuned TF-IDF model (saved as data, :mod:`medassist.deploy.ensemble`), their probabilities averaged at the
     weight validation chose."""
-    from medassist.deploy.ensemble import TFIDF_FILE, TfidfEnsemble, TfidfPart, save_tfidf
+    from medassist.deploy.ensemble import TFIDF_FILE, TfidfPart, save_tfidf
     from medassist.studies.deploy_source import ENSEMBLE, load_ensemble
 
     loaded = load_ensemble(transformer)
@@ -375,8 +375,8 @@ def _ensemble_variants(cfg: DeployConfig, transformer: Source, made: list[Varian
             name=renamed(v.name),
             parity_with=renamed(v.parity_with),
             files=[*v.files, path],
-            model=TfidfEnsemble(v.model, part, weight) if v.model is not None else None,
-            ensemble=(part, weight) if v.model is None else None,
+            ensemble=(part, weight),
+            network=v.name,
             source=source,
             note=note,
             logits={},
