@@ -14,7 +14,7 @@ from medassist.errors import MedAssistError
 from medassist.models import create_model
 from medassist.train import fit, predict_proba
 from medassist.train.augment import augment_batch
-from medassist.train.engine import class_weights
+from medassist.train.losses import class_weights
 
 TRAIN, VAL = blobs(128, seed=1), blobs(64, seed=2)
 
@@ -250,7 +250,7 @@ def test_multilabel_text_training_and_order_preserving_prediction() -> None:
 
 
 def test_prior_bias_starts_the_head_at_the_label_frequencies() -> None:
-    from medassist.train.engine import init_prior_bias
+    from medassist.train.losses import init_prior_bias
 
     labels = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])  # frequencies 0.75, 0.25, 0 (clipped)
     model = create_model("bilstm", num_classes=3, vocab_size=10)

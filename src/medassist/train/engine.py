@@ -22,22 +22,22 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from medassist.config import TrainConfig, to_dict
+from medassist.config import TrainConfig
 from medassist.data.types import Split
 from medassist.errors import MedAssistError
 from medassist.evaluate.metrics import METRICS
 from medassist.evaluate.multilabel import MULTILABEL_METRICS
 from medassist.evaluate.training import under_trained
 from medassist.train.augment import augment_batch
+from medassist.train.checkpoint import load_checkpoint, save_checkpoint
 from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba, with_inputs
 from medassist.train.device import Accelerator, current, state_to_cpu
 from medassist.train.distributed import all_sum, any_rank, ranks, shard
+from medassist.train.losses import default_loss, init_prior_bias
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
-from medassist.utils.io import atomic_path
 
 # step_fn(model, inputs, y) -> (loss, logits) or (loss, logits, logs): the part of a training step that differs
 # between studies. ``inputs`` is the tuple of the model's positional arguments (images, or token ids and mask);
@@ -135,34 +135,6 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     torch.set_num_threads(threads or per_process)
 
 
-def rng_state(generators: dict[str, torch.Generator], device: torch.device | None = None) -> dict[str, object]:
-    """Every random state training draws from: PyTorch's global generator (dropout, drop-connect, a step_fn's
-    noise) and, on CUDA, the device's, NumPy's and Python's global generators, and the engine's own ``generators``
-    (batch order, augmentation)."""
-    state: dict[str, object] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-        **{f"generator:{k}": g.get_state() for k, g in generators.items()},
-    }
-    if device is not None and device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(
-    state: dict[str, object], generators: dict[str, torch.Generator], device: torch.device | None = None
-) -> None:
-    """Restore what :func:`rng_state` saved (a CUDA state only on CUDA: a GPU run resumed on a CPU goes on)."""
-    torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
-    np.random.set_state(state["numpy"])  # type: ignore[arg-type]
-    random.setstate(state["python"])  # type: ignore[arg-type]
-    for k, g in generators.items():
-        g.set_state(state[f"generator:{k}"])  # type: ignore[arg-type]
-    if device is not None and device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)  # type: ignore[arg-type]
-
-
 def with_min_steps(cfg: TrainConfig, steps_per_epoch: int) -> TrainConfig:
     """``cfg`` with enough epochs for at least ``cfg.min_steps`` optimisation steps (small data sets train longer)."""
     if cfg.min_steps <= 0:
@@ -183,13 +155,6 @@ def for_data_size(cfg: TrainConfig, n_train: int) -> TrainConfig:
     if cfg.min_batches > 0 and n_train > 0 and math.ceil(n_train / cfg.batch_size) < cfg.min_batches:
         cfg = dataclasses.replace(cfg, batch_size=max(MIN_BATCH, min(cfg.batch_size, n_train // cfg.min_batches)))
     return with_min_steps(cfg, max(1, math.ceil(n_train / cfg.batch_size)))
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency class weights, normalised to mean 1 (a class absent from training gets weight 0)."""
-    counts = np.bincount(labels.reshape(-1), minlength=num_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
-    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
 
 
 def _layer_names(model: nn.Module) -> dict[str, str]:
@@ -216,42 +181,6 @@ def _is_better(score: float, best: float, monitor: str) -> bool:
     if math.isnan(best):
         return True
     return score < best if monitor.endswith(LOWER_IS_BETTER) else score > best
-
-
-def pos_weights(labels: np.ndarray, cap: float = 100.0) -> torch.Tensor:
-    """Multi-label positive weights: negatives / positives per label, capped (a label without positives gets 1)."""
-    pos = labels.sum(0).astype(np.float64)
-    neg = len(labels) - pos
-    return torch.tensor(np.where(pos > 0, np.minimum(neg / np.maximum(pos, 1), cap), 1.0), dtype=torch.float32)
-
-
-def init_prior_bias(model: nn.Module, labels: np.ndarray) -> None:
-    """Set the bias of ``model.head`` to the log-odds of each label in ``labels`` (N, K).
-
-    An untrained head then predicts each label's frequency instead of 0.5, so the first steps are not spent learning
-    that most findings are rare (a rare label's bias would need thousands of small Adam steps to get there).
-    """
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Linear) or head.bias is None or head.out_features != labels.shape[1]:
-        raise MedAssistError(
-            f"prior_bias needs a model whose `head` is a linear layer with {labels.shape[1]} outputs and a bias"
-        )
-    freq = np.clip(labels.mean(0), 1e-4, 1 - 1e-4)
-    with torch.no_grad():
-        head.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq)), dtype=head.bias.dtype))
-
-
-def default_loss(
-    task: str, cfg: TrainConfig, labels: np.ndarray, num_classes: int, device: torch.device | None = None
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy (multi-class, optional class weights and label smoothing) or binary cross-entropy per label
-    (multi-label, optional positive weights), its weights on ``device``."""
-    device = device or torch.device("cpu")
-    if task == "multi-label":
-        pw = pos_weights(labels).to(device) if cfg.class_weights else None
-        return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pw)
-    weight = class_weights(labels, num_classes).to(device) if cfg.class_weights else None
-    return lambda logits, y: F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
 
 
 @dataclass
@@ -367,7 +296,7 @@ def fit(
     t = _start(model, cfg, task, y_labels, num_classes, steps_per_epoch, clock, accel, step_fn, privacy)
     ckpt = Path(checkpoint) if checkpoint else None
     resumed = resume and ckpt is not None and ckpt.is_file()
-    state = _load_checkpoint(t, ckpt, desc) if resumed else {}
+    state = load_checkpoint(t, ckpt, desc) if resumed else {}
     _wrap(t, cfg, state, n_train=len(train.batcher), desc=desc)
     clock.start(t.elapsed)
     r = ranks()
@@ -398,7 +327,7 @@ def fit(
         stopped_early = cfg.early_stopping and t.bad_epochs >= cfg.patience
         _record(t, epoch, sums, val_metrics, lr, epoch_time, stopped_early)
         if ckpt is not None and r.is_main:
-            _save_checkpoint(t, ckpt, epoch, cfg)
+            save_checkpoint(t, ckpt, epoch, cfg)
         if on_epoch is not None and r.is_main:
             on_epoch(dict(t.rows[-1]))
         bar.update(1)
@@ -639,61 +568,6 @@ def _record(
         }
     )
     t.norm_rows += [{"epoch": epoch, "layer": k, "grad_norm": v / max(s.n_steps, 1)} for k, v in s.grad_norms.items()]
-
-
-def _save_checkpoint(t: _Training, path: Path, epoch: int, cfg: TrainConfig) -> None:
-    """Everything a resume needs, written atomically (by rank 0 only). Nothing draws a random number between here
-    and the next epoch's first batch, so the random state saved here is the one that epoch starts from: a run killed
-    mid-epoch repeats that epoch exactly."""
-    model_state = t.model.state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "model": model_state if t.accel.device.type == "cpu" else state_to_cpu(model_state),
-                "optimizer": t.optimizer.state_dict(),
-                "scaler": t.scaler.state_dict() if t.scaler is not None else None,
-                "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
-                "epoch": epoch,
-                "history": t.rows,
-                "grad_norms": t.norm_rows,
-                "best_state": t.best_state,
-                "best_score": t.best_score,
-                "best_epoch": t.best_epoch,
-                "bad_epochs": t.bad_epochs,
-                "elapsed": t.elapsed,
-                "rng": rng_state(t.generators, t.accel.device),
-                "config": to_dict(cfg),
-                "step_state": t.step_state.state_dict() if t.step_state is not None else None,
-                "privacy_state": t.privacy.state_dict() if t.privacy is not None else None,
-                "ema": t.ema.state_dict() if t.ema is not None else None,
-            },
-            tmp,
-        )
-
-
-def _load_checkpoint(t: _Training, path: Path, desc: str) -> dict[str, Any]:
-    """Continue from a checkpoint: the weights, optimiser, schedule, scaler, history, selection and the random
-    states the next epoch starts from. Returns the checkpoint (its moving average and DP-SGD state are restored
-    once those exist)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: optimiser + RNG state
-    if "rng" not in state:
-        raise MedAssistError(
-            f"{path} was written by an older medassist and lacks the random states a resume needs to give "
-            f"the numbers of an uninterrupted run; delete it to train '{desc}' again from its first epoch"
-        )
-    t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
-    if t.scheduler is not None and state["scheduler"] is not None:
-        t.scheduler.load_state_dict(state["scheduler"])
-    t.rows, t.norm_rows, t.best_state = state["history"], state["grad_norms"], state["best_state"]
-    t.best_score, t.best_epoch, t.bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
-    t.elapsed, t.start_epoch = state["elapsed"], state["epoch"] + 1
-    set_rng_state(state["rng"], t.generators, t.accel.device)  # the state with which the next epoch starts
-    if t.scaler is not None and state.get("scaler") is not None:
-        t.scaler.load_state_dict(state["scaler"])
-    if t.step_state is not None and state.get("step_state") is not None:
-        t.step_state.load_state_dict(state["step_state"])
-    return state
 
 
 def _rank_batches(order: Iterable[torch.Tensor], r: Any) -> Iterator[torch.Tensor]:
