@@ -401,9 +401,10 @@ def part_records(doc: Doc, run: Path, m: dict[str, Any]) -> list[tuple[str, str]
 # --- Part 5: fairness and ethics ------------------------------------------------------------------------------
 
 
-def part_fairness(doc: Doc, run: Path) -> list[tuple[str, str]]:
-    from medassist.fairness.ethics import ethics_text
+ETHICS_HEADING = "## Ethics report\n\n"
 
+
+def part_fairness(doc: Doc, run: Path) -> list[tuple[str, str]]:
     m = read_json(run / "metrics.json")
     src = m.get("source", {})
     refs = []
@@ -435,5 +436,7 @@ def part_fairness(doc: Doc, run: Path) -> list[tuple[str, str]]:
                 "Part 5: mitigation before and after",
             )
         )
-    doc.piece("ethics", ethics_text(m), refs, "Part 5: ethics report (400-600 words)")
+    # The ethics text the fairness study wrote (medassist.fairness.ethics builds it; the report only renders it).
+    ethics = (run / "ethics.md").read_text(encoding="utf-8").removeprefix(ETHICS_HEADING)
+    doc.piece("ethics", ethics, refs, "Part 5: ethics report (400-600 words)")
     return []
