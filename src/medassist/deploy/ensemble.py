@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from medassist.deploy.export import probs_from_logits
 from medassist.errors import DataError, MedAssistError
 from medassist.utils.io import atomic_path
 
@@ -107,23 +108,13 @@ class TfidfPart:
 
     def probs(self, texts: Sequence[str]) -> np.ndarray:
         """(N, K) probabilities: sigmoid per label (multi-label), softmax (multi-class)."""
-        return link(self.logits(texts), self.task)
-
-
-def link(logits: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities of logits: a sigmoid per label (multi-label), a softmax (multi-class)."""
-    z = np.asarray(logits, dtype=np.float64)
-    if task == "multi-label":
-        return 1.0 / (1.0 + np.exp(-z))
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+        return probs_from_logits(self.logits(texts), self.task)
 
 
 def mix(tfidf_probs: np.ndarray, model_logits: np.ndarray, weight: float, task: str) -> np.ndarray:
     """Logits whose probabilities are ``weight * tfidf + (1 - weight) * model``: the log-odds of the average
     (multi-label) or its logarithm (multi-class, whose softmax gives the average back)."""
-    p = weight * tfidf_probs + (1.0 - weight) * link(model_logits, task)
+    p = weight * tfidf_probs + (1.0 - weight) * probs_from_logits(np.asarray(model_logits), task)
     p = np.clip(p, _EPS, 1.0 - _EPS)
     return np.log(p / (1.0 - p)) if task == "multi-label" else np.log(p)
 

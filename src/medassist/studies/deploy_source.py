@@ -30,9 +30,10 @@ def load_source(run_dir: str | Path, *, data_dir: str = "", n_teachers: int = 3,
     study = run.config
     study.progress = progress
     if run.kind == "text":
-        return _text_source(run.dir, run.metrics, study, run.data(progress=progress), study.recurrent)
-    changes = {"progress": progress, **({"data_dir": data_dir} if data_dir else {})}
-    return _image_source(run.dir, run.data(**changes), n_teachers=n_teachers)
+        return _text_source(run.dir, run.metrics, study, run.data(study), study.recurrent)
+    if data_dir:
+        study.data_dir = data_dir
+    return _image_source(run.dir, run.data(study), n_teachers=n_teachers)
 
 
 def _unit_model(run_dir: Path, unit: str, **build: Any) -> tuple[nn.Module, dict[str, Any]]:

@@ -44,7 +44,8 @@ def retrain_weighted(
             "in-training mitigation retrains engine models only"
         )
     run = open_run(run_dir)
-    cfg, data = run.config, run.data()
+    cfg = run.config
+    data = run.data(cfg)
     task, k = info["task"], len(info["label_names"])
     if info["kind"] == "text":
         from medassist.studies.text_setup import Encoded

@@ -51,18 +51,15 @@ class RunFolder:
 
         return from_dict(config_class(self.kind), self.config_dict)
 
-    def data(self, **changes: Any) -> Any:
-        """The data the run was trained on, loaded again by its study's own loader from its config (``changes``:
-        options to set first, e.g. ``data_dir`` or ``progress``)."""
+    def data(self, cfg: Any = None) -> Any:
+        """The data the run was trained on, loaded again by its study's own loader from ``cfg`` (default: the run's
+        config; give one to change options first, e.g. ``data_dir`` or ``progress``)."""
         from medassist.studies.table import load, study_of
 
         study = study_of(self.kind)
         if not study.data:
             raise MedAssistError(f"{self.dir}: a {self.kind} run has no data to load again")
-        cfg = self.config
-        for key, value in changes.items():
-            setattr(cfg, key, value)
-        return load(study.data)(cfg)
+        return load(study.data)(self.config if cfg is None else cfg)
 
     @property
     def selected_model(self) -> str:

@@ -11,7 +11,8 @@ import torch
 from bundle_helpers import MAX_LEN, REPORTS, TEXT_LABELS, probs, rewrite_manifest
 
 from medassist.deploy.bundle import BundleError, load_bundle, write_bundle
-from medassist.deploy.ensemble import TfidfEnsemble, TfidfPart, WithTexts, link, mix, save_tfidf
+from medassist.deploy.ensemble import TfidfEnsemble, TfidfPart, WithTexts, mix, save_tfidf
+from medassist.deploy.export import probs_from_logits as link
 from medassist.errors import DataError
 from medassist.models.tfidf import TfidfLogReg
 from medassist.train.data import TokenBatcher
