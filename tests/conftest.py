@@ -1,4 +1,6 @@
-"""Shared fixtures: the real data directory (skip with a reason where none is set)."""
+"""Shared fixtures: the real data directory (skip with a reason where none is set), the CPU for every test not marked
+``gpu`` (so that a GPU workstation runs the same suite), and the strict-device check for tests marked
+``strictdevice``."""
 
 from __future__ import annotations
 
@@ -55,3 +57,22 @@ def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("image-cache")
     os.environ["MEDASSIST_CACHE_DIR"] = str(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device auto`` means the CPU in every test but those marked ``gpu`` (child processes inherit it): on a GPU
+    workstation the suite gives the numbers and the green of a CPU machine, and the ``gpu`` tests ask for CUDA."""
+    from medassist.train.device import AUTO_ENV
+
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv(AUTO_ENV, "cpu")
+
+
+@pytest.fixture(autouse=True)
+def strict_device_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests marked ``strictdevice`` run under the strict-device check (child processes too)."""
+    from medassist.train import strict
+
+    if request.node.get_closest_marker("strictdevice") is not None:
+        monkeypatch.setenv(strict.ENV, "1")

@@ -51,7 +51,7 @@ def work(cfg: DDPBenchConfig, out: Path) -> None:
     from medassist.train import fit
     from medassist.train.distributed import ranks, setup
 
-    r = setup()
+    r = setup("cpu")  # the benchmark measures data parallelism on the CPU (gloo), whatever GPUs the machine has
     data = load_medmnist(cfg.dataset, data_dir=cfg.data_dir or None, progress=False)
     import torch
 

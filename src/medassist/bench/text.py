@@ -3,7 +3,9 @@ model on Open-i, measured in one run with warm-up and repeats (medians), on the 
 float32 and bf16 autocast side by side where the device has bfloat16.
 
 What makes the CPU work pay is measured too: length-bucketed, dynamically padded batches against batches padded to
-the longest report.
+the longest report. Each row also records the peak GPU memory of its measurement and the macro-AUC of the trained model
+on the test reports, so that what a precision changes in memory and in what the model learned is read beside what
+it changes in speed.
 """
 
 from __future__ import annotations
@@ -54,6 +56,25 @@ def _time(fn, repeats: int, device: torch.device) -> list[float]:
     return [timed() for _ in range(repeats)]
 
 
+def _test_auc(model: torch.nn.Module, batcher, labels: np.ndarray, accel: Accelerator) -> float:
+    """Macro ROC AUC of ``model`` on the test reports, over the labels with both classes among them."""
+    from sklearn.metrics import roc_auc_score
+
+    from medassist.train.data import main_logits
+
+    model.eval()
+    probs = []
+    with torch.no_grad(), accel.autocast():
+        for idx in batcher.order(batcher.EVAL_BATCH):
+            logits = main_logits(model(*(accel.put(t) for t in batcher.inputs(idx)))).float()
+            probs.append((idx, torch.sigmoid(logits).cpu().numpy()))
+    p = np.empty(labels.shape, dtype=np.float32)
+    for idx, chunk in probs:
+        p[idx.numpy()] = chunk
+    both = labels.min(axis=0) != labels.max(axis=0)
+    return float(roc_auc_score(labels[:, both], p[:, both], average="macro")) if both.any() else float("nan")
+
+
 def _measure(
     name: str,
     model: torch.nn.Module,
@@ -62,9 +83,11 @@ def _measure(
     cfg: TextBenchConfig,
     accel: Accelerator,
     bucketed: bool,
+    test: tuple[Any, np.ndarray],
 ) -> dict[str, Any]:
     from medassist.train.data import main_logits
 
+    accel.reset_peak_memory()
     model.to(accel.device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     y = accel.put(torch.as_tensor(labels).float())
@@ -92,6 +115,7 @@ def _measure(
             opt.step()
 
     t_train = _time(train_epoch, max(1, cfg.repeats // 10), accel.device)
+    test_auc = _test_auc(model, *test, accel)
     model.eval()
     one = inputs(torch.arange(1))
     b64 = inputs(torch.arange(min(64, len(batcher))))
@@ -111,6 +135,8 @@ def _measure(
         "latency_ms_batch1_median": 1000 * float(np.median(lat1)),
         "latency_ms_batch1_p95": 1000 * float(np.percentile(lat1, 95)),
         "ms_per_report_batch64": 1000 * float(np.median(lat64)) / len(b64[0]),
+        "test_macro_auc": test_auc,
+        "peak_gpu_memory_mb": None if (peak := accel.peak_memory_gb()) is None else peak * 1024,
     }
 
 
@@ -127,10 +153,14 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
     seed_everything(0, cfg.threads)
     data = load_openi()
     texts, labels = data.splits["train"].texts[: cfg.n_reports], data.splits["train"].labels[: cfg.n_reports]
+    test_texts, test_labels = data.splits["test"].texts, data.splits["test"].labels
     vocab = Vocab.build(data.splits["train"].texts)
     enc = {"word": vocab.encode_batch(texts, max_len=cfg.max_len)}
+    test_enc = {"word": vocab.encode_batch(test_texts, max_len=cfg.max_len)}
     if "minilm" in cfg.models:
-        enc["minilm"] = hf_encode_batch(load_minilm_tokenizer(), texts, max_len=cfg.max_len)
+        tokenizer = load_minilm_tokenizer()
+        enc["minilm"] = hf_encode_batch(tokenizer, texts, max_len=cfg.max_len)
+        test_enc["minilm"] = hf_encode_batch(tokenizer, test_texts, max_len=cfg.max_len)
     accel = current()
     refusal = precision_refusal(accel.device, "bf16-mixed")
     precisions = list(dict.fromkeys(["32", *(["bf16-mixed"] if cfg.bf16 and not refusal else []), accel.precision]))
@@ -150,7 +180,8 @@ def run_text_benchmark(cfg: TextBenchConfig) -> Run:
             kwargs = {"vocab_size": len(vocab)} if kind == "word" else {}
             model = create_model(name, num_classes=data.num_labels, **kwargs)
             at = Accelerator(accel.device, precision)
-            rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, at, bucketed))
+            test = (TokenBatcher(test_enc[kind]), np.asarray(test_labels))
+            rows.append(_measure(name, model, TokenBatcher(enc[kind]), labels, cfg, at, bucketed, test))
         df = pd.DataFrame(rows)
         run.write_table("speed", df)
         run.write_metrics({"speed": rows, "torch_threads": torch.get_num_threads(), "bf16": bf16_note})

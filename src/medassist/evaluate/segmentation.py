@@ -20,12 +20,13 @@ METRICS = ("dice", "iou", "sensitivity", "specificity", "hd95", "area_error")
 
 
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, images: np.ndarray, *, device: Any = "cpu") -> np.ndarray:
+def predict_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Softmax probabilities (N, K, H, W) float32 of uint8 images (N, C, H, W), one whole image at a time (padded to
-    the network's multiple and cropped back)."""
+    the network's multiple and cropped back), computed where the model is."""
     from medassist.models.segmentation import pad_to_multiple, unpad
-    from medassist.train.data import to_tensor
+    from medassist.train.data import model_device, to_tensor
 
+    device = model_device(model)
     model.eval()
     out = []
     for i in range(len(images)):

@@ -49,7 +49,7 @@ def _pruned(model: torch.nn.Module, meta: dict[str, Any], sets: dict[str, Any], 
         step_fn=SegmentationStep(meta["num_classes"]),
         validate=dice_validator(sets["val"]),
     )
-    return pruned.eval()
+    return pruned.eval().cpu()  # fine-tuned on the run's device; exported and timed on the CPU
 
 
 def load_segment_run(run_dir: Path, data_dir: str = "") -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], Any]:

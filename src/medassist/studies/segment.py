@@ -33,7 +33,7 @@ from medassist.run import Run
 from medassist.studies.segment_config import SEG_ABLATIONS, SegmentStudyConfig
 from medassist.studies.units import reload_unit, save_unit
 from medassist.train import fit
-from medassist.train.device import current, on_device
+from medassist.train.device import on_device
 from medassist.train.engine import Labelled, seed_everything
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def dice_validator(val: SegSet) -> Any:
     loss = DiceCELoss(to_onehot_y=True, softmax=False)
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
-        probs = predict_probabilities(model, val.images, device=current().device)
+        probs = predict_probabilities(model, val.images)
         rows = per_image(probs, val.masks, val.fov, val.names)
         logp = torch.from_numpy(probs)
         value = float(loss(logp, torch.from_numpy(val.masks.astype(np.int64))[:, None]))
@@ -111,7 +111,7 @@ def dice_validator(val: SegSet) -> Any:
 def _mean_dice(model: torch.nn.Module, d: SegSet) -> float:
     from medassist.evaluate.segmentation import per_image, predict_probabilities
 
-    rows = per_image(predict_probabilities(model, d.images, device=current().device), d.masks, d.fov, d.names)
+    rows = per_image(predict_probabilities(model, d.images), d.masks, d.fov, d.names)
     return float(np.nanmean([r["dice"] for r in rows]))
 
 

@@ -11,7 +11,6 @@ import torch
 
 from medassist.evaluate.segmentation import METRICS, per_image, pixel_auc, predict_probabilities, summarize
 from medassist.run import Run
-from medassist.train.device import current
 
 AUC_BINS = 2000  # per-image histograms of the foreground probability: the bootstrap's AUC costs no pixel sort
 
@@ -99,7 +98,7 @@ def plot_overlays(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, names
 @torch.no_grad()
 def evaluate_test(run: Run, cfg: Any, model: torch.nn.Module, test: Any) -> dict[str, Any]:
     """Every test number of the chosen network (tables ``test_per_image``; figure ``test_overlays``)."""
-    probs = predict_probabilities(model, test.images, device=current().device)
+    probs = predict_probabilities(model, test.images)
     rows = per_image(probs, test.masks, test.fov, test.names)
     run.write_table("test_per_image", pd.DataFrame(rows))
     with open(run.path("predictions/test_probs.npy"), "wb") as fh:

@@ -28,7 +28,7 @@ from medassist.studies.units import train_unit
 from medassist.synth import fidelity, plots, privacy
 from medassist.synth.common import PROVENANCE, SYNTHETIC_SUFFIX, check_classes, check_image_size, to_uint8
 from medassist.synth.train import train_generator
-from medassist.train.data import ImageBatcher, predict_proba, to_tensor
+from medassist.train.data import ImageBatcher, model_device, predict_proba, to_tensor
 from medassist.train.device import on_device
 from medassist.train.engine import Labelled, with_min_steps
 from medassist.utils.io import atomic_path, atomic_write_text
@@ -345,9 +345,10 @@ class _Study:
             }
         elif name == "gan":
             d = self.discriminator.eval()
+            dev = model_device(d)  # where training left it: the run's device
             with torch.no_grad():
                 # One batch of both groups, so that the minibatch-std feature is the same for every image scored.
-                scores = d(torch.cat([members_x, hold_x]), torch.cat([ym, yt]))
+                scores = d(torch.cat([members_x, hold_x]).to(dev), torch.cat([ym, yt]).to(dev)).cpu()
                 sm, sn = scores[: len(ym)], scores[len(ym) :]
             out["attack_model"] = {
                 "kind": "discriminator score",
@@ -381,10 +382,12 @@ class _Study:
         )
         if name.startswith("vae"):
             idx = np.concatenate([np.flatnonzero(self.y_test == c)[: cfg.n_show // 2 or 1] for c in range(self.k)])
+            dev = model_device(model)  # the VAE is where training left it: the run's device
             with torch.no_grad():
                 model.eval()
-                mu, _ = model.encode(self.x_test[idx], self.t_ytest[idx])
-                rec = torch.sigmoid(model.decode_logits(mu, self.t_ytest[idx])) * 2 - 1
+                x, y = self.x_test[idx].to(dev), self.t_ytest[idx].to(dev)
+                mu, _ = model.encode(x, y)
+                rec = (torch.sigmoid(model.decode_logits(mu, y)) * 2 - 1).cpu()
             plots.plot_pairs(
                 self.test.images[idx],
                 to_uint8(rec),

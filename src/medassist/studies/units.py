@@ -18,6 +18,7 @@ from medassist.evaluate.training import training_status
 from medassist.models import count_parameters, create_model
 from medassist.run import Run
 from medassist.train import fit, predict_proba
+from medassist.train.device import current
 from medassist.train.engine import FitResult, Labelled, StepFn, as_labelled, seed_everything
 from medassist.utils.io import atomic_path
 
@@ -189,6 +190,7 @@ def reload_unit(run: Run, name: str, model: nn.Module) -> dict[str, Any] | None:
     if not ((unit_dir / "result.json").is_file() and weights.is_file()):
         return None
     model.load_state_dict(load_file(str(weights)))
+    model.to(current().device)  # where fit leaves a model it trained: the run's device
     return run.read_json(f"units/{name}/result.json")
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from medassist.synth.common import check_image_size
 from medassist.train.data import model_device
+from medassist.train.distributed import unwrap
 
 
 class ConditionalDiffusion(nn.Module):
@@ -79,7 +80,7 @@ def diffusion_step(model: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.
     """The diffusion training step for :func:`medassist.train.fit`: MSE between the noise and its prediction."""
     x = inputs[0]
     noise = torch.randn_like(x)
-    t = torch.randint(0, model.timesteps, (len(x),), device=x.device).long()  # type: ignore[arg-type]
+    t = torch.randint(0, unwrap(model).timesteps, (len(x),), device=x.device).long()  # type: ignore[arg-type]
     return F.mse_loss(model(x, y, t, noise), noise), None
 
 

@@ -20,6 +20,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from medassist.errors import MedAssistError
 from medassist.synth.common import check_image_size
 from medassist.train.data import model_device
+from medassist.train.device import current
+from medassist.train.distributed import average_gradients, broadcast_module, ranks, sync_buffers, unwrap
 
 
 class Generator(nn.Module):
@@ -150,6 +152,7 @@ class GANStep:
             raise MedAssistError(f"unknown DiffAugment transform(s) {sorted(unknown)}; known: translation, cutout")
         self.d, self.augment = discriminator, tuple(augment)
         self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+        self.scaler: torch.amp.GradScaler | None = None
 
     def _score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.d(diff_augment(x, self.augment) if self.augment else x, y)
@@ -157,20 +160,34 @@ class GANStep:
     def __call__(self, g: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> tuple[Any, ...]:
         x = inputs[0]
         self.d.train()
-        z = torch.randn(len(x), g.latent_dim, device=x.device)  # type: ignore[arg-type]
+        z = torch.randn(len(x), unwrap(g).latent_dim, device=x.device)  # type: ignore[arg-type]
         fake = g(z, y)
         d_real, d_fake = self._score(x, y), self._score(fake.detach(), y)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        r = ranks()
+        if self.scaler is not None:  # float16: the discriminator's loss is scaled as the engine scales the generator's
+            self.scaler.scale(loss_d).backward()
+            self.scaler.unscale_(self.opt_d)
+            average_gradients(self.d, r)
+            self.scaler.step(self.opt_d)
+            self.scaler.update()
+        else:
+            loss_d.backward()
+            average_gradients(self.d, r)  # under torchrun: one discriminator, as for the generator DDP wraps
+            self.opt_d.step()
+        sync_buffers(self.d, r)  # spectral normalisation's power-iteration vectors: rank 0's on every rank
         loss_g = -self._score(fake, y).mean()
         logs = {"d_loss": loss_d.detach(), "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
         return loss_g, None, logs
 
     def to(self, device: torch.device) -> GANStep:
-        """The discriminator (and its optimiser's state) on the generator's device; :func:`fit` calls this."""
+        """The discriminator (and its optimiser's state) on the generator's device, with a gradient scaler of its
+        own at precision 16-mixed, and under torchrun rank 0's weights on every rank; :func:`fit` calls this."""
         self.d.to(device)
+        if current().precision == "16-mixed" and self.scaler is None:
+            self.scaler = current().grad_scaler()
+        broadcast_module(self.d, ranks())
         for state in self.opt_d.state.values():
             for k, v in state.items():
                 if isinstance(v, torch.Tensor):
@@ -178,8 +195,11 @@ class GANStep:
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"discriminator": self.d.state_dict(), "optimizer": self.opt_d.state_dict()}
+        state = {"discriminator": self.d.state_dict(), "optimizer": self.opt_d.state_dict()}
+        return state | ({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.d.load_state_dict(state["discriminator"])
         self.opt_d.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])

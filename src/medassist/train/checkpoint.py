@@ -12,7 +12,7 @@ import torch
 
 from medassist.config import TrainConfig, to_dict
 from medassist.errors import MedAssistError
-from medassist.train.device import state_to_cpu
+from medassist.train.device import to_cpu
 from medassist.utils.io import atomic_path
 
 if TYPE_CHECKING:
@@ -51,28 +51,29 @@ def save_checkpoint(t: _Training, path: Path, epoch: int, cfg: TrainConfig) -> N
     """Everything a resume needs, written atomically (by rank 0 only). Nothing draws a random number between here
     and the next epoch's first batch, so the random state saved here is the one that epoch starts from: a run killed
     mid-epoch repeats that epoch exactly."""
-    model_state = t.model.state_dict()
     with atomic_path(path) as tmp:
         torch.save(
-            {
-                "model": model_state if t.accel.device.type == "cpu" else state_to_cpu(model_state),
-                "optimizer": t.optimizer.state_dict(),
-                "scaler": t.scaler.state_dict() if t.scaler is not None else None,
-                "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
-                "epoch": epoch,
-                "history": t.rows,
-                "grad_norms": t.norm_rows,
-                "best_state": t.best_state,
-                "best_score": t.best_score,
-                "best_epoch": t.best_epoch,
-                "bad_epochs": t.bad_epochs,
-                "elapsed": t.elapsed,
-                "rng": rng_state(t.generators, t.accel.device),
-                "config": to_dict(cfg),
-                "step_state": t.step_state.state_dict() if t.step_state is not None else None,
-                "privacy_state": t.privacy.state_dict() if t.privacy is not None else None,
-                "ema": t.ema.state_dict() if t.ema is not None else None,
-            },
+            to_cpu(  # the optimiser's moments, the moving average and a GAN's discriminator live on the device too
+                {
+                    "model": t.model.state_dict(),
+                    "optimizer": t.optimizer.state_dict(),
+                    "scaler": t.scaler.state_dict() if t.scaler is not None else None,
+                    "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+                    "epoch": epoch,
+                    "history": t.rows,
+                    "grad_norms": t.norm_rows,
+                    "best_state": t.best_state,
+                    "best_score": t.best_score,
+                    "best_epoch": t.best_epoch,
+                    "bad_epochs": t.bad_epochs,
+                    "elapsed": t.elapsed,
+                    "rng": rng_state(t.generators, t.accel.device),
+                    "config": to_dict(cfg),
+                    "step_state": t.step_state.state_dict() if t.step_state is not None else None,
+                    "privacy_state": t.privacy.state_dict() if t.privacy is not None else None,
+                    "ema": t.ema.state_dict() if t.ema is not None else None,
+                }
+            ),
             tmp,
         )
 

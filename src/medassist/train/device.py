@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import os
 import platform
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import torch
 
 from medassist.errors import MedAssistError
+from medassist.train import strict
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
@@ -41,14 +43,23 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+AUTO_ENV = "MEDASSIST_AUTO_DEVICE"
+"""When set (e.g. ``cpu``), what ``--device auto`` means on this machine; the test suite sets ``cpu`` so that a GPU
+workstation runs the same suite as a CPU machine (the tests marked ``gpu`` ask for CUDA themselves)."""
+
+
 def resolve_device(spec: str) -> torch.device:
     """``auto | cpu | cuda | cuda:N | mps`` as a device this machine has, or a :class:`MedAssistError` that says
-    what is missing. Under torchrun, ``cuda`` (and ``auto`` on a CUDA node) is the rank's ``LOCAL_RANK`` GPU."""
+    what is missing. Under torchrun, ``cuda`` (and ``auto`` on a CUDA node) is the rank's ``LOCAL_RANK`` GPU, and
+    ``cuda:N`` is refused (it would put every rank on GPU N). Under the strict-device check
+    (:mod:`medassist.train.strict`) the CPU is its stand-in accelerator ``cpu:0``."""
     name = (spec or "auto").strip().lower()
     if name == "auto":
+        name = os.environ.get(AUTO_ENV, "").strip().lower() or "auto"
+    if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
+    if name in ("cpu", "cpu:0"):
+        return strict.DEVICE if strict.enabled() else torch.device("cpu")
     if name == "mps":
         if not mps_available():
             raise MedAssistError(
@@ -60,8 +71,14 @@ def resolve_device(spec: str) -> torch.device:
         if not torch.cuda.is_available():
             raise MedAssistError(f"--device {spec}: no CUDA device is visible ({_torch_build()}); use --device cpu")
         count = torch.cuda.device_count()
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if name == "cuda":
-            index = _local_rank() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else torch.cuda.current_device()
+            index = _local_rank() if distributed else torch.cuda.current_device()
+        elif distributed:
+            raise MedAssistError(
+                f"--device {spec} under torchrun would put every rank on one GPU; give --device cuda, and each "
+                "rank trains on its LOCAL_RANK GPU (CUDA_VISIBLE_DEVICES chooses which GPUs the job sees)"
+            )
         else:
             try:
                 index = int(name.split(":", 1)[1])
@@ -104,10 +121,19 @@ def precision_refusal(device: torch.device, precision: str) -> str:
             return "--precision 16-mixed: float16 autocast needs a CUDA or MPS device; on the CPU use 32 or bf16-mixed"
         if not cpu_bf16_supported():
             return f"--precision bf16-mixed: {bf16_unsupported_reason()}; use --precision 32"
-    if device.type == "cuda" and precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and precision == "bf16-mixed" and not cuda_bf16_native(device):
         name = torch.cuda.get_device_name(device)
-        return f"--precision bf16-mixed: {name} has no bfloat16 support; use --precision 16-mixed or 32"
+        return (
+            f"--precision bf16-mixed: {name} has no native bfloat16 (it needs compute capability 8.0, Ampere, or "
+            "later; older GPUs emulate it, slower than float32); use --precision 16-mixed or 32"
+        )
     return ""
+
+
+def cuda_bf16_native(device: torch.device) -> bool:
+    """True if the CUDA device asked for (not the current one) runs bfloat16 natively: compute capability 8.0
+    (Ampere) or later. ``torch.cuda.is_bf16_supported()`` also counts emulation (a T4 or V100 passes)."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 @dataclass(frozen=True)
@@ -125,6 +151,12 @@ class Accelerator:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def moves(self) -> bool:
+        """True when the device is not the host's memory (CUDA, MPS, the strict check's stand-in): tensors go to it
+        with :meth:`put` and come back with ``.cpu()`` before NumPy, a figure or a file sees them."""
+        return self.device != torch.device("cpu")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast on the device's type at the run's precision (disabled at 32)."""
@@ -222,11 +254,31 @@ def on_device(run: Callable[..., R]) -> Callable[..., R]:
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> R:
         accel = resolve(cfg.device, cfg.precision)
         cfg = dataclasses.replace(cfg, device=str(accel.device))
-        with use(accel):
+        checked = strict.strict() if strict.is_stand_in(accel.device) else contextlib.nullcontext()
+        with use(accel), checked:
             accel.reset_peak_memory()
             return run(cfg, *args, **kwargs)
 
     return wrapper
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (nested in dicts, lists and tuples) on the CPU: what a file holds, so that
+    what a GPU run saves loads on a machine without one. Tensors already there are not copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = (
+            type(obj)((k, to_cpu(v)) for k, v in obj.items())
+            if type(obj) in (dict, OrderedDict)
+            else {k: to_cpu(v) for k, v in obj.items()}
+        )
+        if hasattr(obj, "_metadata"):  # a module's state dict: its versions, which load_state_dict reads
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
 
 
 def state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from medassist.errors import MedAssistError
 
@@ -53,9 +54,11 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(f"stopped by signal {signum}: another rank of the job failed")
 
 
-def setup(device: str = "auto") -> Ranks:
+def setup(device: str) -> Ranks:
     """Join the process group that torchrun describes in the environment (no-op for a single process): NCCL when
-    ``device`` (``--device``) resolves to CUDA, each rank on its ``LOCAL_RANK`` GPU; gloo on the CPU."""
+    ``device``, the device the job trains on (its ``--device``), resolves to CUDA, each rank on its ``LOCAL_RANK``
+    GPU; gloo otherwise. The backend follows the training device, never merely the machine: a CPU job on a machine
+    with GPUs still trains under gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
         return ranks()
@@ -97,6 +100,55 @@ def all_sum(values: list[float], r: Ranks) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().tolist()
+
+
+def sync_buffers(module: torch.nn.Module, r: Ranks) -> None:
+    """Every rank's buffers (BatchNorm's running statistics) become rank 0's, so that every rank validates the same
+    model: DDP broadcasts them only at the start of a training forward, and each rank's last batch moved its own."""
+    if r.distributed:
+        for b in module.buffers():
+            dist.broadcast(b, src=0)
+
+
+def from_main(obj: object, r: Ranks) -> object:
+    """Rank 0's ``obj`` on every rank (a validation's numbers, so that every rank takes the same decision: keep
+    the epoch, stop early, lower the rate; a rank that decided otherwise would wait in a collective forever)."""
+    if not r.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP's wrapper (``module``) or Opacus's (``_module``): where its own attributes are (a
+    generator's ``latent_dim``, a diffusion model's ``timesteps``). A step function calls the wrapper, so that the
+    wrapper sees the forward pass, and reads attributes from what this returns."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif type(model).__name__ == "GradSampleModule" and isinstance(getattr(model, "_module", None), nn.Module):
+            model = model._module
+        else:
+            return model
+
+
+def average_gradients(module: torch.nn.Module, r: Ranks) -> None:
+    """The mean over ranks of ``module``'s gradients, in place: the data-parallel step of a module that DDP does not
+    wrap (a GAN's discriminator, trained inside the step function with an optimiser of its own)."""
+    if not r.distributed:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(r.world_size)
+
+
+def broadcast_module(module: torch.nn.Module, r: Ranks) -> None:
+    """Rank 0's weights and buffers on every rank (a module that DDP does not wrap starts the same everywhere)."""
+    if r.distributed:
+        for t in (*module.parameters(), *module.buffers()):
+            dist.broadcast(t.data, src=0)
 
 
 def any_rank(flag: bool, r: Ranks) -> bool:

@@ -35,7 +35,7 @@ from medassist.train.augment import augment_batch
 from medassist.train.checkpoint import load_checkpoint, save_checkpoint
 from medassist.train.data import TASKS, Batcher, ImageBatcher, predict_proba, with_inputs
 from medassist.train.device import Accelerator, current, state_to_cpu
-from medassist.train.distributed import all_sum, any_rank, ranks, shard
+from medassist.train.distributed import all_sum, any_rank, from_main, ranks, shard, sync_buffers
 from medassist.train.losses import default_loss, init_prior_bias
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
 
@@ -213,15 +213,37 @@ class _Training:
 
 @dataclass
 class _Epoch:
-    """What one epoch of training sums up (over every rank under torchrun)."""
+    """What one epoch of training sums up (over every rank under torchrun).
 
-    loss_sum: float = 0.0
-    correct: float = 0.0
+    The per-step sums stay on the device, in float64 (the loss, the correct predictions, a step's logs, the
+    squared gradient norms), so that a GPU is not made to wait for the host at every step; :meth:`settle` brings
+    them to the host once an epoch. The sums are those of Python floats, step for step, so the numbers are the
+    same on the CPU."""
+
+    loss_sum: Any = 0.0
+    correct: Any = 0.0
     seen: int = 0
     n_steps: int = 0
-    grad_norms: dict[str, float] = field(default_factory=dict)
-    logs: dict[str, float] = field(default_factory=dict)
+    grad_norms: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, Any] = field(default_factory=dict)
+    finite: Any = True
     budget_reached: bool = False
+
+    def settle(self) -> bool:
+        """The sums as host floats (one transfer); False when a step's loss was not finite."""
+        self.loss_sum, self.correct = _host(self.loss_sum), _host(self.correct)
+        self.logs = {k: _host(v) for k, v in self.logs.items()}
+        self.grad_norms = {k: _host(v) for k, v in self.grad_norms.items()}
+        return bool(self.finite)
+
+
+def _host(v: Any) -> float:
+    return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _sum(v: Any) -> torch.Tensor:
+    """A step's scalar as a float64 tensor where it is (no host sync)."""
+    return v.detach().double() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
 
 
 def _check_fit(cfg: TrainConfig, task: str, validate: ValidateFn | None) -> None:
@@ -284,8 +306,11 @@ def fit(
     """
     _check_fit(cfg, task, validate)
     accel = current()
-    if privacy is not None and accel.precision == "16-mixed":
-        raise MedAssistError(f"{desc}: DP-SGD runs at precision 32 or bf16-mixed, not 16-mixed")
+    if privacy is not None and accel.precision != "32":
+        raise MedAssistError(
+            f"{desc}: DP-SGD runs at precision 32 only: per-example gradients clipped in {accel.precision} lose the "
+            "precision that the (epsilon, delta) guarantee's clipping bound assumes; use --precision 32"
+        )
     seed_everything(cfg.seed, cfg.threads)
     model.to(accel.device)
     train, val = as_labelled(train), as_labelled(val)
@@ -319,7 +344,8 @@ def fit(
         t0 = time.perf_counter()
         sums = _train_epoch(t, cfg, train, y_train, task, desc, epoch, t0)
         budget_reached = sums.budget_reached
-        val_metrics = _validate(t, val, y_val, task, validate, cfg, desc, epoch)
+        sync_buffers(t.judged, r)
+        val_metrics = from_main(_validate(t, val, y_val, task, validate, cfg, desc, epoch), r)
         lr = t.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at, before an epoch-wise schedule steps
         monitored = _select(t, cfg, val_metrics, epoch)
         epoch_time = time.perf_counter() - t0
@@ -458,17 +484,21 @@ def _train_epoch(
             out = t.step(t.train_model, inputs, yb)
         loss, logits = out[0], out[1]
         for k, v in (out[2] if len(out) > 2 else {}).items():
-            s.logs[k] = s.logs.get(k, 0.0) + float(v) * len(idx)
-        if not torch.isfinite(loss):
+            s.logs[k] = s.logs.get(k, 0.0) + _sum(v) * len(idx)
+        if t.accel.moves:  # checked once an epoch (settle), not at a host sync per step
+            s.finite = torch.isfinite(loss.detach()) & s.finite
+        elif not torch.isfinite(loss):
             _diverged(desc, epoch, cfg)
         _optimise(t, loss, s)
         s.n_steps += 1
-        s.loss_sum += float(loss.detach()) * len(idx)
-        s.correct += math.nan if logits is None else _n_correct(logits.detach().float(), yb, task)
+        s.loss_sum = s.loss_sum + _sum(loss) * len(idx)
+        s.correct = s.correct + (math.nan if logits is None else _n_correct(logits.detach().float(), yb, task))
         s.seen += len(idx)
         if cfg.time_budget and any_rank(t.elapsed + time.perf_counter() - t0 > cfg.time_budget, r):
             s.budget_reached = True
             break
+    if not s.settle():
+        _diverged(desc, epoch, cfg)
     if r.distributed:  # the epoch's training numbers over every rank's shards
         keys = sorted(s.logs)
         totals = all_sum([s.loss_sum, s.correct, float(s.seen), *(s.logs[k] for k in keys)], r)
@@ -487,12 +517,12 @@ def _optimise(t: _Training, loss: torch.Tensor, s: _Epoch) -> None:
     else:
         loss.backward()
     if t.layers:
-        per_layer: dict[str, float] = {}
+        per_layer: dict[str, Any] = {}
         for n, p in t.model.named_parameters():
             if p.grad is not None and n in t.layers:
-                per_layer[t.layers[n]] = per_layer.get(t.layers[n], 0.0) + float(p.grad.pow(2).sum())
+                per_layer[t.layers[n]] = per_layer.get(t.layers[n], 0.0) + p.grad.detach().pow(2).sum().double()
         for k, v in per_layer.items():
-            s.grad_norms[k] = s.grad_norms.get(k, 0.0) + math.sqrt(v)
+            s.grad_norms[k] = s.grad_norms.get(k, 0.0) + v.sqrt()
     if t.scaler is not None:
         t.scaler.step(t.optimizer)
         t.scaler.update()
@@ -584,14 +614,15 @@ def _rank_batches(order: Iterable[torch.Tensor], r: Any) -> Iterator[torch.Tenso
 def _copy_state(model: nn.Module, accel: Accelerator) -> dict[str, torch.Tensor]:
     """A copy of the model's weights on the CPU (a deep copy where they already are there)."""
     state = model.state_dict()
-    return copy.deepcopy(state) if accel.device.type == "cpu" else state_to_cpu(state)
+    return state_to_cpu(state) if accel.moves else copy.deepcopy(state)
 
 
-def _n_correct(logits: torch.Tensor, y: torch.Tensor, task: str) -> float:
-    """Correct predictions in a batch: cases (multi-class) or labels averaged per case (multi-label)."""
+def _n_correct(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Correct predictions in a batch (a float64 tensor where the logits are): cases (multi-class) or labels
+    averaged per case (multi-label)."""
     if task == "multi-label":
-        return float(((logits > 0) == (y > 0)).float().mean(1).sum())
-    return float((logits.argmax(1) == y).sum())
+        return ((logits > 0) == (y > 0)).float().mean(1).sum().double()
+    return (logits.argmax(1) == y).sum().double()
 
 
 def _diverged(desc: str, epoch: int, cfg: TrainConfig) -> None:
