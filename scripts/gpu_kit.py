@@ -72,6 +72,9 @@ WHEELS: tuple[Wheel, ...] = (
 that the GPU machine's image lacks (its package list: /work/.library/device/KINDS.md). Found by running the debug
 pipeline here with every imported top-level module recorded and mapping them to distributions."""
 
+STAND_IN = '''"""A data-only stand-in for torchxrayvision, made by scripts/gpu-kit: its ``data`` folder holds the Open-i
+report archive, found by medassist without importing this package. It has none of torchxrayvision's code."""
+'''
 DATA_FILES = ("medmnist/pneumoniamnist.npz", "medmnist/breastmnist.npz")
 OPENI_FILE = "NLMCXR_reports.tgz"
 
@@ -200,6 +203,7 @@ def copy_openi(dest: Path) -> str:
     target = dest / "torchxrayvision" / "data" / OPENI_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, target)
+    (dest / "torchxrayvision" / "__init__.py").write_text(STAND_IN)
     return str(target.relative_to(dest.parent))
 
 

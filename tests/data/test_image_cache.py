@@ -103,6 +103,23 @@ def test_parallel_decode_matches_one_process(tmp_path: Path, monkeypatch: pytest
     assert np.array_equal(np.asarray(two.images), one.images)
 
 
+def test_workers_start_from_a_fork_server_once_cuda_is_initialised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that has initialised CUDA must not fork: its decoding workers start from a fork server."""
+    import torch
+
+    assert image_cache.pool_context().get_start_method() == "fork"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert image_cache.pool_context().get_start_method() == "forkserver"
+    root = folder_of(tmp_path / "served", n=12)
+    paths = sorted(root.rglob("*.png"))
+    monkeypatch.setattr(image_cache, "MIN_PARALLEL", 1)
+    one = decode_images(paths, size=8, channels=None, name="p", source="a", workers=1, cache=False, progress=False)
+    two = decode_images(paths, size=8, channels=None, name="p", source="s", workers=2, progress=False)
+    assert two.workers == 2 and np.array_equal(np.asarray(two.images), one.images)
+
+
 def test_every_bad_file_is_named_and_can_be_skipped(tmp_path: Path) -> None:
     root = folder_of(tmp_path / "bad", n=30)
     broken = [root / "c0" / "broken.png", root / "c1" / "empty.png"]

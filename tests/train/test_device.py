@@ -43,6 +43,7 @@ def test_auto_is_the_cpu_on_a_machine_without_accelerators(monkeypatch) -> None:
 
 
 def test_auto_prefers_cuda_then_mps(monkeypatch) -> None:
+    monkeypatch.delenv(device_mod.AUTO_ENV)  # the suite's own setting (conftest): auto means the CPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -56,6 +57,77 @@ def test_auto_prefers_cuda_then_mps(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device_mod, "mps_available", lambda: True)
     assert resolve_device("auto") == torch.device("mps")
+
+
+def test_the_suite_runs_on_the_cpu_on_a_gpu_machine(monkeypatch) -> None:
+    """C9: outside tests marked gpu, --device auto is the CPU even where CUDA is visible (conftest sets it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_cuda_n_under_torchrun_is_refused(monkeypatch) -> None:
+    """P7: cuda:N would put every rank on GPU N."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(MedAssistError, match="--device cuda:1 under torchrun would put every rank on one GPU"):
+        resolve_device("cuda:1")
+
+
+def test_bf16_needs_a_native_gpu_and_is_checked_on_the_gpu_asked_for(monkeypatch) -> None:
+    """P5: a GPU that only emulates bfloat16 (compute capability below 8.0) is refused; the capability read is the
+    asked device's, not the current one's."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: asked.append(d) or (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch says with emulation
+    why = device_mod.precision_refusal(torch.device("cuda", 1), "bf16-mixed")
+    assert "Tesla V100 has no native bfloat16" in why and asked == [torch.device("cuda", 1)]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: (9, 0))
+    assert device_mod.precision_refusal(torch.device("cuda", 0), "bf16-mixed") == ""
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_dp_sgd_refuses_mixed_precision(precision: str) -> None:
+    """P10: per-example clipping in a low precision weakens the (epsilon, delta) claim."""
+    with use(Accelerator(torch.device("cpu"), precision)), pytest.raises(MedAssistError, match="DP-SGD runs at"):
+        _fit(TrainConfig(epochs=1, batch_size=32), privacy=object())
+
+
+def test_a_cuda_session_that_fell_back_to_the_cpu_is_refused() -> None:
+    """P3: onnxruntime-gpu lists CUDA but falls back to the CPU when its libraries do not load."""
+    from medassist.deploy.bundle_model import check_session_provider
+
+    class FellBack:
+        def get_providers(self) -> list[str]:
+            return ["CPUExecutionProvider"]
+
+    with pytest.raises(MedAssistError, match="offers CUDAExecutionProvider but could not start it"):
+        check_session_provider(FellBack(), "cuda")
+    check_session_provider(FellBack(), "cpu")
+
+
+def test_the_gan_discriminator_is_loss_scaled_at_16_mixed(tmp_path) -> None:
+    """P4: at float16 the discriminator's step has a gradient scaler of its own, saved in the checkpoint."""
+    from medassist.synth.gan import Discriminator, GANStep, Generator
+
+    torch.manual_seed(0)
+    step = GANStep(Discriminator(width=8))
+    with use(Accelerator(torch.device("cpu"), "16-mixed")):
+        fit(
+            Generator(image_size=12, latent_dim=8, width=8),
+            blobs(64, seed=1),
+            blobs(32, seed=2),
+            TrainConfig(epochs=1, batch_size=32, monitor="val_loss"),
+            num_classes=2,
+            progress=False,
+            step_fn=step,
+            validate=lambda m: {"loss": 0.0},
+            checkpoint=tmp_path / "ckpt.pt",
+        )
+    assert step.scaler is not None and step.scaler.get_scale() > 0
+    assert "scaler" in torch.load(tmp_path / "ckpt.pt", weights_only=False)["step_state"]
 
 
 @pytest.mark.parametrize(
@@ -293,6 +365,9 @@ def test_serve_refuses_a_provider_the_machine_lacks_before_reading_bundles(monke
 
 def test_sweep_trials_reserve_gpus_only_on_cuda() -> None:
     from medassist.studies.tune import TuneConfig, trial_resources
+
+    with pytest.raises(MedAssistError, match="--gpus-per-trial 0 with --device cuda:0: Ray hides every GPU"):
+        trial_resources(TuneConfig(device="cuda:0", gpus_per_trial=0))  # P6
 
     assert trial_resources(TuneConfig(device="cpu")) == {"cpu": 1.0}
     assert trial_resources(TuneConfig(device="cuda:0")) == {"cpu": 1.0, "gpu": 1.0}

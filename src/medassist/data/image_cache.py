@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -179,6 +181,14 @@ def _first_channels(paths: Sequence[Path], size: int, channels: int | None) -> t
     raise DataError(f"none of the first {len(reasons)} of {len(paths)} image files is readable:\n  {listed}")
 
 
+def pool_context() -> multiprocessing.context.BaseContext:
+    """How decoding workers start: forked (fast) unless this process has initialised CUDA, which a forked child
+    cannot use or even inherit safely; then from a fork server, which starts clean."""
+    torch = sys.modules.get("torch")
+    cuda_live = torch is not None and torch.cuda.is_initialized()
+    return multiprocessing.get_context("forkserver" if cuda_live else "fork")
+
+
 def _chunks(n: int, workers: int) -> list[range]:
     step = int(min(256, max(8, n // (workers * 8) or 1)))
     return [range(a, min(n, a + step)) for a in range(0, n, step)]
@@ -230,7 +240,7 @@ def _decode_all(
                 collect(decode_chunk(*job), len(job[0]))
         else:
             workers = min(workers, len(jobs))
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as pool:
                 futures = {pool.submit(decode_chunk, *job): len(job[0]) for job in jobs}
                 for fut in as_completed(futures):
                     collect(fut.result(), futures[fut])

@@ -30,6 +30,20 @@ def ort_providers(provider: str) -> list[str]:
     return [PROVIDERS[provider], "CPUExecutionProvider"] if provider != "cpu" else ["CPUExecutionProvider"]
 
 
+def check_session_provider(session: ort.InferenceSession, provider: str) -> None:
+    """Refuse a session that does not run where ``--provider`` asked: ONNX Runtime lists CUDA among its available
+    providers whenever onnxruntime-gpu is installed, yet falls back to the CPU, with a warning only, when the CUDA
+    or cuDNN libraries it needs do not load."""
+    wanted = PROVIDERS[provider]
+    if wanted not in session.get_providers():
+        raise MedAssistError(
+            f"--provider {provider}: ONNX Runtime {ort.__version__} offers {wanted} but could not start it (the "
+            f"session runs on {', '.join(session.get_providers())}): the CUDA and cuDNN libraries of the versions "
+            "this onnxruntime-gpu was built for must load (see ONNX Runtime's CUDA requirements; on Linux, "
+            "`pip install onnxruntime-gpu[cuda,cudnn]` brings them); or use --provider cpu"
+        )
+
+
 def open_model(
     data: bytes,
     meta: dict[str, Any],
@@ -55,6 +69,7 @@ def open_model(
         session = ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as err:  # ONNX Runtime raises its own exception types for every kind of bad model
         raise BundleError(f"{where} cannot be opened by ONNX Runtime {ort.__version__} ({short(err)}); {fix}") from None
+    check_session_provider(session, provider)
     _check_signature(session, meta, where, fix)
     _dry_run(session, meta, vocab, where, fix)
     return session

@@ -220,6 +220,12 @@ def trial_resources(cfg: TuneConfig) -> dict[str, float]:
     gpus = cfg.gpus_per_trial if cfg.gpus_per_trial >= 0 else (1.0 if cfg.device.startswith("cuda") else 0.0)
     if gpus > 0 and not cfg.device.startswith("cuda"):
         raise MedAssistError(f"--gpus-per-trial {gpus}: the sweep runs on {cfg.device}; give --device cuda")
+    if gpus == 0 and cfg.device.startswith("cuda"):
+        raise MedAssistError(
+            f"--gpus-per-trial 0 with --device {cfg.device}: Ray hides every GPU from a trial that reserves none, so "
+            "its training could not reach CUDA; give a share of a GPU (e.g. --gpus-per-trial 0.25 runs four trials "
+            "on one) or --device cpu"
+        )
     return {"cpu": cfg.cpus_per_trial, "gpu": gpus} if gpus > 0 else {"cpu": cfg.cpus_per_trial}
 
 

@@ -13,12 +13,15 @@ The arithmetic is the CPU's, so the numbers are those of a plain CPU run; what c
 - a random draw made on the device from a CPU generator;
 - a gradient from one side assigned to a parameter on the other.
 
-Tensors on the device carry a mark (an attribute); a call's outputs are marked when one of its inputs is, or when
-it was asked for ``device=cpu:0``; ``.to(cpu:0)`` marks a copy, ``.cpu()`` and ``.to("cpu")`` return an unmarked
-copy, and ``tensor.device`` answers ``cpu:0`` for a marked tensor, so that ``torch.zeros(..., device=x.device)``
-lands where ``x`` is. The mode is thread-local: work in other threads runs unchecked (a check there finds nothing
-false, it only sees less). The marks and checks cost Python time per call: this is a test mode (``pytest -m
-strictdevice``), never a way to train.
+Each tensor carries a mark of where it is: on the device, on the host (made on the CPU under the check: data read
+from NumPy, a factory without ``device=``, ``.cpu()``), or unknown (made where the check does not look: in another
+thread, or by autograd's backward pass and the hooks it calls, which run outside the mode). A call's results are on the
+device when an input is or when it was asked for ``device=cpu:0``; ``.to(cpu:0)`` marks a copy, ``.cpu()`` and
+``.to("cpu")`` return a copy on the host, and ``tensor.device`` answers ``cpu:0`` for a tensor on the device, so that
+``torch.zeros(..., device=x.device)`` lands where ``x`` is. Only a device tensor meeting a host tensor is an error:
+an unknown tensor meets either without one, so the check reports nothing false, and sees less where tensors are
+unknown. The marks and checks cost Python time per call: this is a test mode (``pytest -m strictdevice``), never a
+way to train.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
 ENV = "MEDASSIST_STRICT_DEVICE"
 DEVICE = torch.device("cpu", 0)
@@ -149,7 +151,7 @@ class StrictDeviceMode(TorchFunctionMode):
         _refuse_host_copies(name, args)
         if name in _SHAPE_OF:  # x.view_as(other) reads other's shape only: the result is where x is
             return _mark(func(*args, **kwargs), _where(args[0]))
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = _tensors((*args, *kwargs.values()))
         target = _target(func, args, kwargs)
         _refuse_mixing(name, inputs, args, kwargs, target)
 
@@ -172,9 +174,25 @@ class StrictDeviceMode(TorchFunctionMode):
             return out
         where = target or _propagated(inputs)
         if where not in (None, _UNSEEN):
-            for t in tree_flatten(out)[0]:
+            for t in _tensors((out,)):
                 _mark(t, where)
         return out
+
+
+def _tensors(values: tuple) -> list[torch.Tensor]:
+    """The tensors among ``values`` and inside the lists and tuples among them (foreach ops, ``cat``, an LSTM's
+    state), two levels down: what a call's arguments and results hold, without pytree's cost on every call."""
+    out = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            for w in v:
+                if isinstance(w, torch.Tensor):
+                    out.append(w)
+                elif isinstance(w, (list, tuple)):
+                    out.extend(x for x in w if isinstance(x, torch.Tensor))
+    return out
 
 
 def _propagated(inputs: list[torch.Tensor]) -> str | None:
