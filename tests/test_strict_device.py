@@ -38,7 +38,9 @@ def test_a_cpu_input_to_a_model_on_the_device_fails_as_on_cuda() -> None:
     with strict.strict():
         net = _net().to(DEVICE)
         assert all(on_device(p) for p in net.parameters()) and next(net.parameters()).device == DEVICE
-        with pytest.raises(StrictDeviceError, match="linear: a cpu:0 .* combined with a cpu tensor of shape \\(5, 4\\)"):
+        with pytest.raises(
+            StrictDeviceError, match="linear: a cpu:0 .* combined with a cpu tensor of shape \\(5, 4\\)"
+        ):
             net(torch.ones(5, 4))
         out = net(torch.ones(5, 4).to(DEVICE))
         assert on_device(out) and on_device(out * torch.tensor(2.0))  # a 0-dim CPU scalar mixes, as on CUDA
@@ -133,6 +135,15 @@ def test_medassist_all_debug_runs_under_the_check(real_data_dir: Path, tmp_path:
     assert main(argv) == 0
     (run,) = tmp_path.glob("all-*")
     assert set(_statuses(run).values()) == {"complete"}, _statuses(run)
+
+
+@pytest.mark.strictdevice
+def test_synth_study_runs_under_the_check(real_data_dir: Path, tmp_path: Path) -> None:
+    """The synthetic-image study alone (as medassist all runs it): every generator, DP-SGD, the figures and the
+    privacy attacks. C4 (the VAE's reconstruction figure fed CPU images) and C5 (the GAN's membership attack fed
+    CPU images) fail here."""
+    argv = ["synth", "--profile", "debug", "--subsample", "150", "--eval-samples", "150", "--out", str(tmp_path)]
+    assert main([*argv, "--progress", "false", "--data-dir", str(real_data_dir)]) == 0
 
 
 @pytest.mark.strictdevice

@@ -234,3 +234,25 @@ def test_the_cpu_check_runs_to_its_table(real_data_dir, tmp_path) -> None:
     assert len(ok) >= 6  # the probe, two arms of each benchmark, the pipeline
     (run,) = list(tmp_path.iterdir())
     assert (run / "gpu-check.csv").is_file()
+
+
+@pytest.mark.process
+def test_the_kit_is_built_from_the_registry_within_its_limit(real_data_dir, tmp_path) -> None:
+    """scripts/gpu-kit for real: the wheels fetched from the package index, the data copied, within 60 MiB."""
+    import json
+
+    target = tmp_path / "kit"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "gpu-kit"), "--kit", str(target), "--data-dir", str(real_data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["size_mib"] <= kit.LIMIT_MIB
+    wheels = {p.name.split("-")[0].lower() for p in target.rglob("*.whl")}
+    assert {"monai", "opacus", "fairlearn"} <= wheels and not wheels & {"torch", "torchvision"}
+    assert not any(w.startswith("nvidia") for w in wheels)
+    assert (target / "data" / "medmnist" / "pneumoniamnist.npz").is_file()
