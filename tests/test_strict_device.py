@@ -64,6 +64,9 @@ def test_marks_follow_tensors_as_cuda_placement_does() -> None:
     with strict.strict():
         x = torch.ones(3).to(DEVICE)
         assert on_device(torch.zeros(2, device=x.device)) and not on_device(torch.zeros(2))
+        assert strict.on_host(torch.from_numpy(np.zeros(2))) and strict.on_host(torch.zeros(2))
+        with pytest.raises(StrictDeviceError, match="combined with a cpu tensor"):
+            x + torch.from_numpy(np.zeros(3, np.float32))  # data read from NumPy is on the CPU
         assert on_device(torch.nn.Parameter(x.clone())) and on_device(copy.deepcopy(x))
         assert on_device(x.view(3, 1)) and on_device(x.float()) and not on_device(x.to("cpu"))
         with pytest.raises(StrictDeviceError, match="from a CPU generator"):

@@ -84,7 +84,7 @@ def _mark(t: Any, where: str | None) -> Any:
 
 
 def _describe(t: torch.Tensor) -> str:
-    return f"{'cpu:0 (the device)' if on_device(t) else 'cpu'} tensor of shape {tuple(t.shape)}"
+    return f"{'cpu:0 (the device)' if on_device(t) else 'cpu'} tensor of shape {tuple(int(n) for n in t.shape)}"
 
 
 def _name(func: Any) -> str:
@@ -245,11 +245,17 @@ def _refuse_mixing(name: str, inputs: list[torch.Tensor], args: tuple, kwargs: d
 
 
 _ORIGINAL_PARAMETER_NEW = torch.nn.Parameter.__new__
+_ORIGINAL_FROM_NUMPY = torch.from_numpy
 
 
 def _parameter_new(cls: type, data: torch.Tensor | None = None, requires_grad: bool = True) -> torch.nn.Parameter:
     """``nn.Parameter(t)`` is where ``t`` is (a deep-copied or pruned layer on the device stays there)."""
     return _mark(_ORIGINAL_PARAMETER_NEW(cls, data, requires_grad), _where(data))
+
+
+def _from_numpy(array: Any) -> torch.Tensor:
+    """``torch.from_numpy``, which no mode sees: a tensor on the host."""
+    return _mark(_ORIGINAL_FROM_NUMPY(array), _HOST)
 
 
 _ACTIVE = False
@@ -264,9 +270,11 @@ def strict() -> Iterator[None]:
         return
     _ACTIVE = True
     torch.nn.Parameter.__new__ = _parameter_new  # type: ignore[method-assign]
+    torch.from_numpy = _from_numpy
     try:
         with StrictDeviceMode():
             yield
     finally:
         torch.nn.Parameter.__new__ = _ORIGINAL_PARAMETER_NEW  # type: ignore[method-assign]
+        torch.from_numpy = _ORIGINAL_FROM_NUMPY
         _ACTIVE = False
