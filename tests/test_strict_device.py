@@ -134,7 +134,7 @@ def test_medassist_all_debug_runs_under_the_check(real_data_dir: Path, tmp_path:
     """Every part of the pipeline (text, image, synthetic images and records, both deploys, fairness) on the
     stand-in device. C4 and C5 (the VAE figure, the GAN membership attack) fail here."""
     argv = ["all", "--profile", "debug", "--out", str(tmp_path), "--progress", "false"]
-    argv += ["--data-dir", str(real_data_dir), "--pdf", "false"]
+    argv += ["--pdf", "false"]  # the data directory: MEDASSIST_DATA_DIR (real_data_dir checks it)
     assert main(argv) == 0
     (run,) = tmp_path.glob("all-*")
     assert set(_statuses(run).values()) == {"complete"}, _statuses(run)
