@@ -26,6 +26,7 @@ from medassist.train.device import (
     current,
     on_device,
     precision_refusal,
+    use,
 )
 from medassist.utils.format import readable_table
 
@@ -57,22 +58,12 @@ def _time(fn, repeats: int, device: torch.device) -> list[float]:
 
 
 def _test_auc(model: torch.nn.Module, batcher, labels: np.ndarray, accel: Accelerator) -> float:
-    """Macro ROC AUC of ``model`` on the test reports, over the labels with both classes among them."""
-    from sklearn.metrics import roc_auc_score
+    """Macro ROC AUC of ``model`` on the test reports, predicted at ``accel``'s precision (the row's)."""
+    from medassist.evaluate.multilabel import macro_auc
+    from medassist.train.data import predict_proba
 
-    from medassist.train.data import main_logits
-
-    model.eval()
-    probs = []
-    with torch.no_grad(), accel.autocast():
-        for idx in batcher.order(batcher.EVAL_BATCH):
-            logits = main_logits(model(*(accel.put(t) for t in batcher.inputs(idx)))).float()
-            probs.append((idx, torch.sigmoid(logits).cpu().numpy()))
-    p = np.empty(labels.shape, dtype=np.float32)
-    for idx, chunk in probs:
-        p[idx.numpy()] = chunk
-    both = labels.min(axis=0) != labels.max(axis=0)
-    return float(roc_auc_score(labels[:, both], p[:, both], average="macro")) if both.any() else float("nan")
+    with use(accel):
+        return macro_auc(labels, predict_proba(model, batcher, task="multi-label"))
 
 
 def _measure(

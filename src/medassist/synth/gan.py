@@ -165,16 +165,15 @@ class GANStep:
         d_real, d_fake = self._score(x, y), self._score(fake.detach(), y)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         self.opt_d.zero_grad(set_to_none=True)
-        r = ranks()
-        if self.scaler is not None:  # float16: the discriminator's loss is scaled as the engine scales the generator's
-            self.scaler.scale(loss_d).backward()
-            self.scaler.unscale_(self.opt_d)
-            average_gradients(self.d, r)
-            self.scaler.step(self.opt_d)
-            self.scaler.update()
+        r, scaler = ranks(), self.scaler  # float16: scaled as the engine scales the generator's loss
+        (scaler.scale(loss_d) if scaler is not None else loss_d).backward()
+        if scaler is not None:
+            scaler.unscale_(self.opt_d)
+        average_gradients(self.d, r)  # under torchrun: one discriminator, as for the generator DDP wraps
+        if scaler is not None:
+            scaler.step(self.opt_d)
+            scaler.update()
         else:
-            loss_d.backward()
-            average_gradients(self.d, r)  # under torchrun: one discriminator, as for the generator DDP wraps
             self.opt_d.step()
         sync_buffers(self.d, r)  # spectral normalisation's power-iteration vectors: rank 0's on every rank
         loss_g = -self._score(fake, y).mean()

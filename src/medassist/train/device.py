@@ -268,13 +268,10 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
-        out = (
-            type(obj)((k, to_cpu(v)) for k, v in obj.items())
-            if type(obj) in (dict, OrderedDict)
-            else {k: to_cpu(v) for k, v in obj.items()}
-        )
-        if hasattr(obj, "_metadata"):  # a module's state dict: its versions, which load_state_dict reads
-            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        if not hasattr(obj, "_metadata"):
+            return {k: to_cpu(v) for k, v in obj.items()}
+        out = OrderedDict((k, to_cpu(v)) for k, v in obj.items())
+        out._metadata = obj._metadata  # type: ignore[attr-defined]  # a module's state dict: its versions
         return out
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
         return type(obj)(to_cpu(v) for v in obj)
