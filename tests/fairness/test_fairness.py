@@ -21,7 +21,7 @@ from medassist.fairness import (
     disparities,
     holm,
     make_groupings,
-    threshold_optimize,
+    post_process,
     weighted_metrics,
 )
 from medassist.run import Run
@@ -122,15 +122,32 @@ def test_threshold_optimizer_is_fitted_on_validation_only(monkeypatch) -> None:
         return real_fit(self, x, y, **kw)
 
     monkeypatch.setattr(ThresholdOptimizer, "fit", spy)
-    kw = {"constraint": "equalized_odds", "objective": "balanced_accuracy_score", "seed": 0}
-    after, skipped = threshold_optimize(val, test, g_val, g_test, ["F", "M"], **kw)
+    kw = {"objective": "balanced_accuracy_score", "seed": 0}
+    out, skipped = post_process("equalized_odds", val, g_val, ["F", "M"], {"test": (test, g_test)}, **kw)
     assert not skipped and len(seen) == 2
     for k, x in enumerate(seen):
         np.testing.assert_array_equal(x, val.p[:, k])
     # test labels play no part: shuffling them leaves every decision as it was
     shuffled = Scored(test.labels, test.y[::-1].copy(), test.p, test.d)
-    again, _ = threshold_optimize(val, shuffled, g_val, g_test, ["F", "M"], **kw)
-    np.testing.assert_array_equal(after.d, again.d)
+    again, _ = post_process("equalized_odds", val, g_val, ["F", "M"], {"test": (shuffled, g_test)}, **kw)
+    np.testing.assert_array_equal(out["test"].d, again["test"].d)
+
+
+def test_per_group_thresholds_equalise_validation_sensitivity() -> None:
+    n = 2000
+    g = pd.Series(np.where(np.arange(n) % 2 == 0, "F", "M"), dtype=object)
+    noise = np.ones((n, 1))
+    noise[g.to_numpy() == "M"] = 2.5  # the model is worse for M: at one threshold its sensitivity differs
+    val = _scored(n, 1, seed=6, noise=noise)
+    out, skipped = post_process(
+        "equal_sensitivity", val, g, ["F", "M"], {"val": (val, g)}, objective="balanced_accuracy_score", seed=0
+    )
+    tpr = lambda s, c: s.d[(g.to_numpy() == c) & (s.y[:, 0] == 1), 0].mean()  # noqa: E731
+    target = val.d[val.y[:, 0] == 1, 0].mean()
+    assert abs(tpr(val, "F") - tpr(val, "M")) > 0.05  # before: unequal
+    for c in ("F", "M"):
+        assert tpr(out["val"], c) == pytest.approx(target, abs=0.01)  # after: each group at the overall sensitivity
+    np.testing.assert_array_equal(out["val"].p, val.p)  # the scores are untouched
 
 
 def test_holm_and_balanced_weights() -> None:
@@ -211,7 +228,11 @@ def test_ethics_report_length_and_every_number_from_the_metrics(tmp_path: Path) 
         assert any(abs(x - v) <= 0.5 * 10**-decimals + 1e-9 for x in values), token
     assert (out / "report.md").is_file() and (out / "figures" / "metrics_sex.png").is_file()
     assert set(metrics["audits"]) == {"sex", "age", "sex*age"}
-    assert metrics["mitigation"]["target"]["threshold_optimizer"]["worst_label_eod_before"] >= 0
+    variants = metrics["mitigation"]["variants"]
+    assert set(variants) == {"equalized_odds", "demographic_parity", "equal_sensitivity"}
+    for v in variants.values():  # the verdict follows the paired interval of the change in its own target
+        assert v["verdict"] == ("improved" if v["change_hi"] < 0 else "worse" if v["change_lo"] > 0 else "no change")
+    assert metrics["mitigation"]["offered"] == [n for n, v in variants.items() if v["verdict"] == "improved"]
     assert (src / "predictions" / "test.parquet").is_file()  # the audited run is only read
 
 

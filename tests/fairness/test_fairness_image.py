@@ -90,10 +90,11 @@ def test_image_csv_run_with_metadata_is_audited_end_to_end(tmp_path: Path, capsy
     assert site["compared"] == ["A", "B"] and sum(site["counts"].values()) == m["source"]["n_test"]
     assert {r["group"] for r in site["table"]} == {"overall", "A", "B"}
     notes = m["mitigation"]["notes"]
-    assert notes["threshold_optimizer"]["fitted_on"] == "validation"
+    assert notes["equalized_odds"]["fitted_on"] == "validation"
     assert notes["balanced_retrain"]["unit"] == info["unit"]["name"]  # retrained once through the engine
     variants = {r["variant"] for r in m["mitigation"]["table"]}
-    assert variants == {"before", "threshold_optimizer", "balanced_retrain"}
+    assert variants == {"before", "equalized_odds", "demographic_parity", "equal_sensitivity", "balanced_retrain"}
+    assert m["mitigation"]["variants"]["balanced_retrain"]["target"] == "eod"
     report = (fair / "report.md").read_text()
     assert "## By site" in report and "## Ethics report" in report and "Recommendations" in report
     assert (fair / "figures" / "reliability_site.png").is_file()

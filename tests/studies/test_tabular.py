@@ -38,7 +38,7 @@ def test_heart_disease_to_an_audit_by_site_and_sex(real_data_dir: Path, tmp_path
     (audit,) = list(out.iterdir())
     f = json.loads((audit / "metrics.json").read_text())
     assert list(f["audits"])[:2] == ["site", "sex"]  # a tabular run is audited by site first
-    sites = {r["group"]: r for r in f["audits"]["site"]["table"] if r["label"] == "macro"}
+    sites = {r["group"]: r for r in f["audits"]["site"]["table"] if r["label"] == f["summary_label"]}
     assert {"Cleveland", "Hungary", "VA Long Beach"} <= set(sites)
     assert all(np.isfinite(r["auc_lo"]) and r["auc_lo"] <= r["auc"] <= r["auc_hi"] for r in sites.values())
     disparity = f["audits"]["site"]["disparities"][0]

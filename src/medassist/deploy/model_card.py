@@ -84,10 +84,12 @@ def _subgroups(fair: Path | None) -> list[str]:
         if "table" not in entry:
             lines.append(f"- by {name}: not compared ({entry.get('note', '')})")
             continue
+        summary = m.get("summary_label", "macro")
         for r in entry["table"]:
-            if r["label"] == "macro":
+            if r["label"] == summary:
+                what = "macro AUC" if summary == "macro" else f"{summary} AUC"
                 lines.append(
-                    f"- {name} = {r['group']} (n={int(r['n'])}): macro AUC {_fmt(r['auc'])} "
+                    f"- {name} = {r['group']} (n={int(r['n'])}): {what} {_fmt(r['auc'])} "
                     f"[{_fmt(r['auc_lo'])}, {_fmt(r['auc_hi'])}], sensitivity {_fmt(r['sensitivity'])}, "
                     f"specificity {_fmt(r['specificity'])}, ECE {_fmt(r['ece'])}"
                 )

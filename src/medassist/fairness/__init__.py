@@ -5,10 +5,11 @@ from __future__ import annotations
 from medassist.fairness.audit import METRICS, GroupAudit, Scored, audit_grouping, metric_frame, weighted_metrics
 from medassist.fairness.disparities import chance_summary, disparities, holm
 from medassist.fairness.groups import Grouping, age_band_names, age_bands, default_groups, make_groupings
-from medassist.fairness.mitigate import balanced_weights, threshold_optimize
+from medassist.fairness.mitigate import MITIGATIONS, balanced_weights, post_process
 
 __all__ = [
     "METRICS",
+    "MITIGATIONS",
     "GroupAudit",
     "Grouping",
     "Scored",
@@ -22,6 +23,6 @@ __all__ = [
     "holm",
     "make_groupings",
     "metric_frame",
-    "threshold_optimize",
+    "post_process",
     "weighted_metrics",
 ]

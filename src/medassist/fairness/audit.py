@@ -209,6 +209,20 @@ def interval(values: np.ndarray, alpha: float = 0.05, *, around: float | None = 
     return float(lo), float(hi)
 
 
+MACRO = "macro"
+
+
+def summary_label(labels: list[str]) -> str:
+    """The row that sums an audit up: the label itself when there is one, "macro" (the mean over labels) when
+    there are several. A one-label audit has no macro row: it would repeat the label's."""
+    return labels[0] if len(labels) == 1 else MACRO
+
+
+def rows_of(labels: list[str]) -> list[str]:
+    """The labels of an audit's rows: every label, and "macro" only when there are several."""
+    return [*labels, MACRO] if len(labels) > 1 else list(labels)
+
+
 def macro(values: np.ndarray) -> np.ndarray:
     """The mean over labels (last axis) of the labels defined in each row."""
     defined = np.isfinite(values)
@@ -225,7 +239,8 @@ class GroupAudit:
         grouping: its name.
         counts: test cases per group (small and not-stated groups included).
         compared: the groups with at least the minimum size.
-        table: one row per (group, label incl. "macro"): every metric with its interval.
+        table: one row per (group, label; "macro" too where there are several labels): every metric with its
+            interval.
         boot: group -> metric -> (B, K) bootstrap replicates, for the disparities.
         frames: label -> fairlearn MetricFrame (over the compared groups).
     """
@@ -269,10 +284,10 @@ def audit_grouping(
             if group == "overall" and cache is not None:
                 cache["overall"] = boot[group]
         point = weighted_metrics(part, np.ones((1, len(idx))))
-        for k, label in enumerate([*s.labels, "macro"]):
+        for k, label in enumerate(rows_of(s.labels)):
             row = {"grouping": name, "group": group, "label": label}
             for m in METRICS:
-                if label == "macro":
+                if label == MACRO:
                     value, reps = float(macro(point[m])[0]), macro(boot[group][m])
                 else:
                     value = _point(part, k, m) if group == "overall" else float(frames[label].by_group.loc[group, m])

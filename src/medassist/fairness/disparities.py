@@ -22,7 +22,7 @@ import pandas as pd
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 from scipy.stats import norm
 
-from medassist.fairness.audit import GroupAudit, Scored, interval, macro
+from medassist.fairness.audit import MACRO, GroupAudit, Scored, interval, macro, rows_of
 
 ALPHA = 0.05
 
@@ -81,8 +81,8 @@ def disparities(audit: GroupAudit, s: Scored, groups: pd.Series) -> tuple[pd.Dat
     keep = groups.isin(compared).to_numpy()
     g = groups[keep].to_numpy(dtype=object)
     rows, tests = [], {"auc": [], "eo": [], "dp": []}  # (row index, p) of every pair test
-    for k, label in enumerate([*s.labels, "macro"]):
-        kk = None if label == "macro" else k
+    for k, label in enumerate(rows_of(s.labels)):
+        kk = None if label == MACRO else k
         row: dict = {"grouping": audit.grouping, "label": label, "n_groups": len(compared)}
         reps = {grp: _rates(audit, grp, kk) for grp in compared}
         aucs = {grp: _point(audit, grp, label, "auc") for grp in compared}
@@ -103,7 +103,7 @@ def disparities(audit: GroupAudit, s: Scored, groups: pd.Series) -> tuple[pd.Dat
                     "worst_group_auc_hi": _point(audit, worst, label, "auc_hi"),
                 }
             )
-        if label != "macro":
+        if label != MACRO:
             y, d = s.y[keep, k].astype(int), s.d[keep, k].astype(int)
             row["eod"] = float(equalized_odds_difference(y, d, sensitive_features=g))
             row["dpd"] = float(demographic_parity_difference(y, d, sensitive_features=g))
@@ -117,7 +117,7 @@ def disparities(audit: GroupAudit, s: Scored, groups: pd.Series) -> tuple[pd.Dat
             warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without positives in a group: NaN
             eod_reps = np.maximum(np.nanmax(tpr, 1) - np.nanmin(tpr, 1), np.nanmax(fpr, 1) - np.nanmin(fpr, 1))
             dpd_reps = np.nanmax(sel, 1) - np.nanmin(sel, 1)
-        if label == "macro":
+        if label == MACRO:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 eod_reps = np.nanmean(np.stack([r["_eod_reps"] for r in rows], 1), 1)
@@ -125,7 +125,7 @@ def disparities(audit: GroupAudit, s: Scored, groups: pd.Series) -> tuple[pd.Dat
         row["_eod_reps"], row["_dpd_reps"] = eod_reps, dpd_reps
         row.update(dict(zip(("eod_lo", "eod_hi"), interval(eod_reps, around=row["eod"]), strict=True)))
         row.update(dict(zip(("dpd_lo", "dpd_hi"), interval(dpd_reps, around=row["dpd"]), strict=True)))
-        if label != "macro":  # the macro row summarises; the tests are per label
+        if label != MACRO:  # the macro row summarises; the tests are per label
             i = len(rows)
             for a, b in itertools.combinations(compared, 2):
                 tests["auc"].append((i, bootstrap_p(reps[a]["auc"] - reps[b]["auc"])))
@@ -163,6 +163,6 @@ def chance_summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
             "tests": m,
             "expected_by_chance": ALPHA * m,
             "uncorrected_below_alpha": int(table.attrs.get(f"{measure}_uncorrected", 0)),
-            "disparities_holm": int(table.loc[table.label != "macro", f"{measure}_disparity"].sum()),
+            "disparities_holm": int(table.loc[table.label != MACRO, f"{measure}_disparity"].sum()),
         }
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medassist.fairness.groups import NOT_STATED
+from medassist.fairness.mitigate import MITIGATION_NAMES, TARGET_NAMES
 from medassist.run import Run
 from medassist.utils.format import fmt_int, fmt_metric
 from medassist.utils.words import count_words
@@ -115,8 +116,9 @@ def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = Fa
         if "table" not in entry:
             out.append(f"By {name}, fewer than two groups reach {metrics['min_group_size']} test cases; not compared.")
             continue
-        macro = next(d for d in entry["disparities"] if d["label"] == "macro")
-        overall = next(r for r in entry["table"] if r["group"] == "overall" and r["label"] == "macro")
+        summary = metrics["summary_label"]
+        macro = next(d for d in entry["disparities"] if d["label"] == summary)
+        overall = next(r for r in entry["table"] if r["group"] == "overall" and r["label"] == summary)
         ch = entry["chance"]["auc"]
         if brief and i > 0:
             out.append(
@@ -125,7 +127,7 @@ def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = Fa
             )
             continue
         out.append(
-            f"By {name}, the worst group for macro AUC is {macro['worst_group']} at "
+            f"By {name}, the worst group for {'macro ' if summary == 'macro' else ''}AUC is {macro['worst_group']} at "
             f"{_ci(macro, 'worst_group_auc')} against {_m(overall['auc'])} overall; of {ch['tests']} pairwise "
             f"AUC comparisons about {ch['expected_by_chance']:.1f} would fall below {metrics['alpha']} by chance, "
             f"{ch['uncorrected_below_alpha']} did, and {ch['disparities_holm']} remain disparities after Holm's "
@@ -140,19 +142,11 @@ def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = Fa
                 out.append(f"{fmt_int(unstated)} test cases do not state {name} and are left out.")
     mit = metrics.get("mitigation")
     if mit:
-        rows = {(r["variant"], r["metric"]): r for r in mit["table"]}
-        for variant, what in (
-            ("threshold_optimizer", "ThresholdOptimizer (fitted on validation)"),
-            ("balanced_retrain", "the retrain with balanced weights"),
-        ):
-            if (variant, "worst_label_eod") not in rows:
-                continue
-            e0, e1 = rows[("before", "worst_label_eod")], rows[(variant, "worst_label_eod")]
-            auc = rows[(variant, "macro_auc")]
+        for name, v in mit["variants"].items():
             out.append(
-                f"{what[0].upper() + what[1:]} moved the equalized-odds difference of {mit['worst_label']} from "
-                f"{_m(e0['value'])} to {_m(e1['value'])}, changing macro AUC by {_m(auc['change'])} "
-                f"[{_m(auc['change_lo'])}, {_m(auc['change_hi'])}]."
+                f"{MITIGATION_NAMES.get(name, name)[0].upper() + MITIGATION_NAMES.get(name, name)[1:]} moved the "
+                f"{TARGET_NAMES[v['target']]} from {_m(v['before'])} to {_m(v['after'])} ({v['verdict']}), "
+                f"changing AUC by {_m(v['auc_change'])} [{_m(v['auc_change_lo'])}, {_m(v['auc_change_hi'])}]."
             )
     if method:
         out.insert(1, METHOD)
@@ -193,24 +187,31 @@ def _recommendations(metrics: dict[str, Any]) -> list[str]:
     worst_ece = None
     for name, entry in metrics["audits"].items():
         for r in entry.get("table", []):
-            if r["label"] == "macro" and r["group"] != "overall" and (worst_ece is None or r["ece"] > worst_ece[0]):
-                overall = next(o for o in entry["table"] if o["group"] == "overall" and o["label"] == "macro")
+            summary = metrics["summary_label"]
+            if r["label"] == summary and r["group"] != "overall" and (worst_ece is None or r["ece"] > worst_ece[0]):
+                overall = next(o for o in entry["table"] if o["group"] == "overall" and o["label"] == summary)
                 worst_ece = (
                     r["ece"],
-                    f"Check calibration per group before any use: the macro calibration error of {r['group']} "
+                    f"Check calibration per group before any use: the calibration error of {r['group']} "
                     f"({name}) is {_ci(r, 'ece')} against {_m(overall['ece'])} overall.",
                 )
     if worst_ece:
         recs.append(worst_ece[1])
     mit = metrics.get("mitigation")
-    if mit and "threshold_optimizer" in mit.get("target", {}):
-        t = mit["target"]["threshold_optimizer"]
-        verdict = "adopt it" if t["halved"] and t["cost_within_0_005"] else "do not adopt it as it stands"
-        recs.append(
-            f"Post-processing: {verdict}; it took the worst equalized-odds difference from "
-            f"{_m(t['worst_label_eod_before'])} to {_m(t['worst_label_eod_after'])} at a macro-AUC cost of "
-            f"{_m(t['macro_auc_cost'])}."
-        )
+    if mit and mit.get("variants"):
+        offered = mit["offered"]
+        if offered:
+            v = mit["variants"][offered[0]]
+            recs.append(
+                f"Mitigation: {MITIGATION_NAMES.get(offered[0], offered[0])} narrowed the {TARGET_NAMES[v['target']]} "
+                f"from {_m(v['before'])} to {_m(v['after'])} at an AUC change of {_m(v['auc_change'])}; weigh that "
+                "cost before adopting it."
+            )
+        else:
+            recs.append(
+                "Mitigation: adopt none of those tried; none narrowed the disparity it targets with an interval "
+                "that excludes zero."
+            )
     return recs
 
 
@@ -278,9 +279,9 @@ def _ethics_text(metrics: dict[str, Any], *, brief: bool = False, method: bool =
         parts.append(
             f"**Fairness.** {note['statement']}.{known} Biases that could exist and how one would test them: {biases}."
         )
-    overall = metrics.get("overall", {}).get("macro")
+    overall = metrics.get("overall", {}).get(metrics.get("summary_label", "macro"))
     if overall:
-        extra += f" The macro calibration error on test is {_m(overall['ece'])}."
+        extra += f" The calibration error on test is {_m(overall['ece'])}."
     parts.append(TRANSPARENCY.format(extra=extra))
     parts.append(_clinical(metrics))
     deploy = linked.get("deploy", {})

@@ -1,20 +1,55 @@
 """Patient subgroups from a run's saved metadata: sex, age bands, sex x age, and any metadata column.
 
-A grouping maps every case to a group name, or to None when the case's metadata does not state it. Groups with
-fewer test cases than the minimum size are listed with their counts but not compared.
+A grouping maps every case to a group name, or to None when the case's metadata does not state it (or to the
+group "(not stated)" when missing values are kept as a group). A column is categorical as given (``[70-80)``,
+``F``, a site's name); only a numeric age is cut into bands. Groups with fewer test cases than the minimum size
+are listed with their counts but not compared.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from medassist.errors import MedAssistError
+from medassist.errors import DataError, MedAssistError
 
 NOT_STATED = "(not stated)"
 CROSS = "*"  # "sex*age": the crossing of two groupings
+MAX_GROUPS = 50  # a column with more distinct values than this is not a grouping (an id, a number, free text)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def band_key(text: str) -> tuple[float, float] | None:
+    """Where a band such as ``[70-80)``, ``70-80``, ``<40``, ``>80``, ``>=80`` or ``80+`` lies: (lower, upper)
+    bounds for ordering, or None when the text is not a band."""
+    t = str(text).strip().strip("[]()").strip()
+    numbers = [float(n) for n in _NUMBER.findall(t)]
+    if not numbers or len(numbers) > 2 or not re.fullmatch(r"[<>=+\-–\d.\s]*(?:years?|yrs?|y)?", t, re.I):
+        return None
+    if t.startswith("<"):
+        return (-math.inf, numbers[0])
+    if t.startswith(">") or t.endswith("+"):
+        return (numbers[0], math.inf)
+    return (numbers[0], numbers[-1])
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """Whether every stated value reads as a number."""
+    stated = values.dropna()
+    stated = stated[stated.astype(str).str.strip() != ""]
+    return bool(len(stated)) and bool(pd.to_numeric(stated, errors="coerce").notna().all())
+
+
+def group_order(values: set[str]) -> list[str]:
+    """Bands in the order of their bounds when every value is a band; otherwise alphabetical."""
+    keys = {v: band_key(v) for v in values}
+    if values and all(k is not None for k in keys.values()):
+        return sorted(values, key=lambda v: (keys[v], v))
+    return sorted(values)
 
 
 def age_band_names(edges: list[float]) -> list[str]:
@@ -69,27 +104,51 @@ class Grouping:
         return [g for g in self.order if int(c.get(g, 0)) >= min_size]
 
 
-def _column(name: str, val: pd.DataFrame, test: pd.DataFrame, edges: list[float], where: str) -> Grouping:
+def _norm(s: pd.Series) -> pd.Series:
+    s = s.astype(object).where(s.notna(), None)
+    return s.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
+
+
+def _column(
+    name: str, val: pd.DataFrame, test: pd.DataFrame, edges: list[float], where: str, missing_as_group: bool = False
+) -> Grouping:
     present = [c for c in test.columns if c in val.columns]
     if name not in present:
         raise MedAssistError(
             f"{where} has no metadata column '{name}' for the requested group; metadata columns present: "
             f"{', '.join(present) or 'none'}. Name one of them in --groups, or leave --groups out."
         )
-    if name == "age" or (pd.api.types.is_numeric_dtype(test[name]) and name.lower().startswith("age")):
+    both = pd.concat([val[name], test[name]], ignore_index=True)
+    if name.lower().startswith("age") and is_numeric(both):  # a numeric age is cut into bands
         gv, gt = age_bands(val[name], edges), age_bands(test[name], edges)
         order = age_band_names(edges)
-    else:
-
-        def norm(s: pd.Series) -> pd.Series:
-            s = s.astype(object).where(s.notna(), None)
-            return s.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
-
-        gv, gt = norm(val[name]), norm(test[name])
-        order = sorted({*gv.dropna().unique(), *gt.dropna().unique()})
-    values = sorted(set(gt.dropna().unique()))
+    else:  # categorical as given; bands such as [70-80) kept, in their order
+        gv, gt = _norm(val[name]), _norm(test[name])
+        distinct = {*gv.dropna().unique(), *gt.dropna().unique()}
+        if len(distinct) > MAX_GROUPS:
+            kind = "numbers" if is_numeric(both) else "text values"
+            shown = ", ".join(f"'{v}'" for v in sorted(distinct)[:3])
+            hint = (
+                "if it is an age in years, pass it as --age-column to cut it into --age-bands"
+                if kind == "numbers"
+                else "group it into fewer categories first, or leave it out"
+            )
+            raise DataError(
+                f"{where}: the metadata column '{name}' holds {len(distinct)} distinct {kind} such as {shown}; a "
+                f"grouping needs at most {MAX_GROUPS} groups: {hint}"
+            )
+        order = group_order(distinct)
+    if missing_as_group:
+        gv, gt = (g.where(g.notna(), NOT_STATED) for g in (gv, gt))
+        order = [*order, NOT_STATED]
+    values = set(gt.dropna().unique())
     if len(values) < 2:
-        found = f"only the value '{values[0]}'" if values else "no value at all"
+        stated = both.notna() & (both.astype(str).str.strip() != "")
+        found = (
+            f"only the value '{next(iter(values))}'"
+            if values
+            else f"no stated value ({int(stated.sum())} stated value(s) on the validation split)"
+        )
         raise MedAssistError(
             f"{where}: the metadata column '{name}' has {found} on the test split; a group comparison needs at "
             "least two groups. Choose another column in --groups."
@@ -98,20 +157,30 @@ def _column(name: str, val: pd.DataFrame, test: pd.DataFrame, edges: list[float]
 
 
 def make_groupings(
-    names: list[str], val: pd.DataFrame, test: pd.DataFrame, *, age_edges: list[float], where: str
+    names: list[str],
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    age_edges: list[float],
+    where: str,
+    missing_as_group: bool = False,
 ) -> list[Grouping]:
     """The groupings ``names`` (columns, or two columns joined by ``*``) of the validation and test cases.
 
+    Args:
+        missing_as_group: cases whose column is empty form the group "(not stated)" instead of being left out.
+
     Raises:
-        MedAssistError: a named column is missing, or holds fewer than two values on the test split.
+        MedAssistError: a named column is missing, holds fewer than two values on the test split, or holds too
+            many distinct values to be groups.
     """
     out = []
     for name in names:
         parts = [p.strip() for p in name.split(CROSS)]
         if len(parts) == 1:
-            out.append(_column(parts[0], val, test, age_edges, where))
+            out.append(_column(parts[0], val, test, age_edges, where, missing_as_group))
             continue
-        subs = [_column(p, val, test, age_edges, where) for p in parts]
+        subs = [_column(p, val, test, age_edges, where, missing_as_group) for p in parts]
 
         def cross(series: list[pd.Series]) -> pd.Series:
             frame = pd.concat(series, axis=1)

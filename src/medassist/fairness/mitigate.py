@@ -1,8 +1,8 @@
-"""Mitigation: fairlearn's ``ThresholdOptimizer`` after training, and group x label balanced sample weights in it.
+"""Mitigation: post-processing after training, and group x label balanced sample weights in it.
 
-- Post-processing: per label, a ``ThresholdOptimizer`` (equalized odds or equal opportunity) on the model's scores,
-  fitted on the validation split only and applied to the test split. Cases of groups too small to compare, or
-  whose group is not stated, keep the model's own decision.
+- Post-processing, per label, fitted on the validation split only and applied to the test split: fairlearn's
+  ``ThresholdOptimizer`` for equalized odds and for demographic parity, and per-group thresholds for equal
+  sensitivity. Cases of groups too small to compare, or whose group is not stated, keep the model's own decision.
 - In training: one retrain of the selected model through the training engine (:func:`medassist.train.fit`) with
   per-case weights that give every (group, label value) cell of the training split the same total weight; the
   weights travel beside the inputs in the batcher and a ``step_fn`` applies them to the loss.
@@ -22,7 +22,25 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from medassist.errors import MedAssistError
 from medassist.fairness.audit import Scored
 
-CONSTRAINTS = {"equalized_odds": "equalized_odds", "equal_opportunity": "true_positive_rate_parity"}
+# The post-processing mitigations: name -> (fairlearn ThresholdOptimizer constraint, or None for per-group
+# thresholds; the disparity it targets, a column of the disparities table).
+MITIGATIONS = {
+    "equalized_odds": ("equalized_odds", "eod"),
+    "demographic_parity": ("demographic_parity", "dpd"),
+    "equal_sensitivity": (None, "tpr_gap"),
+}
+
+MITIGATION_NAMES = {
+    "equalized_odds": "ThresholdOptimizer for equalized odds (fitted on validation)",
+    "demographic_parity": "ThresholdOptimizer for demographic parity (fitted on validation)",
+    "equal_sensitivity": "per-group thresholds for equal sensitivity (fitted on validation)",
+    "balanced_retrain": "the retrain with balanced weights",
+}
+TARGET_NAMES = {
+    "eod": "equalized-odds difference",
+    "dpd": "demographic-parity difference",
+    "tpr_gap": "sensitivity gap",
+}
 
 
 class _Score(ClassifierMixin, BaseEstimator):
@@ -36,41 +54,57 @@ class _Score(ClassifierMixin, BaseEstimator):
         return np.asarray(x)[:, 0]
 
 
-def threshold_optimize(
+Split = tuple[Scored, pd.Series]  # cases and their groups
+
+
+def post_process(
+    name: str,
     val: Scored,
-    test: Scored,
     g_val: pd.Series,
-    g_test: pd.Series,
     compared: list[str],
+    apply_to: dict[str, Split],
     *,
-    constraint: str,
     objective: str,
     seed: int,
-) -> tuple[Scored, dict[str, str]]:
-    """Test decisions and scores after a per-label ThresholdOptimizer fitted on ``val`` only.
+) -> tuple[dict[str, Scored], dict[str, str]]:
+    """The mitigation ``name``, fitted per label on the validation cases ``val`` only, applied to each of
+    ``apply_to`` (e.g. validation and test). Cases of groups not compared keep the model's own decision.
+
+    - ``equalized_odds`` / ``demographic_parity``: fairlearn's ``ThresholdOptimizer`` with that constraint and
+      ``objective``; scores after are the probability of a positive decision under its randomised rule.
+    - ``equal_sensitivity``: one threshold per group, the highest at which the group's validation sensitivity
+      reaches the sensitivity of the audited decisions on all validation cases.
 
     Returns:
-        The post-processed test cases (scores: the probability of a positive decision under the fitted rule) and,
-        per label left as it was, the reason.
+        The post-processed cases of each split, and per label left as it was, the reason.
     """
+    if name not in MITIGATIONS:
+        raise MedAssistError(f"unknown mitigation '{name}'; choose from {', '.join(MITIGATIONS)}")
     from fairlearn.postprocessing import ThresholdOptimizer
 
-    if constraint not in CONSTRAINTS:
-        raise MedAssistError(f"unknown constraint '{constraint}'; choose {' or '.join(CONSTRAINTS)}")
+    constraint = MITIGATIONS[name][0]
     in_val = g_val.isin(compared).to_numpy()
-    in_test = g_test.isin(compared).to_numpy()
-    d, p = test.d.copy(), test.p.copy()
+    out = {split: (s.d.copy(), s.p.copy()) for split, (s, _) in apply_to.items()}
     skipped: dict[str, str] = {}
-    for k, label in enumerate(test.labels):
+    for k, label in enumerate(val.labels):
         yv = val.y[in_val, k].astype(int)
         gv = g_val[in_val].to_numpy(dtype=object)
         short = [g for g in compared if len(np.unique(yv[gv == g])) < 2]
         if short:
             skipped[label] = f"no positive or no negative validation case in {', '.join(short)}"
             continue
+        if constraint is None:
+            target = float(val.d[val.y[:, k] == 1, k].mean())
+            cuts = {g: _threshold_for_sensitivity(yv[gv == g], val.p[in_val, k][gv == g], target) for g in compared}
+            for split, (s, groups) in apply_to.items():
+                gs = groups.to_numpy(dtype=object)
+                for g, t in cuts.items():
+                    rows = gs == g
+                    out[split][0][rows, k] = (s.p[rows, k] >= t).astype(s.d.dtype)
+            continue
         opt = ThresholdOptimizer(
             estimator=_Score().fit(val.p[:, :1], yv),
-            constraints=CONSTRAINTS[constraint],
+            constraints=constraint,
             objective=objective,
             prefit=True,
             predict_method="predict",
@@ -78,10 +112,22 @@ def threshold_optimize(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             opt.fit(val.p[in_val, k : k + 1], yv, sensitive_features=gv)
-            x_test, g = test.p[in_test, k : k + 1], g_test[in_test].to_numpy(dtype=object)
-            d[in_test, k] = opt.predict(x_test, sensitive_features=g, random_state=seed)
-            p[in_test, k] = opt._pmf_predict(x_test, sensitive_features=g)[:, 1]
-    return Scored(test.labels, test.y, p, d, test.cluster), skipped
+            for split, (s, groups) in apply_to.items():
+                rows = groups.isin(compared).to_numpy()
+                x, g = s.p[rows, k : k + 1], groups[rows].to_numpy(dtype=object)
+                out[split][0][rows, k] = opt.predict(x, sensitive_features=g, random_state=seed)
+                out[split][1][rows, k] = opt._pmf_predict(x, sensitive_features=g)[:, 1]
+    result = {
+        split: Scored(s.labels, s.y, out[split][1], out[split][0], s.cluster) for split, (s, _) in apply_to.items()
+    }
+    return result, skipped
+
+
+def _threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float) -> float:
+    """The highest threshold at which the sensitivity of ``p >= threshold`` reaches ``target``."""
+    positives = np.sort(p[y == 1])[::-1]
+    need = int(np.ceil(target * len(positives) - 1e-9))
+    return float(positives[max(need, 1) - 1]) if len(positives) else 1.0
 
 
 def balanced_weights(y: np.ndarray, groups: pd.Series, multilabel: bool) -> np.ndarray:

@@ -148,6 +148,23 @@ def _splits(
     return split, how
 
 
+def _check_ages(values: pd.Series, column: str, path: Path) -> None:
+    """An age column holds ages in years (cut into bands) or bands such as ``[70-80)`` (kept as they are)."""
+    from medassist.fairness.groups import band_key, is_numeric
+
+    if is_numeric(values):
+        return
+    text = values.dropna().astype(str).str.strip()
+    distinct = sorted(set(text[text != ""]))
+    if all(band_key(v) is not None for v in distinct):
+        return
+    shown = ", ".join(f"'{v}'" for v in [v for v in distinct if band_key(v) is None][:3])
+    raise DataError(
+        f"{path}: the age column '{column}' holds {len(distinct)} distinct text values such as {shown}, which are "
+        f"neither ages in years nor bands such as '[70-80)'; pass it in --group-columns to use them as groups"
+    )
+
+
 def read_outside(spec: OutsideSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The validation and test frames of an outside model's predictions file, and their description.
 
@@ -218,6 +235,8 @@ def read_outside(spec: OutsideSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
                 f"{path}: group column '{c}' is empty for {missing:.0%} of the rows; a subgroup audit needs it for "
                 "most cases (leave it out, or fill it)"
             )
+        if c == spec.age_column:
+            _check_ages(s, c, path)
         meta["age" if c == spec.age_column else str(c)] = s.to_numpy()
     clusters: dict[str, Any] = {}
     if spec.id_column:  # kept as codes only: the ids themselves go nowhere

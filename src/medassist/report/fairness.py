@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from medassist.fairness.mitigate import MITIGATION_NAMES, TARGET_NAMES
 from medassist.report.html import write_report
 from medassist.report.image import _fig
 from medassist.utils.format import computed_on, fmt_int, fmt_metric, fmt_seconds, readable_table
@@ -56,7 +57,7 @@ def build_fairness_report(run_dir: str | Path) -> str:
         where = (
             f"Audited predictions file: `{src['run']}`; {fmt_int(src['n_test'])} test cases, {fmt_int(src['n_val'])} "
             f"validation cases, {len(src['labels'])} label(s), split {src['split_rule']}. Scores read from the file "
-            "as given; decisions at 0.5 (binary and multi-label) or the highest probability (multi-class). "
+            "as given. "
         )
     else:
         out = [f"# Fairness and ethics: {src['dataset']} ({src['kind']} study, model {src['model']})\n"]
@@ -74,6 +75,9 @@ def build_fairness_report(run_dir: str | Path) -> str:
         "only when its pairwise bootstrap test stays below 0.05 after Holm's correction over every label and pair "
         "of groups. " + computed_on(m) + "\n"
     )
+    point = m.get("operating_point")
+    if point:
+        out.append(f"**Operating point.** {point['statement'][0].upper() + point['statement'][1:]}.\n")
     for col, n in src.get("stated", {}).items():
         out.append(f"- `{col}` stated for {fmt_int(n)} of {fmt_int(src['n_test'])} test cases\n")
     ds = src.get("dataset_stated")
@@ -92,71 +96,13 @@ def build_fairness_report(run_dir: str | Path) -> str:
     timing = m.get("timing", {})
     if "audit_s" in timing:
         out.append(f"\nAudit time: {fmt_seconds(timing['audit_s'])} s (every grouping, label, metric and interval).\n")
+    summary = m.get("summary_label", "macro")
+    several = summary == "macro"
     for name, entry in m.get("audits", {}).items():
-        slug = _slug(name)
-        out.append(f"\n## By {name}\n")
-        counts = ", ".join(f"{g}: {fmt_int(n)}" for g, n in entry["counts"].items())
-        out.append(f"Test cases per group: {counts}.\n")
-        if entry.get("not_compared"):
-            out.append(f"Not compared (too small or not stated): {', '.join(entry['not_compared'])}.\n")
-        if entry.get("one_class"):
-            out.append(
-                "Listed, not compared (too few positive or negative test cases for AUC, sensitivity and "
-                "specificity): " + ", ".join(f"{k} ({v})" for k, v in entry["one_class"].items()) + ".\n"
-            )
-        if "table" not in entry:
-            out.append(f"\n{entry.get('note', '')}\n")
-            continue
-        out.append("\n### Macro over labels\n\n")
-        out.append(_table(run_dir, f"audit_{slug}", AUDIT_COLS, where=lambda d: d.label == "macro"))
-        out.append("\n### Disparities\n\n")
-        for measure, label in (("auc", "AUC"), ("eo", "equalized odds"), ("dp", "demographic parity")):
-            c = entry["chance"][measure]
-            out.append(
-                f"- {label}: {c['tests']} pairwise tests; {c['expected_by_chance']:.1f} expected below 0.05 by "
-                f"chance, {c['uncorrected_below_alpha']} observed; **{c['disparities_holm']} labels with a "
-                "disparity after Holm's correction**\n"
-            )
-        out.append("\n")
-        out.append(_table(run_dir, f"disparities_{slug}", DISP_COLS))
-        out.append("\n### Every label\n\n")
-        out.append(_table(run_dir, f"audit_{slug}", AUDIT_COLS, where=lambda d: d.label != "macro"))
-        out.append("\n" + _fig(run_dir, f"metrics_{slug}", f"Macro metrics by {name}, 95% intervals"))
-        out.append("\n" + _fig(run_dir, f"reliability_{slug}", f"Reliability by {name}"))
+        out += _grouping(run_dir, m, name, entry, summary, several)
     mit = m.get("mitigation")
     if mit:
-        out.append(f"\n## Mitigation by {mit['grouping']}: before and after\n\n")
-        out.append(
-            f"ThresholdOptimizer ({mit['constraint']}) fitted on the validation split only and applied to test; "
-            "its scores after are the probability of a positive decision under the fitted (randomised) rule, so "
-            "its AUC is that of the decisions, not of the unchanged model scores. "
-        )
-        retrain = mit["notes"].get("balanced_retrain", {})
-        if "not_run" in retrain:
-            out.append(f"Balanced retrain not run: {retrain['not_run']}.")
-        elif retrain:
-            out.append(
-                f"Balanced retrain of `{retrain['unit']}` with group x label weights "
-                f"({fmt_metric(retrain['weight_min'])} to {fmt_metric(retrain['weight_max'])}), "
-                f"{fmt_seconds(retrain['train_seconds'])} s."
-            )
-        skipped = mit["notes"].get("threshold_optimizer", {}).get("skipped_labels", {})
-        if skipped:
-            out.append(
-                " ThresholdOptimizer left these labels as they were: "
-                + "; ".join(f"{k} ({v})" for k, v in skipped.items())
-                + "."
-            )
-        out.append(f" Worst label by equalized-odds difference before: **{mit['worst_label']}**.\n\n")
-        out.append(readable_table(pd.read_csv(run_dir / "tables" / "mitigation.csv"), max_columns=None))
-        for variant, t in mit["target"].items():
-            out.append(
-                f"\n- {variant}: worst-label equalized-odds difference {fmt_metric(t['worst_label_eod_before'])} -> "
-                f"{fmt_metric(t['worst_label_eod_after'])} (ratio {fmt_metric(t['eod_ratio'])}; halved: "
-                f"{'yes' if t['halved'] else 'no'}), macro-AUC cost {fmt_metric(t['macro_auc_cost'])} (within 0.005: "
-                f"{'yes' if t['cost_within_0_005'] else 'no'})"
-            )
-        out.append("\n")
+        out += _mitigation(run_dir, mit)
     if outside:
         out.append(_outside_card(m))
     ethics = run_dir / "ethics.md"
@@ -165,10 +111,153 @@ def build_fairness_report(run_dir: str | Path) -> str:
     return "\n".join(s.rstrip("\n") + "\n" if s.endswith("\n") else s for s in out)
 
 
+RATIO_HEADERS = {"ratio": "ratio to reference", "metric": "metric", "positive_rate": "positive rate"}
+VERDICT_COLS = ["label", "metric", "group", "reference", "value", "reference_value", "ratio", "verdict"]
+
+
+def _grouping(
+    run_dir: Path, m: dict[str, Any], name: str, entry: dict[str, Any], summary: str, several: bool
+) -> list[str]:
+    slug = _slug(name)
+    out = [f"\n## By {name}\n"]
+    counts = ", ".join(f"{g}: {fmt_int(n)}" for g, n in entry["counts"].items())
+    out.append(f"Test cases per group: {counts}.\n")
+    if entry.get("suppressed"):
+        sup = entry["suppressed"]
+        out.append(
+            f"Suppressed: {sup['groups']} group(s) of this intersection with fewer than {m['min_group_size']} test "
+            f"cases ({fmt_int(sup['rows'])} rows in all) are neither listed nor compared.\n"
+        )
+    if entry.get("not_compared"):
+        out.append(f"Not compared (too small or not stated): {', '.join(entry['not_compared'])}.\n")
+    if entry.get("one_class"):
+        out.append(
+            "Listed, not compared (too few positive or negative test cases for AUC, sensitivity and "
+            "specificity): " + ", ".join(f"{k} ({v})" for k, v in entry["one_class"].items()) + ".\n"
+        )
+    if entry.get("hidden_rows"):
+        out.append(f"Rows outside the compared groups: {fmt_int(entry['hidden_rows'])}.\n")
+    if "table" not in entry:
+        out.append(f"\n{entry.get('note', '')}\n")
+        return out
+    out.append("\n### Macro over labels\n\n" if several else f"\n### {summary}\n\n")
+    out.append(_table(run_dir, f"audit_{slug}", AUDIT_COLS, where=lambda d: d.label == summary))
+    out.append("\n### Disparities\n\n")
+    for measure, label in (("auc", "AUC"), ("eo", "equalized odds"), ("dp", "demographic parity")):
+        c = entry["chance"][measure]
+        out.append(
+            f"- {label}: {c['tests']} pairwise tests; {c['expected_by_chance']:.1f} expected below 0.05 by "
+            f"chance, {c['uncorrected_below_alpha']} observed; **{c['disparities_holm']} labels with a "
+            "disparity after Holm's correction**\n"
+        )
+    out.append("\n")
+    out.append(_table(run_dir, f"disparities_{slug}", DISP_COLS))
+    out += _ratios(run_dir, m, entry, slug)
+    if several:
+        out.append("\n### Every label\n\n")
+        out.append(_table(run_dir, f"audit_{slug}", AUDIT_COLS, where=lambda d: d.label != "macro"))
+    what = "Macro metrics" if several else f"Metrics of {summary}"
+    out.append("\n" + _fig(run_dir, f"metrics_{slug}", f"{what} by {name}, 95% intervals"))
+    out.append("\n" + _fig(run_dir, f"roc_{slug}", f"ROC curves by {name}, each group's operating point marked"))
+    out.append("\n" + _fig(run_dir, f"reliability_{slug}", f"Reliability (calibration) by {name}"))
+    out.append("\n" + _fig(run_dir, f"disparity_{slug}", f"Disparity ratios by {name} against the tolerance band"))
+    return out
+
+
+def _ratios(run_dir: Path, m: dict[str, Any], entry: dict[str, Any], slug: str) -> list[str]:
+    ref, tol, v = entry["reference"], m["tolerance"], entry["verdicts"]
+    groups = ", ".join(f"{metric.replace('_', ' ')}: {g}" for metric, g in ref["groups"].items())
+    how = {
+        "majority": "the largest group",
+        "best": "per metric, the group with the most favourable value",
+        "named": "the group named by --reference-group",
+    }[ref["choice"]]
+    out = [
+        "\n### Ratios to the reference group\n\n",
+        f"Reference: {how} ({groups}). Each group's sensitivity, false-positive rate, PPV and positive rate divided "
+        f"by the reference group's, with 95% bootstrap intervals; a ratio within {tol:g}-{1 / tol:.3g} (the "
+        f"four-fifths rule at 0.8) is **within** the band. Verdicts: {v['within']} within, {v['below']} below, "
+        f"{v['above']} above" + (f", {v['undefined']} undefined" if v["undefined"] else "") + ".\n\n",
+    ]
+    df = pd.read_csv(run_dir / "tables" / f"ratios_{slug}.csv")
+    df = df[df.verdict != "reference"]
+    keep = [c for c in df.columns if c in VERDICT_COLS or c in ("ratio_lo", "ratio_hi")]
+    out.append(readable_table(df[keep], headers=RATIO_HEADERS, max_columns=None))
+    return out
+
+
+def _mitigation(run_dir: Path, mit: dict[str, Any]) -> list[str]:
+    out = [f"\n## Mitigation by {mit['grouping']}: before and after\n\n"]
+    out.append(
+        "Each mitigation is fitted on the validation split only and evaluated on test; a change is called one only "
+        "when its paired 95% interval excludes zero, so a mitigation is **improved**, **no change** or **worse** on "
+        "the disparity it targets, and only an improved one is offered. ThresholdOptimizer's decisions are "
+        "randomised: its scores after are the probability of a positive decision, so its AUC is that of the "
+        "decisions, not of the unchanged model scores.\n\n"
+    )
+    rows = []
+    for name, v in mit["variants"].items():
+        rows.append(
+            {
+                "mitigation": MITIGATION_NAMES.get(name, name),
+                "target": TARGET_NAMES[v["target"]],
+                "before": v["before"],
+                "after": v["after"],
+                "change": v["change"],
+                "change_lo": v["change_lo"],
+                "change_hi": v["change_hi"],
+                "verdict": v["verdict"],
+                "AUC change": v["auc_change"],
+                "AUC change_lo": v["auc_change_lo"],
+                "AUC change_hi": v["auc_change_hi"],
+                "accuracy change": v["accuracy_change"],
+                "accuracy change_lo": v["accuracy_change_lo"],
+                "accuracy change_hi": v["accuracy_change_hi"],
+            }
+        )
+    if rows:
+        out.append(readable_table(pd.DataFrame(rows), max_columns=None))
+    offered = mit["offered"]
+    out.append(
+        "\n**Offered:** "
+        + (
+            ", ".join(MITIGATION_NAMES.get(n, n) for n in offered)
+            if offered
+            else "none: no mitigation narrowed the disparity it targets with an interval that excludes zero"
+        )
+        + ".\n"
+    )
+    for name, v in mit["variants"].items():
+        if v.get("why"):
+            out.append(f"- {MITIGATION_NAMES.get(name, name)} ({v['verdict']}): " + "; ".join(v["why"]) + ".\n")
+    small = mit.get("smallest_group_val_positives")
+    if small:
+        out.append(
+            f"\nAs MEDFAIR found across medical imaging tasks, post-processing seldom beats the unmitigated model "
+            f"when groups are small; here the smallest compared group ({small['group']}) has {small['positives']} "
+            "positive validation case(s), and each mitigation's cost in AUC and accuracy is in the table above.\n"
+        )
+    for name, note in mit["notes"].items():
+        if "not_run" in note:
+            out.append(f"\n{MITIGATION_NAMES.get(name, name)}: not run: {note['not_run']}.\n")
+        elif note.get("skipped_labels"):
+            skipped = "; ".join(f"{k} ({w})" for k, w in note["skipped_labels"].items())
+            out.append(f"\n{MITIGATION_NAMES.get(name, name)} left these labels as they were: {skipped}.\n")
+        elif name == "balanced_retrain":
+            out.append(
+                f"\nBalanced retrain of `{note['unit']}` with group x label weights "
+                f"({fmt_metric(note['weight_min'])} to {fmt_metric(note['weight_max'])}), "
+                f"{fmt_seconds(note['train_seconds'])} s.\n"
+            )
+    out.append("\nEvery measure of every variant, with its change from before:\n\n")
+    out.append(readable_table(pd.read_csv(run_dir / "tables" / "mitigation.csv"), max_columns=None))
+    return out
+
+
 def _outside_card(m: dict[str, Any]) -> str:
     """The model-card section of an outside model: what this audit knows of it, and what it cannot know."""
     src = m["source"]
-    overall = m.get("overall", {}).get("macro", {})
+    overall = m.get("overall", {}).get(m.get("summary_label", "macro"), {})
     rows = src.get("rows", {})
     known = [
         f"its scores for {fmt_int(rows.get('total', src['n_test'] + src['n_val']))} cases in `{src['run']}` "
@@ -179,13 +268,13 @@ def _outside_card(m: dict[str, Any]) -> str:
     ]
     if overall:
         known.append(
-            f"on these test cases: macro AUC {fmt_metric(overall['auc'])}, calibration error (ECE) "
+            f"on these test cases: AUC {fmt_metric(overall['auc'])}, calibration error (ECE) "
             f"{fmt_metric(overall['ece'])}, and every subgroup number above"
         )
     unknown = (
         "who made the model and which version this is; its architecture and inputs; the data it was trained and "
         "tuned on, and whether these cases overlap them; its intended use, users and setting; the threshold used "
-        "in practice (this audit decides at 0.5 or the highest probability); how its scores were calibrated; and "
+        "in practice (this audit decides as its operating point above says); how its scores were calibrated; and "
         "how it behaves on groups the file does not record"
     )
     return (

@@ -432,7 +432,8 @@ def part_fairness(doc: Doc, run: Path) -> list[tuple[str, str]]:
         refs.append(
             doc.table(
                 readable_table(mit, headers=True),
-                "Before and after mitigation (ThresholdOptimizer fitted on validation; group-balanced retrain).",
+                "Before and after mitigation, fitted on validation (ThresholdOptimizer for equalized odds and for "
+                "demographic parity, per-group thresholds for equal sensitivity; group-balanced retrain).",
                 "Part 5: mitigation before and after",
             )
         )

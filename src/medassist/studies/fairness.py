@@ -15,17 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.errors import MedAssistError
-from medassist.fairness.audit import Scored, audit_grouping
+from medassist.fairness.audit import Scored, audit_grouping, summary_label
+from medassist.fairness.decisions import scored
 from medassist.fairness.disparities import chance_summary, disparities
-from medassist.fairness.groups import Grouping, default_groups, make_groupings
+from medassist.fairness.groups import CROSS, NOT_STATED, Grouping, default_groups, make_groupings
+from medassist.fairness.mitigate import MITIGATIONS
 from medassist.fairness.outside import OutsideSpec, read_outside
+from medassist.fairness.ratios import check_choices, ratio_table, reference_for
+from medassist.fairness.threshold import DEFAULT_RULE, OperatingPoint, operating_point
 from medassist.run import Run
+from medassist.studies.fairness_mitigation import mitigate
 from medassist.studies.predictions import INFO, read_predictions
 from medassist.studies.runs import open_run
 from medassist.train.device import on_device
@@ -69,9 +73,29 @@ class FairnessConfig(DeviceOptions, RunOptions):
         "AUC, sensitivity or specificity would rest on a handful of patients)",
     )
     n_boot: int = option(1000, "bootstrap resamples (within groups) for the 95% intervals")
-    mitigate: bool = option(True, "mitigate: ThresholdOptimizer on validation, and the balanced retrain")
+    missing_as_group: bool = option(
+        False, "cases whose group column is empty form the group '(not stated)' instead of being left out"
+    )
+    threshold: list[float] = option(
+        [], "the model's decision threshold: one for every label, or one per label (instead of --threshold-rule)"
+    )
+    threshold_rule: str = option(
+        "",
+        "choose the threshold on the validation rows: youden | sensitivity:0.9 | specificity:0.9 | prevalence "
+        "(default for a predictions file: prevalence; for a run: its own thresholds, or the most probable class)",
+    )
+    reference_group: list[str] = option(
+        ["majority"],
+        "the group each ratio is taken to: majority | best | GROUP | grouping=GROUP (one per grouping)",
+    )
+    tolerance: float = option(0.8, "ratios within [tolerance, 1/tolerance] are within the band (four-fifths: 0.8)")
+    mitigate: bool = option(True, "mitigate: post-processing fitted on validation, and the balanced retrain")
     mitigate_group: str = option("", "the grouping mitigation balances (default: the first audited grouping)")
-    constraint: str = option("equalized_odds", "ThresholdOptimizer constraint: equalized_odds | equal_opportunity")
+    mitigations: list[str] = option(
+        ["equalized_odds", "demographic_parity", "equal_sensitivity"],
+        "post-processing tried: equalized_odds and demographic_parity (fairlearn's ThresholdOptimizer), "
+        "equal_sensitivity (per-group thresholds)",
+    )
     objective: str = option(
         "balanced_accuracy_score", "ThresholdOptimizer objective: balanced_accuracy_score | accuracy_score"
     )
@@ -106,22 +130,21 @@ def check_source(path: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     return run.dir, run.metrics, run.prediction_info
 
 
-def scored(frame: pd.DataFrame, info: dict[str, Any]) -> Scored:
-    """Each label as a binary decision: multi-label at the run's validation-chosen thresholds (0.5 without),
-    a binary task's positive class at the arg-max, and each class of a multi-class task one-vs-rest."""
-    names = info["label_names"]
-    p = frame[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
-    cluster = frame[info["cluster_column"]].to_numpy() if info.get("cluster_column") else None
-    if info["task"] == "multi-label":
-        y = frame[[f"y:{n}" for n in names]].to_numpy(dtype=np.int64)
-        t = np.asarray(info.get("thresholds") or [0.5] * len(names), dtype=np.float64)
-        return Scored(list(names), y, p, (p >= t).astype(np.int64), cluster)
-    cls = frame["y"].to_numpy(dtype=np.int64)
-    pred = p.argmax(axis=1)
-    keep = [1] if len(names) == 2 else list(range(len(names)))
-    y = np.stack([(cls == c).astype(np.int64) for c in keep], axis=1)
-    d = np.stack([(pred == c).astype(np.int64) for c in keep], axis=1)
-    return Scored([names[c] for c in keep], y, p[:, keep], d, cluster)
+def _operating_point(cfg: FairnessConfig, info: dict[str, Any], val: pd.DataFrame) -> OperatingPoint:
+    """The thresholds the audit decides at (see :mod:`medassist.fairness.threshold`)."""
+    s = scored(val, info)
+    outside = info["kind"] == "outside"
+    multi_label = info["task"] == "multi-label"
+    return operating_point(
+        s.labels,
+        s.y,
+        s.p,
+        given=list(cfg.threshold),
+        rule=cfg.threshold_rule,
+        default_rule=DEFAULT_RULE if outside else "",
+        run_thresholds=(info.get("thresholds") or [0.5] * len(s.labels)) if multi_label and not outside else None,
+        multiclass=info["task"] == "multi-class" and len(info["label_names"]) > 2,
+    )
 
 
 @on_device
@@ -149,12 +172,21 @@ def run_fairness_study(cfg: FairnessConfig) -> Path:
         else (["site"] if info["kind"] == "tabular" and "site" in meta_cols else []) + default_groups(meta_cols)
     )
     groupings = (
-        make_groupings(names, val, test, age_edges=cfg.age_bands, where=str(run_dir)) if names else []
+        make_groupings(
+            names, val, test, age_edges=cfg.age_bands, where=str(run_dir), missing_as_group=cfg.missing_as_group
+        )
+        if names
+        else []
     )  # explicit groups that the metadata lacks are refused here, before any folder is made
+    check_choices(list(cfg.reference_group), {g.name: g.order for g in groupings})
+    unknown = [m for m in cfg.mitigations if m not in MITIGATIONS]
+    if unknown:
+        raise MedAssistError(f"unknown mitigation '{unknown[0]}'; choose from {', '.join(MITIGATIONS)}")
+    point = _operating_point(cfg, info, val)
     dataset = info.get("dataset") or source_metrics.get("dataset", "run")
     run = Run.create(cfg.out, f"fairness-{dataset}", to_dict(cfg), kind="fairness")
     with run:
-        _study(run, cfg, run_dir, source_metrics, info, val, test, groupings)
+        _study(run, cfg, run_dir, source_metrics, info, val, test, groupings, point)
         from medassist.report.fairness import write_fairness_report
 
         write_fairness_report(run.dir)
@@ -186,11 +218,12 @@ def _study(
     val: pd.DataFrame,
     test: pd.DataFrame,
     groupings: list[Grouping],
+    point: OperatingPoint,
 ) -> None:
     from medassist.fairness.ethics import no_demographics_note, write_ethics
-    from medassist.fairness.plots import plot_group_metrics, plot_group_reliability
+    from medassist.fairness.plots import plot_disparity, plot_group_metrics, plot_group_reliability, plot_group_roc
 
-    s_val, s_test = scored(val, info), scored(test, info)
+    s_val, s_test = scored(val, info, point), scored(test, info, point)
     source = {
         "run": str(run_dir),
         "kind": info["kind"],
@@ -218,10 +251,13 @@ def _study(
         }
     metrics: dict[str, Any] = {
         "source": source,
+        "summary_label": summary_label(s_test.labels),
+        "operating_point": point.to_dict(),
         "min_group_size": cfg.min_group_size,
         "n_boot": cfg.n_boot,
         "interval_level_percent": 95,
         "per_patients": 1000,
+        "tolerance": cfg.tolerance,
         "demographics": bool(groupings),
         "audits": {},
         "timing": {},
@@ -243,7 +279,14 @@ def _study(
         one_class = _one_class(s_test, g, compared, cfg.min_class_cases)
         compared = [c for c in compared if c not in one_class]
         small = {k: v for k, v in counts.items() if k not in compared}
-        entry: dict[str, Any] = {"counts": counts, "compared": compared, "not_compared": small}
+        entry: dict[str, Any] = {"hidden_rows": int(sum(small.values()))}
+        if CROSS in g.name:  # an intersection: its small cells could single patients out, so they are not listed
+            tiny = {k: v for k, v in small.items() if k != NOT_STATED and k not in one_class}
+            if tiny:
+                entry["suppressed"] = {"groups": len(tiny), "rows": int(sum(tiny.values()))}
+                counts = {k: v for k, v in counts.items() if k not in tiny}
+                small = {k: v for k, v in small.items() if k not in tiny}
+        entry.update({"counts": counts, "compared": compared, "not_compared": small})
         if one_class:
             entry["one_class"] = one_class
         run.write_table(f"groups_{_slug(g.name)}", pd.DataFrame({"group": list(counts), "test_cases": counts.values()}))
@@ -257,26 +300,39 @@ def _study(
             s_test, g.test, g.name, counts=counts, compared=compared, n_boot=cfg.n_boot, seed=cfg.seed, cache=cache
         )
         table, _ = disparities(audit, s_test, g.test)
-        audits[g.name] = (g, audit, table)
+        reference = reference_for(g.name, compared, list(cfg.reference_group))
+        ratios = ratio_table(audit, s_test.labels, reference, cfg.tolerance)
+        audits[g.name] = (g, audit, table, ratios)
         run.write_table(f"audit_{_slug(g.name)}", audit.table)
         run.write_table(f"disparities_{_slug(g.name)}", table)
+        run.write_table(f"ratios_{_slug(g.name)}", ratios)
         for label, frame in audit.frames.items():
             if label == s_test.labels[0]:  # fairlearn's own view of the first label, overall and by group
                 by = frame.by_group.reset_index().rename(columns={"sensitive_feature_0": "group"})
                 run.write_table(f"metricframe_{_slug(g.name)}", by)
+        verdicts = ratios[ratios.verdict != "reference"].verdict.value_counts()
         entry.update(
             {
                 "table": audit.table.to_dict("records"),
                 "disparities": table.to_dict("records"),
                 "chance": chance_summary(table),
+                "reference": {
+                    "choice": reference if reference in ("majority", "best") else "named",
+                    "groups": ratios.groupby("metric", sort=False).reference.first().to_dict(),
+                },
+                "ratios": ratios.to_dict("records"),
+                "verdicts": {v: int(verdicts.get(v, 0)) for v in ("within", "below", "above", "undefined")},
             }
         )
         metrics["audits"][g.name] = entry
     metrics["timing"]["audit_s"] = time.perf_counter() - t0
     _stage(cfg, f"audit done in {metrics['timing']['audit_s']:.1f} s; figures")
-    for name, (g, audit, _) in audits.items():
-        plot_group_metrics(audit.table, run.figure(f"metrics_{_slug(name)}"), title=f"by {name}")
-        plot_group_reliability(s_test, g.test, audit.compared, run.figure(f"reliability_{_slug(name)}"), title=name)
+    for name, (g, audit, _, ratios) in audits.items():
+        slug = _slug(name)
+        plot_group_metrics(audit.table, run.figure(f"metrics_{slug}"), title=f"by {name}")
+        plot_group_reliability(s_test, g.test, audit.compared, run.figure(f"reliability_{slug}"), title=name)
+        plot_group_roc(s_test, g.test, audit.compared, run.figure(f"roc_{slug}"), title=name)
+        plot_disparity(ratios, run.figure(f"disparity_{slug}"), title=name, tolerance=cfg.tolerance)
     metrics["overall"] = _overall(s_test, next(iter(audits.values()))[1].table) if audits else {}
     metrics["clinical"] = _clinical(s_test)
 
@@ -288,7 +344,8 @@ def _study(
                 f"choose one of {', '.join(audits)}"
             )
         t1 = time.perf_counter()
-        metrics["mitigation"] = _mitigate(run, cfg, run_dir, info, s_val, s_test, *audits[name][:2])
+        g, audit = audits[name][:2]
+        metrics["mitigation"] = mitigate(run, cfg, run_dir, info, s_val, s_test, g, audit, point, stage=_stage)
         metrics["timing"]["mitigation_s"] = time.perf_counter() - t1
     write_ethics(run, metrics, source_metrics, cfg)
 
@@ -336,156 +393,3 @@ def _clinical(s: Scored) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _mitigate(
-    run: Run,
-    cfg: FairnessConfig,
-    run_dir: Path,
-    info: dict[str, Any],
-    s_val: Scored,
-    s_test: Scored,
-    g: Grouping,
-    before_audit: Any,
-) -> dict[str, Any]:
-    """Before and after: ThresholdOptimizer (fitted on validation) and the balanced retrain, with paired intervals."""
-    from medassist.fairness.mitigate import threshold_optimize
-    from medassist.studies.fairness_retrain import retrain_weighted
-
-    _stage(cfg, f"mitigation by {g.name}: ThresholdOptimizer ({cfg.constraint}) fitted on validation")
-    variants: dict[str, Scored] = {"before": s_test}
-    notes: dict[str, Any] = {}
-    post, skipped = threshold_optimize(
-        s_val,
-        s_test,
-        g.val,
-        g.test,
-        before_audit.compared,
-        constraint=cfg.constraint,
-        objective=cfg.objective,
-        seed=cfg.seed,
-    )
-    variants["threshold_optimizer"] = post
-    notes["threshold_optimizer"] = {"fitted_on": "validation", "skipped_labels": skipped}
-    if cfg.retrain and info["kind"] == "outside":
-        notes["balanced_retrain"] = {
-            "not_run": "the audited model is outside medassist: its scores are here, not the model or its training "
-            "data, so it cannot be retrained; only post-processing applies"
-        }
-    elif cfg.retrain and info["kind"] == "tabular":
-        notes["balanced_retrain"] = {
-            "not_run": "the balanced retrain covers the models of the training engine (text and image studies); a "
-            "tabular study's scikit-learn model is mitigated by post-processing only"
-        }
-    elif cfg.retrain:
-        _stage(cfg, f"mitigation by {g.name}: one retrain with group x label balanced weights")
-        try:
-            p_val, p_test, facts = retrain_weighted(
-                run_dir, info, g.name, age_edges=cfg.age_bands, work=run.dir / "retrain", progress=cfg.progress
-            )
-            if len(p_test) != len(s_test.y) or len(p_val) != len(s_val.y):
-                raise MedAssistError(
-                    f"{run_dir}: its data no longer match the saved predictions ({len(p_test)} test cases now, "
-                    f"{len(s_test.y)} saved); audit a fresh run of the study"
-                )
-            frame_val = _as_frame(p_val, info, s_val)
-            frame_test = _as_frame(p_test, info, s_test)
-            variants["balanced_retrain"] = scored(frame_test, {**info, "thresholds": _thresholds(frame_val, info)})
-            notes["balanced_retrain"] = facts
-        except MedAssistError as exc:
-            notes["balanced_retrain"] = {"not_run": str(exc)}
-    compared = before_audit.compared
-    rows, results = [], {}
-    for name, sc in variants.items():
-        a = audit_grouping(sc, g.test, g.name, counts={}, compared=compared, n_boot=cfg.n_boot, seed=cfg.seed + 1)
-        table, boot = disparities(a, sc, g.test)
-        results[name] = (a, table, boot)
-    worst = (
-        results["before"][1][results["before"][1].label != "macro"].sort_values("eod", ascending=False).iloc[0]["label"]
-    )
-    summary = {}
-    for name in variants:
-        a, table, boot = results[name]
-        summary[name] = _summary(a, table, boot, worst)
-    base = summary["before"]
-    for name, vals in summary.items():
-        for metric, (v, reps) in vals.items():
-            lo, hi = _ci(reps, v if metric in ("macro_eod", "macro_dpd", "worst_label_eod") else None)
-            row = {"variant": name, "metric": metric, "value": v, "value_lo": lo, "value_hi": hi}
-            if name != "before":
-                d_lo, d_hi = _ci(reps - base[metric][1])
-                row.update({"change": v - base[metric][0], "change_lo": d_lo, "change_hi": d_hi})
-            rows.append(row)
-    table = pd.DataFrame(rows)
-    run.write_table("mitigation", table)
-    out: dict[str, Any] = {"grouping": g.name, "worst_label": worst, "constraint": cfg.constraint, "notes": notes}
-    out["table"] = table.to_dict("records")
-    out["target"] = {}
-    for name in variants:
-        if name == "before":
-            continue
-        eod0, eod1 = base["worst_label_eod"][0], summary[name]["worst_label_eod"][0]
-        cost = base["macro_auc"][0] - summary[name]["macro_auc"][0]
-        out["target"][name] = {
-            "worst_label_eod_before": eod0,
-            "worst_label_eod_after": eod1,
-            "eod_ratio": eod1 / eod0 if eod0 > 0 else float("nan"),
-            "macro_auc_cost": cost,
-            "halved": bool(eod1 <= eod0 / 2),
-            "cost_within_0_005": bool(cost <= 0.005),
-        }
-    return out
-
-
-def _as_frame(p: np.ndarray, info: dict[str, Any], like: Scored) -> pd.DataFrame:
-    names = info["label_names"]
-    frame = pd.DataFrame({f"p:{n}": p[:, j] for j, n in enumerate(names)})
-    if info["task"] == "multi-label":
-        for j, n in enumerate(names):
-            frame[f"y:{n}"] = like.y[:, j]
-    else:
-        # the class index back from the audited one-vs-rest truth (binary: the positive class's column)
-        frame["y"] = like.y[:, 0] if len(names) == 2 else like.y.argmax(axis=1)
-    return frame
-
-
-def _thresholds(frame_val: pd.DataFrame, info: dict[str, Any]) -> list[float] | None:
-    """Multi-label thresholds of a retrained model, chosen on validation as the study chose them."""
-    if info["task"] != "multi-label":
-        return None
-    from medassist.evaluate.thresholds import choose_thresholds
-
-    names = info["label_names"]
-    y = frame_val[[f"y:{n}" for n in names]].to_numpy()
-    return [float(t) for t in choose_thresholds(y, frame_val[[f"p:{n}" for n in names]].to_numpy())]
-
-
-def _summary(a: Any, table: pd.DataFrame, boot: dict, worst: str) -> dict[str, tuple[float, np.ndarray]]:
-    """(value, bootstrap replicates) of the before/after metrics of one variant."""
-    from medassist.fairness.audit import macro
-
-    overall = a.table[(a.table.group == "overall") & (a.table.label == "macro")].iloc[0]
-    ob = a.boot["overall"]
-    macro_row = table[table.label == "macro"].iloc[0]
-    worst_row = table[table.label == worst].iloc[0]
-    worst_group = macro_row["worst_group"]
-    gap_groups = str(macro_row["auc_gap_groups"]).split(" - ")
-    return {
-        "macro_auc": (overall["auc"], macro(ob["auc"])),
-        "macro_f1": (overall["f1"], macro(ob["f1"])),
-        "accuracy": (overall["accuracy"], macro(ob["accuracy"])),
-        "worst_group_macro_auc": (macro_row["worst_group_auc"], macro(a.boot[worst_group]["auc"])),
-        "macro_auc_gap": (
-            macro_row["auc_gap"],
-            macro(a.boot[gap_groups[0]]["auc"]) - macro(a.boot[gap_groups[1]]["auc"]),
-        ),
-        "macro_eod": (macro_row["eod"], boot["macro"]["eod"]),
-        "macro_dpd": (macro_row["dpd"], boot["macro"]["dpd"]),
-        "worst_label_eod": (worst_row["eod"], boot[worst]["eod"]),
-    }
-
-
-def _ci(reps: np.ndarray, around: float | None = None) -> tuple[float, float]:
-    from medassist.fairness.audit import interval
-
-    return interval(np.asarray(reps, dtype=np.float64), around=around)
