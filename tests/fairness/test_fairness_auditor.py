@@ -271,3 +271,20 @@ def test_real_heart_disease_predictions_with_age_bands(real_data_dir: Path, tmp_
     assert m["overall"]["outcome"]["auc"] > 0.75  # a plain model on real data
     assert {r["verdict"] for r in m["audits"]["sex"]["ratios"]} <= {"reference", "within", "below", "above"}
     assert (m["_dir"] / "figures" / "disparity_site.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["sepsis", "readmission"])
+def test_the_example_script_writes_a_file_the_audit_reads(tmp_path: Path, kind: str) -> None:
+    import subprocess
+    import sys
+
+    from medassist.fairness.outside import OutsideSpec, read_outside
+
+    csv = tmp_path / f"{kind}.csv"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "example_predictions.py"
+    subprocess.run([sys.executable, str(script), str(csv), "--kind", kind, "--rows", "2000"], check=True)
+    label, score = ("sepsis", "score") if kind == "sepsis" else ("y", "p")
+    val, test, info = read_outside(
+        OutsideSpec(str(csv), label_column=label, score_column=score, split_column="split", group_columns=["race"])
+    )
+    assert len(val) and len(test) and info["rows"]["total"] == 2000

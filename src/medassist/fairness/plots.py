@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from medassist.evaluate.calibration import bin_index  # noqa: E402
@@ -122,6 +123,10 @@ def plot_disparity(ratios: pd.DataFrame, path: Path, *, title: str, tolerance: f
         for j in np.flatnonzero(ok):
             ax.errorbar(ratio[j], y[j], xerr=np.nan_to_num(err[:, j : j + 1]), fmt="o", color=colors[j], capsize=3)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([0.25, 0.5, tolerance, 1.0, 1 / tolerance, 2.0, 4.0]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_yticks(
             y, [f"{g}{' (ref.)' if v == 'reference' else ''}" for g, v in zip(r.group, r.verdict, strict=True)]
         )

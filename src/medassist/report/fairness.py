@@ -20,6 +20,7 @@ HEADERS = {
     "auc_gap": "AUC gap",
     "auc_gap_groups": "between",
     "worst_group_auc": "worst-group AUC",
+    "worst_group": "worst group",
     "eod": "equalized-odds diff.",
     "dpd": "demographic-parity diff.",
     "auc_p_holm": "AUC p (Holm)",
@@ -111,7 +112,7 @@ def build_fairness_report(run_dir: str | Path) -> str:
     return "\n".join(s.rstrip("\n") + "\n" if s.endswith("\n") else s for s in out)
 
 
-RATIO_HEADERS = {"ratio": "ratio to reference", "metric": "metric", "positive_rate": "positive rate"}
+RATIO_HEADERS = {"ratio": "ratio to reference", "reference_value": "reference value"}
 VERDICT_COLS = ["label", "metric", "group", "reference", "value", "reference_value", "ratio", "verdict"]
 
 
