@@ -78,7 +78,8 @@ def build_fairness_report(run_dir: str | Path) -> str:
     )
     point = m.get("operating_point")
     if point:
-        out.append(f"**Operating point.** {point['statement'][0].upper() + point['statement'][1:]}.\n")
+        out.append(f"**Operating point.** {point['statement'][0].upper() + point['statement'][1:]}.")
+        out.append(_far_from_prevalence(m) + "\n")
     for col, n in src.get("stated", {}).items():
         out.append(f"- `{col}` stated for {fmt_int(n)} of {fmt_int(src['n_test'])} test cases\n")
     ds = src.get("dataset_stated")
@@ -110,6 +111,25 @@ def build_fairness_report(run_dir: str | Path) -> str:
     if ethics.is_file():
         out.append("\n" + ethics.read_text(encoding="utf-8"))
     return "\n".join(s.rstrip("\n") + "\n" if s.endswith("\n") else s for s in out)
+
+
+def _far_from_prevalence(m: dict[str, Any]) -> str:
+    """A warning when the model says yes far more or far less often than the outcome occurs: every threshold
+    metric then describes a model at an operating point it may never be used at."""
+    overall = m.get("overall", {}).get(m.get("summary_label", "macro"))
+    if not overall:
+        return ""
+    rate, prevalence = overall["selection_rate"], overall["prevalence"]
+    if prevalence > 0 and not 0.25 <= rate / prevalence <= 4:
+        return (
+            f" **At this threshold the model says yes for {rate:.2%} of test cases against a prevalence of "
+            f"{prevalence:.2%}**: sensitivity, specificity, equalized odds and demographic parity describe a model "
+            "that "
+            + ("almost never says yes" if rate < prevalence else "says yes far more often than the outcome occurs")
+            + "; check that this is the threshold the model is used at (--threshold), or choose one by a rule "
+            "(--threshold-rule)."
+        )
+    return ""
 
 
 RATIO_HEADERS = {"ratio": "ratio to reference", "reference_value": "reference value"}

@@ -178,6 +178,13 @@ def _why(v: dict[str, Any], s_val: Scored, g: Grouping, compared: list[str]) -> 
     """What the measurements say about a mitigation that did not improve its target."""
     name = TARGET_NAMES[v["target"]]
     out = []
+    r0, r1 = v["positive_rate_before"], v["positive_rate_after"]
+    if abs(r1 - r0) > 0.05 and not (r0 > 0 and 0.67 <= r1 / r0 <= 1.5):
+        out.append(
+            f"it moved the operating point: the positive rate went from {r0:.3f} to {r1:.3f}; differences between "
+            "groups' rates are small where every rate is near 0 or 1, and larger in between, so the disparity "
+            "before and after are measured at different operating points"
+        )
     vb, va = v["validation_before"], v["validation_after"]
     if va < vb and v["change"] >= 0:
         out.append(
@@ -192,13 +199,6 @@ def _why(v: dict[str, Any], s_val: Scored, g: Grouping, compared: list[str]) -> 
         out.append(
             f"the smallest group, {small['group']}, has {small['positives']} positive validation case(s) of "
             f"{small['cases']}: its fitted thresholds rest on few patients"
-        )
-    r0, r1 = v["positive_rate_before"], v["positive_rate_after"]
-    if r0 > 0 and not 0.67 <= r1 / r0 <= 1.5:
-        out.append(
-            f"it moved the operating point: the positive rate went from {r0:.3f} to {r1:.3f}; differences between "
-            "groups' rates are small where every rate is near 0 or 1, and larger in between, so the disparity "
-            "before and after are measured at different operating points"
         )
     return out
 
