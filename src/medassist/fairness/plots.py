@@ -123,7 +123,7 @@ def plot_disparity(ratios: pd.DataFrame, path: Path, *, title: str, tolerance: f
         for j in np.flatnonzero(ok):
             ax.errorbar(ratio[j], y[j], xerr=np.nan_to_num(err[:, j : j + 1]), fmt="o", color=colors[j], capsize=3)
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator([0.25, 0.5, tolerance, 1.0, 1 / tolerance, 2.0, 4.0]))
+        ax.xaxis.set_major_locator(FixedLocator([0.1, 0.25, 0.5, tolerance, 1.0, 1 / tolerance, 2.0, 4.0, 10.0]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.tick_params(axis="x", labelsize=7)
@@ -131,6 +131,7 @@ def plot_disparity(ratios: pd.DataFrame, path: Path, *, title: str, tolerance: f
             y, [f"{g}{' (ref.)' if v == 'reference' else ''}" for g, v in zip(r.group, r.verdict, strict=True)]
         )
         ax.tick_params(axis="y", labelsize=7)
+        ax.invert_yaxis()  # the first group on top
         ax.set_title(metric.replace("_", " "), fontsize=9)
         ax.set_xlabel("ratio to reference", fontsize=8)
     fig.suptitle(f"{label}: disparity ratios by {title}, band {tolerance:g}-{1 / tolerance:.3g}", fontsize=9)
