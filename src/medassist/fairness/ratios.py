@@ -57,7 +57,7 @@ def reference_for(grouping: str, groups: list[str], choices: list[str]) -> str:
 
 def check_choices(choices: list[str], groupings: dict[str, list[str]]) -> None:
     """Every ``--reference-group`` value names a choice, a grouping's group, or ``grouping=GROUP`` of an audited
-    grouping (``groupings``: each grouping's groups)."""
+    grouping (``groupings``: each audited grouping's compared groups)."""
     every = {g for groups in groupings.values() for g in groups}
     for c in choices:
         name, sep, _ = c.partition("=")
@@ -69,7 +69,7 @@ def check_choices(choices: list[str], groupings: dict[str, list[str]]) -> None:
         if sep and c.partition("=")[2].strip() not in groupings[name.strip()]:
             raise MedAssistError(
                 f"--reference-group {c}: '{c.partition('=')[2].strip()}' is not a compared group of {name.strip()}; "
-                f"its groups are {', '.join(groupings[name.strip()])}"
+                f"its compared groups are {', '.join(groupings[name.strip()])}"
             )
         if not sep and c not in CHOICES and c not in every:
             raise MedAssistError(

@@ -178,11 +178,13 @@ def run_fairness_study(cfg: FairnessConfig) -> Path:
         if names
         else []
     )  # explicit groups that the metadata lacks are refused here, before any folder is made
-    check_choices(list(cfg.reference_group), {g.name: g.order for g in groupings})
     unknown = [m for m in cfg.mitigations if m not in MITIGATIONS]
     if unknown:
         raise MedAssistError(f"unknown mitigation '{unknown[0]}'; choose from {', '.join(MITIGATIONS)}")
     point = _operating_point(cfg, info, val)
+    s_test = scored(test, info, point)
+    compared = {g.name: _compared(s_test, g, cfg) for g in groupings}
+    check_choices(list(cfg.reference_group), {name: c for name, c in compared.items() if len(c) >= 2})
     dataset = info.get("dataset") or source_metrics.get("dataset", "run")
     run = Run.create(cfg.out, f"fairness-{dataset}", to_dict(cfg), kind="fairness")
     with run:
@@ -275,9 +277,8 @@ def _study(
     audits = {}
     for g in groupings:
         counts = {str(k): int(v) for k, v in g.counts().items()}
-        compared = g.compared(cfg.min_group_size)
-        one_class = _one_class(s_test, g, compared, cfg.min_class_cases)
-        compared = [c for c in compared if c not in one_class]
+        one_class = _one_class(s_test, g, g.compared(cfg.min_group_size), cfg.min_class_cases)
+        compared = _compared(s_test, g, cfg)
         small = {k: v for k, v in counts.items() if k not in compared}
         entry: dict[str, Any] = {"hidden_rows": int(sum(small.values()))}
         if CROSS in g.name:  # an intersection: its small cells could single patients out, so they are not listed
@@ -348,6 +349,13 @@ def _study(
         metrics["mitigation"] = mitigate(run, cfg, run_dir, info, s_val, s_test, g, audit, point, stage=_stage)
         metrics["timing"]["mitigation_s"] = time.perf_counter() - t1
     write_ethics(run, metrics, source_metrics, cfg)
+
+
+def _compared(s: Scored, g: Grouping, cfg: FairnessConfig) -> list[str]:
+    """The groups compared: large enough, and (one label) with enough positive and negative test cases."""
+    large = g.compared(cfg.min_group_size)
+    one_class = _one_class(s, g, large, cfg.min_class_cases)
+    return [c for c in large if c not in one_class]
 
 
 def _one_class(s: Scored, g: Grouping, groups: list[str], min_cases: int = 1) -> dict[str, str]:
