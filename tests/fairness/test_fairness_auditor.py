@@ -275,17 +275,35 @@ def test_real_heart_disease_predictions_with_age_bands(real_data_dir: Path, tmp_
 
 
 @pytest.mark.parametrize("kind", ["sepsis", "readmission"])
-def test_the_example_script_writes_a_file_the_audit_reads(tmp_path: Path, kind: str) -> None:
-    import subprocess
+def test_the_example_script_writes_a_file_the_audit_reads(tmp_path: Path, monkeypatch, kind: str) -> None:
+    import runpy
     import sys
 
     from medassist.fairness.outside import OutsideSpec, read_outside
 
     csv = tmp_path / f"{kind}.csv"
     script = Path(__file__).resolve().parents[2] / "scripts" / "example_predictions.py"
-    subprocess.run([sys.executable, str(script), str(csv), "--kind", kind, "--rows", "2000"], check=True)
+    monkeypatch.setattr(sys, "argv", [str(script), str(csv), "--kind", kind, "--rows", "2000"])
+    runpy.run_path(str(script), run_name="__main__")
     label, score = ("sepsis", "score") if kind == "sepsis" else ("y", "p")
     val, test, info = read_outside(
         OutsideSpec(str(csv), label_column=label, score_column=score, split_column="split", group_columns=["race"])
     )
     assert len(val) and len(test) and info["rows"]["total"] == 2000
+
+
+def test_an_age_column_of_bands_is_kept_as_bands_and_a_numeric_one_is_cut(readmission) -> None:
+    from medassist.fairness.groups import make_groupings
+    from medassist.fairness.outside import OutsideSpec, read_outside
+
+    csv, frame = readmission
+    spec = {"label_column": "y", "score_column": "p", "split_column": "split", "age_column": "age"}
+    val, test, _ = read_outside(OutsideSpec(str(csv), **spec))
+    (age,) = make_groupings(["age"], val, test, age_edges=[40, 60, 80], where="f")
+    assert age.order == [b for b in AGE_BANDS if b in set(test.age)]  # kept, in band order
+    numeric = frame.assign(age=frame.age.str.slice(1, 3).str.rstrip("-").astype(int) + 5)  # [70-80) -> 75
+    path = csv.with_name("numeric_age.csv")
+    numeric.to_csv(path, index=False)
+    val, test, _ = read_outside(OutsideSpec(str(path), **spec))
+    (age,) = make_groupings(["age"], val, test, age_edges=[40, 60, 80], where="f")
+    assert age.order == ["<40", "40-59", "60-79", "80+"]  # cut into --age-bands
