@@ -141,7 +141,14 @@ def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = Fa
             if unstated:
                 out.append(f"{fmt_int(unstated)} test cases do not state {name} and are left out.")
     mit = metrics.get("mitigation")
-    if mit:
+    if mit and brief:
+        verdicts = "; ".join(
+            f"{MITIGATION_NAMES.get(n, n)}: {TARGET_NAMES[v['target']]} {_m(v['before'])} to {_m(v['after'])} "
+            f"({v['verdict']})"
+            for n, v in mit["variants"].items()
+        )
+        out.append(f"Mitigations tried: {verdicts}.")
+    elif mit:
         for name, v in mit["variants"].items():
             out.append(
                 f"{MITIGATION_NAMES.get(name, name)[0].upper() + MITIGATION_NAMES.get(name, name)[1:]} moved the "
