@@ -530,9 +530,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if path == ("serve", "keys"):
         _add_serve_keys(sub)
         return parser
-    if path == ("serve", "keys"):
-        _add_serve_keys(sub)
-        return parser
     p = sub.add_parser(
         "serve",
         help="the point-of-care service: an HTTP API and a web page over verified bundles",

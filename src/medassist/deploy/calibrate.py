@@ -23,11 +23,6 @@ from medassist.errors import MedAssistError
 ABSTAIN_REASON = "uncertain: refer to a clinician"
 
 
-def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Logits divided by the temperature (float64)."""
-    return np.asarray(logits, dtype=np.float64) / float(temperature)
-
-
 def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
     """Softmax (multi-class) or a sigmoid per label (multi-label) of logits (N, K), float64."""
     z = np.asarray(logits, dtype=np.float64)

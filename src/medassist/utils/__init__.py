@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, seeding."""
+"""Small shared helpers: atomic file writes (io), formatting (format), word counts (words) and the like."""
 
 from __future__ import annotations
 
