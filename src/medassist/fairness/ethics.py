@@ -111,12 +111,12 @@ METHOD = (
 
 def _fairness(metrics: dict[str, Any], *, brief: bool = False, method: bool = False) -> tuple[str, list[str]]:
     out, recs = ["**Fairness.**"], []
+    summary = metrics["summary_label"]
     for i, (name, entry) in enumerate(metrics["audits"].items()):
         small = entry.get("not_compared", {})
         if "table" not in entry:
             out.append(f"By {name}, fewer than two groups reach {metrics['min_group_size']} test cases; not compared.")
             continue
-        summary = metrics["summary_label"]
         macro = next(d for d in entry["disparities"] if d["label"] == summary)
         overall = next(r for r in entry["table"] if r["group"] == "overall" and r["label"] == summary)
         ch = entry["chance"]["auc"]
@@ -192,9 +192,9 @@ def _recommendations(metrics: dict[str, Any]) -> list[str]:
     if best:
         recs.append(best[1])
     worst_ece = None
+    summary = metrics["summary_label"]
     for name, entry in metrics["audits"].items():
         for r in entry.get("table", []):
-            summary = metrics["summary_label"]
             if r["label"] == summary and r["group"] != "overall" and (worst_ece is None or r["ece"] > worst_ece[0]):
                 overall = next(o for o in entry["table"] if o["group"] == "overall" and o["label"] == summary)
                 worst_ece = (

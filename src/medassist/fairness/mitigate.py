@@ -23,7 +23,7 @@ from medassist.errors import MedAssistError
 from medassist.fairness.audit import Scored
 
 # The post-processing mitigations: name -> (fairlearn ThresholdOptimizer constraint, or None for per-group
-# thresholds; the disparity it targets, a column of the disparities table).
+# thresholds; the disparity it targets, a measure of the mitigation table).
 MITIGATIONS = {
     "equalized_odds": ("equalized_odds", "eod"),
     "demographic_parity": ("demographic_parity", "dpd"),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medassist.errors import DataError, MedAssistError
+from medassist.fairness.groups import band_key, is_numeric
 
 SPLITS = ("val", "test")
 SPLIT_NAMES = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train"}
@@ -150,8 +151,6 @@ def _splits(
 
 def _check_ages(values: pd.Series, column: str, path: Path) -> None:
     """An age column holds ages in years (cut into bands) or bands such as ``[70-80)`` (kept as they are)."""
-    from medassist.fairness.groups import band_key, is_numeric
-
     if is_numeric(values):
         return
     text = values.dropna().astype(str).str.strip()

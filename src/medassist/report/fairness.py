@@ -98,10 +98,8 @@ def build_fairness_report(run_dir: str | Path) -> str:
     timing = m.get("timing", {})
     if "audit_s" in timing:
         out.append(f"\nAudit time: {fmt_seconds(timing['audit_s'])} s (every grouping, label, metric and interval).\n")
-    summary = m.get("summary_label", "macro")
-    several = summary == "macro"
     for name, entry in m.get("audits", {}).items():
-        out += _grouping(run_dir, m, name, entry, summary, several)
+        out += _grouping(run_dir, m, name, entry)
     mit = m.get("mitigation")
     if mit:
         out += _mitigation(run_dir, mit)
@@ -136,9 +134,9 @@ RATIO_HEADERS = {"ratio": "ratio to reference", "reference_value": "reference va
 VERDICT_COLS = ["label", "metric", "group", "reference", "value", "reference_value", "ratio", "verdict"]
 
 
-def _grouping(
-    run_dir: Path, m: dict[str, Any], name: str, entry: dict[str, Any], summary: str, several: bool
-) -> list[str]:
+def _grouping(run_dir: Path, m: dict[str, Any], name: str, entry: dict[str, Any]) -> list[str]:
+    summary = m.get("summary_label", "macro")
+    several = summary == "macro"  # several labels, summed up by their macro row
     slug = _slug(name)
     out = [f"\n## By {name}\n"]
     counts = ", ".join(f"{g}: {fmt_int(n)}" for g, n in entry["counts"].items())

@@ -26,7 +26,7 @@ from medassist.fairness.disparities import chance_summary, disparities
 from medassist.fairness.groups import CROSS, NOT_STATED, Grouping, default_groups, make_groupings
 from medassist.fairness.mitigate import MITIGATIONS
 from medassist.fairness.outside import OutsideSpec, read_outside
-from medassist.fairness.ratios import check_choices, ratio_table, reference_for
+from medassist.fairness.ratios import CHOICES, check_choices, ratio_table, reference_for
 from medassist.fairness.threshold import DEFAULT_RULE, OperatingPoint, operating_point
 from medassist.run import Run
 from medassist.studies.fairness_mitigation import mitigate
@@ -182,13 +182,13 @@ def run_fairness_study(cfg: FairnessConfig) -> Path:
     if unknown:
         raise MedAssistError(f"unknown mitigation '{unknown[0]}'; choose from {', '.join(MITIGATIONS)}")
     point = _operating_point(cfg, info, val)
-    s_test = scored(test, info, point)
-    compared = {g.name: _compared(s_test, g, cfg) for g in groupings}
-    check_choices(list(cfg.reference_group), {name: c for name, c in compared.items() if len(c) >= 2})
+    s_val, s_test = scored(val, info, point), scored(test, info, point)
+    sides = {g.name: _compared(s_test, g, cfg) for g in groupings}
+    check_choices(list(cfg.reference_group), {name: c for name, (c, _) in sides.items() if len(c) >= 2})
     dataset = info.get("dataset") or source_metrics.get("dataset", "run")
     run = Run.create(cfg.out, f"fairness-{dataset}", to_dict(cfg), kind="fairness")
     with run:
-        _study(run, cfg, run_dir, source_metrics, info, val, test, groupings, point)
+        _study(run, cfg, run_dir, source_metrics, info, (val, s_val), (test, s_test), groupings, sides, point)
         from medassist.report.fairness import write_fairness_report
 
         write_fairness_report(run.dir)
@@ -217,15 +217,18 @@ def _study(
     run_dir: Path,
     source_metrics: dict[str, Any],
     info: dict[str, Any],
-    val: pd.DataFrame,
-    test: pd.DataFrame,
+    val: tuple[pd.DataFrame, Scored],
+    test: tuple[pd.DataFrame, Scored],
     groupings: list[Grouping],
+    sides: dict[str, tuple[list[str], dict[str, str]]],
     point: OperatingPoint,
 ) -> None:
+    """The audit, its figures and the mitigation, written into ``run``. ``val`` and ``test``: each split's frame
+    and its decisions at ``point``; ``sides``: per grouping, the compared groups and the one-class groups."""
     from medassist.fairness.ethics import no_demographics_note, write_ethics
     from medassist.fairness.plots import plot_disparity, plot_group_metrics, plot_group_reliability, plot_group_roc
 
-    s_val, s_test = scored(val, info, point), scored(test, info, point)
+    (val, s_val), (test, s_test) = val, test
     source = {
         "run": str(run_dir),
         "kind": info["kind"],
@@ -277,8 +280,7 @@ def _study(
     audits = {}
     for g in groupings:
         counts = {str(k): int(v) for k, v in g.counts().items()}
-        one_class = _one_class(s_test, g, g.compared(cfg.min_group_size), cfg.min_class_cases)
-        compared = _compared(s_test, g, cfg)
+        compared, one_class = sides[g.name]
         small = {k: v for k, v in counts.items() if k not in compared}
         entry: dict[str, Any] = {"hidden_rows": int(sum(small.values()))}
         if CROSS in g.name:  # an intersection: its small cells could single patients out, so they are not listed
@@ -318,7 +320,7 @@ def _study(
                 "disparities": table.to_dict("records"),
                 "chance": chance_summary(table),
                 "reference": {
-                    "choice": reference if reference in ("majority", "best") else "named",
+                    "choice": reference if reference in CHOICES else "named",
                     "groups": ratios.groupby("metric", sort=False).reference.first().to_dict(),
                 },
                 "ratios": ratios.to_dict("records"),
@@ -351,11 +353,12 @@ def _study(
     write_ethics(run, metrics, source_metrics, cfg)
 
 
-def _compared(s: Scored, g: Grouping, cfg: FairnessConfig) -> list[str]:
-    """The groups compared: large enough, and (one label) with enough positive and negative test cases."""
+def _compared(s: Scored, g: Grouping, cfg: FairnessConfig) -> tuple[list[str], dict[str, str]]:
+    """The groups compared (large enough, and in a one-label audit with enough positive and negative test cases),
+    and the large groups left out for too few of one class, with the reason."""
     large = g.compared(cfg.min_group_size)
     one_class = _one_class(s, g, large, cfg.min_class_cases)
-    return [c for c in large if c not in one_class]
+    return [c for c in large if c not in one_class], one_class
 
 
 def _one_class(s: Scored, g: Grouping, groups: list[str], min_cases: int = 1) -> dict[str, str]:

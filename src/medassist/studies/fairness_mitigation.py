@@ -114,6 +114,7 @@ def mitigate(
     table = pd.DataFrame(rows)
     run.write_table("mitigation", table)
     found = {(r["variant"], r["metric"]): r for r in rows}
+    smallest = _smallest(s_val, g, compared)
     verdicts = {}
     for name, target in targets.items():
         r = found[(name, target)]
@@ -141,7 +142,7 @@ def mitigate(
             ),
         }
         if verdict != "improved":
-            v["why"] = _why(v, s_val, g, compared)
+            v["why"] = _why(v, smallest)
         verdicts[name] = v
     return {
         "grouping": g.name,
@@ -150,7 +151,7 @@ def mitigate(
         "table": table.to_dict("records"),
         "variants": verdicts,
         "offered": [n for n, v in verdicts.items() if v["verdict"] == "improved"],
-        "smallest_group_val_positives": _smallest(s_val, g, compared),
+        "smallest_group_val_positives": smallest,
     }
 
 
@@ -174,8 +175,9 @@ def _smallest(s_val: Scored, g: Grouping, compared: list[str]) -> dict[str, Any]
     return {"group": group, "positives": pos[group], "cases": int((gv == group).sum())}
 
 
-def _why(v: dict[str, Any], s_val: Scored, g: Grouping, compared: list[str]) -> list[str]:
-    """What the measurements say about a mitigation that did not improve its target."""
+def _why(v: dict[str, Any], small: dict[str, Any]) -> list[str]:
+    """What the measurements say about a mitigation that did not improve its target (``small``: the compared group
+    with the fewest validation positives)."""
     name = TARGET_NAMES[v["target"]]
     out = []
     r0, r1 = v["positive_rate_before"], v["positive_rate_after"]
@@ -194,7 +196,6 @@ def _why(v: dict[str, Any], s_val: Scored, g: Grouping, compared: list[str]) -> 
         )
     elif va >= vb:
         out.append(f"it did not narrow the {name} even on the validation rows it was fitted on ({vb:.3f} to {va:.3f})")
-    small = _smallest(s_val, g, compared)
     if small["positives"] < SMALL_POSITIVES:
         out.append(
             f"the smallest group, {small['group']}, has {small['positives']} positive validation case(s) of "
