@@ -13,6 +13,23 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "support"))  # helpers shared by the tests (tests/support/)
 
 
+def _pin_worker_to_its_core() -> None:
+    """Under pytest-xdist (the default run: ``-n auto``) each worker keeps to cores of its own, so that two PyTorch
+    processes never share the cores' threads: the studies' thread counts follow the affinity mask
+    (:func:`medassist.utils.cores.usable_cores`), and child processes inherit it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[int(worker[2:]) % len(cores) :: count] or cores
+    os.sched_setaffinity(0, mine)
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))
+
+
+_pin_worker_to_its_core()
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The data directory holding medmnist/pneumoniamnist.npz and breastmnist.npz (MEDASSIST_DATA_DIR)."""
@@ -26,29 +43,41 @@ def real_data_dir() -> Path:
     return root
 
 
+def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, argv: list[str]) -> Path:
+    """The run folder ``medassist <argv> --out <folder>`` makes, made once per test session: the pytest-xdist
+    workers share it (the first to ask makes it while the others wait), and every test only reads it."""
+    import fcntl
+
+    from medassist.cli import main
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder above each worker's own: the same for every worker of the session
+    out = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "made").is_file():
+            if out.exists():  # a worker that failed to make it left it half-written
+                import shutil
+
+                shutil.rmtree(out)
+            assert main([*argv, "--out", str(out / "runs"), "--progress", "false"]) == 0
+            (out / "made").write_text("")
+    (run,) = list((out / "runs").iterdir())
+    return run
+
+
 @pytest.fixture(scope="session")
 def study_run(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An image study run (debug profile) on the real PneumoniaMNIST file, shared by the tests that read it."""
-    from medassist.cli import main
-
-    out = tmp_path_factory.mktemp("runs")
-    argv = ["image", "--profile", "debug", "--data-dir", str(real_data_dir), "--out", str(out), "--progress", "false"]
-    assert main(argv) == 0
-    (run,) = list(out.iterdir())
-    return run
+    return shared_run(tmp_path_factory, "image", ["image", "--profile", "debug", "--data-dir", str(real_data_dir)])
 
 
 @pytest.fixture(scope="session")
 def openi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A text study run (debug profile) on a slice of the real Open-i reports."""
-    from medassist.cli import main
-
     pytest.importorskip("transformers")
-    out = tmp_path_factory.mktemp("text-runs")
-    argv = ["text", "--profile", "debug", "--subsample", "150", "--out", str(out), "--progress", "false"]
-    assert main(argv) == 0
-    (run,) = list(out.iterdir())
-    return run
+    return shared_run(tmp_path_factory, "text", ["text", "--profile", "debug", "--subsample", "150"])
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,6 +3,7 @@
 Layout::
 
     <run>/status.json      {"status": "running" | "complete" | "failed", ...}
+    <run>/timings.json     seconds in all and per step the study announced (what ``medassist bench pipeline`` reads)
     <run>/config.yaml      the resolved configuration
     <run>/metrics.json     headline numbers
     <run>/history/*.csv    per-epoch history of each trained model
@@ -35,6 +36,7 @@ from medassist.utils.io import atomic_path, atomic_write_text
 
 STATUS = "status.json"
 CONFIG = "config.yaml"
+TIMINGS = "timings.json"  # seconds per announced step (medassist.utils.steps), written when the run ends
 
 
 def _jsonable(obj: Any) -> Any:
@@ -156,9 +158,17 @@ class Run:
         return run
 
     def __enter__(self) -> Run:
+        from medassist.utils.steps import open_timeline
+
+        self._timeline = open_timeline()  # the steps its study announces, timed (timings.json)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        from medassist.utils.steps import close_timeline
+
+        if getattr(self, "_timeline", None) is not None:
+            self.write_json(TIMINGS, close_timeline(self._timeline))
+            self._timeline = None
         if exc is None:
             self.set_status("complete")
         else:

@@ -1,10 +1,9 @@
-"""Deployment: ONNX export parity, int8 agreement, pruning that shrinks, distillation, selection, and the deploy
-study end to end on real image and text runs."""
+"""Deployment: ONNX export parity, int8 agreement, pruning that shrinks, distillation, selection (the deploy study end
+to end: test_deploy_image.py and test_deploy_text.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ import torch
 from helpers import blobs
 from medassist.cli import main
 from medassist.config import TrainConfig
-from medassist.deploy.bundle import load_bundle
 from medassist.deploy.distill import TeacherBatcher, distillation_step, ensemble_logits
 from medassist.deploy.export import ExportableTextRNN, OrtModel, export_onnx, logits_of, parity, reverse_within_length
 from medassist.deploy.prune import add_magnitude_masks, load_sparse, prune_channels, remove_masks, save_sparse
@@ -23,7 +21,6 @@ from medassist.deploy.quantize import quantize_dynamic_int8, quantize_static_int
 from medassist.deploy.variants import select_variant
 from medassist.errors import MedAssistError
 from medassist.models import create_model
-from medassist.report.deploy import deploy_analysis
 from medassist.studies.deploy import DeployConfig
 from medassist.train import Labelled, TokenBatcher, fit, to_tensor
 
@@ -196,130 +193,6 @@ def test_selection_uses_validation_never_test() -> None:
     assert select_variant(_table(), cfg) == "fast"
     strict = dataclasses.replace(cfg, max_accuracy_drop=0.0, max_auc_drop=0.0)
     assert select_variant(_table(), strict) == "fp32 (ONNX Runtime)"
-
-
-@pytest.fixture(scope="module")
-def image_deploy(study_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deploy")
-    argv = ["deploy", "--profile", "debug", "--run", str(study_run), "--out", str(out), "--progress", "false"]
-    assert main(argv) == 0
-    (run,) = list(out.iterdir())
-    return run
-
-
-@pytest.mark.realdata
-def test_image_deploy_run(image_deploy: Path, real_data_dir: Path, tmp_path: Path, capsys) -> None:
-    assert json.loads((image_deploy / "status.json").read_text())["status"] == "complete"
-    for rel in (
-        "report.md",
-        "report.html",
-        "tables/benchmark.csv",
-        "tables/test_intervals.csv",
-        "figures/size_latency.png",
-        "bundle/model.onnx",
-        "bundle/manifest.json",
-    ):
-        assert (image_deploy / rel).is_file(), rel
-    m = json.loads((image_deploy / "metrics.json").read_text())
-    table = pd.read_csv(image_deploy / "tables/benchmark.csv")
-    assert table.variant.iloc[0] == "fp32 (PyTorch)"
-    assert {
-        "int8 static (ONNX Runtime)",
-        "distilled student int8 (ONNX Runtime)",
-        "distilled + channel-pruned int8 (ONNX Runtime)",
-    } <= set(table.variant)
-    assert (table.size_mb > 0).all() and (table.latency_b1_median_ms > 0).all()
-    onnx = table.set_index("variant").loc["fp32 (ONNX Runtime)"]
-    assert onnx.max_abs_logit_diff < 1e-3 and onnx.label_agreement == 1.0  # export parity over the test split
-    assert table.set_index("variant").loc["int8 static (ONNX Runtime)"].label_agreement >= 0.98
-    words = len(deploy_analysis(m).split())
-    assert 100 <= words <= 150, words
-    bundle = load_bundle(image_deploy / "bundle")
-    assert bundle.meta["info"]["variant"] == m["chosen"]
-    c = m["calibration"]  # fitted on validation; measured on test with intervals
-    assert bundle.temperature == c["temperature"] > 0 and bundle.abstain_rule == c["per_finding"]["rule"]
-    assert bundle.abstain_rule["rule"] == "per-class" and bundle.min_confidence is None
-    assert c["test"]["coverage_ci95"][0] <= c["test"]["coverage"] <= c["test"]["coverage_ci95"][1]
-    per_class = c["per_finding"]["test"]
-    assert [f["label"] for f in per_class["findings"]] == ["normal", "pneumonia"]
-    assert per_class["complete_ci95"][0] <= per_class["complete"] <= per_class["complete_ci95"][1]
-    report = (image_deploy / "report.md").read_text()
-    assert "## Calibration and abstention" in report and "## An answer for every class" in report
-    assert ("Validation is easier than test" in report) != ("Validation and test are alike" in report)
-    from PIL import Image
-
-    test = np.load(real_data_dir / "medmnist" / "pneumoniamnist.npz")["test_images"]
-    Image.fromarray(test[0]).save(tmp_path / "x.png")
-    assert main(["predict", str(image_deploy / "bundle"), str(tmp_path / "x.png"), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["label"] in ("normal", "pneumonia") and out["latency_ms"] > 0
-
-
-@pytest.mark.realdata
-def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
-    argv = ["deploy", "--profile", "debug", "--run", str(openi_run), "--out", str(tmp_path), "--progress", "false"]
-    assert main(argv) == 0
-    (run,) = list(tmp_path.iterdir())
-    table = pd.read_csv(run / "tables/benchmark.csv").set_index("variant")
-    assert table.loc["fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
-    assert {"int8 dynamic (ONNX Runtime)", "int8 dynamic (PyTorch)"} <= set(table.index)
-    # The Transformer, its ONNX export and dynamic int8 are measured in the same table.
-    assert {"minilm fp32 (PyTorch)", "minilm fp32 (ONNX Runtime)", "minilm int8 dynamic (ONNX Runtime)"} <= set(
-        table.index
-    )
-    assert table.loc["minilm fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
-    # So are the text study's ensemble (TF-IDF beside each MiniLM variant) and frozen encoder (one graph with its
-    # head): each ONNX export gives its PyTorch model's logits.
-    for model in ("ensemble", "minilm_frozen_lr"):
-        rows = {f"{model} fp32 (PyTorch)", f"{model} fp32 (ONNX Runtime)", f"{model} int8 dynamic (ONNX Runtime)"}
-        assert rows <= set(table.index)
-        assert table.loc[f"{model} fp32 (ONNX Runtime)"].max_abs_logit_diff < 1e-3
-    # The bundle takes each finding's decision at the threshold the text study chose for it on validation (moved to
-    # the temperature-scaled probabilities, so every decision is the same).
-    from medassist.deploy.calibrate import threshold_after_temperature
-
-    m = json.loads((run / "metrics.json").read_text())
-    study = json.loads((openi_run / "metrics.json").read_text())
-    unit = study["best"].get(m["shipped_model"], m["shipped_model"])  # a trained model's run, or the model's name
-    meta = json.loads((run / "bundle" / "bundle.json").read_text())
-    if m["shipped_model"] == "ensemble":
-        assert meta["ensemble"]["tfidf_weight"] == study["chosen"]["ensemble"]["tfidf_weight"]
-        assert "tfidf.npz" in json.loads((run / "bundle" / "manifest.json").read_text())["files"]
-    want = threshold_after_temperature(study["thresholds"][unit], meta["temperature"])
-    assert np.allclose(meta["threshold"], want) and meta["abstain"]["rule"] == "per-label"
-    assert meta["abstain"]["target_miss"] == meta["abstain"]["target_false"] == 0.05
-    per_finding = pd.read_csv(run / "tables/per_finding.csv")
-    assert len(per_finding) == 2 * len(meta["labels"]) and set(per_finding.split) == {"val", "test"}
-    curve = pd.read_csv(run / "tables/risk_coverage.csv")
-    assert curve.query("split == 'test'").accepted.max() == m["calibration"]["test"]["n"]
-    for fig in ("reliability_before", "reliability_after", "risk_coverage"):
-        assert (run / "figures" / f"{fig}.png").is_file()
-    if m["shipped_model"] != "bilstm":
-        assert meta["preprocessing"]["tokenizer"] == "wordpiece" and (run / "bundle" / "tokenizer.json").is_file()
-    assert main(["predict", str(run / "bundle"), "--text", "Small left pleural effusion. Heart size normal."]) == 0
-    out = capsys.readouterr().out
-    assert "latency" in out and "each label's threshold" in out
-
-
-@pytest.mark.realdata
-def test_multiclass_text_deploy_predicts_a_class(tmp_path: Path, capsys) -> None:
-    """A multi-class text run deploys to a bundle whose prediction is one class."""
-    from helpers import multiclass_notes_csv
-
-    csv = multiclass_notes_csv(tmp_path / "notes.csv")
-    argv = ["text", "--profile", "debug", "--texts", str(csv), "--text-column", "note", "--label-column", "urgency"]
-    argv += ["--transformer", "transformer_small", "--extra-models", "[]", "--out", str(tmp_path / "text")]
-    argv += ["--frozen-encoder", "false", "--ensemble", "false"]  # the deployed model is the recurrent one
-    assert main([*argv, "--progress", "false"]) == 0
-    (text_run,) = list((tmp_path / "text").iterdir())
-    argv = ["deploy", "--profile", "debug", "--run", str(text_run), "--out", str(tmp_path / "d"), "--progress", "false"]
-    assert main(argv) == 0
-    (run,) = list((tmp_path / "d").iterdir())
-    assert json.loads((run / "bundle" / "bundle.json").read_text())["task"] == "multi-class"
-    capsys.readouterr()
-    assert main(["predict", str(run / "bundle"), "--text", "patient 7. new fever and chest pain today", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["label"] in ("routine", "urgent", "emergency") and "threshold" not in out
 
 
 def test_deploy_refuses_a_run_that_is_not_finished(tmp_path: Path, capsys) -> None:

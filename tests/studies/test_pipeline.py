@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from medassist.cli import build_parser, main
 from medassist.run import Run
 from medassist.studies import pipeline
 from medassist.studies.pipeline import PipelineConfig, expand_profiles, run_pipeline
+from medassist.utils.steps import step
 
 
 class FakeStudies:
@@ -33,6 +36,9 @@ class FakeStudies:
                 raise KeyboardInterrupt
             run = Run.create(cfg.out, kind, {"seen": getattr(cfg, "run", "")})
             with run:
+                step(kind, "training", show=False)
+                time.sleep(0.02)
+                step(kind, "report", show=False)
                 run.write_json("metrics.json", {"kind": kind})
             return run.dir
 
@@ -243,3 +249,27 @@ def test_segmentation_runs_only_when_its_images_are_given(tmp_path: Path, fake: 
     assert json.loads((root / "pipeline.json").read_text())["parts"]["segment"]["status"] == "complete"
     args = build_parser(["all"]).parse_args(["all", "--profile", "debug", "--segment.images", "drive"])
     assert vars(args)["opt:segment.images"] == "drive"
+
+
+def test_the_pipeline_bench_reads_seconds_per_part_and_per_step(tmp_path: Path, fake: FakeStudies, capsys) -> None:
+    """Each part's run folder times the steps its study announced (timings.json); ``medassist bench pipeline``
+    reads them beside each part's wall time."""
+    root = run_pipeline(_cfg(tmp_path / "runs", parts=["text", "image"]))
+    timings = json.loads(next((root / "text").glob("*/timings.json")).read_text())
+    assert [s["step"] for s in timings["steps"]] == ["setup", "text: training", "text: report"]
+    training = timings["steps"][1]["seconds"]
+    assert training >= 0.02 and timings["seconds"] >= sum(s["seconds"] for s in timings["steps"]) - 1e-3
+    assert main(["bench", "pipeline", "--run", str(root), "--out", str(tmp_path / "bench"), "--progress", "false"]) == 0
+    (bench,) = list((tmp_path / "bench").iterdir())
+    parts = pd.read_csv(bench / "tables/parts.csv")
+    assert list(parts.part) == ["text", "image", "all"] and (parts.seconds > 0).all()
+    steps = pd.read_csv(bench / "tables/steps.csv")
+    assert set(steps.part) == {"text", "image"} and len(steps) == 6
+    assert steps.query("part == 'text' and step == 'text: training'").seconds.iloc[0] == pytest.approx(training)
+    out = capsys.readouterr().out
+    assert "text: the 3 slowest of 3 steps" in out and "text: training" in out
+
+
+def test_the_pipeline_bench_refuses_a_folder_that_is_not_a_pipeline(tmp_path: Path, capsys) -> None:
+    assert main(["bench", "pipeline", "--run", str(tmp_path), "--out", str(tmp_path / "bench")]) != 0
+    assert "is not a medassist all folder (no pipeline.json)" in capsys.readouterr().err

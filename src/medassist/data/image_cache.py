@@ -36,6 +36,7 @@ from medassist.data.disk_images import DiskImages, npy_layout
 from medassist.data.image_file import load_image
 from medassist.data.paths import cache_root
 from medassist.errors import DataError
+from medassist.utils.cores import usable_cores
 
 FORMAT = 1  # bump when the decoding changes, so that older caches are not reused
 MAX_LISTED = 50  # bad files named in an error message; the rest are counted
@@ -49,7 +50,7 @@ def cache_dir() -> Path:
 
 def default_workers() -> int:
     """Decoding processes: every core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 @dataclass

@@ -17,6 +17,7 @@ from medassist.deploy.ensemble import TfidfEnsemble, TfidfPart, mix
 from medassist.deploy.export import OrtModel, logits_of, parity, probs_from_logits
 from medassist.deploy.measure import file_mb, summarise_times, time_rounds
 from medassist.evaluate import metrics_for
+from medassist.utils.steps import step
 
 if TYPE_CHECKING:
     from medassist.deploy.source import Source
@@ -112,6 +113,7 @@ def measure_variants(variants: list[Variant], source: Source, cfg: DeployConfig)
     rows = []
     by_name = {v.name: v for v in variants}
     for v in variants:
+        step("deploy", f"validation and test logits of {v.name}", show=False)
         for split in ("val", "test"):
             batcher = (v.source or source).splits[split].batcher
             network = by_name[v.network].logits.get(split) if v.network else None
@@ -125,18 +127,21 @@ def measure_variants(variants: list[Variant], source: Source, cfg: DeployConfig)
     inputs = {key: timing_inputs(s, cfg.throughput_batch, cfg.seed) for key, s in sources.items()}
     one = {v.name: inputs[id(v.source or source)][0] for v in variants}
     many = {v.name: inputs[id(v.source or source)][1] for v in variants}
+    step("deploy", f"latency at batch 1 of {len(runners)} variants", show=False)
     b1 = time_rounds(
         {k: _caller(r, one[k]) for k, r in runners.items()},
         warmup=cfg.warmup,
         rounds=cfg.rounds,
         per_round=cfg.repeats,
     )
+    step("deploy", f"throughput at batch {cfg.throughput_batch} of {len(runners)} variants", show=False)
     bn = time_rounds(
         {k: _caller(r, many[k]) for k, r in runners.items()},
         warmup=max(2, cfg.warmup // 5),
         rounds=cfg.rounds,
         per_round=max(2, cfg.repeats // 8),
     )
+    step("deploy", "metrics of every variant", show=False)
     for v in variants:
         row: dict[str, Any] = {
             "variant": v.name,

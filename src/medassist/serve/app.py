@@ -59,6 +59,7 @@ from medassist.serve.schemas import (
     SegmentationAnswer,
 )
 from medassist.serve.served import Registry, Served, load_served, scrub
+from medassist.utils.cores import usable_cores
 
 NOT_A_DEVICE = (
     "Research software, not a medical device: it has not been cleared for clinical use, and every answer needs a "
@@ -418,7 +419,7 @@ def app_from_env() -> FastAPI:
 
 def worker_threads(cfg: ServeConfig) -> int:
     """ONNX Runtime threads per model in each worker: the given number, or the CPUs shared among the workers."""
-    return cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+    return cfg.threads or max(1, usable_cores() // max(1, cfg.workers))
 
 
 def _tls(cfg: ServeConfig) -> dict[str, str]:

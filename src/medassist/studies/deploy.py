@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from medassist.config import TrainConfig, to_dict
 from medassist.deploy.config import DeployConfig
@@ -37,6 +35,7 @@ from medassist.run import Run
 from medassist.studies.deploy_source import load_source
 from medassist.train import Labelled, fit
 from medassist.train.device import on_device
+from medassist.utils.steps import step
 
 
 @on_device
@@ -69,8 +68,7 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
 
 
 def _stage(cfg: DeployConfig, text: str) -> None:
-    if cfg.progress:
-        tqdm.write(f"[deploy] {text}", file=sys.stderr)
+    step("deploy", text, show=cfg.progress)
 
 
 def _save_state(run: Run, model: torch.nn.Module, name: str) -> Path:
@@ -401,6 +399,7 @@ def _write_results(
     # The legend marks a variant whose fine-tune or student its time budget cut while validation still improved.
     marked = {v.name: f"{v.name} (under-trained)" if v.under_trained else v.name for v in variants}
     plot_tradeoff(table.assign(variant=table.variant.map(marked)), run.figure("size_latency"), highlight=marked[chosen])
+    step("deploy", "test intervals of the baseline and the chosen variant", show=False)
     intervals = test_intervals(variants, source, chosen, n_boot=cfg.n_boot, seed=cfg.seed)
     run.write_table("test_intervals", pd.DataFrame(intervals))
     row = table.set_index("variant").loc[chosen]

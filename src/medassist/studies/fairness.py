@@ -9,14 +9,12 @@ could exist and how one would test them.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.errors import MedAssistError
@@ -33,6 +31,7 @@ from medassist.studies.fairness_mitigation import mitigate
 from medassist.studies.predictions import INFO, read_predictions
 from medassist.studies.runs import open_run
 from medassist.train.device import on_device
+from medassist.utils.steps import step
 
 
 @dataclass
@@ -106,8 +105,7 @@ class FairnessConfig(DeviceOptions, RunOptions):
 
 
 def _stage(cfg: FairnessConfig, text: str) -> None:
-    if cfg.progress:
-        tqdm.write(f"[fairness] {text}", file=sys.stderr)
+    step("fairness", text, show=cfg.progress)
 
 
 def check_source(path: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from medassist.config import TrainConfig, to_dict
 from medassist.data.types import ImageData, Split, validate_image_data
@@ -41,6 +39,7 @@ from medassist.studies.units import (
     train_unit,
 )
 from medassist.train.device import on_device
+from medassist.utils.steps import step
 
 __all__ = [
     "ABLATIONS",
@@ -440,8 +439,7 @@ def _n_original(data: ImageData, split: str) -> int | None:
 
 
 def _stage(cfg: ImageStudyConfig, i: int, text: str) -> None:
-    if cfg.progress:
-        tqdm.write(f"[{i}/5] {text}", file=sys.stderr)
+    step(f"{i}/5", text, show=cfg.progress)
 
 
 def _nan0(x: float) -> float:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,14 +34,14 @@ from medassist.studies.units import reload_unit, save_unit
 from medassist.train import fit
 from medassist.train.device import on_device
 from medassist.train.engine import Labelled, seed_everything
+from medassist.utils.steps import step
 
 if TYPE_CHECKING:
     from medassist.data.segmentation import SegSet
 
 
 def _stage(cfg: SegmentStudyConfig, text: str) -> None:
-    if cfg.progress:
-        print(f"[segment] {text}", file=sys.stderr, flush=True)
+    step("segment", text, show=cfg.progress)
 
 
 def load_segment_data(cfg: SegmentStudyConfig) -> dict[str, SegSet]:

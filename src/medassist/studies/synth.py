@@ -32,6 +32,7 @@ from medassist.train.data import ImageBatcher, model_device, predict_proba, to_t
 from medassist.train.device import on_device
 from medassist.train.engine import Labelled, with_min_steps
 from medassist.utils.io import atomic_path, atomic_write_text
+from medassist.utils.steps import step
 
 __all__ = ["SynthStudyConfig", "run_synth_study"]
 
@@ -517,15 +518,20 @@ def run_synth_study(cfg: SynthStudyConfig) -> Path:
             },
         )
         st = _Study(cfg, data, run)
+        step("synth", "the classifier trained on real images", show=False)
         st.real()
         names = list(cfg.generators) + [f"vae_dp_eps{e:g}" for e in cfg.dp.epsilons]
         for name in tqdm(names, desc="generators", disable=not cfg.progress, leave=False):
+            step("synth", f"{name}: training", show=False)
             model, rec = st.build(name)
+            step("synth", f"{name}: fidelity, usefulness and privacy", show=False)
             m = st.measure(name, model, rec)
             (st.metrics["dp"] if name.startswith("vae_dp") else st.metrics["generators"])[name] = m
             _curves(run, name, _label(name, m))
             run.write_metrics({**st.metrics, "partial": True})
+        step("synth", "augmentation with the best generator", show=False)
         st.augmentation()
+        step("synth", "report", show=False)
         _provenance(run, data, names)
         st.metrics["wall_time"] = time.perf_counter() - t0
         st.metrics["data"] = run.read_json("data.json")

@@ -191,6 +191,14 @@ _STUDIES: tuple[Study, ...] = (
         default_profile="default",
     ),
     Study(
+        ("bench", "pipeline"),
+        "medassist.bench.pipeline:PipelineBenchConfig",
+        "medassist.bench.pipeline:run_pipeline_bench",
+        "where medassist all spends its time: seconds and peak memory per part, and seconds per step of each part "
+        "(a finished pipeline folder, or a new run of a profile)",
+        default_profile="default",
+    ),
+    Study(
         ("bench", "data"),
         "medassist.bench.data:DataBenchConfig",
         "medassist.bench.data:run_data_benchmark",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from medassist.config import RunOptions, option, to_dict
 from medassist.errors import DataError, MedAssistError
 from medassist.run import Run
 from medassist.studies.predictions import write_predictions
+from medassist.utils.steps import step
 
 MODELS = ("logistic", "gradient_boosting")
 SPLITS = ("train", "val", "test")
@@ -78,8 +78,7 @@ class Table:
 
 
 def _stage(cfg: TabularConfig, text: str) -> None:
-    if cfg.progress:
-        tqdm.write(f"[tabular] {text}", file=sys.stderr)
+    step("tabular", text, show=cfg.progress)
 
 
 def _raw(cfg: TabularConfig) -> tuple[str, pd.DataFrame, list[str]]:

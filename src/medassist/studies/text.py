@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from medassist.config import TrainConfig, to_dict
 from medassist.data.text_types import TextData
@@ -31,6 +29,7 @@ from medassist.studies.text_setup import (
 )
 from medassist.studies.units import UnitResult, load_history, train_unit
 from medassist.train.device import on_device
+from medassist.utils.steps import step
 
 __all__ = ["Encoded", "TextStudyConfig", "load_text_data", "multitask_step", "run_text_study", "sweep_runs"]
 
@@ -92,8 +91,7 @@ def run_text_study(cfg: TextStudyConfig) -> Path:
 
 
 def _stage(cfg: TextStudyConfig, i: int, n: int, text: str) -> None:
-    if cfg.progress:
-        tqdm.write(f"[{i}/{n}] {text}", file=sys.stderr)
+    step(f"{i}/{n}", text, show=cfg.progress)
 
 
 @dataclasses.dataclass

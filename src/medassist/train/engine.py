@@ -38,6 +38,7 @@ from medassist.train.device import Accelerator, current, state_to_cpu
 from medassist.train.distributed import all_sum, any_rank, from_main, ranks, shard, sync_buffers
 from medassist.train.losses import default_loss, init_prior_bias
 from medassist.train.optim import build_optimizer, build_scheduler, steps_per_batch
+from medassist.utils.cores import usable_cores
 
 # step_fn(model, inputs, y) -> (loss, logits) or (loss, logits, logs): the part of a training step that differs
 # between studies. ``inputs`` is the tuple of the model's positional arguments (images, or token ids and mask);
@@ -131,7 +132,7 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Under torchrun the processes of one node share its cores (LOCAL_WORLD_SIZE of them run side by side).
-    per_process = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    per_process = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads or per_process)
 
 
