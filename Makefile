@@ -42,8 +42,12 @@ all: setup system-packages
 study: setup
 	$(BIN)/medassist image --profile quick $(ARGS)
 
+# The default run spreads over the cores (pytest-xdist: a worker per core, a test module or an xdist_group on one
+# worker, the groups first; tests/conftest.py). ARGS come after, so ARGS="-n 0" runs in one process.
+XDIST ?= -n auto --dist loadgroup --no-loadscope-reorder
+
 test: setup system-packages
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(ARGS)
 
 bench: setup
 	$(BIN)/medassist bench medmnist $(ARGS)

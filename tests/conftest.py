@@ -30,6 +30,30 @@ def _pin_worker_to_its_core() -> None:
 _pin_worker_to_its_core()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of an ``xdist_group`` first (in order otherwise): under ``--no-loadscope-reorder`` the work queue
+    follows this order, so the longest chain (a shared run folder and the tests that read it) starts at once."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: optional, so that a pytest without xdist loads this file
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadgroup`` (the default run's): the tests marked ``xdist_group(NAME)`` go to one worker together
+    (those that read one shared run folder, so that no other worker waits for it), every other test module to one
+    worker whole (so that a module's fixtures are made once)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModulesAndGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):
+                return nodeid.split("@")[-1]
+            return nodeid.split("::", 1)[0]
+
+    return ModulesAndGroups(config, log)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The data directory holding medmnist/pneumoniamnist.npz and breastmnist.npz (MEDASSIST_DATA_DIR)."""

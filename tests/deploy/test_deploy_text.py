@@ -13,6 +13,7 @@ import pytest
 from medassist.cli import main
 
 
+@pytest.mark.xdist_group("openi")  # one worker makes the shared Open-i run and reads it
 @pytest.mark.realdata
 def test_text_deploy_run(openi_run: Path, tmp_path: Path, capsys) -> None:
     argv = ["deploy", "--profile", "debug", "--run", str(openi_run), "--out", str(tmp_path), "--progress", "false"]

@@ -165,7 +165,7 @@ def test_options_pass_through_to_the_right_study(tmp_path: Path) -> None:
 
     cfg = _resolve(PipelineConfig, args, "all", expand_profiles)
     assert cfg.text.dataset == "padchest" and cfg.image.dataset == "breastmnist"
-    assert cfg.deploy_text.threads == 1 and cfg.deploy_image.threads == 2
+    assert cfg.deploy_text.threads == 1 and cfg.deploy_image.threads == 0  # 0: every core the process may use
     # The pipeline's quick profile is each study's own quick profile, not a copy of it.
     quick_image = load_yaml(profile_path("image", "quick"))
     assert cfg.text.rnn_train.min_steps == load_yaml(profile_path("text", "quick"))["rnn_train"]["min_steps"]

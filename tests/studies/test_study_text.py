@@ -13,6 +13,7 @@ from medassist.cli import main
 from medassist.train.device import cpu_bf16_supported
 
 
+@pytest.mark.xdist_group("openi")  # one worker makes the shared Open-i run and reads it
 def test_openi_run_folder_and_report(openi_run: Path) -> None:
     assert json.loads((openi_run / "status.json").read_text())["status"] == "complete"
     for rel in [

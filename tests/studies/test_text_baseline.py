@@ -93,6 +93,7 @@ def test_thresholds_check_shapes() -> None:
         apply_thresholds(np.zeros((3, 2)), np.array([0.5]))
 
 
+@pytest.mark.xdist_group("openi")  # one worker makes the shared Open-i run and reads it
 def test_study_thresholds_come_from_validation_probabilities(openi_run: Path) -> None:
     """Each compared run's thresholds are the ones chosen on its saved validation probabilities."""
     from medassist.config import from_dict, load_yaml

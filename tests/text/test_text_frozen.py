@@ -83,6 +83,7 @@ def test_the_ensemble_weight_is_chosen_on_validation() -> None:
     assert flipped.row["params"] == 20 and flipped.row["infer_ms_batch1"] == 1.0  # both models' costs
 
 
+@pytest.mark.xdist_group("openi")  # one worker makes the shared Open-i run and reads it
 def test_the_text_study_compares_the_new_models(openi_run: Path) -> None:
     m = json.loads((openi_run / "metrics.json").read_text())
     rows = {r["model"]: r for r in m["comparison"]}

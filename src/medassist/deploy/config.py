@@ -29,7 +29,9 @@ class DeployConfig(DeviceOptions, RunOptions):
 
     run: str = option("", "a finished image or text study run folder whose model is deployed (required)")
     data_dir: str = option("", "data directory for MedMNIST (default: the source run's, else $MEDASSIST_DATA_DIR)")
-    threads: int = option(2, "CPU threads of every variant (PyTorch and ONNX Runtime alike)")
+    threads: int = option(
+        0, "CPU threads of every variant, PyTorch and ONNX Runtime alike (0 = every core this process may use)"
+    )
     calibration_images: int = option(512, "training images that calibrate static int8 quantization")
     channel_ratio: float = option(0.5, "fraction of channels removed by structured pruning")
     magnitude_amount: float = option(0.8, "fraction of weights zeroed by unstructured magnitude pruning")

@@ -43,3 +43,21 @@ def time_rounds(
 def summarise_times(seconds: np.ndarray) -> dict[str, float]:
     """Median and 95th percentile in milliseconds."""
     return {"median_ms": float(np.median(seconds) * 1e3), "p95_ms": float(np.percentile(seconds, 95) * 1e3)}
+
+
+def median_seconds(fn: Infer, *, repeats: int, warmup: int = 2, budget_s: float = 2.0, min_repeats: int = 3) -> float:
+    """The median seconds of ``fn()`` over at most ``repeats`` timed calls after ``warmup`` untimed ones.
+
+    Timing stops early once ``min_repeats`` calls are timed and together took ``budget_s``: a call of a second is as
+    well known after three repeats as after seven, while calls of a millisecond still get every repeat.
+    """
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= min_repeats and sum(times) >= budget_s:
+            break
+    return float(np.median(times))

@@ -35,6 +35,7 @@ from medassist.run import Run
 from medassist.studies.deploy_source import load_source
 from medassist.train import Labelled, fit
 from medassist.train.device import on_device
+from medassist.utils.cores import usable_cores
 from medassist.utils.steps import step
 
 
@@ -43,8 +44,10 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
     """Build, measure and bundle the variants of the model in ``cfg.run``; return the deploy run folder."""
     if not cfg.run:
         raise MedAssistError("give the study run folder to deploy: medassist deploy --run runs/image-...")
-    if cfg.threads < 1:
-        raise MedAssistError(f"threads must be at least 1; got {cfg.threads}")
+    if cfg.threads < 0:
+        raise MedAssistError(f"threads must be 0 (every core this process may use) or more; got {cfg.threads}")
+    # The thread count is settled before anything is measured, and recorded in config.yaml as a number.
+    cfg = dataclasses.replace(cfg, threads=cfg.threads or usable_cores())
     from medassist.run import run_kind
 
     if run_kind(cfg.run) == "segment":

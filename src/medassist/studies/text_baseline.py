@@ -121,16 +121,13 @@ def tfidf_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> Baseline:
 
 
 def text_latency(predict: Callable[[list[str]], Any], texts: Sequence[str], *, batch: int, repeats: int) -> float:
-    """Median seconds per report of ``predict`` on the first ``batch`` texts, over ``repeats`` timed calls after 2
-    untimed ones (tokenising or vectorising included: what a service pays per request)."""
+    """Median seconds per report of ``predict`` on the first ``batch`` texts (:func:`median_seconds`: ``repeats``
+    timed calls at most, fewer when each takes long), tokenising or vectorising included: what a service pays per
+    request."""
+    from medassist.deploy.measure import median_seconds
+
     chunk = list(texts[:batch])
-    times = []
-    for i in range(repeats + 2):
-        t0 = time.perf_counter()
-        predict(chunk)
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times)) / len(chunk)
+    return median_seconds(lambda: predict(chunk), repeats=repeats) / len(chunk)
 
 
 def frozen_encoder_baseline(run: Run, cfg: TextStudyConfig, data: TextData) -> Baseline:

@@ -3,7 +3,6 @@ with timing and bootstrap intervals, and the error analysis."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,23 +86,23 @@ def _ratio(v: np.ndarray) -> float:
     return float(v[0] / v[-1]) if len(v) > 1 and v[-1] > 0 else float("nan")
 
 
-def _latency(model: torch.nn.Module, batcher, *, batch: int, repeats: int, warmup: int = 2) -> float:
-    """Median seconds per report over ``repeats`` timed batches (after ``warmup`` untimed ones), on the first
-    reports."""
+def _latency(model: torch.nn.Module, batcher, *, batch: int, repeats: int) -> float:
+    """Median seconds per report of ``model`` on the first ``batch`` reports (:func:`median_seconds`: ``repeats``
+    timed batches at most, fewer when each takes long)."""
+    from medassist.deploy.measure import median_seconds
+
     model.eval()
     idx = torch.arange(min(batch, len(batcher)))
     device = model_device(model)
     inputs = tuple(x.to(device) for x in batcher.inputs(idx))  # timed where the model is
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + warmup):
-            t0 = time.perf_counter()
-            model(*inputs)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return float(np.median(times)) / len(idx)
+
+    @torch.no_grad()
+    def call() -> None:
+        model(*inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return median_seconds(call, repeats=repeats) / len(idx)
 
 
 @dataclass

@@ -54,6 +54,9 @@ class TextStudyConfig(DeviceOptions, RunOptions):
     )
     label_columns: list[str] = option([], "with `texts`: the 0/1 label columns (multi-label)")
     subsample: int = option(0, "keep at most this many train and validation reports each (0 = all; quick runs)")
+    test_subsample: int = option(
+        0, "keep at most this many test reports (0 = all; for smoke runs only: a cut test split widens every interval)"
+    )
     resume: str = option("", "an unfinished run folder to continue (finished models are reused)")
     max_len: int = option(256, "tokens kept per report")
     recurrent: str = option("bilstm", "the recurrent model: bilstm | gru")
@@ -124,12 +127,13 @@ def load_text_data(cfg: TextStudyConfig) -> TextData:
         data = load_padchest(seed=cfg.seed, max_reports=2 * cfg.subsample)
     else:
         raise MedAssistError(f"unknown text data set '{cfg.dataset}'; choose openi or padchest, or give --texts")
-    if cfg.subsample:
+    if cfg.subsample or cfg.test_subsample:
         rng = np.random.default_rng(cfg.seed)
-        for name in ("train", "val"):
+        for name, keep in (("train", cfg.subsample), ("val", cfg.subsample), ("test", cfg.test_subsample)):
             split = data.splits[name]
-            if len(split) > cfg.subsample:
-                idx = np.sort(rng.choice(len(split), cfg.subsample, replace=False))
+            if keep and len(split) > keep:
+                data.info.setdefault("subsampled_from", {})[name] = len(split)  # in data.json: what was cut
+                idx = np.sort(rng.choice(len(split), keep, replace=False))
                 meta = None if split.metadata is None else split.metadata.iloc[idx].reset_index(drop=True)
                 data.splits[name] = TextSplit([split.texts[i] for i in idx], split.labels[idx], meta)
     return validate_text_data(data)
