@@ -99,9 +99,11 @@ def study_run(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def openi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A text study run (debug profile) on a slice of the real Open-i reports."""
+    """A text study run (debug profile) on a slice of the real Open-i reports: 150 training and validation reports,
+    200 of the 766 test reports (what the tests read of it needs no more; the deploy tests run on it too)."""
     pytest.importorskip("transformers")
-    return shared_run(tmp_path_factory, "text", ["text", "--profile", "debug", "--subsample", "150"])
+    argv = ["text", "--profile", "debug", "--subsample", "150", "--test-subsample", "200"]
+    return shared_run(tmp_path_factory, "text", argv)
 
 
 @pytest.fixture(scope="session", autouse=True)
