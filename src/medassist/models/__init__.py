@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medassist.models import (  # noqa: F401  (registers the models)
     baselines,
+    detection,
     efficientnet,
     resnet,
     segmentation,
@@ -15,10 +16,15 @@ from medassist.models.registry import count_parameters, create_model, list_model
 
 def image_models() -> list[str]:
     """Registered models that take images (the others read token ids)."""
+    from medassist.models.detection import DETECTION_MODELS
     from medassist.models.segmentation import SEGMENTATION_MODELS
     from medassist.text import TEXT_TOKENIZER
 
-    return [n for n in list_models() if n not in TEXT_TOKENIZER and n not in SEGMENTATION_MODELS]
+    return [
+        n
+        for n in list_models()
+        if n not in TEXT_TOKENIZER and n not in SEGMENTATION_MODELS and n not in DETECTION_MODELS
+    ]
 
 
 __all__ = ["image_models", "count_parameters", "create_model", "list_models", "register_model"]

@@ -191,15 +191,16 @@ def train_segmenter(
     return record, model
 
 
-def diagnose(history: pd.DataFrame, unit: dict[str, Any], rule: Any) -> dict[str, Any]:
-    """The image study's bias-variance rule, on Dice: high variance if train Dice exceeds validation Dice by more
-    than the gap or the validation loss of the last epochs rose above its minimum; high bias below a train Dice."""
-    gap = unit["train_dice"] - unit["val_dice"]
+def diagnose(history: pd.DataFrame, unit: dict[str, Any], rule: Any, metric: str = "dice") -> dict[str, Any]:
+    """The image study's bias-variance rule, read on ``metric`` (Dice; the detection study's mAP@0.5): high
+    variance if its training value exceeds its validation value by more than the gap or the validation loss of the
+    last epochs rose above its minimum; high bias below a training value."""
+    gap = unit[f"train_{metric}"] - unit[f"val_{metric}"]
     vl = history["val_loss"].to_numpy()
     tail = float(np.median(vl[-max(1, rule.tail_epochs) :]))
     rise = float((tail - vl.min()) / max(vl.min(), 1e-12))
     high_variance = gap > rule.variance_gap or rise > rule.loss_rise
-    high_bias = unit["train_dice"] < rule.bias_accuracy
+    high_bias = unit[f"train_{metric}"] < rule.bias_accuracy
     label = {
         (True, True): "high bias and high variance",
         (False, True): "high variance",
@@ -208,7 +209,7 @@ def diagnose(history: pd.DataFrame, unit: dict[str, Any], rule: Any) -> dict[str
     }[(high_bias, high_variance)]
     return {
         "label": label,
-        "gap_dice": gap,
+        f"gap_{metric}": gap,
         "val_loss_rise": rise,
         "high_bias": high_bias,
         "high_variance": high_variance,
@@ -226,7 +227,8 @@ def ablation_settings(name: str, base: TrainConfig, reg: Any) -> tuple[TrainConf
     return tcfg, (reg.dropout if on("dropout") else 0.0)
 
 
-def _fraction(d: SegSet, fraction: float, seed: int) -> SegSet:
+def training_fraction(d: Any, fraction: float, seed: int) -> Any:
+    """A seeded share of a set's images (anything with ``len`` and ``subset``; at least 2)."""
     if fraction >= 1.0:
         return d
     n = max(2, int(round(fraction * len(d))))
@@ -298,7 +300,7 @@ def _study(run: Run, cfg: SegmentStudyConfig, sets: dict[str, SegSet], name: str
     _stage(cfg, f"3. training-set size at width {small}: {', '.join(map(str, cfg.size_fractions))}")
     for f in cfg.size_fractions:
         n = f"size-{f:g}"
-        part = _fraction(train, f, cfg.train.seed)
+        part = training_fraction(train, f, cfg.train.seed)
         units[n], _ = train_segmenter(run, n, tcfg=cfg.train, width=small, dropout=0.0, **{**common, "train": part})
 
     run.write_table("units", pd.DataFrame([{k2: v for k2, v in u.items() if k2 != "config"} for u in units.values()]))

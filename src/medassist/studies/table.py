@@ -104,6 +104,16 @@ _STUDIES: tuple[Study, ...] = (
         report="medassist.report.segment:write_segment_report",
     ),
     Study(
+        ("detect",),
+        "medassist.studies.detect_config:DetectStudyConfig",
+        "medassist.studies.detect:run_detect_study",
+        "object detection: MONAI RetinaNet on boxes (BCCD, VOC, COCO, YOLO or a CSV) at two capacities, pretrained "
+        "against scratch, augmentation ablation, training-set size, test COCO mAP with intervals, FROC, counts, report",
+        kinds=("detect",),
+        report="medassist.report.detect:write_detect_report",
+        data="medassist.studies.detect:load_detect_data",
+    ),
+    Study(
         ("deploy",),
         "medassist.studies.deploy:DeployConfig",
         "medassist.studies.deploy:run_deploy_study",
