@@ -251,6 +251,19 @@ def test_segmentation_runs_only_when_its_images_are_given(tmp_path: Path, fake: 
     assert vars(args)["opt:segment.images"] == "drive"
 
 
+def test_detection_runs_only_when_its_data_is_named(tmp_path: Path, fake: FakeStudies) -> None:
+    from medassist.studies.detect_config import DetectStudyConfig
+
+    run_pipeline(_cfg(tmp_path / "a", parts=["image"]))
+    assert [kind for kind, _ in fake.calls] == ["image"]
+    fake.calls.clear()
+    root = run_pipeline(_cfg(tmp_path / "b", parts=["image"], detect=DetectStudyConfig(data="", coco="boxes.json")))
+    ((_, image), (kind, det)) = fake.calls
+    assert kind == "run_detect_study" and det.coco == "boxes.json" and det.out == str(root / "detect")
+    args = build_parser(["all"]).parse_args(["all", "--profile", "debug", "--detect.data", "bccd"])
+    assert vars(args)["opt:detect.data"] == "bccd"
+
+
 def test_the_pipeline_bench_reads_seconds_per_part_and_per_step(tmp_path: Path, fake: FakeStudies, capsys) -> None:
     """Each part's run folder times the steps its study announced (timings.json); ``medassist bench pipeline``
     reads them beside each part's wall time."""

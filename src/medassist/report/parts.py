@@ -201,6 +201,33 @@ def part_segment(doc: Doc, run: Path) -> list[tuple[str, str]]:
     ]
 
 
+def part_detect(doc: Doc, run: Path) -> list[tuple[str, str]]:
+    """The detection study under Part 2 (when the pipeline ran it)."""
+    from medassist.report.detect import detect_analysis
+
+    m, data = read_json(run / "metrics.json"), read_json(run / "data.json")
+    ap = m["test"]["ap"]
+    rows = [{"metric": "mAP@0.5", **ap["map50"]}, {"metric": "mAP@[.5:.95]", **ap["map"]}] + [
+        {"metric": f"AP@0.5 {c}", **v["ap50"]} for c, v in ap["per_class"].items()
+    ]
+    t1 = doc.table(
+        readable_table(pd.DataFrame(rows), headers=True),
+        f"Detection on {data['name']}: COCO AP on the test images, with 95% bootstrap intervals over images.",
+        "Part 2: object detection",
+    )
+    f1 = doc.figure(
+        run / "figures" / "test_examples.png",
+        "Test images: true boxes dashed, detections above the validation-chosen threshold solid.",
+        "Part 2: object detection",
+    )
+    doc.text(detect_analysis(m, data))
+    doc.text(f"({t1}; {f1}.)")
+    h = ap["map50"]
+    return [
+        (f"Detection ({data['name']}): test mAP@0.5", f"{fmt_metric(h['mean'])} {fmt_ci(h['ci_low'], h['ci_high'])}")
+    ]
+
+
 # --- Part 4: deployment --------------------------------------------------------------------------------------
 
 

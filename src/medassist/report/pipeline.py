@@ -16,7 +16,15 @@ import pandas as pd
 
 from medassist.report.document import WORD_LIMITS, Doc, file_problem, read_json
 from medassist.report.html import markdown_to_html
-from medassist.report.parts import part_deploy, part_fairness, part_image, part_segment, part_synth, part_text
+from medassist.report.parts import (
+    part_deploy,
+    part_detect,
+    part_fairness,
+    part_image,
+    part_segment,
+    part_synth,
+    part_text,
+)
 from medassist.utils.format import computed_on, fmt_seconds, readable_table
 from medassist.utils.io import atomic_path, atomic_write_text
 from medassist.utils.words import count_words
@@ -48,7 +56,7 @@ REFERENCES = [
 
 SECTIONS: list[tuple[str, str, Callable[..., list[tuple[str, str]]], tuple[str, ...]]] = [
     ("Part 1: clinical text", "text", part_text, ()),
-    ("Part 2: medical images", "image", part_image, ("segment",)),
+    ("Part 2: medical images", "image", part_image, ("segment", "detect")),
     ("Part 3: synthetic data", "synth", part_synth, ("synth_records",)),
     ("Part 4: edge deployment", "deploy_image", lambda d, r: part_deploy(d, r, "image"), ("deploy_text",)),
     ("Part 5: ethics and fairness", "fairness", part_fairness, ("fairness_image",)),
@@ -91,7 +99,9 @@ def build_pipeline_report(root: str | Path) -> tuple[str, Doc]:
                 continue
             run = root / info["run"]
             part = {"deploy_text": lambda d, r: part_deploy(d, r, "text"), "synth_records": part_synth}.get(name)
-            part = part or {"fairness_image": part_fairness, "segment": part_segment}.get(name, build)
+            part = part or {"fairness_image": part_fairness, "segment": part_segment, "detect": part_detect}.get(
+                name, build
+            )
             saved = body.snapshot()
             try:
                 summary += part(body, run)

@@ -136,16 +136,15 @@ def load_detect_data(cfg: DetectStudyConfig) -> dict[str, BoxSet]:
 def map_validator(val: BoxSet) -> Any:
     """The engine's validation: COCO mAP@0.5 and mAP@[.5:.95] on whole validation images, and the held-out loss."""
     from medassist.evaluate.detection import accumulate, average_precision, coco_evaluation
-    from medassist.train.detection import held_out_loss, predict_boxes
+    from medassist.train.detection import losses_and_predictions
 
     sizes = [im.shape[-2:] for im in val.images]
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
-        preds = predict_boxes(model, val.images)
+        loss, preds = losses_and_predictions(model, val)
         ap = average_precision(
             accumulate(coco_evaluation(val.boxes, val.labels, preds, val.classes, sizes)), val.classes
         )
-        loss = held_out_loss(model, val)
         model.train()
         return {"map50": ap["map50"] or 0.0, "map": ap["map"] or 0.0, "loss": loss}
 

@@ -25,6 +25,7 @@ from medassist.config import DeviceOptions, RunOptions, option, to_dict
 from medassist.deploy.config import DeployConfig
 from medassist.errors import MedAssistError
 from medassist.run import STATUS, Run
+from medassist.studies.detect_config import DetectStudyConfig
 from medassist.studies.fairness import FairnessConfig
 from medassist.studies.image_config import ImageStudyConfig
 from medassist.studies.segment_config import SegmentStudyConfig
@@ -76,6 +77,7 @@ PARTS: tuple[Part, ...] = (
     Part("text", "text", "Part 1: clinical text (Open-i)", user=(("texts", "texts"),)),
     Part("image", "image", "Part 2: medical images (PneumoniaMNIST)", user=(("images", "images"),)),
     Part("segment", "segment", "Part 2: segmentation (optional: --segment.images)", fallback=(("images", "drive"),)),
+    Part("detect", "detect", "Part 2: object detection (optional: --detect.data)"),
     Part("synth", "synth", "Part 3: synthetic images", user=(("images", "images"),)),
     Part("synth_records", "synth", "Part 3: synthetic patient records"),
     Part("deploy_image", "deploy", "Part 4: image deployment", ("image",), feeds=(("run", "image"),)),
@@ -127,6 +129,12 @@ class PipelineConfig(DeviceOptions, RunOptions):
     segment: SegmentStudyConfig = field(
         default_factory=lambda: SegmentStudyConfig(images=""),
         metadata={"help": "Part 2, segmentation: runs when --segment.images is given (drive, a folder or a CSV)"},
+    )
+    detect: DetectStudyConfig = field(
+        default_factory=lambda: DetectStudyConfig(data=""),
+        metadata={
+            "help": "Part 2, object detection: runs when --detect.data (bccd) or --detect.voc/coco/yolo/boxes is given"
+        },
     )
     synth: SynthStudyConfig = field(default_factory=SynthStudyConfig, metadata={"help": "Part 3, synthetic images"})
     synth_records: SynthStudyConfig = field(
@@ -213,6 +221,10 @@ def _configure(part: Part, cfg: PipelineConfig, pipe: Pipeline) -> Any:
     return dataclasses.replace(sub, **{k: v for k, v in changes.items() if hasattr(sub, k)})
 
 
+def _detect_source(d: DetectStudyConfig) -> str:
+    return d.data or d.voc or d.coco or d.yolo or d.boxes
+
+
 def _part_name(name: str, cfg: PipelineConfig) -> str:
     return cfg.audit if name == AUDITED else name
 
@@ -237,7 +249,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     else:
         root = Run.create(cfg.out, "all", to_dict(cfg), kind="pipeline").dir
     pipe = Pipeline(root, cfg)
-    parts = [*cfg.parts, "segment"] if cfg.segment.images and "segment" not in cfg.parts else list(cfg.parts)
+    parts = list(cfg.parts)
+    for name, given in (("segment", cfg.segment.images), ("detect", _detect_source(cfg.detect))):
+        if given and name not in parts:
+            parts.append(name)  # an optional part runs when its data is named
     pipe.state.update({"profile_parts": parts, "audit": cfg.audit})
     tracker = _tracker(cfg, root)
     order = [p for p in PARTS if p.name in parts]

@@ -8,7 +8,8 @@ held-out images, and its predictions.
   :func:`~monai.apps.detection.transforms.box_ops.zoom_boxes`).
 - :class:`DetectionStep` is the engine's ``step_fn``: the detector's focal classification loss plus its box
   regression loss (logged apart as ``train_cls_loss`` and ``train_box_loss``).
-- :func:`predict_boxes` runs the detector on whole images, each at its own size.
+- :func:`predict_boxes` runs the detector on whole images, each at its own size; :func:`losses_and_predictions`
+  gives validation its loss and its detections from one pass.
 """
 
 from __future__ import annotations
@@ -114,24 +115,59 @@ def _batches(n: int, batch_size: int) -> Iterator[list[int]]:
         yield list(range(start, min(n, start + batch_size)))
 
 
-def held_out_loss(model: nn.Module, data: BoxSet, *, batch_size: int = 8) -> float:
-    """The detector's training loss on held-out images, with every layer in evaluation mode (batch norm uses its
-    running statistics): the detector alone is switched to its loss branch, not its layers."""
+def _as_predictions(model: nn.Module, found: list[dict[str, torch.Tensor]]) -> list[dict[str, np.ndarray]]:
+    out = []
+    for d in found:
+        scores = d[model.pred_score_key].float().cpu()
+        order = torch.argsort(scores, descending=True)
+        out.append(
+            {
+                "boxes": from_monai(d[model.target_box_key].float().cpu()[order]).numpy(),
+                "labels": d[model.target_label_key].long().cpu()[order].numpy(),
+                "scores": scores[order].numpy(),
+            }
+        )
+    return out
+
+
+def losses_and_predictions(
+    model: nn.Module, data: BoxSet, *, batch_size: int = 8
+) -> tuple[float, list[dict[str, np.ndarray]]]:
+    """One pass of the network over held-out images for both its training loss (every layer in evaluation mode)
+    and its detections (:func:`predict_boxes`'s form).
+
+    MONAI's ``RetinaNetDetector.forward`` returns either; this runs its steps once (pad, network, anchors,
+    reshape) and then both its ``compute_loss`` and its ``postprocess_detections``, so validation costs one
+    forward pass instead of two.
+    """
+    from monai.apps.detection.utils.detector_utils import preprocess_images
+    from monai.apps.detection.utils.predict_utils import ensure_dict_value_to_list_
+
     device = next(model.parameters()).device
-    batcher = BoxBatcher(data, augment=False, seed=0)
     model.eval()
-    total, n = 0.0, 0
-    try:
-        model.training = True  # the detector's forward computes losses; its submodules stay in eval mode
-        with torch.no_grad():
-            for idx in _batches(len(data), batch_size):
-                images, targets = batcher.inputs(torch.tensor(idx))
-                losses = model(images.to(device), unpad_targets(targets.to(device)))
-                total += float(losses[model.cls_key] + losses[model.box_reg_key]) * len(idx)
-                n += len(idx)
-    finally:
-        model.training = False
-    return total / max(n, 1)
+    total, out = 0.0, []
+    with torch.no_grad():
+        for idx in _batches(len(data), batch_size):
+            images, sizes = preprocess_images(
+                [_as_float(data.images[i]).to(device) for i in idx], model.spatial_dims, model.size_divisible
+            )
+            targets = [
+                {
+                    "boxes": to_monai(torch.from_numpy(data.boxes[i])).to(device),
+                    "labels": torch.from_numpy(data.labels[i]).to(device),
+                }
+                for i in idx
+            ]
+            head = model.network(images)
+            ensure_dict_value_to_list_(head)
+            model.generate_anchors(images, head)
+            locs = [x.shape[2:].numel() for x in head[model.cls_key]]
+            for key in (model.cls_key, model.box_reg_key):
+                head[key] = model._reshape_maps(head[key])
+            losses = model.compute_loss(head, targets, model.anchors, locs)
+            total += float(losses[model.cls_key] + losses[model.box_reg_key]) * len(idx)
+            out += _as_predictions(model, model.postprocess_detections(head, model.anchors, sizes, locs))
+    return total / max(len(data), 1), out
 
 
 def predict_boxes(model: nn.Module, images: list[np.ndarray], *, batch_size: int = 8) -> list[dict[str, np.ndarray]]:
@@ -142,15 +178,5 @@ def predict_boxes(model: nn.Module, images: list[np.ndarray], *, batch_size: int
     out: list[dict[str, np.ndarray]] = []
     with torch.inference_mode():
         for idx in _batches(len(images), batch_size):
-            found = model([_as_float(images[i]).to(device) for i in idx])
-            for d in found:
-                scores = d[model.pred_score_key].float().cpu()
-                order = torch.argsort(scores, descending=True)
-                out.append(
-                    {
-                        "boxes": from_monai(d[model.target_box_key].float().cpu()[order]).numpy(),
-                        "labels": d[model.target_label_key].long().cpu()[order].numpy(),
-                        "scores": scores[order].numpy(),
-                    }
-                )
+            out += _as_predictions(model, model([_as_float(images[i]).to(device) for i in idx]))
     return out
