@@ -198,13 +198,20 @@ def test_folder_given_split_with_no_samples(tmp_path: Path) -> None:
         read_image_folder(root, size=4, progress=False)
 
 
-def test_folder_mixed_channels_names_both_files(tmp_path: Path) -> None:
+def test_folder_mixing_grayscale_and_colour_takes_the_channels_most_files_have(tmp_path: Path, capsys) -> None:
+    """A public X-ray folder often mixes grayscale and RGB files: without --channels every image gets the channel
+    count most files have (said on stderr and recorded in the data's info); --channels chooses."""
     root = tmp_path / "mixed"
     make_class_folder(root, {"a": 8, "b": 8})
     save_png(root / "b" / "zz_colour.png", 50, mode="RGB")
-    with pytest.raises(DataError, match=r"a_0\.png has 1 and .*zz_colour\.png has 3.*channels=1.*channels=3"):
-        read_image_folder(root, size=4, progress=False)
+    data = read_image_folder(root, size=4, progress=False)
+    assert data.n_channels == 1
+    assert data.info["mixed_channels"] == {"grayscale": 16, "colour": 1, "converted_to": 1}
+    assert "16 grayscale and 1 colour image files; every image is converted to grayscale" in capsys.readouterr().err
     assert read_image_folder(root, size=4, channels=3, progress=False).n_channels == 3
+    for i in range(20):
+        save_png(root / "a" / f"rgb_{i}.png", 60, mode="RGB")
+    assert read_image_folder(root, size=4, progress=False).info["mixed_channels"]["converted_to"] == 3
 
 
 def test_folder_too_few_images_to_stratify(tmp_path: Path) -> None:

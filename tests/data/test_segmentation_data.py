@@ -300,3 +300,19 @@ def test_real_drive(real_data_dir: Path) -> None:
     # The second grader agrees with the first on about 94.7% of field-of-view pixels (Staal et al. 2004).
     agree = (data.second[~train] == data.masks[~train])[data.fov[~train]].mean()
     assert 0.93 < agree < 0.96
+
+
+def test_jpeg_masks_read_with_a_threshold_and_the_decided_pixels_counted(tmp_path: Path) -> None:
+    """A public set's lossy (JPEG) masks: refused as class indices with the option named, read at --mask-threshold
+    as binary masks close to the lossless ones, and the pixels the threshold decided counted."""
+    root = tmp_path / "lossy"
+    for i in range(3):
+        save(root / "images" / f"case{i}.png", image_of(discs(i), i, rgb=True))
+        save(root / "masks" / f"case{i}_mask.jpg", discs(i) * 255, quality=60)
+    with pytest.raises(DataError, match="--mask-threshold T"):
+        read_mask_folder(root)
+    data = load_segmentation(str(root), mask_threshold=128)
+    assert set(np.unique(data.masks)) == {0, 1} and data.num_classes == 2
+    agree = np.mean([np.mean(data.masks[i] == discs(i)) for i in range(3)])
+    assert agree > 0.98  # JPEG moved only pixels at the edges
+    assert data.source["mask_threshold"] == 128 and data.source["thresholded_pixels"] > 0

@@ -72,6 +72,40 @@ class Decoded:
     from_cache: bool = False
     seconds: float = 0.0
     workers: int = 0
+    mixed_channels: dict[int, int] | None = None
+
+
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def file_channels(path: Path) -> int | None:
+    """The channel count :func:`~medassist.data.image_file.load_image` keeps for a file (1 or 3), read from its
+    header only; None when the header cannot be read (the decode then reports the file)."""
+    from PIL import Image
+
+    from medassist.data.image_file import is_dicom
+
+    try:
+        if is_dicom(path):
+            import pydicom
+
+            return 3 if int(pydicom.dcmread(path, stop_before_pixels=True).get("SamplesPerPixel", 1)) > 1 else 1
+        with Image.open(path) as im:
+            return 1 if im.mode in GRAYSCALE_MODES else 3
+    except Exception:  # noqa: BLE001 - any unreadable header: the decode names the file and its reason
+        return None
+
+
+def majority_channels(paths: Sequence[Path]) -> tuple[int, dict[int, int]]:
+    """The channel count most files have (3 on a tie) and the count of files of each."""
+    counts: dict[int, int] = {}
+    for p in paths:
+        c = file_channels(p)
+        if c is not None:
+            counts[c] = counts.get(c, 0) + 1
+    if not counts:
+        return 1, counts
+    return (3 if counts.get(3, 0) >= counts.get(1, 0) else 1), counts
 
 
 def _fingerprint(paths: Sequence[Path], size: int, channels: int | None) -> str:
@@ -120,6 +154,18 @@ def decode_images(
     """
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
+    mixed = None
+    if channels is None:
+        majority, counts = majority_channels(paths)
+        if len(counts) > 1:  # grayscale and colour files in one set: every image gets the channels most have
+            channels, mixed = majority, counts
+            print(
+                f"{name}: {counts.get(1, 0)} grayscale and {counts.get(3, 0)} colour image files; every image is "
+                f"converted to {'RGB' if majority == 3 else 'grayscale'} (the channels most files have; "
+                "--channels 1 or 3 chooses)",
+                file=sys.stderr,
+                flush=True,
+            )
     workers = workers or default_workers()
     key = _fingerprint(paths, size, channels)
     folder = cache_dir()
@@ -132,7 +178,7 @@ def decode_images(
         except (DataError, ValueError, KeyError, OSError):
             final.unlink(missing_ok=True)  # a damaged cache is rebuilt
         else:
-            return Decoded(images, bad, final, True, time.perf_counter() - t0, 0)
+            return Decoded(images, bad, final, True, time.perf_counter() - t0, 0, mixed)
 
     n_channels, first_ok = _first_channels(paths, size, channels)
     shape = (len(paths), n_channels, size, size)
@@ -149,20 +195,20 @@ def decode_images(
             i, c = mismatched
             raise DataError(
                 f"images have different channel counts: {paths[first_ok]} has {n_channels} and {paths[i]} has {c}; "
-                "pass channels=1 (grayscale) or channels=3 (RGB) to convert every image to one."
+                "pass --channels 1 (grayscale) or --channels 3 (RGB) to convert every image to one."
             )
         if where is not None:
             bad = [(i, f"{reason} ({where[i]})") for i, reason in bad]
         if partial is None:
             assert isinstance(target, np.ndarray)
-            return Decoded(target, bad, None, False, time.perf_counter() - t0, workers)
+            return Decoded(target, bad, None, False, time.perf_counter() - t0, workers, mixed)
         meta = {"bad": bad, "shape": list(shape), "source": source, "files": len(paths), "format": FORMAT}
         final.with_suffix(".json").write_text(json.dumps(meta))
         os.replace(partial, final)  # complete: only now does the cache exist under its name
         for old in folder.glob(f"{prefix}*"):  # one file per data set and size: an older decode goes
             if old.name not in (final.name, final.with_suffix(".json").name):
                 old.unlink(missing_ok=True)
-        return Decoded(DiskImages(final), bad, final, False, time.perf_counter() - t0, workers)
+        return Decoded(DiskImages(final), bad, final, False, time.perf_counter() - t0, workers, mixed)
     finally:
         if partial is not None:
             partial.unlink(missing_ok=True)

@@ -51,7 +51,9 @@ def load_many(
     decode. ``where`` adds e.g. the CSV row to a bad file's reason.
 
     Raises:
-        DataError: bad files while ``files.skip_bad_files`` is false (every one listed), mixed channel counts.
+        DataError: bad files while ``files.skip_bad_files`` is false (every one listed). A set mixing grayscale and
+            colour files is converted to the channels most files have (``info["mixed_channels"]``) unless
+            ``channels`` is given.
     """
     files = files or ImageFiles()
     decoded = decode_images(
@@ -70,6 +72,12 @@ def load_many(
         how = "opened from the cache" if decoded.from_cache else f"decoded by {decoded.workers} process(es)"
         tqdm.write(f"{name}: {len(paths)} images {how} in {decoded.seconds:.1f} s", file=sys.stderr)
     info: dict = {}
+    if decoded.mixed_channels:
+        info["mixed_channels"] = {
+            "grayscale": decoded.mixed_channels.get(1, 0),
+            "colour": decoded.mixed_channels.get(3, 0),
+            "converted_to": int(decoded.images.shape[1]),
+        }
     if decoded.bad:
         info["skipped_bad_files"] = len(decoded.bad)
         split_index = {s: idx[np.isin(idx, keep)] for s, idx in split_index.items()}

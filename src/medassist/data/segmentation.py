@@ -176,7 +176,9 @@ def _check_mask_size(size: object) -> tuple[int, int]:
     return int(size[0]), int(size[1])  # type: ignore[index]
 
 
-def read_mask(path: str | os.PathLike[str], *, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_mask(
+    path: str | os.PathLike[str], *, size: tuple[int, int] | None = None, threshold: float | None = None
+) -> np.ndarray:
     """Read one segmentation mask as uint8 class indices.
 
     A mask whose values are only 0 and 255 (or 0 and 1) is binary and becomes 0/1. A grayscale or palette image
@@ -189,6 +191,7 @@ def read_mask(path: str | os.PathLike[str], *, size: tuple[int, int] | None = No
         path: the mask file.
         size: (height, width) to resize to with nearest neighbour (never interpolating classes); None keeps the
             file's own size.
+        threshold: a binary mask is ``value >= threshold`` (for lossy masks, e.g. JPEG); None reads class indices.
 
     Returns:
         uint8 array of shape (H, W).
@@ -207,7 +210,9 @@ def read_mask(path: str | os.PathLike[str], *, size: tuple[int, int] | None = No
     if not np.isfinite(unique.astype(np.float64)).all():
         raise DataError(f"{path} has NaN or infinite mask values; a mask must hold class indices 0..K-1.")
     integral = bool(np.all(np.mod(unique, 1) == 0))
-    if integral and set(unique.tolist()) <= {0, 255}:
+    if threshold is not None:
+        mask = (values >= threshold).astype(np.uint8)
+    elif integral and set(unique.tolist()) <= {0, 255}:
         mask = (values == 255).astype(np.uint8)
     elif integral and unique.min() >= 0 and unique.max() < MAX_CLASSES:
         mask = values.astype(np.uint8)
@@ -215,7 +220,8 @@ def read_mask(path: str | os.PathLike[str], *, size: tuple[int, int] | None = No
         raise DataError(
             f"{path} is not a mask of class indices: its values are {_describe_values(unique)}. A mask must hold "
             f"0/255 or 0/1 (two classes) or class indices 0..{MAX_CLASSES - 1}; save it losslessly (PNG or GIF, "
-            "not JPEG, whose compression blurs the edges into many values)."
+            "not JPEG, whose compression blurs the edges into many values), or pass --mask-threshold T to read a "
+            "lossy binary mask as value >= T (e.g. 128)."
         )
     return mask if target is None else _resize_nearest(mask, target)
 
@@ -236,9 +242,17 @@ def _hw(shape: tuple[int, ...]) -> str:
     return f"{shape[1]} wide x {shape[0]} high"
 
 
-def _read_aligned(path: Path, image: Path, shape: tuple[int, int], role: str) -> np.ndarray:
+def thresholded_pixels(path: str | os.PathLike[str]) -> int:
+    """Pixels of a mask file whose value is neither 0 nor 255 (nor 1): those a mask threshold decides."""
+    values = _mask_values(Path(path))
+    return int((~np.isin(values, (0, 1, 255))).sum())
+
+
+def _read_aligned(
+    path: Path, image: Path, shape: tuple[int, int], role: str, threshold: float | None = None
+) -> np.ndarray:
     """A mask of ``image`` at its native size ``shape``, refused when the sizes differ."""
-    mask = read_mask(path)
+    mask = read_mask(path, threshold=threshold)
     if mask.shape != shape:
         raise DataError(
             f"{role} {path} is {_hw(mask.shape)} but its image {image} is {_hw(shape)}; a {role} must have its "
@@ -274,6 +288,7 @@ def _build(
     channels: int | None,
     source: dict[str, Any],
     meta: pd.DataFrame | None = None,
+    mask_threshold: float | None = None,
 ) -> SegSet:
     """Read every item's files, check their sizes, convert and resize, and stack them into a SegSet.
 
@@ -285,6 +300,7 @@ def _build(
     seconds: list[np.ndarray | None] = []
     spacings: list[tuple[float, float] | None] = []
     first: tuple[Path, tuple[int, int]] | None = None
+    decided = 0
     for item in items:
         px = read_pixels(item.image)
         shape = (int(px.shape[0]), int(px.shape[1]))
@@ -298,7 +314,9 @@ def _build(
         size = (image_size, image_size) if image_size else shape
         arr = _to_channels(px, channels or (3 if px.ndim == 3 else 1))
         images.append(_resize_bilinear(arr, image_size) if image_size else arr)
-        masks.append(_resize_nearest(_read_aligned(item.mask, item.image, shape, "mask"), size))
+        masks.append(_resize_nearest(_read_aligned(item.mask, item.image, shape, "mask", mask_threshold), size))
+        if mask_threshold is not None:
+            decided += thresholded_pixels(item.mask)
         fov = None
         if item.fov is not None:
             fov = _read_aligned(item.fov, item.image, shape, "field-of-view mask")
@@ -340,7 +358,12 @@ def _build(
         split=None if any(s is None for s in splits) else [str(s) for s in splits],
         meta=meta,
         num_classes=max(2, int(mask_arr.max()) + 1),
-        source={**source, "image_size": int(image_size), "channels": channels},
+        source={
+            **source,
+            "image_size": int(image_size),
+            "channels": channels,
+            **({"mask_threshold": mask_threshold, "thresholded_pixels": decided} if mask_threshold is not None else {}),
+        },
         second=second_arr,
         spacing=None if all(s is None for s in spacings) else spacings,
     )
@@ -384,7 +407,13 @@ def _by_stem(files: list[Path], stems: set[str] | None, folder: Path) -> dict[st
     return out
 
 
-def read_mask_folder(folder: str | os.PathLike[str], *, image_size: int = 0, channels: int | None = None) -> SegSet:
+def read_mask_folder(
+    folder: str | os.PathLike[str],
+    *,
+    image_size: int = 0,
+    channels: int | None = None,
+    mask_threshold: float | None = None,
+) -> SegSet:
     """Read ``folder/images/*`` with their masks from ``folder/masks/*`` and optional fields of view ``folder/fov/*``.
 
     Files in those folders ending in one of :data:`SEG_IMAGE_EXTENSIONS` (any case) are read; others are ignored. A
@@ -439,7 +468,13 @@ def read_mask_folder(folder: str | os.PathLike[str], *, image_size: int = 0, cha
             f"name, optionally with a suffix {' or '.join(MASK_SUFFIXES)}; rename or remove these files."
         )
     items = [_Item(images[s], masks[s], None if fovs is None else fovs[s]) for s in sorted(stems)]
-    return _build(items, image_size=image_size, channels=channels, source={"kind": "folder", "path": str(folder)})
+    return _build(
+        items,
+        image_size=image_size,
+        channels=channels,
+        source={"kind": "folder", "path": str(folder)},
+        mask_threshold=mask_threshold,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -462,6 +497,7 @@ def read_mask_csv(
     fov_column: str = "",
     image_size: int = 0,
     channels: int | None = None,
+    mask_threshold: float | None = None,
 ) -> SegSet:
     """Read the images and masks listed in a CSV file, one row per image.
 
@@ -534,7 +570,9 @@ def read_mask_csv(
     used = [path_column, mask_column] + ([split_column] if has_split else []) + ([fov_column] if fov_column else [])
     meta = df.drop(columns=used).reset_index(drop=True)
     source = {"kind": "csv", "path": str(csv_path)}
-    return _build(items, image_size=image_size, channels=channels, source=source, meta=meta)
+    return _build(
+        items, image_size=image_size, channels=channels, source=source, meta=meta, mask_threshold=mask_threshold
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -607,6 +645,7 @@ def load_segmentation(
     mask_column: str = "mask",
     split_column: str = "split",
     fov_column: str = "",
+    mask_threshold: float | None = None,
 ) -> SegSet:
     """Read a segmentation set by name or path.
 
@@ -620,6 +659,8 @@ def load_segmentation(
         mask_column: CSV column with mask paths.
         split_column: CSV column with train/val/test, used when present.
         fov_column: CSV column with field-of-view masks; "" for none.
+        mask_threshold: read each mask as binary ``value >= T`` (lossy masks, e.g. JPEG); None reads class
+            indices. The set's ``source`` records how many pixels the threshold decided.
 
     Returns:
         The set.
@@ -632,7 +673,7 @@ def load_segmentation(
         return read_drive(resolve_data_dir(data_dir) / "drive", image_size=image_size, channels=channels)
     path = Path(text).expanduser()
     if path.is_dir():
-        return read_mask_folder(path, image_size=image_size, channels=channels)
+        return read_mask_folder(path, image_size=image_size, channels=channels, mask_threshold=mask_threshold)
     if path.suffix.lower() == ".csv":
         return read_mask_csv(
             path,
@@ -642,6 +683,7 @@ def load_segmentation(
             fov_column=fov_column,
             image_size=image_size,
             channels=channels,
+            mask_threshold=mask_threshold,
         )
     what = "does not exist" if not path.exists() else "is neither a folder nor a .csv file"
     raise DataError(

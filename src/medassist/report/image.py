@@ -101,6 +101,12 @@ def _splits(data: dict) -> str:
         if skipped
         else ""
     )
+    mixed = (data.get("info") or {}).get("mixed_channels")
+    if mixed:
+        left_out += (
+            f"; the files mix {fmt_int(mixed['grayscale'])} grayscale and {fmt_int(mixed['colour'])} colour images, "
+            f"all converted to {'RGB' if mixed['converted_to'] == 3 else 'grayscale'} (--channels chooses)"
+        )
     return f"train {one('train')}, validation {one('val')}, test {one('test')}{left_out}"
 
 

@@ -172,7 +172,13 @@ def build_segment_report(run_dir: str | Path) -> str:
         f"{data['sizes']['train']} training, {data['sizes']['val']} validation and {data['sizes']['test']} test images "
         f"of {data['image_shape'][0]}x{data['image_shape'][1]} pixels, {data['num_classes']} classes (background "
         f"included); foreground {fmt_metric(data['foreground_share']['train'])} of training pixels"
-        + ("; metrics inside each image's field of view." if data["fov"] else "."),
+        + ("; metrics inside each image's field of view." if data["fov"] else ".")
+        + (
+            f" Masks read as binary at value >= {data['source']['mask_threshold']:g} (--mask-threshold): the "
+            f"threshold decided {data['source']['thresholded_pixels']:,} pixels whose value was neither 0 nor 255."
+            if "mask_threshold" in data.get("source", {})
+            else ""
+        ),
         "",
         "## Analysis",
         "",

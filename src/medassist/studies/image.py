@@ -59,6 +59,8 @@ __all__ = [
 
 def load_data(cfg: ImageStudyConfig) -> ImageData:
     """The study's data: the user's own images if given, else a MedMNIST data set."""
+    if cfg.channels not in (0, 1, 3):
+        raise MedAssistError(f"channels must be 1 (grayscale), 3 (RGB) or 0 (the files' own); got {cfg.channels}")
     if cfg.images:
         from medassist.data.images import ImageFiles, read_image_csv, read_image_folder
 
@@ -75,9 +77,17 @@ def load_data(cfg: ImageStudyConfig) -> ImageData:
                 path_column=cfg.path_column,
                 label_column=cfg.label_column,
                 files=files,
+                channels=cfg.channels or None,
             )
         else:
-            data = read_image_folder(path, size=cfg.image_size, seed=cfg.train.seed, progress=cfg.progress, files=files)
+            data = read_image_folder(
+                path,
+                size=cfg.image_size,
+                seed=cfg.train.seed,
+                progress=cfg.progress,
+                files=files,
+                channels=cfg.channels or None,
+            )
     else:
         from medassist.data.medmnist import load_medmnist
 

@@ -46,6 +46,11 @@ class ImageStudyConfig(DeviceOptions, RunOptions):
     image_size: int = option(
         28, "input size in pixels: MedMNIST's release at 28, 64, 128 or 224 px; your own images are resized to it"
     )
+    channels: int = option(
+        0,
+        "your own images: 1 (grayscale) or 3 (RGB; grayscale repeated); 0 keeps the files' own, and a set mixing "
+        "them is converted to the channels most files have",
+    )
     cache: bool = option(
         True,
         "your own images: decode once (by every core) into the per-user cache ($MEDASSIST_CACHE_DIR) and train from "

@@ -53,6 +53,8 @@ def load_segment_data(cfg: SegmentStudyConfig) -> dict[str, SegSet]:
         cfg.images,
         data_dir=cfg.data_dir or None,
         image_size=cfg.image_size,
+        channels=cfg.channels or None,
+        mask_threshold=cfg.mask_threshold if cfg.mask_threshold >= 0 else None,
         path_column=cfg.path_column,
         mask_column=cfg.mask_column,
         split_column=cfg.split_column,

@@ -33,6 +33,10 @@ class SegmentStudyConfig(DeviceOptions, RunOptions):
     split_column: str = option("split", "CSV: the optional column with train/val/test per image")
     fov_column: str = option("", "CSV: the optional column with a field-of-view mask per image (metrics inside it)")
     image_size: int = option(0, "resize images and masks to this square size (0: keep the native size)")
+    channels: int = option(0, "1 (grayscale) or 3 (RGB); 0 keeps the files' own (a set mixing them becomes RGB)")
+    mask_threshold: float = option(
+        -1, "read lossy masks (e.g. JPEG) as binary: foreground where value >= T, e.g. 128 (-1: masks hold classes)"
+    )
     data_dir: str = option("", "data directory holding drive/ (default: $MEDASSIST_DATA_DIR, else a per-user cache)")
     val_fraction: float = option(0.2, "share of the training images held out for validation (when not given)")
     test_fraction: float = option(0.2, "share of the images held out for test (when the data gives no split)")
