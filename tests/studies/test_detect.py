@@ -294,6 +294,20 @@ def test_study_writes_its_run_folder(detect_run: Path) -> None:
     assert len(preds) == data["sizes"]["test"]
 
 
+def test_deploy_exports_quantizes_and_measures(detect_run: Path, tmp_path: Path) -> None:
+    argv = ["deploy", "--profile", "debug", "--run", str(detect_run), "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    (run,) = tmp_path.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    table = pd.read_csv(run / "tables" / "benchmark.csv").set_index("variant")
+    assert list(table.index) == ["fp32 (PyTorch)", "fp32 (ONNX Runtime)", "int8 static (ONNX Runtime)"]
+    assert metrics["parity_max_abs_diff"] < 1e-3
+    assert table.loc["fp32 (ONNX Runtime)", "test_map50"] == pytest.approx(table.loc["fp32 (PyTorch)", "test_map50"])
+    assert table.loc["int8 static (ONNX Runtime)", "size_ratio"] > 2.5
+    assert metrics["chosen"] in table.index and "## " not in metrics["chosen"]
+    assert "Chosen:" in (run / "report.md").read_text()
+
+
 def test_bccd_reads_as_published() -> None:
     """BCCD's own files: the split's sizes and boxes of its README, with its two zero-area boxes dropped."""
     root = Path(os.environ.get("MEDASSIST_DATA_DIR", "")) / "bccd"

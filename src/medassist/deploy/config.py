@@ -50,6 +50,7 @@ class DeployConfig(DeviceOptions, RunOptions):
     max_accuracy_drop: float = option(0.005, "selection tolerance: largest validation accuracy drop (0.005 = 0.5 pt)")
     max_auc_drop: float = option(0.005, "selection tolerance: largest validation AUC drop")
     max_dice_drop: float = option(0.01, "selection tolerance of a segmentation run: largest validation Dice drop")
+    max_map_drop: float = option(0.01, "selection tolerance of a detection run: largest validation mAP@0.5 drop")
     target_error: float = option(
         0.02, "case-level abstention, reported for comparison: accepted validation cases err at most this"
     )

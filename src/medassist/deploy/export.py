@@ -148,16 +148,18 @@ def export_onnx(
     text: bool = False,
     cam: bool = False,
     spatial: bool = False,
+    outputs: Sequence[str] = ("logits",),
 ) -> Path:
     """Export ``model`` (in eval mode) to one self-contained ONNX file with a dynamic batch (and length) axis; with
     ``spatial`` (segmentation networks) the height and width of the images and of the logits are dynamic too.
 
     Inputs are named ``images`` (image models) or ``input_ids`` and ``attention_mask`` (text models); the output
-    is ``logits``. With ``cam`` an image model whose head is global average pooling + linear (:func:`cam_parts`)
-    gets a second output ``cam``, its class-activation maps (:class:`WithCAM`); other models export without it.
+    is ``logits`` (``outputs`` names a model's several outputs, e.g. a detector's maps per level). With ``cam`` an
+    image model whose head is global average pooling + linear (:func:`cam_parts`) gets a second output ``cam``,
+    its class-activation maps (:class:`WithCAM`); other models export without it.
     """
     module = exportable(model).eval()
-    outputs = ["logits"]
+    outputs = list(outputs)
     if cam and not text and (parts := cam_parts(model, example[0])) is not None:
         module = WithCAM(model, *parts).eval()
         outputs.append(CAM_OUTPUT)

@@ -13,8 +13,9 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +27,11 @@ from medassist.utils.io import atomic_path
 class _Calibration:
     """Feeds normalised calibration images to ONNX Runtime's calibrator, ``batch_size`` at a time."""
 
-    def __init__(self, images: np.ndarray, input_name: str, batch_size: int) -> None:
+    def __init__(
+        self, images: np.ndarray, input_name: str, batch_size: int, prepare: Callable[[np.ndarray], Any] = to_tensor
+    ) -> None:
         self._batches: Iterator[np.ndarray] = (
-            to_tensor(images[i : i + batch_size]).numpy() for i in range(0, len(images), batch_size)
+            np.asarray(prepare(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
         )
         self.input_name = input_name
 
@@ -45,10 +48,16 @@ def calibration_sample(images: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def quantize_static_int8(
-    onnx_in: str | Path, onnx_out: str | Path, calibration_images: np.ndarray, *, batch_size: int = 64
+    onnx_in: str | Path,
+    onnx_out: str | Path,
+    calibration_images: np.ndarray,
+    *,
+    batch_size: int = 64,
+    prepare: Callable[[np.ndarray], Any] = to_tensor,
 ) -> Path:
     """Static QDQ int8 quantization of an image model (per-channel int8 weights, uint8 activations, MinMax
-    calibration on ``calibration_images``, uint8 (N, C, H, W))."""
+    calibration on ``calibration_images``, uint8 (N, C, H, W), turned into the model's input by ``prepare``: the
+    image models' normalisation by default; a detector takes [0, 1])."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -63,7 +72,7 @@ def quantize_static_int8(
             quantize_static(
                 str(pre),
                 str(tmp),
-                Reader(calibration_images, "images", batch_size),
+                Reader(calibration_images, "images", batch_size, prepare),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 weight_type=QuantType.QInt8,

@@ -218,3 +218,22 @@ def count_errors(
             "mean_predicted": float(predicted[:, c].mean()),
         }
     return out
+
+
+def paired_map_difference(ev_ref: Any, ev_other: Any, classes: Sequence[str], *, n_boot: int, seed: int) -> dict:
+    """mAP@0.5 of ``ev_ref`` minus that of ``ev_other`` on the same images, with a 95% interval from resampling the
+    images (the same resamples for both: paired)."""
+    n = len(ev_ref.params.imgIds)
+    rng = np.random.default_rng(seed)
+    point = (average_precision(accumulate(ev_ref), classes)["map50"] or 0.0) - (
+        average_precision(accumulate(ev_other), classes)["map50"] or 0.0
+    )
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        a = average_precision(accumulate(ev_ref, idx), classes)["map50"]
+        b = average_precision(accumulate(ev_other, idx), classes)["map50"]
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    lo, hi = (float(q) for q in np.quantile(diffs, [0.025, 0.975])) if diffs else (None, None)
+    return {"mean": float(point), "ci_low": lo, "ci_high": hi}

@@ -367,6 +367,10 @@ def write_deploy_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` and a self-contained ``report.html`` into the deploy run folder (a segmentation run's
     deployment has its own report)."""
     run_dir = Path(run_dir)
+    if json.loads((run_dir / "metrics.json").read_text()).get("kind") == "detect":
+        from medassist.report.deploy_detect import write_detect_deploy_report
+
+        return write_detect_deploy_report(run_dir)
     if json.loads((run_dir / "metrics.json").read_text()).get("kind") == "segment":
         from medassist.report.deploy_segment import write_segment_deploy_report
 

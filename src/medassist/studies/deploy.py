@@ -50,6 +50,10 @@ def run_deploy_study(cfg: DeployConfig) -> Path:
     cfg = dataclasses.replace(cfg, threads=cfg.threads or usable_cores())
     from medassist.run import run_kind
 
+    if run_kind(cfg.run) == "detect":
+        from medassist.studies.deploy_detect import run_detect_deploy
+
+        return run_detect_deploy(cfg)
     if run_kind(cfg.run) == "segment":
         from medassist.studies.deploy_segment import run_segment_deploy
 

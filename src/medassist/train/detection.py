@@ -130,6 +130,23 @@ def _as_predictions(model: nn.Module, found: list[dict[str, torch.Tensor]]) -> l
     return out
 
 
+def detections_from_heads(
+    model: nn.Module, images: torch.Tensor, sizes: list[Any], head: dict[str, list[torch.Tensor]]
+) -> list[dict[str, np.ndarray]]:
+    """MONAI's post-processing of the network's head outputs (``head``: per level, the classification and box
+    maps of the padded ``images``; ``sizes``: each image's size before padding): anchors, box decoding, score
+    threshold, class-wise non-maximum suppression. The step a deployed network's outputs (ONNX Runtime) go
+    through, as the PyTorch detector's do."""
+    return _as_predictions(model, model.postprocess_detections(*_flatten(model, images, head), sizes, head["locs"]))
+
+
+def _flatten(model: nn.Module, images: torch.Tensor, head: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    model.generate_anchors(images, head)
+    head["locs"] = [x.shape[2:].numel() for x in head[model.cls_key]]
+    flat = {key: model._reshape_maps(head[key]) for key in (model.cls_key, model.box_reg_key)}
+    return flat, model.anchors
+
+
 def losses_and_predictions(
     model: nn.Module, data: BoxSet, *, batch_size: int = 8
 ) -> tuple[float, list[dict[str, np.ndarray]]]:
@@ -160,13 +177,10 @@ def losses_and_predictions(
             ]
             head = model.network(images)
             ensure_dict_value_to_list_(head)
-            model.generate_anchors(images, head)
-            locs = [x.shape[2:].numel() for x in head[model.cls_key]]
-            for key in (model.cls_key, model.box_reg_key):
-                head[key] = model._reshape_maps(head[key])
-            losses = model.compute_loss(head, targets, model.anchors, locs)
+            flat, anchors = _flatten(model, images, head)
+            losses = model.compute_loss(flat, targets, anchors, head["locs"])
             total += float(losses[model.cls_key] + losses[model.box_reg_key]) * len(idx)
-            out += _as_predictions(model, model.postprocess_detections(head, model.anchors, sizes, locs))
+            out += _as_predictions(model, model.postprocess_detections(flat, anchors, sizes, head["locs"]))
     return total / max(len(data), 1), out
 
 
