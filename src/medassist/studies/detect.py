@@ -47,6 +47,7 @@ def _stage(cfg: DetectStudyConfig, text: str) -> None:
 
 
 def _source_name(cfg: DetectStudyConfig) -> str:
+    """The boxes' name: the user's source when one is given (it wins over --data), else the data set's."""
     for given in (cfg.voc, cfg.coco, cfg.yolo, cfg.boxes):
         if given:
             return Path(given).stem or Path(given).name
@@ -86,7 +87,7 @@ def read_boxes(cfg: DetectStudyConfig) -> BoxSet:
             group_column=cfg.group_column,
         )
         source = {"format": "csv", "path": cfg.boxes}
-    elif cfg.data == "bccd":
+    elif cfg.data.lower() == "bccd":
         root = resolve_data_dir(cfg.data_dir or None) / "bccd"
         if not (root / "Annotations").is_dir():
             raise MedAssistError(

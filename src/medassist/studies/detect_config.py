@@ -35,8 +35,7 @@ class DetectStudyConfig(DeviceOptions, RunOptions):
 
     data: str = option(
         "bccd",
-        "bccd (BCCD blood cells, its own 205/87/72 split), or empty when --voc, --coco, "
-        "--yolo or --boxes names your data",
+        "bccd (BCCD blood cells, its own 205/87/72 split); --voc, --coco, --yolo or --boxes wins over it",
     )
     voc: str = option("", "a Pascal VOC folder (Annotations/, JPEGImages/, optional ImageSets/Main/ split)")
     coco: str = option("", "a COCO JSON file of boxes (with --images, the folder its file names are relative to)")
