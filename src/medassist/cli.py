@@ -341,6 +341,34 @@ def _predict_segmentation(bundle: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_detection(bundle: Any, args: argparse.Namespace) -> int:
+    """Detect in one image: print the count of each class and write the image with its boxes (PATH_boxes.png)."""
+    import json
+
+    from medassist.data.image_file import read_pixels
+    from medassist.deploy.detection import boxes_png
+    from medassist.utils.io import atomic_path
+
+    if args.input is None or args.text is not None:
+        raise MedAssistError(f"{args.bundle} is a detection bundle; give an image file (PNG, JPEG, TIFF or DICOM)")
+    result = bundle.detect_image_file(args.input)
+    src = Path(args.input)
+    stem = Path(args.out) if args.out else src.with_name(src.stem)
+    pixels = read_pixels(src)
+    image = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    drawn = stem.with_name(stem.name + "_boxes.png")
+    with atomic_path(drawn) as tmp:
+        tmp.write_bytes(boxes_png(image, result))
+    if args.json:
+        out = {"bundle": str(bundle.path), "name": bundle.meta["name"], "kind": "detection", "input": args.input}
+        print(json.dumps({**out, **result.as_dict(), "boxes_image": str(drawn)}))
+        return 0
+    for name, n in result.counts.items():
+        print(f"{name}: {n} (score >= {result.thresholds[name]:.2f})")
+    print(f"boxes: {drawn}\nlatency: {result.latency_ms:.2f} ms")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
@@ -355,6 +383,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, threads=args.threads)
     if bundle.kind == "segmentation":
         return _predict_segmentation(bundle, args)
+    if bundle.kind == "detection":
+        return _predict_detection(bundle, args)
     if bundle.kind == "image" and args.text is not None:
         raise MedAssistError(f"{args.bundle} is an image bundle; give an image file (PNG, JPEG or DICOM), not --text")
     if bundle.kind == "image":

@@ -294,18 +294,58 @@ def test_study_writes_its_run_folder(detect_run: Path) -> None:
     assert len(preds) == data["sizes"]["test"]
 
 
-def test_deploy_exports_quantizes_and_measures(detect_run: Path, tmp_path: Path) -> None:
-    argv = ["deploy", "--profile", "debug", "--run", str(detect_run), "--out", str(tmp_path), "--no-progress"]
-    assert main(argv) == 0
-    (run,) = tmp_path.iterdir()
+def test_deploy_bundle_and_predict_give_the_studys_boxes(generated, detect_run: Path, tmp_path: Path, capsys) -> None:
+    """Deploy measures the variants and writes a detection bundle; `medassist predict` on a test image finds the
+    boxes the study found there (fp32 ONNX shipped: --max-map-drop -1 admits no int8 variant)."""
+    root, _ = generated
+    argv = ["deploy", "--profile", "debug", "--run", str(detect_run), "--out", str(tmp_path / "d"), "--no-progress"]
+    assert main([*argv, "--max-map-drop", "-1"]) == 0
+    (run,) = (tmp_path / "d").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     table = pd.read_csv(run / "tables" / "benchmark.csv").set_index("variant")
     assert list(table.index) == ["fp32 (PyTorch)", "fp32 (ONNX Runtime)", "int8 static (ONNX Runtime)"]
-    assert metrics["parity_max_abs_diff"] < 1e-3
+    assert metrics["parity_max_abs_diff"] < 1e-3 and metrics["chosen"] == "fp32 (ONNX Runtime)"
     assert table.loc["fp32 (ONNX Runtime)", "test_map50"] == pytest.approx(table.loc["fp32 (PyTorch)", "test_map50"])
     assert table.loc["int8 static (ONNX Runtime)", "size_ratio"] > 2.5
-    assert metrics["chosen"] in table.index and "## " not in metrics["chosen"]
     assert "Chosen:" in (run / "report.md").read_text()
+
+    study = json.loads((detect_run / "predictions" / "test.json").read_text())[0]
+    thresholds = json.loads((detect_run / "metrics.json").read_text())["test"]["count_thresholds"]
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                str(run / "bundle"),
+                str(root / "images" / study["image"]),
+                "--json",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+    answer = json.loads(capsys.readouterr().out)
+    keep = [
+        i
+        for i, (k, sc) in enumerate(zip(study["labels"], study["scores"], strict=True))
+        if sc >= thresholds[CLASSES[k]]
+    ]
+    assert answer["kind"] == "detection" and answer["labels"] == [CLASSES[study["labels"][i]] for i in keep]
+    np.testing.assert_allclose(
+        np.array(answer["boxes"]).reshape(-1, 4), np.array([study["boxes"][i] for i in keep]).reshape(-1, 4), atol=0.1
+    )
+    assert answer["counts"] == {c: answer["labels"].count(c) for c in CLASSES}
+    from medassist.deploy.bundle import load_bundle
+
+    found = load_bundle(run / "bundle").detect_image_file(root / "images" / study["image"])  # every box, not counted
+    top = min(20, len(study["scores"]))
+    assert top > 0 and len(found.scores) == len(study["scores"])
+    np.testing.assert_allclose(found.scores[:top], study["scores"][:top], atol=1e-3)
+    np.testing.assert_allclose(found.boxes[:top], np.array(study["boxes"][:top]), atol=0.1)
+    assert (tmp_path / "p_boxes.png").is_file()
+    assert main(["predict", str(run / "bundle"), "--text", "no image"]) == 2
+    assert "is a detection bundle; give an image file" in capsys.readouterr().err
 
 
 def test_bccd_reads_as_published() -> None:

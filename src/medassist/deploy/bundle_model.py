@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from medassist.deploy.bundle_spec import REEXPORT, BundleError
+from medassist.deploy.bundle_spec import KIND_WITH_ARTICLE, REEXPORT, BundleError
 from medassist.errors import MedAssistError
 from medassist.text.vocab import Vocab
 
@@ -109,10 +109,11 @@ def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where:
     pre, kind = meta["preprocessing"], meta["kind"]
     inputs = session.get_inputs()
     names = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-    if kind == "segmentation":
+    if kind in ("segmentation", "detection"):
         if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
             raise BundleError(
-                f"{where} takes inputs ({names}), but a segmentation model takes one float32 input (B, C, H, W); {fix}"
+                f"{where} takes inputs ({names}), but {KIND_WITH_ARTICLE[kind]} model takes one float32 input "
+                f"(B, C, H, W); {fix}"
             )
     elif kind == "image":
         size, channels = pre["image_size"], pre["channels"]
@@ -139,6 +140,14 @@ def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], where:
                 f"{where} takes texts of exactly {length} tokens, fewer than max_len {pre['max_len']} in bundle.json; "
                 f"{fix}"
             )
+    if kind == "detection":
+        maps = session.get_outputs()
+        if len(maps) < 2 or len(maps) % 2 or any(len(o.shape) != 4 for o in maps):
+            raise BundleError(
+                f"{where} returns {len(maps)} output(s), but a detection model returns its classification maps and "
+                f"then its box maps, one (B, A, H, W) map of each per pyramid level; {fix}"
+            )
+        return
     output = logits_output(session)
     k = len(meta["labels"])
     cam = meta.get("cam_output")
@@ -163,6 +172,25 @@ def _dry_run(session: ort.InferenceSession, meta: dict[str, Any], vocab: Vocab |
     inputs = session.get_inputs()
     batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else 1
     pre = meta["preprocessing"]
+    if meta["kind"] == "detection":
+        m = pre["multiple"]
+        shape = (batch, pre["channels"], m, m)
+        maps = run_many(
+            session,
+            [o.name for o in session.get_outputs()],
+            {inputs[0].name: np.zeros(shape, np.float32)},
+            where,
+            also=f"on a zero image of shape {shape}",
+            fix=fix,
+        )
+        half = len(maps) // 2
+        k = len(meta["labels"])
+        if any(c.shape[1] % k or b.shape[1] % 4 for c, b in zip(maps[:half], maps[half:], strict=True)):
+            raise BundleError(
+                f"{where} returns maps of shapes {[tuple(x.shape) for x in maps]}, which do not fit {k} labels "
+                f"({', '.join(meta['labels'])}) and 4 box coordinates per anchor; {fix}"
+            )
+        return
     if meta["kind"] == "segmentation":
         m = pre["multiple"]
         shape = (batch, pre["channels"], *(-(-v // m) * m for v in pre["image_shape"]))

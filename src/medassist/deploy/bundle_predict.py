@@ -288,6 +288,29 @@ class Bundle:
         image = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
         return self.segment_image(np.ascontiguousarray(image), spacing=pixel_spacing(path))
 
+    # -- detection ---------------------------------------------------------------------------------------------
+
+    def detect_image(self, image: np.ndarray) -> Any:
+        """The :class:`~medassist.deploy.detection.Detection` of one uint8 image (C, H, W) of any size: boxes in
+        the image's own pixels and each class's count."""
+        from medassist.deploy.detection import detect
+
+        self._require("detection", "detect_image", "predict_images or segment_image")
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise DataError(
+                f"give one uint8 image of shape (C, H, W) with 1 or 3 channels, not {image.dtype} {image.shape}"
+            )
+        return detect(self, self._match_channels(image, Path("the image")))
+
+    def detect_image_file(self, path: str | os.PathLike[str]) -> Any:
+        """Detect in one PNG, JPEG, TIFF or DICOM file."""
+        from medassist.data.image_file import read_pixels
+
+        self._require("detection", "detect_image_file", "predict_image_file or segment_image_file")
+        pixels = read_pixels(path)
+        return self.detect_image(np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)))
+
     # -- shared ------------------------------------------------------------------------------------------------
 
     def _require(self, kind: str, method: str, instead: str) -> None:

@@ -21,8 +21,9 @@ MODEL_FILE = "model.onnx"
 DESCRIPTION_FILE = "bundle.json"
 MANIFEST_FILE = "manifest.json"
 VOCAB_FILE = "vocab.json"
-KINDS = ("image", "text", "segmentation")
-TASKS = ("multi-class", "multi-label", "segmentation")
+KINDS = ("image", "text", "segmentation", "detection")
+TASKS = ("multi-class", "multi-label", "segmentation", "detection")
+OWN_TASK = ("segmentation", "detection")  # a kind that is its own task
 # "word": the study's word vocabulary (vocab.json); "wordpiece": a `tokenizers` fast tokenizer (tokenizer.json).
 TOKENIZERS = ("word", "wordpiece")
 # Every key is required: a key this version does not know could change what the model expects, so it is refused.
@@ -30,12 +31,26 @@ IMAGE_PREPROCESSING = ("image_size", "channels", "scale", "mean", "std")
 TEXT_PREPROCESSING = ("tokenizer", "vocab_file", "max_len")
 # A segmentation network reads images at the shape it was trained at (height, width), padded to ``multiple``.
 SEGMENTATION_PREPROCESSING = ("image_shape", "channels", "scale", "mean", "std", "multiple")
-PREPROCESSING = {"image": IMAGE_PREPROCESSING, "text": TEXT_PREPROCESSING, "segmentation": SEGMENTATION_PREPROCESSING}
+# A detector reads an image with its longer side ``image_size`` (0: as it is), scaled by ``scale`` (its network
+# normalises), padded to ``multiple``; ``detector`` rebuilds MONAI's post-processing of its maps (anchors, NMS).
+DETECTION_PREPROCESSING = ("image_size", "channels", "scale", "multiple", "detector")
+DETECTOR_KEYS = ("model", "backbone", "width", "anchor_sizes")
+PREPROCESSING = {
+    "image": IMAGE_PREPROCESSING,
+    "text": TEXT_PREPROCESSING,
+    "segmentation": SEGMENTATION_PREPROCESSING,
+    "detection": DETECTION_PREPROCESSING,
+}
 
 # A text bundle's optional ensemble: the TF-IDF model file (medassist.deploy.ensemble) and its weight in the average.
 ENSEMBLE_KEYS = ("tfidf_file", "tfidf_weight")
 
-KIND_WITH_ARTICLE = {"image": "an image", "text": "a text", "segmentation": "a segmentation"}
+KIND_WITH_ARTICLE = {
+    "image": "an image",
+    "text": "a text",
+    "segmentation": "a segmentation",
+    "detection": "a detection",
+}
 REEXPORT = "re-export the bundle with `medassist deploy`"
 
 
@@ -76,8 +91,11 @@ def check_description(meta: Any) -> None:
         raise Invalid(f"has kind {kind!r}; known kinds: {', '.join(KINDS)}")
     if task not in TASKS:
         raise Invalid(f"has task {task!r}; known tasks: {', '.join(TASKS)}")
-    if (kind == "segmentation") != (task == "segmentation"):
-        raise Invalid(f"has kind {kind!r} with task {task!r}; a segmentation bundle has both, no other has either")
+    if (kind in OWN_TASK or task in OWN_TASK) and kind != task:
+        raise Invalid(
+            f"has kind {kind!r} with task {task!r}; a segmentation or detection bundle has its kind as its task, no "
+            "other has either"
+        )
     labels = meta.get("labels")
     if not isinstance(labels, list) or not labels:
         raise Invalid(f"has labels {labels!r}; give a non-empty list of label names in the model's output order")
@@ -148,7 +166,17 @@ def _check_preprocessing(pre: Any, kind: str) -> None:
             raise Invalid(f"has image_shape {shape!r}; give [height, width] in pixels")
         if not is_count(pre["multiple"]) or pre["multiple"] < 1:
             raise Invalid(f"has multiple {pre['multiple']!r}; give the positive number the sides are padded to")
-    if kind in ("image", "segmentation"):
+    if kind == "detection":
+        det = pre["detector"]
+        if not isinstance(det, dict) or sorted(det) != sorted(DETECTOR_KEYS):
+            raise Invalid(f"has detector {det!r}; give {', '.join(DETECTOR_KEYS)}")
+        if not is_count(pre["image_size"]) or not is_count(pre["multiple"]) or pre["multiple"] < 1:
+            raise Invalid(f"has image_size {pre['image_size']!r} or multiple {pre['multiple']!r}; give pixel counts")
+        if pre["channels"] not in (1, 3) or isinstance(pre["channels"], bool):
+            raise Invalid(f"has channels {pre['channels']!r}; give 1 (grayscale) or 3 (RGB)")
+        if not _is_number(pre["scale"]) or pre["scale"] <= 0:
+            raise Invalid(f"has scale {pre['scale']!r}; give a positive number (1/255 maps pixels to 0-1)")
+    elif kind in ("image", "segmentation"):
         if kind == "image" and (not is_count(pre["image_size"]) or pre["image_size"] < 1):
             raise Invalid(f"has image_size {pre['image_size']!r}; give a positive whole number of pixels")
         if pre["channels"] not in (1, 3) or isinstance(pre["channels"], bool):

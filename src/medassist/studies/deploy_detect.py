@@ -97,6 +97,7 @@ def run_detect_deploy(cfg: DeployConfig) -> Path:
     """Export, quantize and measure a detection run's detector; return the deploy run folder."""
     import onnxruntime as ort
 
+    from medassist.deploy.bundle import write_bundle
     from medassist.deploy.export import export_onnx
     from medassist.deploy.measure import file_mb, summarise_times, time_rounds
     from medassist.deploy.quantize import calibration_sample, quantize_static_int8
@@ -173,6 +174,33 @@ def run_detect_deploy(cfg: DeployConfig) -> Path:
         run.write_table("benchmark", table)
         ok = table[(table.variant != PYTORCH) & (table.val_map50_drop <= cfg.max_map_drop)]
         chosen = str(ok.sort_values("latency_b1_median_ms").iloc[0].variant) if len(ok) else ORT_FP32
+        source_metrics = json.loads((source / "metrics.json").read_text())
+        thresholds = source_metrics["test"]["count_thresholds"]  # chosen on validation by the study
+        onnx_file = {PYTORCH: fp32, ORT_FP32: fp32, ORT_INT8: int8}[chosen]
+        pick = table.set_index("variant").loc[chosen]
+        bundle = write_bundle(
+            run.path("bundle/x").parent,
+            model_path=onnx_file,
+            kind="detection",
+            task="detection",
+            labels=list(meta["classes"]),
+            threshold=[float(thresholds[c]) for c in meta["classes"]],
+            preprocessing={
+                "image_size": int(meta["image_size"]),
+                "channels": int(meta["in_channels"]),
+                "scale": 1 / 255,
+                "multiple": int(max(model.size_divisible)),
+                "detector": {
+                    "model": meta["model"],
+                    "backbone": meta["backbone"],
+                    "width": int(meta["width"]),
+                    "anchor_sizes": [int(a) for a in meta["anchor_sizes"]],
+                },
+            },
+            metrics={"test_map50": float(pick.test_map50), "val_map50": float(pick.val_map50)},
+            info={"variant": chosen, "source_run": str(source), "model": meta["model"], "dataset": data["name"]},
+            name=f"{data['name']} {meta['model']} ({chosen})",
+        )
         run.write_metrics(
             {
                 "kind": "detect",
@@ -180,6 +208,7 @@ def run_detect_deploy(cfg: DeployConfig) -> Path:
                 "model": meta["model"],
                 "chosen": chosen,
                 "source_run": str(source),
+                "bundle": str(bundle),
                 "variants": rows,
                 "selection": {"max_map_drop": cfg.max_map_drop},
                 "threads": cfg.threads,
