@@ -344,6 +344,20 @@ def test_deploy_bundle_and_predict_give_the_studys_boxes(generated, detect_run: 
     np.testing.assert_allclose(found.scores[:top], study["scores"][:top], atol=1e-3)
     np.testing.assert_allclose(found.boxes[:top], np.array(study["boxes"][:top]), atol=0.1)
     assert (tmp_path / "p_boxes.png").is_file()
+    from fastapi.testclient import TestClient
+
+    from medassist.serve import create_app, load_served
+
+    with TestClient(create_app(load_served([run / "bundle"]))) as client:
+        image = (root / "images" / study["image"]).read_bytes()
+        r = client.post("/v1/detections", files={"file": ("x.png", image, "image/png")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["labels"] == answer["labels"] and body["counts"] == answer["counts"]
+        assert body["boxes_png"].startswith("data:image/png;base64,")
+        refused = client.post("/v1/detections", files={"file": ("x.png", b"not an image", "image/png")})
+        assert refused.status_code in (415, 422)
+        assert client.post("/v1/segmentations", files={"file": ("x.png", image, "image/png")}).status_code == 404
     assert main(["predict", str(run / "bundle"), "--text", "no image"]) == 2
     assert "is a detection bundle; give an image file" in capsys.readouterr().err
 

@@ -48,6 +48,7 @@ from medassist.serve.metrics import ServiceMetrics
 from medassist.serve.middleware import BodyLimit
 from medassist.serve.overlay import overlay_png, png_data_url
 from medassist.serve.schemas import (
+    DetectionAnswer,
     Finding,
     ImageAnswer,
     Models,
@@ -90,6 +91,19 @@ def _run_segmentations(bundle: Bundle) -> Any:
         for image, spacing in items:  # images keep their own sizes: one model call each
             seg = bundle.segment_image(image, spacing=spacing)
             out.append((seg, png_data_url(overlay_outline_png(image, seg.mask)), len(items)))
+        return out
+
+    return run
+
+
+def _run_detections(bundle: Bundle) -> Any:
+    def run(items: Sequence[tuple[np.ndarray, Any]]) -> list[tuple[Any, str, int]]:
+        from medassist.deploy.detection import boxes_png
+
+        out = []
+        for image, _ in items:  # images keep their own sizes: one model call each
+            found = bundle.detect_image(image)
+            out.append((found, png_data_url(boxes_png(image, found)), len(items)))
         return out
 
     return run
@@ -156,7 +170,12 @@ class _Service:
         self.count_models()
 
     def _batcher(self, s: Served) -> MicroBatcher:
-        runners = {"image": _run_images, "text": _run_texts, "segmentation": _run_segmentations}
+        runners = {
+            "image": _run_images,
+            "text": _run_texts,
+            "segmentation": _run_segmentations,
+            "detection": _run_detections,
+        }
         run = runners[s.bundle.kind](s.bundle)
         return MicroBatcher(run, max_batch=self.cfg.max_batch, max_wait_ms=self.cfg.max_wait_ms, name=s.id)
 
@@ -320,6 +339,34 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
             overlay_png=overlay,
             latency_ms=(time.perf_counter() - start) * 1000.0,
             model_latency_ms=seg.latency_ms,
+        )
+
+    @app.post("/v1/detections", response_model=DetectionAnswer, responses=PROBLEMS, tags=["predict"])
+    async def detect_image(
+        request: Request,
+        file: Annotated[UploadFile, File(description="a PNG, JPEG or DICOM image (at most the upload limit)")],
+        model: Annotated[str | None, Form(description="a detection model's id from /v1/models")] = None,
+        version: Annotated[str | None, Form(description="a version of that model; default: its default")] = None,
+    ) -> DetectionAnswer:
+        """Find and count the objects in one image (cells, polyps, nodules): boxes, labels, scores, counts."""
+        start = time.perf_counter()
+        s = svc.pick(request, "detection", model, version)
+        data = await file.read(svc.limits.max_upload_bytes + 1)
+        kind = check_upload(data, svc.limits)
+        item = read_segmentation_image(data, kind, s.bundle)  # at its own size, with the model's channels
+        found, drawn, _ = await svc.answer(s, item)
+        answer = found.as_dict()
+        return DetectionAnswer(
+            request_id=_request_id(request) or "",
+            model=s.ref,
+            boxes=answer["boxes"],
+            labels=answer["labels"],
+            scores=answer["scores"],
+            counts=answer["counts"],
+            thresholds=answer["thresholds"],
+            boxes_png=drawn,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            model_latency_ms=found.latency_ms,
         )
 
     @app.post("/v1/reports", response_model=ReportAnswer, responses=PROBLEMS, tags=["predict"])

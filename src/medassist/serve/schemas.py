@@ -44,6 +44,19 @@ class SegmentationAnswer(BaseModel):
     model_latency_ms: float = Field(description="time of the model call")
 
 
+class DetectionAnswer(BaseModel):
+    request_id: str
+    model: ModelRef
+    boxes: list[list[float]] = Field(description="x_min, y_min, x_max, y_max of each counted box, upload pixels")
+    labels: list[str] = Field(description="each box's class")
+    scores: list[float] = Field(description="each box's score")
+    counts: dict[str, int] = Field(description="per class, the boxes whose score reaches the class's threshold")
+    thresholds: dict[str, float] = Field(description="per class, the score threshold chosen on validation")
+    boxes_png: str = Field(description="data: URL of a PNG: the upload with the counted boxes drawn and labelled")
+    latency_ms: float = Field(description="time in the service, from the upload read to the answer")
+    model_latency_ms: float = Field(description="time of the model call and its post-processing")
+
+
 class Finding(BaseModel):
     label: str
     probability: float

@@ -169,6 +169,9 @@ def warm_up_input(s: Served, limits: Limits) -> Any:
         return "warm-up"
     if s.bundle.kind == "segmentation":
         return np.zeros((s.bundle.channels, *s.bundle.image_shape), dtype=np.uint8), None
+    if s.bundle.kind == "detection":
+        side = s.bundle.image_size or 64
+        return np.zeros((s.bundle.channels, side, side), dtype=np.uint8), None
     from PIL import Image
 
     buf = io.BytesIO()
