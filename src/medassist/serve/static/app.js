@@ -83,7 +83,10 @@ async function loadModels() {
   const body = await response.json();
   const cards = $("cards");
   cards.replaceChildren();
-  const kinds = [["image", $("image-model")], ["text", $("report-model")], ["segmentation", $("segment-model")]];
+  const kinds = [
+    ["image", $("image-model")], ["text", $("report-model")], ["segmentation", $("segment-model")],
+    ["detection", $("detect-model")],
+  ];
   for (const [kind, select] of kinds) {
     const models = body.models.filter((m) => m.kind === kind);
     select.replaceChildren(...models.map((m) => {
@@ -92,9 +95,11 @@ async function loadModels() {
       return option;
     }));
     select.disabled = models.length === 0;
-    $({ image: "image-submit", text: "report-submit", segmentation: "segment-submit" }[kind]).disabled =
-      models.length === 0;
+    $({
+      image: "image-submit", text: "report-submit", segmentation: "segment-submit", detection: "detect-submit",
+    }[kind]).disabled = models.length === 0;
     if (kind === "segmentation") $("segment-section").hidden = models.length === 0;
+    if (kind === "detection") $("detect-section").hidden = models.length === 0;
   }
   for (const m of body.models) {
     const card = document.createElement("article");
@@ -199,6 +204,33 @@ async function sendSegmentation(file) {
   $("segment-result").dataset.done = "1";
 }
 
+async function sendDetection(file) {
+  showError("");
+  const form = new FormData();
+  form.append("file", file);
+  const { model, version } = chosen($("detect-model"));
+  form.append("model", model);
+  form.append("version", version);
+  const response = await call("/v1/detections", { method: "POST", body: form });
+  if (!response.ok) {
+    $("detect-result").hidden = true;
+    showError("Image refused: " + (await problem(response)));
+    return;
+  }
+  const answer = await response.json();
+  $("detect-counts").textContent = Object.entries(answer.counts).map(([label, n]) => label + " " + n).join("; ");
+  $("detect-boxes").src = answer.boxes_png;
+  $("detect-meta").textContent = answer.model.title + "; " + answer.latency_ms.toFixed(1) + " ms";
+  $("detect-result").hidden = false;
+  $("detect-result").dataset.done = "1";
+}
+
+$("detect-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const file = $("detect-file").files[0];
+  if (!file) { showError("Choose an image file first."); return; }
+  sendDetection(file);
+});
 $("segment-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const file = $("segment-file").files[0];
