@@ -109,7 +109,7 @@ def detect_analysis(m: dict[str, Any], data: dict[str, Any]) -> str:
     )
     dropped = len(data.get("issues", {}).get("dropped", []))
     if dropped:
-        s.append(f"{dropped} zero-area or inverted boxes of the training images were dropped before training.")
+        s.append(f"{dropped} zero-area or inverted boxes were dropped when the data was read.")
     s.append(
         "Validation chose every detector, epoch and count threshold; the test images were read once, for the "
         "numbers above."
