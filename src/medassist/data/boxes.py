@@ -108,6 +108,7 @@ class BoxSet:
 
 def _read_image(path: Path, where: str, channels: int) -> np.ndarray:
     from medassist.data.image_file import read_pixels
+    from medassist.data.segmentation import to_channels
 
     if not path.is_file():
         raise DataError(f"{where} names the image {path}, which does not exist; fix the path or add the file")
@@ -115,12 +116,7 @@ def _read_image(path: Path, where: str, channels: int) -> np.ndarray:
         pixels = read_pixels(path)
     except DataError as exc:
         raise DataError(f"{exc} ({where})") from exc
-    if pixels.ndim == 2 and channels == 3:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    elif pixels.ndim == 3 and channels == 1:
-        pixels = np.asarray(Image.fromarray(pixels).convert("L"))
-    arr = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return np.ascontiguousarray(to_channels(pixels, channels))
 
 
 def _scaled(image: np.ndarray, image_size: int) -> tuple[np.ndarray, float]:

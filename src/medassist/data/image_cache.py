@@ -18,6 +18,7 @@ measures the start-up and the memory this gives.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -64,6 +65,8 @@ class Decoded:
         from_cache: True when an earlier decode was reused.
         seconds: wall time of the decode or the opening.
         workers: processes that decoded (0 when read from the cache).
+        mixed_channels: files per channel count, when the set mixed grayscale and colour files and was converted
+            to the count most have; else None.
     """
 
     images: np.ndarray | DiskImages
@@ -154,18 +157,6 @@ def decode_images(
     """
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
-    mixed = None
-    if channels is None:
-        majority, counts = majority_channels(paths)
-        if len(counts) > 1:  # grayscale and colour files in one set: every image gets the channels most have
-            channels, mixed = majority, counts
-            print(
-                f"{name}: {counts.get(1, 0)} grayscale and {counts.get(3, 0)} colour image files; every image is "
-                f"converted to {'RGB' if majority == 3 else 'grayscale'} (the channels most files have; "
-                "--channels 1 or 3 chooses)",
-                file=sys.stderr,
-                flush=True,
-            )
     workers = workers or default_workers()
     key = _fingerprint(paths, size, channels)
     folder = cache_dir()
@@ -178,7 +169,30 @@ def decode_images(
         except (DataError, ValueError, KeyError, OSError):
             final.unlink(missing_ok=True)  # a damaged cache is rebuilt
         else:
-            return Decoded(images, bad, final, True, time.perf_counter() - t0, 0, mixed)
+            return Decoded(images, bad, final, True, time.perf_counter() - t0, 0)
+
+    if channels is None:  # no decode of the files as they are: read their headers (not on the cached path)
+        majority, counts = majority_channels(paths)
+        if len(counts) > 1:  # grayscale and colour files in one set: every image gets the channels most have
+            print(
+                f"{name}: {counts.get(1, 0)} grayscale and {counts.get(3, 0)} colour image files; every image is "
+                f"converted to {'RGB' if majority == 3 else 'grayscale'} (the channels most files have; "
+                "--channels 1 or 3 chooses)",
+                file=sys.stderr,
+                flush=True,
+            )
+            decoded = decode_images(
+                paths,
+                size=size,
+                channels=majority,
+                name=name,
+                source=source,
+                cache=cache,
+                workers=workers,
+                progress=progress,
+                where=where,
+            )
+            return dataclasses.replace(decoded, mixed_channels=counts)
 
     n_channels, first_ok = _first_channels(paths, size, channels)
     shape = (len(paths), n_channels, size, size)
@@ -201,14 +215,14 @@ def decode_images(
             bad = [(i, f"{reason} ({where[i]})") for i, reason in bad]
         if partial is None:
             assert isinstance(target, np.ndarray)
-            return Decoded(target, bad, None, False, time.perf_counter() - t0, workers, mixed)
+            return Decoded(target, bad, None, False, time.perf_counter() - t0, workers)
         meta = {"bad": bad, "shape": list(shape), "source": source, "files": len(paths), "format": FORMAT}
         final.with_suffix(".json").write_text(json.dumps(meta))
         os.replace(partial, final)  # complete: only now does the cache exist under its name
         for old in folder.glob(f"{prefix}*"):  # one file per data set and size: an older decode goes
             if old.name not in (final.name, final.with_suffix(".json").name):
                 old.unlink(missing_ok=True)
-        return Decoded(DiskImages(final), bad, final, False, time.perf_counter() - t0, workers, mixed)
+        return Decoded(DiskImages(final), bad, final, False, time.perf_counter() - t0, workers)
     finally:
         if partial is not None:
             partial.unlink(missing_ok=True)

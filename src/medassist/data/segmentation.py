@@ -200,7 +200,12 @@ def read_mask(
         DataError: the file is missing or unreadable, a colour mask, or its values are not class indices.
     """
     target = None if size is None else _check_mask_size(size)
-    path = Path(path)
+    mask, _ = _read_mask(Path(path), threshold)
+    return mask if target is None else _resize_nearest(mask, target)
+
+
+def _read_mask(path: Path, threshold: float | None) -> tuple[np.ndarray, int]:
+    """:func:`read_mask` at the file's size, and the pixels a threshold decided (values neither 0, 1 nor 255)."""
     if not path.is_file():
         raise DataError(f"mask file not found: {path}")
     values = _mask_values(path)
@@ -211,8 +216,8 @@ def read_mask(
         raise DataError(f"{path} has NaN or infinite mask values; a mask must hold class indices 0..K-1.")
     integral = bool(np.all(np.mod(unique, 1) == 0))
     if threshold is not None:
-        mask = (values >= threshold).astype(np.uint8)
-    elif integral and set(unique.tolist()) <= {0, 255}:
+        return (values >= threshold).astype(np.uint8), int((~np.isin(values, (0, 1, 255))).sum())
+    if integral and set(unique.tolist()) <= {0, 255}:
         mask = (values == 255).astype(np.uint8)
     elif integral and unique.min() >= 0 and unique.max() < MAX_CLASSES:
         mask = values.astype(np.uint8)
@@ -223,7 +228,7 @@ def read_mask(
             "not JPEG, whose compression blurs the edges into many values), or pass --mask-threshold T to read a "
             "lossy binary mask as value >= T (e.g. 128)."
         )
-    return mask if target is None else _resize_nearest(mask, target)
+    return mask, 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -242,26 +247,21 @@ def _hw(shape: tuple[int, ...]) -> str:
     return f"{shape[1]} wide x {shape[0]} high"
 
 
-def thresholded_pixels(path: str | os.PathLike[str]) -> int:
-    """Pixels of a mask file whose value is neither 0 nor 255 (nor 1): those a mask threshold decides."""
-    values = _mask_values(Path(path))
-    return int((~np.isin(values, (0, 1, 255))).sum())
-
-
 def _read_aligned(
     path: Path, image: Path, shape: tuple[int, int], role: str, threshold: float | None = None
-) -> np.ndarray:
-    """A mask of ``image`` at its native size ``shape``, refused when the sizes differ."""
-    mask = read_mask(path, threshold=threshold)
+) -> tuple[np.ndarray, int]:
+    """A mask of ``image`` at its native size ``shape``, refused when the sizes differ, and the pixels a threshold
+    decided."""
+    mask, decided = _read_mask(path, threshold)
     if mask.shape != shape:
         raise DataError(
             f"{role} {path} is {_hw(mask.shape)} but its image {image} is {_hw(shape)}; a {role} must have its "
             "image's size: fix or replace one of the two files."
         )
-    return mask
+    return mask, decided
 
 
-def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     """uint8 (H, W) or (H, W, 3) to (C, H, W) with C = ``channels``, converting as load_image does."""
     image = Image.fromarray(pixels)
     if channels == 1 and image.mode != "L":
@@ -312,14 +312,14 @@ def _build(
                 "of a set must share one size: pass image_size=N (--image-size N) to resize every image to N x N."
             )
         size = (image_size, image_size) if image_size else shape
-        arr = _to_channels(px, channels or (3 if px.ndim == 3 else 1))
+        arr = to_channels(px, channels or (3 if px.ndim == 3 else 1))
         images.append(_resize_bilinear(arr, image_size) if image_size else arr)
-        masks.append(_resize_nearest(_read_aligned(item.mask, item.image, shape, "mask", mask_threshold), size))
-        if mask_threshold is not None:
-            decided += thresholded_pixels(item.mask)
+        mask, changed = _read_aligned(item.mask, item.image, shape, "mask", mask_threshold)
+        masks.append(_resize_nearest(mask, size))
+        decided += changed
         fov = None
         if item.fov is not None:
-            fov = _read_aligned(item.fov, item.image, shape, "field-of-view mask")
+            fov = _read_aligned(item.fov, item.image, shape, "field-of-view mask")[0]
             if fov.max() > 1:
                 raise DataError(
                     f"field-of-view mask {item.fov} has values {_describe_values(np.unique(fov))}; it must be "
@@ -329,7 +329,7 @@ def _build(
         fovs.append(fov)
         second = None
         if item.second is not None:
-            second = _resize_nearest(_read_aligned(item.second, item.image, shape, "second grader's mask"), size)
+            second = _resize_nearest(_read_aligned(item.second, item.image, shape, "second grader's mask")[0], size)
         seconds.append(second)
         spacing = pixel_spacing(item.image)
         if spacing is not None and image_size:

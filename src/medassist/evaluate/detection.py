@@ -88,6 +88,13 @@ def coco_evaluation(
     return ev
 
 
+def evaluate_set(data: Any, predictions: Sequence[dict[str, np.ndarray]]) -> tuple[Any, dict[str, Any]]:
+    """The matched ``COCOeval`` of ``predictions`` on a :class:`~medassist.data.boxes.BoxSet`, and its
+    :func:`average_precision`."""
+    ev = coco_evaluation(data.boxes, data.labels, predictions, data.classes, [im.shape[-2:] for im in data.images])
+    return ev, average_precision(accumulate(ev), data.classes)
+
+
 def average_precision(ev: Any, classes: Sequence[str]) -> dict[str, Any]:
     """mAP@0.5, mAP@[.5:.95] and each class's AP (both), from an accumulated ``COCOeval``; None where undefined
     (a class without boxes)."""

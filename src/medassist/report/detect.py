@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from medassist.report.html import write_report  # noqa: E402
+from medassist.report.segment import size_curve  # noqa: E402
 from medassist.utils.format import computed_on, fmt_ci, fmt_metric, readable_table  # noqa: E402
 from medassist.utils.words import fit_sentences  # noqa: E402
 
@@ -29,18 +30,6 @@ def _curves(run_dir: Path, units: list[str], path: Path) -> Path:
     b.set(xlabel="epoch", ylabel="validation mAP@0.5")
     a.legend(fontsize="x-small")
     b.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _size_curve(units: dict[str, Any], path: Path) -> Path:
-    rows = sorted((u["n_train"], u["train_map50"], u["val_map50"]) for n, u in units.items() if n.startswith("size-"))
-    fig, ax = plt.subplots(figsize=(4.5, 3.5), layout="constrained")
-    ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-", label="train mAP@0.5")
-    ax.plot([r[0] for r in rows], [r[2] for r in rows], "o-", label="validation mAP@0.5")
-    ax.set(xlabel="training images", ylabel="mAP@0.5")
-    ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -124,7 +113,7 @@ def build_detect_report(run_dir: str | Path) -> str:
     units, test = m["units"], m["test"]
     cap = [n for n in units if n.startswith("capacity-")]
     curves = _curves(run_dir, cap, run_dir / "figures" / "capacity_curves.png")
-    size_fig = _size_curve(units, run_dir / "figures" / "size_curve.png")
+    size_fig = size_curve(units, run_dir / "figures" / "size_curve.png", "map50", "mAP@0.5")
     ap = test["ap"]
     headline = pd.DataFrame(
         [

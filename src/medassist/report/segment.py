@@ -41,12 +41,15 @@ def _curves(run_dir: Path, units: list[str], path: Path) -> Path:
     return path
 
 
-def _size_curve(units: dict[str, Any], path: Path) -> Path:
-    rows = sorted((u["n_train"], u["train_dice"], u["val_dice"]) for n, u in units.items() if n.startswith("size-"))
+def size_curve(units: dict[str, Any], path: Path, metric: str = "dice", name: str = "Dice") -> Path:
+    """Training and validation ``metric`` of the size-curve units against their training images."""
+    rows = sorted(
+        (u["n_train"], u[f"train_{metric}"], u[f"val_{metric}"]) for n, u in units.items() if n.startswith("size-")
+    )
     fig, ax = plt.subplots(figsize=(4.5, 3.5), layout="constrained")
-    ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-", label="train Dice")
-    ax.plot([r[0] for r in rows], [r[2] for r in rows], "o-", label="validation Dice")
-    ax.set(xlabel="training images", ylabel="Dice")
+    ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-", label=f"train {name}")
+    ax.plot([r[0] for r in rows], [r[2] for r in rows], "o-", label=f"validation {name}")
+    ax.set(xlabel="training images", ylabel=name)
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -123,7 +126,7 @@ def build_segment_report(run_dir: str | Path) -> str:
     units, test = m["units"], m["test"]
     cap = [n for n in units if n.startswith("capacity-")]
     curves = _curves(run_dir, cap, run_dir / "figures" / "capacity_curves.png")
-    size_fig = _size_curve(units, run_dir / "figures" / "size_curve.png")
+    size_fig = size_curve(units, run_dir / "figures" / "size_curve.png")
     metric_rows = [
         {
             "metric": NAMES[k],

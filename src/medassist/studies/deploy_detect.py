@@ -86,13 +86,6 @@ def ort_predict(session: Any, detector: nn.Module, images: list[np.ndarray]) -> 
     return out
 
 
-def _map50(preds: list[dict[str, np.ndarray]], d: Any) -> tuple[float, Any]:
-    from medassist.evaluate.detection import accumulate, average_precision, coco_evaluation
-
-    ev = coco_evaluation(d.boxes, d.labels, preds, d.classes, [im.shape[-2:] for im in d.images])
-    return float(average_precision(accumulate(ev), d.classes)["map50"] or 0.0), ev
-
-
 def run_detect_deploy(cfg: DeployConfig) -> Path:
     """Export, quantize and measure a detection run's detector; return the deploy run folder."""
     import onnxruntime as ort
@@ -101,7 +94,7 @@ def run_detect_deploy(cfg: DeployConfig) -> Path:
     from medassist.deploy.export import export_onnx
     from medassist.deploy.measure import file_mb, summarise_times, time_rounds
     from medassist.deploy.quantize import calibration_sample, quantize_static_int8
-    from medassist.evaluate.detection import paired_map_difference
+    from medassist.evaluate.detection import evaluate_set, paired_map_difference
     from medassist.train.detection import predict_boxes
 
     source = Path(cfg.run)
@@ -156,7 +149,8 @@ def run_detect_deploy(cfg: DeployConfig) -> Path:
             row: dict[str, Any] = {"variant": name, "size_mb": file_mb(path)}
             row.update({f"latency_b1_{k}": v for k, v in summarise_times(times[name]).items()})
             for split in ("val", "test"):
-                row[f"{split}_map50"], evs[(name, split)] = _map50(predict(name, sets[split].images), sets[split])
+                evs[(name, split)], ap = evaluate_set(sets[split], predict(name, sets[split].images))
+                row[f"{split}_map50"] = float(ap["map50"] or 0.0)
             rows.append(row)
         for row in rows:
             drop = paired_map_difference(

@@ -136,16 +136,12 @@ def load_detect_data(cfg: DetectStudyConfig) -> dict[str, BoxSet]:
 
 def map_validator(val: BoxSet) -> Any:
     """The engine's validation: COCO mAP@0.5 and mAP@[.5:.95] on whole validation images, and the held-out loss."""
-    from medassist.evaluate.detection import accumulate, average_precision, coco_evaluation
+    from medassist.evaluate.detection import evaluate_set
     from medassist.train.detection import losses_and_predictions
-
-    sizes = [im.shape[-2:] for im in val.images]
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         loss, preds = losses_and_predictions(model, val)
-        ap = average_precision(
-            accumulate(coco_evaluation(val.boxes, val.labels, preds, val.classes, sizes)), val.classes
-        )
+        ap = evaluate_set(val, preds)[1]
         model.train()
         return {"map50": ap["map50"] or 0.0, "map": ap["map"] or 0.0, "loss": loss}
 
@@ -153,12 +149,10 @@ def map_validator(val: BoxSet) -> Any:
 
 
 def _map50(model: torch.nn.Module, d: BoxSet) -> float:
-    from medassist.evaluate.detection import accumulate, average_precision, coco_evaluation
+    from medassist.evaluate.detection import evaluate_set
     from medassist.train.detection import predict_boxes
 
-    preds = predict_boxes(model, d.images)
-    ev = coco_evaluation(d.boxes, d.labels, preds, d.classes, [im.shape[-2:] for im in d.images])
-    return float(average_precision(accumulate(ev), d.classes)["map50"] or 0.0)
+    return float(evaluate_set(d, predict_boxes(model, d.images))[1]["map50"] or 0.0)
 
 
 def build_detector(cfg: DetectStudyConfig, *, width: int, pretrained: bool, num_classes: int, channels: int) -> Any:

@@ -137,7 +137,8 @@ def detections_from_heads(
     maps of the padded ``images``; ``sizes``: each image's size before padding): anchors, box decoding, score
     threshold, class-wise non-maximum suppression. The step a deployed network's outputs (ONNX Runtime) go
     through, as the PyTorch detector's do."""
-    return _as_predictions(model, model.postprocess_detections(*_flatten(model, images, head), sizes, head["locs"]))
+    flat, anchors = _flatten(model, images, head)
+    return _as_predictions(model, model.postprocess_detections(flat, anchors, sizes, head["locs"]))
 
 
 def _flatten(model: nn.Module, images: torch.Tensor, head: dict[str, Any]) -> tuple[dict[str, Any], Any]:
