@@ -14,8 +14,9 @@ ARGS   ?=
 setup: $(VENV)/.installed
 
 # Debian packages some features need: Chromium (the browser test of the service), Pango (WeasyPrint's PDF report),
-# poppler (pdftoppm, to look at a PDF page). Installed only when missing; needs root (or sudo).
-DEBIAN_PACKAGES = chromium libpango-1.0-0 libpangoft2-1.0-0 poppler-utils fonts-dejavu-core
+# poppler (pdftoppm, to look at a PDF page), Orthanc with its DICOMweb plugin (the PACS the DICOMweb tests talk to)
+# and dicom3tools (dciodvfy, which checks every DICOM object medassist writes). Installed only when missing; needs root (or sudo).
+DEBIAN_PACKAGES = chromium libpango-1.0-0 libpangoft2-1.0-0 poppler-utils fonts-dejavu-core orthanc orthanc-dicomweb dicom3tools
 system-packages:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
