@@ -381,6 +381,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "nothing to predict: give an INPUT file (an image, or a UTF-8 text file for a text bundle) or --text TEXT"
         )
     bundle = load_bundle(args.bundle, threads=args.threads)
+    if args.dicom_out or args.fhir:
+        from medassist.hospital.commands import predict_for_hospital
+
+        return predict_for_hospital(bundle, args)
     if bundle.kind == "segmentation":
         return _predict_segmentation(bundle, args)
     if bundle.kind == "detection":
@@ -531,7 +535,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "  medassist predict bundles/pneumonia scan.dcm --json\n"
         "  medassist predict bundles/reports report.txt\n"
         "  medassist predict bundles/reports --text 'No acute cardiopulmonary process.'\n"
-        "  medassist predict runs/deploy-segment-drive-.../bundle 01_test.tif --out /tmp/01",
+        "  medassist predict runs/deploy-segment-drive-.../bundle 01_test.tif --out /tmp/01\n"
+        "  medassist predict runs/deploy-segment-drive-.../bundle 01_test.dcm --dicom-out results --fhir",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE", help="a bundle folder (model.onnx, bundle.json, manifest.json)")
@@ -555,7 +560,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         metavar="N",
         help="ONNX Runtime intra-op threads (default: 0, ONNX Runtime's choice)",
     )
+    p.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        help="a DICOM INPUT: write the answer as DICOM (SEG for segmentations, an SR Measurement Report) into DIR",
+    )
+    p.add_argument("--fhir", action="store_true", help="print the answer as a FHIR R4 DiagnosticReport (JSON)")
     p.set_defaults(func=cmd_predict)
+
+    from medassist.hospital.audit import add_audit_commands
+    from medassist.hospital.commands import add_pacs_commands
+
+    add_pacs_commands(sub)
+    add_audit_commands(sub)
 
     if path == ("serve", "keys"):
         _add_serve_keys(sub)

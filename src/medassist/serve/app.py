@@ -47,6 +47,7 @@ from medassist.serve.logs import AccessLog, access_logger
 from medassist.serve.metrics import ServiceMetrics
 from medassist.serve.middleware import BodyLimit
 from medassist.serve.overlay import overlay_png, png_data_url
+from medassist.serve.hospital import add_dicomweb_routes, alternative, audit, source_of
 from medassist.serve.schemas import (
     DetectionAnswer,
     Finding,
@@ -130,6 +131,24 @@ def _problem(request: Request, status: int, detail: Any) -> JSONResponse:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def parse_modalities(spec: str) -> dict[str, tuple[str, ...]]:
+    """``ID=MOD[,MOD];ID=MOD`` -> {id: modalities} (the STOW-RS route's model per modality)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for item in filter(None, (x.strip() for x in spec.split(";"))):
+        name, sep, mods = item.partition("=")
+        if not sep or not name.strip() or not mods.strip():
+            raise MedAssistError(f"--modalities {item!r}: give ID=MODALITY[,MODALITY], e.g. xray=CR,DX")
+        out[name.strip()] = tuple(m.strip().upper() for m in mods.split(",") if m.strip())
+    return out
+
+
+def audit_trail(log: str, key_file: str) -> Any:
+    """The service's audit trail (None without --audit-log)."""
+    from medassist.hospital.commands import audit_trail as open_trail
+
+    return open_trail(log or None, key_file or None)
+
+
 def key_ring(cfg: ServeConfig) -> KeyRing | None:
     """The keys the service requires, or None (no keys): refused off 127.0.0.1 unless ``no_auth`` says so."""
     if cfg.api_keys and cfg.no_auth:
@@ -145,6 +164,7 @@ def key_ring(cfg: ServeConfig) -> KeyRing | None:
     return None
 
 
+PATIENT_ROUTES = ("/v1/images", "/v1/segmentations", "/v1/detections", "/v1/reports")
 PROBLEMS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 404, 413, 415, 422, 429)}
 """The error answers every route may give, in the OpenAPI schema."""
 
@@ -163,6 +183,9 @@ class _Service:
         self.logger = access_logger()
         self.metrics = ServiceMetrics()
         self.registry = Registry(served, self._batcher, self.limits)
+        self.modalities = parse_modalities(cfg.modalities)
+        self.audit = audit_trail(cfg.audit_log, cfg.audit_key_file)
+        self._identities: dict[tuple[str, str], Any] = {}
         # api-key: every caller needs a key; local: no keys, listening on this machine only; none: no keys by --no-auth.
         self.auth = "api-key" if ring is not None else ("none" if cfg.no_auth else "local")
         if ring is None and cfg.no_auth:
@@ -178,6 +201,35 @@ class _Service:
         }
         run = runners[s.bundle.kind](s.bundle)
         return MicroBatcher(run, max_batch=self.cfg.max_batch, max_wait_ms=self.cfg.max_wait_ms, name=s.id)
+
+    def identity(self, s: Served) -> Any:
+        """The model identity DICOM and FHIR answers name (its full SHA-256 read once from the manifest)."""
+        from medassist.hospital.dicom_out import ModelIdentity
+
+        key = (s.id, s.version)
+        if key not in self._identities:
+            self._identities[key] = ModelIdentity.of(s.bundle)
+        return self._identities[key]
+
+    def store_results(self, answered: Any) -> list[str | None]:
+        """Store an instance's result objects in the ``--dicomweb-store`` PACS (retried); their retrieve URLs."""
+        url = self.cfg.dicomweb_store
+        if not url:
+            return [None] * len(answered.objects)
+        from medassist.hospital.pacs import client, credentials, with_retries
+
+        web = client(url, credentials(self.cfg.dicomweb_credentials or None))
+        with_retries(
+            lambda: web.store_instances(answered.objects, study_instance_uid=answered.study_uid),
+            "a STOW-RS store of the results",
+            url,
+            tries=3,
+        )
+        root = url.rstrip("/")
+        return [
+            f"{root}/studies/{answered.study_uid}/series/{o.SeriesInstanceUID}/instances/{o.SOPInstanceUID}"
+            for o in answered.objects
+        ]
 
     def count_models(self) -> None:
         self.metrics.loaded.set(len(self.registry.served))
@@ -237,6 +289,7 @@ def create_app(served: list[Served], cfg: ServeConfig | None = None, *, ring: Ke
     _add_error_handlers(app, svc)
     _add_predict_routes(app, svc)
     _add_service_routes(app, svc)
+    add_dicomweb_routes(app, svc)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.registry = svc.registry
     app.state.metrics = svc.metrics
@@ -264,6 +317,8 @@ def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
+        if request.url.path.startswith(PATIENT_ROUTES):  # a refused upload still touched patient data
+            audit(svc, request, None, exc.status, None, None)
         return _problem(request, exc.status, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -298,8 +353,12 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "image", model, version)
         data = await file.read(svc.limits.max_upload_bytes + 1)
         kind = check_upload(data, svc.limits)
+        source = source_of(data, kind)
         image = read_image(data, kind, s.bundle)
         pred, overlay, n = await svc.answer(s, image)
+        audit(svc, request, s, 200, pred, source)
+        if (other := alternative(svc, request, s, pred, source)) is not None:
+            return other
         return ImageAnswer(
             request_id=_request_id(request) or "",
             model=s.ref,
@@ -327,8 +386,12 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "segmentation", model, version)
         data = await file.read(svc.limits.max_upload_bytes + 1)
         kind = check_upload(data, svc.limits)
+        source = source_of(data, kind)
         item = read_segmentation_image(data, kind, s.bundle)
         seg, overlay, _ = await svc.answer(s, item)
+        audit(svc, request, s, 200, seg, source)
+        if (other := alternative(svc, request, s, seg, source)) is not None:
+            return other
         return SegmentationAnswer(
             request_id=_request_id(request) or "",
             model=s.ref,
@@ -353,8 +416,12 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "detection", model, version)
         data = await file.read(svc.limits.max_upload_bytes + 1)
         kind = check_upload(data, svc.limits)
+        source = source_of(data, kind)
         item = read_segmentation_image(data, kind, s.bundle)  # at its own size, with the model's channels
         found, drawn, _ = await svc.answer(s, item)
+        audit(svc, request, s, 200, found, source)
+        if (other := alternative(svc, request, s, found, source)) is not None:
+            return other
         answer = found.as_dict()
         return DetectionAnswer(
             request_id=_request_id(request) or "",
@@ -376,6 +443,9 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "text", body.model, body.version)
         text = check_text(body.text, svc.limits)
         pred, _, n = await svc.answer(s, text)
+        audit(svc, request, s, 200, pred, None)
+        if (other := alternative(svc, request, s, pred, None)) is not None:
+            return other
         present = set(pred.label) if isinstance(pred.label, list) else {pred.label}
         referred = set(pred.referred)
 

@@ -32,3 +32,12 @@ class ServeConfig:
     rate_limit: float = option(0.0, "most requests a second per key (per address without keys); 0 = no limit")
     ssl_certfile: str = option("", "TLS certificate file (PEM), passed to uvicorn; with --ssl-keyfile")
     ssl_keyfile: str = option("", "TLS private key file (PEM), passed to uvicorn; with --ssl-certfile")
+    modalities: str = option(
+        "", "STOW-RS: the model of each modality, ID=MOD[,MOD];ID=MOD (e.g. xray=CR,DX;retina=OP); one model: any"
+    )
+    dicomweb_store: str = option("", "STOW-RS: store the results (SEG, SR) in this PACS's DICOMweb root")
+    dicomweb_credentials: str = option(
+        "", "JSON file of that PACS's credentials (default: MEDASSIST_PACS_USER and _PASSWORD, or _TOKEN)"
+    )
+    audit_log: str = option("", "append one audit line per request that touched patient data to this file")
+    audit_key_file: str = option("", "the audit trail's key file (default: $MEDASSIST_AUDIT_KEY)")
