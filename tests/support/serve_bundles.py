@@ -73,22 +73,24 @@ def make_image_bundle(folder: Path, *, min_confidence: float = 0.0, temperature:
     )
 
 
-def make_segmentation_bundle(folder: Path, *, shape: tuple[int, int] = (48, 40)) -> Path:
-    """A segmentation bundle of an untrained tiny U-Net (width 2) reading grayscale images of ``shape``."""
+def make_segmentation_bundle(
+    folder: Path, *, shape: tuple[int, int] = (48, 40), channels: int = 1, label: str = "lesion"
+) -> Path:
+    """A segmentation bundle of an untrained tiny U-Net (width 2) reading images of ``shape`` with ``channels``."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = create_model("unet", num_classes=2, in_channels=1, width=2).eval()
+    model = create_model("unet", num_classes=2, in_channels=channels, width=2).eval()
     padded = tuple(-(-v // 16) * 16 for v in shape)
-    onnx = export_onnx(model, (torch.zeros(1, 1, *padded),), folder / "s.onnx", spatial=True)
+    onnx = export_onnx(model, (torch.zeros(1, channels, *padded),), folder / "s.onnx", spatial=True)
     return write_bundle(
         folder / "bundle",
         model_path=onnx,
         kind="segmentation",
         task="segmentation",
-        labels=["background", "lesion"],
+        labels=["background", label],
         preprocessing={
             "image_shape": list(shape),
-            "channels": 1,
+            "channels": channels,
             "scale": 1 / 255,
             "mean": 0.5,
             "std": 0.5,

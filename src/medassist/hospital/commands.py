@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,8 @@ def predict_for_hospital(bundle: Any, args: argparse.Namespace) -> int:
         answered = answer_instance(bundle, read_source(args.input), model)
         result, study_uid = answered.result, answered.study_uid
         written = write_objects(answered.objects, Path(args.dicom_out), Path(args.input).stem)
-        for path in written:
-            print(f"wrote {path}")
+        for path in written:  # beside a FHIR answer on stdout, the files are named on stderr
+            print(f"wrote {path}", file=sys.stderr if args.fhir else sys.stdout)
     elif bundle.kind == "text":
         result = bundle.predict_text(args.text) if args.text is not None else bundle.predict_text_file(args.input)
     else:

@@ -41,19 +41,25 @@ class ModelIdentity:
         name: the bundle's name.
         version: the SHA-256 of its model file (the first 16 hex digits are shown where DICOM limits the length).
         kind: image, segmentation, detection or text (the algorithm family).
+        digest: the SHA-256 of the bundle's manifest (every file: the model, its thresholds and abstention rule);
+            results' UIDs depend on it, so that a recalibrated bundle's answers are new objects.
     """
 
     name: str
     version: str
     kind: str
+    digest: str = ""
 
     @classmethod
     def of(cls, bundle: Any) -> ModelIdentity:
         """The identity of a verified bundle (its manifest holds the model file's SHA-256)."""
-        from medassist.deploy.manifest import read_manifest
+        import hashlib
+
+        from medassist.deploy.manifest import MANIFEST_FILE, read_manifest
 
         files = read_manifest(bundle.path)
-        return cls(str(bundle.meta["name"]), str(files[bundle.meta["model_file"]]["sha256"]), str(bundle.kind))
+        digest = hashlib.sha256((bundle.path / MANIFEST_FILE).read_bytes()).hexdigest()
+        return cls(str(bundle.meta["name"]), str(files[bundle.meta["model_file"]]["sha256"]), str(bundle.kind), digest)
 
     @property
     def short_version(self) -> str:
@@ -84,10 +90,10 @@ def read_source(data: bytes | str | Path) -> Any:
 
 
 def result_uid(source: Any, model: ModelIdentity, what: str) -> str:
-    """A UID that depends only on the source instance, the model's version and ``what`` (e.g. "seg-series")."""
+    """A UID that depends only on the source instance, the bundle and ``what`` (e.g. "seg-series")."""
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(entropy_srcs=[str(source.SOPInstanceUID), model.version, what]))
+    return str(generate_uid(entropy_srcs=[str(source.SOPInstanceUID), model.digest or model.version, what]))
 
 
 def _algorithm(model: ModelIdentity) -> Any:

@@ -104,7 +104,9 @@ def client(url: str, creds: dict[str, str] | None = None, *, timeout: float = 30
     else:
         session = create_session()
     headers = {"Authorization": f"Bearer {creds['token']}"} if "token" in creds else None
-    return DICOMwebClient(url.rstrip("/"), session=session, headers=headers, timeout=timeout)
+    web = DICOMwebClient(url.rstrip("/"), session=session, headers=headers, timeout=timeout)
+    web.set_http_retry_params(retry=False)  # one back-off, :func:`with_retries`, for refused connections and 5xx
+    return web
 
 
 def with_retries(call: Callable[[], T], what: str, url: str, *, tries: int = 5, base: float = 0.5) -> T:
@@ -156,7 +158,7 @@ class JobTable:
         return row is not None
 
     def mark_done(self, inst: Instance, version: str, results: Sequence[str]) -> None:
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.db.execute(
             "INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?)",
             (inst.sop, version, inst.study, json.dumps(list(results)), now),

@@ -42,12 +42,12 @@ from medassist.errors import MedAssistError
 from medassist.serve.auth import Gate, KeyRing, read_keys
 from medassist.serve.batching import MicroBatcher
 from medassist.serve.config import ServeConfig
+from medassist.serve.hospital import add_dicomweb_routes, alternative, audit, source_of
 from medassist.serve.limits import Limits, Refused, check_text, check_upload, read_image, read_segmentation_image
 from medassist.serve.logs import AccessLog, access_logger
 from medassist.serve.metrics import ServiceMetrics
 from medassist.serve.middleware import BodyLimit
 from medassist.serve.overlay import overlay_png, png_data_url
-from medassist.serve.hospital import add_dicomweb_routes, alternative, audit, source_of
 from medassist.serve.schemas import (
     DetectionAnswer,
     Finding,

@@ -22,13 +22,22 @@ from medassist.errors import MedAssistError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
-# Uncompressed DICOM, and RLE Lossless, which pydicom decodes without a plug-in.
+# Uncompressed DICOM, and the compressed syntaxes pydicom decodes: RLE by itself, JPEG, JPEG-LS and JPEG 2000 through
+# the pylibjpeg plug-ins (libjpeg, openjpeg). Others (video, HTJ2K, ...) are refused by name before decoding.
 DICOM_SYNTAXES = {
     "1.2.840.10008.1.2": "Implicit VR Little Endian",
     "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
     "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
     "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
 # Alpha or ink channels: what the model never saw, and a transparent pixel has no value to read.
 REFUSED_MODES = {"RGBA": "an alpha channel", "LA": "an alpha channel", "PA": "an alpha channel", "CMYK": "CMYK ink"}
@@ -129,8 +138,8 @@ def _dicom_header(data: bytes) -> tuple[int, int]:
         name = getattr(getattr(meta, "TransferSyntaxUID", None), "name", "") or "unknown"
         raise Refused(
             415,
-            f"the DICOM transfer syntax {syntax or '(none)'} ({name}) is not supported; send it uncompressed "
-            f"({', '.join(DICOM_SYNTAXES.values())})",
+            f"the DICOM transfer syntax {syntax or '(none)'} ({name}) is not supported; send it uncompressed or in "
+            f"one of: {', '.join(DICOM_SYNTAXES.values())}",
         )
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)

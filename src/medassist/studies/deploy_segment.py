@@ -182,8 +182,8 @@ def run_segment_deploy(cfg: DeployConfig) -> Path:
         chosen = str(ok.sort_values("latency_b1_median_ms").iloc[0].variant) if len(ok) else "fp32 (ONNX Runtime)"
         onnx_file = {name: paths[0] for name, paths in files.items()}[chosen]
         labels = ["background", *(f"class {k}" for k in range(1, meta["num_classes"]))]
-        if meta["num_classes"] == 2:
-            labels = ["background", "foreground"]
+        if meta["num_classes"] == 2:  # DRIVE's masks are its retinal vessels: named so (and coded in DICOM and FHIR)
+            labels = ["background", "vessel" if str(data["name"]).lower() == "drive" else "foreground"]
         pick = table.set_index("variant").loc[chosen]
         bundle = write_bundle(
             run.path("bundle/x").parent,
