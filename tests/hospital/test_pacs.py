@@ -108,8 +108,8 @@ def test_twenty_instances_processed_once_with_results_in_their_studies(
     monkeypatch.setenv("MEDASSIST_PACS_PASSWORD", server.creds["password"])
     key = new_key(tmp_path / "audit.key")
     argv = ["pacs", "process", "--dicomweb", server.url, "--bundle", str(bundle_dir), "--modality", "CR",
-            "--since", "2000-01-01", "--jobs", str(tmp_path / "jobs.sqlite"), "--audit-log", str(tmp_path / "audit.log"),
-            "--audit-key-file", str(key), "--no-progress"]  # fmt: skip
+            "--since", "2000-01-01", "--jobs", str(tmp_path / "jobs.sqlite"),
+            "--audit-log", str(tmp_path / "audit.log"), "--audit-key-file", str(key), "--no-progress"]  # fmt: skip
     start = time.perf_counter()
     assert main(argv) == 0
     seconds = time.perf_counter() - start
