@@ -104,7 +104,8 @@ def audit(svc: Any, request: Request, s: Any, status: int, result: Any, source: 
     answered, referred = findings(result)
     svc.audit.record(
         who=caller(request),
-        action=f"{request.method} {request.url.path}",
+        # The route's template (/dicomweb/studies/{study}), never the raw path, which can hold a study's UID.
+        action=f"{request.method} {getattr(request.scope.get('route'), 'path', None) or request.url.path}",
         model=s.id if s is not None else None,
         version=s.version if s is not None else None,
         study_uid=str(source.get("StudyInstanceUID", "")) or None if source is not None else None,
