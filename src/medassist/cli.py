@@ -511,6 +511,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = dsub.add_parser("info", help="the datasheet of a data set: source, licence, demographics, gaps, label noise")
     p.add_argument("name", help="openi, padchest, or a MedMNIST set (e.g. pneumoniamnist)")
     p.set_defaults(func=cmd_data_info)
+    from medassist.hospital.commands import add_data_dicom
+
+    add_data_dicom(dsub)
 
     p = sub.add_parser(
         "env", help="what this machine offers: devices and their precisions, threads, libraries, the data directory"

@@ -62,6 +62,9 @@ class ServeBenchConfig(RunOptions):
     auth: list[str] = option(
         ["off", "api-key"], "caller checks measured: off (no keys) and api-key (a key on every request)"
     )
+    formats: list[str] = option(
+        ["json", "fhir"], "answer formats measured: json and fhir (Accept: application/fhir+json, a DiagnosticReport)"
+    )
     phase_timeout: float = option(180.0, "seconds a phase may take; requests still open then count as errors")
     data_dir: str = option("", "data directory with PneumoniaMNIST (default: $MEDASSIST_DATA_DIR); random if absent")
     progress: bool = option(True, "print each phase's numbers as it ends (the table is printed either way)")
@@ -134,10 +137,17 @@ class _Server:
 
 
 async def _phase(
-    url: str, kind: str, payloads: list[Any], n: int, concurrency: int, timeout: float, key: str | None = None
+    url: str,
+    kind: str,
+    payloads: list[Any],
+    n: int,
+    concurrency: int,
+    timeout: float,
+    key: str | None = None,
+    answer: str = "json",
 ) -> dict:
-    """``n`` requests of ``kind`` with at most ``concurrency`` in flight (each with the API ``key``, if given);
-    latency per answered request.
+    """``n`` requests of ``kind`` with at most ``concurrency`` in flight (each with the API ``key``, if given, and
+    asking for the ``answer`` format: json, or fhir); latency per answered request.
 
     The client is aiohttp's (its per-request cost is a fraction of httpx's, and it shares the CPUs with the server).
     """
@@ -174,7 +184,9 @@ async def _phase(
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     client_timeout = aiohttp.ClientTimeout(total=30.0)
-    headers = {"Authorization": f"Bearer {key}"} if key else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if answer == "fhir":
+        headers["Accept"] = "application/fhir+json"
     async with aiohttp.ClientSession(connector=connector, timeout=client_timeout, headers=headers) as session:
         await asyncio.gather(*(one(session, 0) for _ in range(min(concurrency, 8))))  # warm connections and model
         latencies.clear()
@@ -203,8 +215,10 @@ async def _phase(
 
 
 AUTH_MODES = ("off", "api-key")
+FORMATS = ("json", "fhir")
 TARGETS = {
     "auth_throughput_ratio": 0.9,
+    "fhir_throughput_ratio": 0.9,
     "image_p95_ms_one_at_a_time": 20.0,
     "report_p95_ms_one_at_a_time": 40.0,
     "image_per_s_concurrent": 200.0,
@@ -226,6 +240,9 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
     unknown = [a for a in cfg.auth if a not in AUTH_MODES]
     if unknown or not cfg.auth:
         raise MedAssistError(f"auth {unknown or cfg.auth}: give one or both of {', '.join(AUTH_MODES)}")
+    unknown = [f for f in cfg.formats if f not in FORMATS]
+    if unknown or not cfg.formats:
+        raise MedAssistError(f"formats {unknown or cfg.formats}: give one or both of {', '.join(FORMATS)}")
     images = _images(cfg.data_dir)
     run = Run.create(cfg.out, "bench-serve", to_dict(cfg), kind="bench_serve")
     rows = []
@@ -253,14 +270,18 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
                         for load, n, conc in loads:
                             for rnd in range(cfg.rounds):
                                 order = cfg.auth if rnd % 2 == 0 else cfg.auth[::-1]
-                                for auth in order:
+                                answers = cfg.formats if rnd % 2 == 0 else cfg.formats[::-1]
+                                for auth, answer in ((a, f) for a in order for f in answers):
                                     sent_key = key if auth == "api-key" else None
                                     url = servers[auth].url
-                                    res = asyncio.run(_phase(url, kind, payloads, n, conc, cfg.phase_timeout, sent_key))
+                                    res = asyncio.run(
+                                        _phase(url, kind, payloads, n, conc, cfg.phase_timeout, sent_key, answer)
+                                    )
                                     row = {
                                         "workers": workers,
                                         "mode": mode,
                                         "auth": auth,
+                                        "format": answer,
                                         "kind": kind,
                                         "load": load,
                                         "round": rnd,
@@ -286,6 +307,7 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
             "workers",
             "mode",
             "auth",
+            "format",
             "kind",
             "load",
             "requests",
@@ -303,7 +325,7 @@ def run_serve_benchmark(cfg: ServeBenchConfig) -> Run:
     return run
 
 
-KEYS = ["workers", "mode", "auth", "kind", "load"]
+KEYS = ["workers", "mode", "auth", "format", "kind", "load"]
 
 
 def _medians(df: pd.DataFrame) -> pd.DataFrame:
@@ -338,7 +360,7 @@ def _verdicts(df: pd.DataFrame) -> list[str]:
             f"{kind} {best.load}: best {best.throughput_per_s:.0f}/s ({best.workers} worker(s), {best['mode']}, "
             f"auth {best.auth}), target >= {TARGETS[key]:g}/s: {'met' if ok else 'missed'}"
         )
-    return out + _auth_verdicts(df)
+    return out + _auth_verdicts(df) + _format_verdicts(df)
 
 
 def _auth_verdicts(df: pd.DataFrame) -> list[str]:
@@ -347,13 +369,31 @@ def _auth_verdicts(df: pd.DataFrame) -> list[str]:
         return []
     out = []
     busy = df[df.load != "one at a time"]
-    for (workers, mode, kind), g in busy.groupby(["workers", "mode", "kind"], sort=False):
+    for (workers, mode, kind, answer), g in busy.groupby(["workers", "mode", "kind", "format"], sort=False):
         speed = g.set_index("auth").throughput_per_s
         ratio = speed["api-key"] / speed["off"]
         ok = ratio >= TARGETS["auth_throughput_ratio"]
         out.append(
-            f"API keys, {kind}, {workers} worker(s), {mode}: {speed['api-key']:.0f}/s with against "
+            f"API keys, {kind} ({answer}), {workers} worker(s), {mode}: {speed['api-key']:.0f}/s with against "
             f"{speed['off']:.0f}/s without ({ratio:.3f}x; target >= {TARGETS['auth_throughput_ratio']:g}x): "
+            f"{'met' if ok else 'missed'}"
+        )
+    return out
+
+
+def _format_verdicts(df: pd.DataFrame) -> list[str]:
+    """Throughput of FHIR answers against JSON answers, at the concurrency, per configuration."""
+    if set(df.format) != set(FORMATS):
+        return []
+    out = []
+    busy = df[df.load != "one at a time"]
+    for (workers, mode, kind, auth), g in busy.groupby(["workers", "mode", "kind", "auth"], sort=False):
+        speed = g.set_index("format").throughput_per_s
+        ratio = speed["fhir"] / speed["json"]
+        ok = ratio >= TARGETS["fhir_throughput_ratio"]
+        out.append(
+            f"FHIR answers, {kind}, {workers} worker(s), {mode}, auth {auth}: {speed['fhir']:.0f}/s against "
+            f"{speed['json']:.0f}/s as JSON ({ratio:.3f}x; target >= {TARGETS['fhir_throughput_ratio']:g}x): "
             f"{'met' if ok else 'missed'}"
         )
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 SNOMED_SYSTEM = "http://snomed.info/sct"
 LABEL_SCHEME = "99MEDASSIST"
@@ -87,6 +88,7 @@ def _key(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
+@lru_cache(maxsize=4096)
 def term(label: str) -> Term:
     """The concept of a model's label: SNOMED CT where one is known, else the label in ``99MEDASSIST``."""
     key = _key(label)

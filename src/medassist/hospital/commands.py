@@ -72,6 +72,50 @@ def predict_for_hospital(bundle: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_dicom(args: argparse.Namespace) -> int:
+    """Wrap image files as DICOM instances: one study (and series) for all, or one study per file."""
+    from pydicom.uid import generate_uid
+
+    from medassist.hospital.dicom_in import wrap_file
+
+    out = Path(args.out)
+    study, series = str(generate_uid()), str(generate_uid())
+    for n, image in enumerate(args.images, start=1):
+        if args.study_per_file:
+            study, series = str(generate_uid()), str(generate_uid())
+        path = wrap_file(
+            image,
+            out / f"{Path(image).stem}.dcm",
+            patient_id=args.patient_id or (f"{args.patient_prefix}{n}" if args.study_per_file else args.patient_prefix),
+            study_uid=study,
+            series_uid=series,
+            modality=args.modality,
+            accession=f"{args.patient_prefix}{n}" if args.study_per_file else None,
+            instance_number=1 if args.study_per_file else n,
+        )
+        print(path)
+    return 0
+
+
+def add_data_dicom(dsub: Any) -> None:
+    """``medassist data dicom``."""
+    from medassist.hospital.dicom_in import MODALITIES
+
+    p = dsub.add_parser(
+        "dicom",
+        help="wrap images (PNG, JPEG, TIFF) as DICOM Secondary Capture instances, e.g. to load a PACS",
+        epilog="example:\n  medassist data dicom ../shared/data/drive/test/images/*.tif --out dicom --modality OP",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .dcm files")
+    p.add_argument("--modality", default="OT", choices=MODALITIES, help="the instances' modality (default: OT)")
+    p.add_argument("--study-per-file", action="store_true", help="one study per file (default: one study for all)")
+    p.add_argument("--patient-id", help="the patient id of every instance (default: PREFIX or PREFIX<n>)")
+    p.add_argument("--patient-prefix", default="ANON-", help="prefix of generated patient ids (default: ANON-)")
+    p.set_defaults(func=cmd_data_dicom)
+
+
 def cmd_pacs_process(args: argparse.Namespace) -> int:
     from medassist.deploy.bundle import load_bundle
     from medassist.hospital.pacs import credentials, process
