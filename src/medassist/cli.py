@@ -584,9 +584,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "serve",
         help="the point-of-care service: an HTTP API and a web page over verified bundles",
         description="Verify every bundle against its manifest (a problem stops here, before anything listens), then\n"
-        "serve POST /v1/images, POST /v1/reports, GET /v1/models, /metrics, POST /v1/admin/reload, /healthz,\n"
-        "/readyz, the OpenAPI schema (/docs) and the web page at /. Off 127.0.0.1 callers need an API key:\n"
-        "medassist serve keys add NAME --api-keys keys.txt.",
+        "serve POST /v1/images, /v1/segmentations, /v1/detections and /v1/reports (JSON, or FHIR with Accept:\n"
+        "application/fhir+json, or DICOM SR/SEG with Accept: application/dicom), STOW-RS at POST /dicomweb/studies,\n"
+        "GET /v1/models, /metrics, POST /v1/admin/reload, /healthz, /readyz, the OpenAPI schema (/docs) and the web\n"
+        "page at /. Off 127.0.0.1 callers need an API key: medassist serve keys add NAME --api-keys keys.txt.",
         epilog="examples:\n  medassist serve runs/deploy-image-.../bundle runs/deploy-text-.../bundle --port 8000\n"
         "  medassist serve --bundle xray=runs/deploy-image-a/bundle --bundle xray=runs/deploy-image-b/bundle \\\n"
         "      --host 0.0.0.0 --api-keys keys.txt --rate-limit 20",

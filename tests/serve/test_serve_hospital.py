@@ -154,6 +154,12 @@ def test_dicom_answers_sr_or_seg_and_sr(client) -> None:
     modalities = [pydicom.dcmread(io.BytesIO(p)).Modality for p in parts(r)]
     assert modalities == ["SEG", "SR"]
 
+    bare = instance("CR")
+    del bare.SeriesInstanceUID  # answered as JSON; a DICOM answer could not reference it
+    assert client.post("/v1/images", files={"file": ("x.dcm", to_bytes(bare))}).status_code == 200
+    r = client.post("/v1/images", files={"file": ("x.dcm", to_bytes(bare))}, headers={"Accept": "application/dicom"})
+    assert r.status_code == 422 and "lacks SeriesInstanceUID" in r.json()["detail"]
+
     png = png_bytes(np.zeros((28, 28), np.uint8))
     r = client.post("/v1/images", files={"file": ("x.png", png)}, headers={"Accept": "application/dicom"})
     assert r.status_code == 406 and "upload a DICOM image" in r.json()["detail"]

@@ -67,10 +67,10 @@ class ModelIdentity:
 
 
 def read_source(data: bytes | str | Path) -> Any:
-    """The source DICOM instance (a pydicom Dataset) from bytes or a path: an image instance with one frame.
+    """The source DICOM instance (a pydicom Dataset) from bytes or a path, checked by :func:`check_source`.
 
     Raises:
-        MedAssistError: not DICOM, no pixel data, several frames, or no Study/Series/SOP Instance UID.
+        MedAssistError: not DICOM, or what :func:`check_source` refuses.
     """
     import pydicom
 
@@ -78,6 +78,15 @@ def read_source(data: bytes | str | Path) -> Any:
         ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data)
     except Exception as e:  # pydicom raises several types for a file that is not DICOM
         raise MedAssistError(f"the input is not a readable DICOM file ({type(e).__name__})") from None
+    return check_source(ds)
+
+
+def check_source(ds: Any) -> Any:
+    """``ds`` once it is an image instance with one frame and the UIDs a result references.
+
+    Raises:
+        MedAssistError: no pixel data, several frames, or no Study/Series/SOP Instance UID.
+    """
     if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise MedAssistError("the DICOM instance has no pixel data (it is not an image); give a DICOM image")
     frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -37,13 +37,21 @@ def wanted(request: Request) -> str:
 
 
 def source_of(data: bytes, kind: str) -> Any:
-    """The uploaded DICOM instance (a pydicom Dataset), or None for a PNG or JPEG."""
+    """The uploaded DICOM's dataset (a pydicom Dataset; check_upload has read it once already), or None for a PNG
+    or JPEG. A DICOM answer checks it further (:func:`checked`)."""
     if kind != "dicom":
         return None
-    from medassist.hospital.dicom_out import read_source
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
+def checked(source: Any) -> Any:
+    """The source as a DICOM result can reference it (UIDs, one frame), else a 422 naming what it lacks."""
+    from medassist.hospital.dicom_out import check_source
 
     try:
-        return read_source(data)
+        return check_source(source)
     except MedAssistError as err:
         raise Refused(422, str(err)) from None
 
@@ -69,7 +77,7 @@ def alternative(svc: Any, request: Request, s: Any, result: Any, source: Any) ->
 
     model = svc.identity(s)
     if fmt == "fhir":
-        study = str(source.StudyInstanceUID) if source is not None else None
+        study = str(source.get("StudyInstanceUID", "") or "") or None if source is not None else None
         report = diagnostic_report(
             result,
             kind=s.bundle.kind,
@@ -85,7 +93,7 @@ def alternative(svc: Any, request: Request, s: Any, result: Any, source: Any) ->
         raise Refused(406, "a report's findings have no DICOM form; ask for application/fhir+json or JSON")
     if source is None:
         raise Refused(406, "a DICOM answer references its source instance: upload a DICOM image, or ask for JSON")
-    objects = result_objects(source, result, model, labels=s.bundle.labels)
+    objects = result_objects(checked(source), result, model, labels=s.bundle.labels)
     if len(objects) == 1:
         return Response(to_bytes(objects[0]), media_type=DICOM)
     return multipart([to_bytes(o) for o in objects])
@@ -190,9 +198,9 @@ def add_dicomweb_routes(app: FastAPI, svc: Any) -> None:
                 if media != DICOM:
                     raise Refused(415, f"a part of type {media}; each part must be application/dicom")
                 kind = check_upload(data, svc.limits)
-                source = source_of(data, kind)
-                if source is None:
+                if kind != "dicom":
                     raise Refused(415, "a part that is not a DICOM file")
+                source = checked(source_of(data, kind))
                 if study and str(source.StudyInstanceUID) != study:
                     raise Refused(409, "an instance of another study than the one in the URL")
                 s = _pick(svc, source, model)
