@@ -355,6 +355,14 @@ def test_deploy_bundle_and_predict_give_the_studys_boxes(generated, detect_run: 
         body = r.json()
         assert body["labels"] == answer["labels"] and body["counts"] == answer["counts"]
         assert body["boxes_png"].startswith("data:image/png;base64,")
+        from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+        fhir = client.post(
+            "/v1/detections", files={"file": ("x.png", image)}, headers={"Accept": "application/fhir+json"}
+        )
+        DiagnosticReport.model_validate(fhir.json())  # one Observation per class, its count
+        counts = {o["code"]["text"]: o["valueQuantity"]["value"] for o in fhir.json()["contained"][1:]}
+        assert counts == answer["counts"]
         refused = client.post("/v1/detections", files={"file": ("x.png", b"not an image", "image/png")})
         assert refused.status_code in (415, 422)
         assert client.post("/v1/segmentations", files={"file": ("x.png", image, "image/png")}).status_code == 404
