@@ -568,6 +568,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         metavar="DIR",
         help="a DICOM INPUT: write the answer as DICOM (SEG for segmentations, an SR Measurement Report) into DIR",
     )
+    p.add_argument(
+        "--dicom-overlay",
+        action="store_true",
+        help="with --dicom-out: also a Secondary Capture of the outline or boxes drawn over the image",
+    )
     p.add_argument("--fhir", action="store_true", help="print the answer as a FHIR R4 DiagnosticReport (JSON)")
     p.set_defaults(func=cmd_predict)
 

@@ -244,3 +244,23 @@ def test_wrap_refuses_what_it_cannot_wrap(tmp_path) -> None:
         image_instance(
             np.zeros((4, 4), np.uint8), patient_id="P", study_uid=uid(), series_uid=uid(), sop_uid=uid(), modality="XX"
         )
+
+
+def test_a_secondary_capture_of_the_outline_for_viewers_without_seg(bundles, drive_dicom, tmp_path) -> None:
+    import pydicom
+
+    source = read_source(drive_dicom)
+    answered = answer_instance(bundles["vessels"], source, overlay=True)
+    paths = write_objects(answered.objects, tmp_path, "01_test")
+    assert [p.name for p in paths] == ["01_test_seg.dcm", "01_test_sr.dcm", "01_test_overlay.dcm"]
+    assert dciodvfy_errors(paths[2]) == []
+    sc = pydicom.dcmread(paths[2])
+    assert (sc.StudyInstanceUID, sc.PatientID, sc.BurnedInAnnotation) == (source.StudyInstanceUID, "DRIVE-01", "YES")
+    assert sc.pixel_array.shape == (584, 565, 3)
+    outline = (sc.pixel_array == (230, 30, 30)).all(axis=2)  # the outline's red, where the mask has an edge
+    assert outline.any() and not outline[answered.result.mask == 0].any()
+    gray = image_instance(
+        np.zeros((28, 28), np.uint8), patient_id="P", study_uid=uid(), series_uid=uid(), sop_uid=uid()
+    )
+    classified = answer_instance(bundles["xray"], gray, overlay=True).objects  # a class draws nothing: no overlay
+    assert [o.Modality for o in classified] == ["SR"]

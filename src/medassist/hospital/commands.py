@@ -45,7 +45,7 @@ def predict_for_hospital(bundle: Any, args: argparse.Namespace) -> int:
             )
         if args.input is None or not Path(args.input).is_file() or not _is_dicom(args.input):
             raise MedAssistError("--dicom-out needs a DICOM image as INPUT (the results reference it)")
-        answered = answer_instance(bundle, read_source(args.input), model)
+        answered = answer_instance(bundle, read_source(args.input), model, overlay=args.dicom_overlay)
         result, study_uid = answered.result, answered.study_uid
         written = write_objects(answered.objects, Path(args.dicom_out), Path(args.input).stem)
         for path in written:  # beside a FHIR answer on stdout, the files are named on stderr
@@ -136,6 +136,7 @@ def cmd_pacs_process(args: argparse.Namespace) -> int:
         since=since,
         creds=credentials(args.credentials),
         audit=audit_trail(args.audit_log, args.audit_key_file),
+        overlay=args.overlay,
         progress=args.progress,
     )
     print(
@@ -174,5 +175,8 @@ def add_pacs_commands(sub: Any) -> None:
     p.add_argument("--audit-log", metavar="FILE", help="append one audit line per instance to FILE")
     p.add_argument("--audit-key-file", metavar="FILE", help="the audit key (default: $MEDASSIST_AUDIT_KEY)")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime threads (0: its choice)")
+    p.add_argument(
+        "--overlay", action="store_true", help="also store a Secondary Capture of the outline or boxes over the image"
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="a progress bar")
     p.set_defaults(func=cmd_pacs_process)

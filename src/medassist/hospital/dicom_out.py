@@ -29,6 +29,7 @@ from medassist.hospital.codes import LABEL_SCHEME, term
 MANUFACTURER = "medassist"
 SEG_SERIES_NUMBER = 9901
 SR_SERIES_NUMBER = 9902
+OVERLAY_SERIES_NUMBER = 9903
 DICOM_KINDS = ("image", "segmentation", "detection")
 _UNITY = ("1", "UCUM", "no units")
 
@@ -358,6 +359,34 @@ def report_object(
     )
 
 
+def overlay_object(source: Any, rgb: np.ndarray, model: ModelIdentity) -> Any:
+    """A Secondary Capture of the answer drawn over the image (RGB uint8, the source's size), for viewers that cannot
+    show a SEG or an SR's regions; in the source's study, with the source's patient and study modules."""
+    import highdicom as hd
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != (int(source.Rows), int(source.Columns)):
+        raise MedAssistError(f"the overlay must be RGB at the source's size, not {rgb.shape}")
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=rgb,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=result_uid(source, model, "overlay-series"),
+        series_number=OVERLAY_SERIES_NUMBER,
+        sop_instance_uid=result_uid(source, model, "overlay"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=tuple(source.get("PatientOrientation", None) or ("L", "F")),
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    )
+    sc.SeriesDescription = f"medassist overlay ({model.kind}); not for diagnosis"[:64]
+    sc.BurnedInAnnotation = "YES"
+    sc.Laterality = source.get("Laterality", "")
+    return sc
+
+
 def result_objects(source: Any, result: Any, model: ModelIdentity, *, labels: Sequence[str] = ()) -> list[Any]:
     """The DICOM objects of one answer: the SEG (segmentations) and the SR, in the order a PACS should store them
     (the SR references the SEG)."""
@@ -388,7 +417,8 @@ def write_objects(objects: Sequence[Any], folder: Path, stem: str) -> list[Path]
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for ds in objects:
-        path = folder / f"{stem}_{str(ds.Modality).lower()}.dcm"
+        what = "overlay" if ds.SeriesNumber == OVERLAY_SERIES_NUMBER else str(ds.Modality).lower()
+        path = folder / f"{stem}_{what}.dcm"
         with atomic_path(path) as tmp:
             tmp.write_bytes(to_bytes(ds))
         written.append(path)

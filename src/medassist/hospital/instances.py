@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medassist.errors import DataError, MedAssistError
-from medassist.hospital.dicom_out import ModelIdentity, result_objects, to_bytes
+from medassist.hospital.dicom_out import ModelIdentity, overlay_object, result_objects, to_bytes
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,10 @@ def predict_file(bundle: Any, path: str | os.PathLike[str]) -> Any:
     )
 
 
-def answer_instance(bundle: Any, source: Any, model: ModelIdentity | None = None) -> Answered:
+def answer_instance(bundle: Any, source: Any, model: ModelIdentity | None = None, *, overlay: bool = False) -> Answered:
     """Run ``bundle`` on one DICOM instance (a pydicom Dataset checked by
-    :func:`~medassist.hospital.dicom_out.read_source`) and build the DICOM objects of its answer.
+    :func:`~medassist.hospital.dicom_out.read_source`) and build the DICOM objects of its answer; with ``overlay``,
+    also a Secondary Capture of a segmentation's outline or the counted boxes drawn over the image.
 
     Raises:
         MedAssistError: a text bundle, or pixels the bundle cannot read (named without the file's contents).
@@ -63,13 +64,39 @@ def answer_instance(bundle: Any, source: Any, model: ModelIdentity | None = None
             f.write(to_bytes(source))
         try:
             result = predict_file(bundle, name)
+            drawn = _drawn(result, name) if overlay else None
         except DataError as err:
             raise MedAssistError(str(err).replace(name, "the DICOM instance")) from None
     finally:
         Path(name).unlink(missing_ok=True)
     objects = result_objects(source, result, model, labels=bundle.labels)
+    if drawn is not None:
+        objects.append(overlay_object(source, drawn, model))
     accession = str(source.get("AccessionNumber", "") or "") or None
     return Answered(result, objects, str(source.StudyInstanceUID), accession)
+
+
+def _drawn(result: Any, path: str) -> Any:
+    """The answer drawn over the image at ``path`` (RGB uint8), or None for an answer that draws nothing (an image
+    classification)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from medassist.data.image_file import read_pixels
+    from medassist.deploy.detection import Detection, boxes_png
+    from medassist.deploy.segmentation import Segmentation, overlay_outline_png
+
+    pixels = read_pixels(path)
+    image = np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+    if isinstance(result, Segmentation):
+        png = overlay_outline_png(image, result.mask)
+    elif isinstance(result, Detection):
+        png = boxes_png(image, result)
+    else:
+        return None
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def findings(result: Any) -> tuple[list[str], list[str]]:

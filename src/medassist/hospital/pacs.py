@@ -222,10 +222,12 @@ def process(
     audit: Any = None,
     who: str = "pacs",
     tries: int = 5,
+    overlay: bool = False,
     progress: bool = True,
 ) -> Summary:
     """Process every image instance the query finds that this model version has not processed yet; see the module
-    docstring. ``audit``: an :class:`~medassist.hospital.audit.AuditTrail` that records each instance."""
+    docstring. ``audit``: an :class:`~medassist.hospital.audit.AuditTrail` that records each instance; ``overlay``:
+    also store a Secondary Capture of a segmentation's outline or the boxes over the image."""
     from tqdm import tqdm
 
     from medassist.hospital.dicom_out import read_source
@@ -249,7 +251,7 @@ def process(
                 tries=tries,
             )
             try:
-                answered = answer_instance(bundle, read_source(_as_file(ds)), model)
+                answered = answer_instance(bundle, read_source(_as_file(ds)), model, overlay=overlay)
             except MedAssistError as err:
                 summary.failed.append((inst.sop, str(err)))
                 _audit(audit, who, model, ds, 422, None)
