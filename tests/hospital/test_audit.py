@@ -168,6 +168,7 @@ def test_four_threads_append_one_chain(tmp_path: Path) -> None:
     assert [json.loads(line)["seq"] for line in _lines(log)] == list(range(1, 101))
 
 
+@pytest.mark.process
 def test_two_processes_append_one_chain(tmp_path: Path) -> None:
     log = tmp_path / "audit.log"
     spawn = multiprocessing.get_context("spawn")

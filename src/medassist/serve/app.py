@@ -318,7 +318,7 @@ def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         if request.url.path.startswith(PATIENT_ROUTES):  # a refused upload still touched patient data
-            audit(svc, request, None, exc.status, None, None)
+            await audit(svc, request, None, exc.status, None, None)
         return _problem(request, exc.status, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -356,7 +356,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         source = source_of(data, kind)
         image = read_image(data, kind, s.bundle)
         pred, overlay, n = await svc.answer(s, image)
-        audit(svc, request, s, 200, pred, source)
+        await audit(svc, request, s, 200, pred, source)
         if (other := alternative(svc, request, s, pred, source)) is not None:
             return other
         return ImageAnswer(
@@ -389,7 +389,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         source = source_of(data, kind)
         item = read_segmentation_image(data, kind, s.bundle)
         seg, overlay, _ = await svc.answer(s, item)
-        audit(svc, request, s, 200, seg, source)
+        await audit(svc, request, s, 200, seg, source)
         if (other := alternative(svc, request, s, seg, source)) is not None:
             return other
         return SegmentationAnswer(
@@ -419,7 +419,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         source = source_of(data, kind)
         item = read_segmentation_image(data, kind, s.bundle)  # at its own size, with the model's channels
         found, drawn, _ = await svc.answer(s, item)
-        audit(svc, request, s, 200, found, source)
+        await audit(svc, request, s, 200, found, source)
         if (other := alternative(svc, request, s, found, source)) is not None:
             return other
         answer = found.as_dict()
@@ -443,7 +443,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "text", body.model, body.version)
         text = check_text(body.text, svc.limits)
         pred, _, n = await svc.answer(s, text)
-        audit(svc, request, s, 200, pred, None)
+        await audit(svc, request, s, 200, pred, None)
         if (other := alternative(svc, request, s, pred, None)) is not None:
             return other
         present = set(pred.label) if isinstance(pred.label, list) else {pred.label}

@@ -104,14 +104,16 @@ def caller(request: Request) -> str:
     return request.scope.get("state", {}).get("key_name") or "local"
 
 
-def audit(svc: Any, request: Request, s: Any, status: int, result: Any, source: Any) -> None:
-    """One audit line for a request that touched patient data (nothing when the service keeps no audit trail)."""
+async def audit(svc: Any, request: Request, s: Any, status: int, result: Any, source: Any) -> None:
+    """One audit line for a request that touched patient data (nothing when the service keeps no audit trail),
+    written and fsynced off the event loop."""
     if svc.audit is None:
         return
     from medassist.hospital.instances import findings
 
     answered, referred = findings(result)
-    svc.audit.record(
+    await run_in_threadpool(
+        svc.audit.record,
         who=caller(request),
         # The route's template (/dicomweb/studies/{study}), never the raw path, which can hold a study's UID.
         action=f"{request.method} {getattr(request.scope.get('route'), 'path', None) or request.url.path}",
@@ -215,12 +217,12 @@ def add_dicomweb_routes(app: FastAPI, svc: Any) -> None:
                 else:
                     failed.append(_item("", "", reason=CANNOT_UNDERSTAND))
                 svc.logger.warning("stow refused", extra={"fields": {"status": status, "why": str(err)[:200]}})
-                audit(svc, request, s, status, None, source)
+                await audit(svc, request, s, status, None, source)
                 continue
             stored_any = True
             for obj, url in zip(answered.objects, urls, strict=True):
                 referenced.append(_item(str(obj.SOPClassUID), str(obj.SOPInstanceUID), url))
-            audit(svc, request, s, 200, answered.result, source)
+            await audit(svc, request, s, 200, answered.result, source)
         body: dict[str, Any] = {}
         if referenced:
             body["00081199"] = {"vr": "SQ", "Value": referenced}
