@@ -171,6 +171,13 @@ def test_area_in_mm2_when_the_source_has_a_pixel_spacing(bundles, tmp_path) -> N
     (group,) = hd.sr.srread(sr_path).content.get_image_measurement_groups()
     values = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
     assert values["Area"] == (pytest.approx(answered.result.area_pixels["lesion"] * 0.125), "mm2")
+    # highdicom's reader asks a SEG's pixel measures for a Slice Thickness, which DICOM requires only with a frame of
+    # reference (a projection image has none, and dciodvfy accepts the SEG without it): read back with pydicom.
+    import pydicom
+
+    seg = pydicom.dcmread(seg_path)
+    assert seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing == [0.5, 0.25]
+    assert np.array_equal(seg.pixel_array.astype(bool), answered.result.mask > 0)
 
 
 def test_the_same_input_and_model_give_the_same_uids(bundles, xray_dicom) -> None:

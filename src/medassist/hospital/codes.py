@@ -33,6 +33,7 @@ _DICOM_TABLE = {
     "mass": "Mass",
     "polyp": "PolypOfColon",
     "lesion": "CircumscribedLesion",
+    "skin_lesion": "SkinLesion",
     "cell": "Cell",
 }
 # Concepts that DICOM's context groups do not list: SNOMED CT concept id and preferred term.
