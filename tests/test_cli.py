@@ -72,6 +72,7 @@ def test_data_list(tmp_path, capsys) -> None:
     assert "pneumoniamnist" in out and "breastmnist" in out and "organsmnist" in out
 
 
+@pytest.mark.long
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "medassist.cli", "models"], capture_output=True, text=True, check=True)
     assert "resnet18" in out.stdout and "efficientnet_lite0" in out.stdout

@@ -152,6 +152,7 @@ def test_shipped_profiles_set_the_engine_min_steps() -> None:
     assert debug.recipe.min_steps == 0 and debug.recipe.optimizer == "adamw"  # the rest of the recipe is kept
 
 
+@pytest.mark.long
 @pytest.mark.realdata
 def test_benchmark_debug_profile_runs(real_data_dir: Path, tmp_path: Path, capsys) -> None:
     assert (

@@ -24,6 +24,7 @@ def image_deploy(study_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return run
 
 
+@pytest.mark.long
 @pytest.mark.realdata
 def test_image_deploy_run(image_deploy: Path, real_data_dir: Path, tmp_path: Path, capsys) -> None:
     assert json.loads((image_deploy / "status.json").read_text())["status"] == "complete"

@@ -263,6 +263,7 @@ def detect_run(generated, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.long
 def test_study_writes_its_run_folder(detect_run: Path) -> None:
     metrics = json.loads((detect_run / "metrics.json").read_text())
     status = json.loads((detect_run / "status.json").read_text())

@@ -58,6 +58,7 @@ def test_small_data_gets_a_small_batch_and_enough_steps(n: int, batch: int, epoc
     assert cfg.epochs * -(-n // cfg.batch_size) >= _quick().train.min_steps
 
 
+@pytest.mark.long
 def test_two_models_of_very_different_cost_get_the_same_epochs(tmp_path: Path) -> None:
     """mlp and resnet50 (about 2,000x the compute per image) trained under the quick profile's rules."""
     rng = np.random.default_rng(0)

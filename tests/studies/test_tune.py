@@ -84,6 +84,7 @@ def _image_folder(root: Path, n: int = 160) -> Path:
     return root
 
 
+@pytest.mark.long
 def test_a_four_trial_sweep_chooses_the_best_validation_trial_and_writes_a_config_that_loads(tmp_path: Path) -> None:
     images = _image_folder(tmp_path / "images")
     space = _space(tmp_path, "train.lr: {loguniform: [1.0e-5, 3.0e-2]}\ntrain.weight_decay: {choice: [0.0, 1.0e-3]}\n")
