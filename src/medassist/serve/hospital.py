@@ -216,7 +216,8 @@ def add_dicomweb_routes(app: FastAPI, svc: Any) -> None:
                     failed.append(_item(str(source.SOPClassUID), str(source.SOPInstanceUID), reason=reason))
                 else:
                     failed.append(_item("", "", reason=CANNOT_UNDERSTAND))
-                svc.logger.warning("stow refused", extra={"fields": {"status": status, "why": str(err)[:200]}})
+                # The status and the error's type only: a message about an instance stays out of the log.
+                svc.logger.warning("stow refused", extra={"fields": {"status": status, "error": type(err).__name__}})
                 await audit(svc, request, s, status, None, source)
                 continue
             stored_any = True
