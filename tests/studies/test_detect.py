@@ -369,6 +369,53 @@ def test_deploy_bundle_and_predict_give_the_studys_boxes(generated, detect_run: 
         assert client.post("/v1/segmentations", files={"file": ("x.png", image, "image/png")}).status_code == 404
     assert main(["predict", str(run / "bundle"), "--text", "no image"]) == 2
     assert "is a detection bundle; give an image file" in capsys.readouterr().err
+    _page_shows_the_counts_and_boxes(run / "bundle", root / "images" / study["image"], answer, tmp_path)
+
+
+def _page_shows_the_counts_and_boxes(bundle: Path, image: Path, answer: dict, tmp_path: Path) -> None:
+    """The service's page in Debian's headless Chromium (Playwright): the detection section uploads the image and
+    shows each class's count and the image with its boxes, at the upload's own size."""
+    import threading
+    import time
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.skip(f"{chromium} is missing: `make system-packages` installs Debian's chromium")
+    import uvicorn
+    from orthanc import free_port
+
+    from medassist.serve import create_app, load_served
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(load_served([bundle])), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/")
+                sync_api.expect(page.locator("#detect-section")).to_be_visible()
+                for other in ("#image-section", "#report-section", "#segment-section"):  # no such model served
+                    sync_api.expect(page.locator(other)).to_be_hidden()
+                page.set_input_files("#detect-file", str(image))
+                page.click("#detect-submit")
+                sync_api.expect(page.locator("#detect-result")).to_have_attribute("data-done", "1")
+                shown = page.locator("#detect-counts").inner_text()
+                assert shown == "; ".join(f"{label} {n}" for label, n in answer["counts"].items())
+                drawn = page.locator("#detect-boxes")
+                assert drawn.evaluate("img => img.complete && img.naturalWidth") == Image.open(image).width
+                page.screenshot(path=str(tmp_path / "detect-page.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def test_bccd_reads_as_published() -> None:

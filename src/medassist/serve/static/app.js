@@ -98,8 +98,10 @@ async function loadModels() {
     $({
       image: "image-submit", text: "report-submit", segmentation: "segment-submit", detection: "detect-submit",
     }[kind]).disabled = models.length === 0;
-    if (kind === "segmentation") $("segment-section").hidden = models.length === 0;
-    if (kind === "detection") $("detect-section").hidden = models.length === 0;
+    // A section only for the kinds of model this service serves.
+    $({
+      image: "image-section", text: "report-section", segmentation: "segment-section", detection: "detect-section",
+    }[kind]).hidden = models.length === 0;
   }
   for (const m of body.models) {
     const card = document.createElement("article");
