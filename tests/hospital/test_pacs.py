@@ -266,3 +266,42 @@ def test_credentials_come_from_a_file_or_the_environment(tmp_path, monkeypatch) 
         pacs.credentials(str(tmp_path / "missing.json"))
     with pytest.raises(MedAssistError, match="must start with http"):
         pacs.client("ftp://pacs")
+
+
+def test_a_segmentation_bundle_stores_seg_and_sr_series_in_each_study(tmp_path) -> None:
+    """Two photographs (OP) in two studies through a segmentation bundle: a SEG and an SR series in each study, found
+    through the PACS's own QIDO-RS, the SEG referencing its source."""
+    from serve_bundles import make_segmentation_bundle
+
+    bundle = load_bundle(make_segmentation_bundle(tmp_path / "lesions"))
+    rng = np.random.default_rng(0)
+    photos = [
+        image_instance(
+            rng.integers(0, 256, (48, 40), dtype=np.uint8),
+            patient_id=f"P{i}",
+            study_uid=uid(),
+            series_uid=uid(),
+            sop_uid=uid(),
+            modality="OP",
+        )
+        for i in range(2)
+    ]
+    with orthanc(tmp_path / "orthanc") as server:
+        web = pacs.client(server.url, server.creds)
+        web.store_instances(photos)
+        summary = pacs.process(server.url, bundle, jobs=tmp_path / "j.sqlite", creds=server.creds, progress=False)
+        assert (summary.processed, summary.stored) == (2, 4)
+        for photo in photos:
+            series = web.search_for_series(study_instance_uid=photo.StudyInstanceUID)
+            assert sorted(s["00080060"]["Value"][0] for s in series) == ["OP", "SEG", "SR"]
+            (seg_series,) = [s for s in series if s["00080060"]["Value"][0] == "SEG"]
+            (seg,) = web.search_for_instances(
+                study_instance_uid=photo.StudyInstanceUID, series_instance_uid=seg_series["0020000E"]["Value"][0]
+            )
+            got = web.retrieve_instance(
+                photo.StudyInstanceUID, seg_series["0020000E"]["Value"][0], seg["00080018"]["Value"][0]
+            )
+            assert (
+                got.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+                == photo.SOPInstanceUID
+            )
