@@ -80,9 +80,6 @@ def orthanc(folder: Path) -> Iterator[Pacs]:
             pytest.fail("Orthanc did not answer within 10 s")
         yield Pacs(f"{rest}/dicom-web", rest, proc, folder)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.kill()  # its storage is a temporary folder: nothing to shut down cleanly (a clean stop takes 2.5 s)
+        proc.wait(timeout=10)
         log.close()
