@@ -363,37 +363,49 @@ def _verdicts(df: pd.DataFrame) -> list[str]:
     return out + _auth_verdicts(df) + _format_verdicts(df)
 
 
-def _auth_verdicts(df: pd.DataFrame) -> list[str]:
-    """Throughput with an API key on every request against without, at the concurrency, per configuration."""
-    if set(df.auth) != set(AUTH_MODES):
+def _ratio_verdicts(df: pd.DataFrame, column: str, modes: tuple[str, str], target: str, describe: Any) -> list[str]:
+    """Throughput at the concurrency of ``modes[1]`` against ``modes[0]`` of ``column``, per configuration of the
+    other keys; ``describe(configuration, faster, slower)`` words the comparison."""
+    if set(df[column]) != set(modes):
         return []
+    base, other = modes
     out = []
     busy = df[df.load != "one at a time"]
-    for (workers, mode, kind, answer), g in busy.groupby(["workers", "mode", "kind", "format"], sort=False):
-        speed = g.set_index("auth").throughput_per_s
-        ratio = speed["api-key"] / speed["off"]
-        ok = ratio >= TARGETS["auth_throughput_ratio"]
+    others = [k for k in ("workers", "mode", "kind", "auth", "format") if k != column]
+    for config, g in busy.groupby(others, sort=False):
+        speed = g.set_index(column).throughput_per_s
+        ratio = speed[other] / speed[base]
+        ok = ratio >= TARGETS[target]
         out.append(
-            f"API keys, {kind} ({answer}), {workers} worker(s), {mode}: {speed['api-key']:.0f}/s with against "
-            f"{speed['off']:.0f}/s without ({ratio:.3f}x; target >= {TARGETS['auth_throughput_ratio']:g}x): "
-            f"{'met' if ok else 'missed'}"
+            f"{describe(dict(zip(others, config, strict=True)), speed[other], speed[base])} ({ratio:.3f}x; "
+            f"target >= {TARGETS[target]:g}x): {'met' if ok else 'missed'}"
         )
     return out
+
+
+def _auth_verdicts(df: pd.DataFrame) -> list[str]:
+    """Throughput with an API key on every request against without, at the concurrency, per configuration."""
+    return _ratio_verdicts(
+        df,
+        "auth",
+        AUTH_MODES,
+        "auth_throughput_ratio",
+        lambda c, key, none: (
+            f"API keys, {c['kind']} ({c['format']}), {c['workers']} worker(s), {c['mode']}: "
+            f"{key:.0f}/s with against {none:.0f}/s without"
+        ),
+    )
 
 
 def _format_verdicts(df: pd.DataFrame) -> list[str]:
     """Throughput of FHIR answers against JSON answers, at the concurrency, per configuration."""
-    if set(df.format) != set(FORMATS):
-        return []
-    out = []
-    busy = df[df.load != "one at a time"]
-    for (workers, mode, kind, auth), g in busy.groupby(["workers", "mode", "kind", "auth"], sort=False):
-        speed = g.set_index("format").throughput_per_s
-        ratio = speed["fhir"] / speed["json"]
-        ok = ratio >= TARGETS["fhir_throughput_ratio"]
-        out.append(
-            f"FHIR answers, {kind}, {workers} worker(s), {mode}, auth {auth}: {speed['fhir']:.0f}/s against "
-            f"{speed['json']:.0f}/s as JSON ({ratio:.3f}x; target >= {TARGETS['fhir_throughput_ratio']:g}x): "
-            f"{'met' if ok else 'missed'}"
-        )
-    return out
+    return _ratio_verdicts(
+        df,
+        "format",
+        FORMATS,
+        "fhir_throughput_ratio",
+        lambda c, fhir, json: (
+            f"FHIR answers, {c['kind']}, {c['workers']} worker(s), {c['mode']}, auth {c['auth']}: "
+            f"{fhir:.0f}/s against {json:.0f}/s as JSON"
+        ),
+    )

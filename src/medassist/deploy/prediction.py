@@ -39,6 +39,13 @@ class Prediction:
     referred: list[str] = field(default_factory=list)
     cam: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def unanswered(self) -> list[str]:
+        """The labels left to a clinician: those referred by name, or every label when the older case-level rule
+        abstained (it refers the whole case); in the bundle's label order."""
+        if self.referred:
+            return [k for k in self.probabilities if k in self.referred]
+        return list(self.probabilities) if self.abstained else []
+
     def ranked(self) -> list[tuple[str, float]]:
         """(label, probability) pairs, most probable first (ties keep the bundle's label order)."""
         return sorted(self.probabilities.items(), key=lambda item: -item[1])

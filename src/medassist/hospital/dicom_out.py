@@ -185,7 +185,7 @@ def _finding_groups(pred: Any, labels: Sequence[str], source: Any, model: ModelI
     from pydicom.sr.codedict import codes
 
     present = set(pred.label) if isinstance(pred.label, list) else {pred.label}
-    referred = set(pred.referred) or (set(labels) if pred.abstained else set())
+    referred = set(pred.unanswered())
     algorithm = hd.sr.AlgorithmIdentification(name=model.name[:64], version=model.short_version)
     referred_concept = _code("referred", LABEL_SCHEME, "Referred to a clinician")
     groups = []
@@ -267,7 +267,7 @@ def _box_groups(found: Any, source: Any, model: ModelIdentity) -> list[Any]:
     return groups
 
 
-def _area_groups(seg: Any, seg_object: Any, source: Any, model: ModelIdentity) -> list[Any]:
+def _area_groups(seg: Any, source: Any, model: ModelIdentity) -> list[Any]:
     """Per segment: its area in pixels, and in mm² when the source has a pixel spacing, referencing the SEG."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -326,7 +326,7 @@ def report_object(
     elif isinstance(result, Detection):
         groups = _box_groups(result, source, model)
     elif isinstance(result, Segmentation):
-        groups = _area_groups(result, seg_object, source, model)
+        groups = _area_groups(result, source, model)
     else:
         raise MedAssistError(f"no DICOM report for a {type(result).__name__}; give an image, detection or mask result")
     device = hd.sr.DeviceObserverIdentifyingAttributes(

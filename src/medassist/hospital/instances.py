@@ -107,9 +107,8 @@ def findings(result: Any) -> tuple[list[str], list[str]]:
     if result is None:
         return [], []
     if isinstance(result, Prediction):
-        labels = list(result.probabilities)
-        referred = list(result.referred) or (labels if result.abstained else [])
-        return [k for k in labels if k not in referred], referred
+        referred = result.unanswered()
+        return [k for k in result.probabilities if k not in referred], referred
     if hasattr(result, "counts"):  # a Detection: every class is counted
         return list(result.counts), []
     return list(result.labels)[1:], []  # a Segmentation: every foreground class is outlined

@@ -230,7 +230,7 @@ def process(
     also store a Secondary Capture of a segmentation's outline or the boxes over the image."""
     from tqdm import tqdm
 
-    from medassist.hospital.dicom_out import read_source
+    from medassist.hospital.dicom_out import check_source
     from medassist.hospital.instances import answer_instance
 
     start = time.perf_counter()
@@ -251,7 +251,7 @@ def process(
                 tries=tries,
             )
             try:
-                answered = answer_instance(bundle, read_source(_as_file(ds)), model, overlay=overlay)
+                answered = answer_instance(bundle, check_source(_with_file_meta(ds)), model, overlay=overlay)
             except MedAssistError as err:
                 summary.failed.append((inst.sop, str(err)))
                 _audit(audit, who, model, ds, 422, None)
@@ -272,21 +272,16 @@ def process(
     return summary
 
 
-def _as_file(ds: Any) -> bytes:
-    """A retrieved instance as Part 10 bytes (WADO-RS answers may lack the file meta information)."""
-    import io
-
-    from pydicom.dataset import FileMetaDataset
-
+def _with_file_meta(ds: Any) -> Any:
+    """A retrieved instance with the file meta information a Part 10 file needs (WADO-RS answers may lack it)."""
     if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+        from pydicom.dataset import FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian
 
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return ds
 
 
 def _audit(audit: Any, who: str, model: ModelIdentity, ds: Any, status: int, result: Any) -> None:

@@ -39,6 +39,7 @@ from medassist.deploy.bundle import Bundle, BundleError
 from medassist.deploy.bundle_model import ort_providers
 from medassist.deploy.prediction import Prediction
 from medassist.errors import MedAssistError
+from medassist.hospital.commands import audit_trail
 from medassist.serve.auth import Gate, KeyRing, read_keys
 from medassist.serve.batching import MicroBatcher
 from medassist.serve.config import ServeConfig
@@ -142,13 +143,6 @@ def parse_modalities(spec: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def audit_trail(log: str, key_file: str) -> Any:
-    """The service's audit trail (None without --audit-log)."""
-    from medassist.hospital.commands import audit_trail as open_trail
-
-    return open_trail(log or None, key_file or None)
-
-
 def key_ring(cfg: ServeConfig) -> KeyRing | None:
     """The keys the service requires, or None (no keys): refused off 127.0.0.1 unless ``no_auth`` says so."""
     if cfg.api_keys and cfg.no_auth:
@@ -184,8 +178,9 @@ class _Service:
         self.metrics = ServiceMetrics()
         self.registry = Registry(served, self._batcher, self.limits)
         self.modalities = parse_modalities(cfg.modalities)
-        self.audit = audit_trail(cfg.audit_log, cfg.audit_key_file)
+        self.audit = audit_trail(cfg.audit_log or None, cfg.audit_key_file or None)
         self._identities: dict[tuple[str, str], Any] = {}
+        self._store: Any = None  # the --dicomweb-store PACS's client, made at its first use
         # api-key: every caller needs a key; local: no keys, listening on this machine only; none: no keys by --no-auth.
         self.auth = "api-key" if ring is not None else ("none" if cfg.no_auth else "local")
         if ring is None and cfg.no_auth:
@@ -218,9 +213,10 @@ class _Service:
             return [None] * len(answered.objects)
         from medassist.hospital.pacs import client, credentials, with_retries
 
-        web = client(url, credentials(self.cfg.dicomweb_credentials or None))
+        if self._store is None:
+            self._store = client(url, credentials(self.cfg.dicomweb_credentials or None))
         with_retries(
-            lambda: web.store_instances(answered.objects, study_instance_uid=answered.study_uid),
+            lambda: self._store.store_instances(answered.objects, study_instance_uid=answered.study_uid),
             "a STOW-RS store of the results",
             url,
             tries=3,
@@ -353,7 +349,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "image", model, version)
         data = await file.read(svc.limits.max_upload_bytes + 1)
         kind = check_upload(data, svc.limits)
-        source = source_of(data, kind)
+        source = source_of(svc, request, data, kind)
         image = read_image(data, kind, s.bundle)
         pred, overlay, n = await svc.answer(s, image)
         await audit(svc, request, s, 200, pred, source)
@@ -386,7 +382,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "segmentation", model, version)
         data = await file.read(svc.limits.max_upload_bytes + 1)
         kind = check_upload(data, svc.limits)
-        source = source_of(data, kind)
+        source = source_of(svc, request, data, kind)
         item = read_segmentation_image(data, kind, s.bundle)
         seg, overlay, _ = await svc.answer(s, item)
         await audit(svc, request, s, 200, seg, source)
@@ -416,7 +412,7 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         s = svc.pick(request, "detection", model, version)
         data = await file.read(svc.limits.max_upload_bytes + 1)
         kind = check_upload(data, svc.limits)
-        source = source_of(data, kind)
+        source = source_of(svc, request, data, kind)
         item = read_segmentation_image(data, kind, s.bundle)  # at its own size, with the model's channels
         found, drawn, _ = await svc.answer(s, item)
         await audit(svc, request, s, 200, found, source)
@@ -447,10 +443,10 @@ def _add_predict_routes(app: FastAPI, svc: _Service) -> None:
         if (other := alternative(svc, request, s, pred, None)) is not None:
             return other
         present = set(pred.label) if isinstance(pred.label, list) else {pred.label}
-        referred = set(pred.referred)
+        unanswered = set(pred.unanswered())
 
         def status(k: str) -> str:
-            if k in referred or (pred.abstained and not pred.referred):
+            if k in unanswered:
                 return "uncertain"
             return "present" if k in present else "absent"
 

@@ -36,11 +36,16 @@ def wanted(request: Request) -> str:
     return "json"
 
 
-def source_of(data: bytes, kind: str) -> Any:
-    """The uploaded DICOM's dataset (a pydicom Dataset; check_upload has read it once already), or None for a PNG
-    or JPEG. A DICOM answer checks it further (:func:`checked`)."""
-    if kind != "dicom":
+def source_of(svc: Any, request: Request, data: bytes, kind: str) -> Any:
+    """The uploaded DICOM's dataset (a pydicom Dataset) when something needs it: the audit trail (its study) or a
+    FHIR or DICOM answer; else None (a PNG or JPEG, or a JSON answer without an audit trail: no third read of the
+    file on the hot path). A DICOM answer checks it further (:func:`checked`)."""
+    if kind != "dicom" or (svc.audit is None and wanted(request) == "json"):
         return None
+    return _dataset(data)
+
+
+def _dataset(data: bytes) -> Any:
     import pydicom
 
     return pydicom.dcmread(io.BytesIO(data), force=True)
@@ -202,7 +207,7 @@ def add_dicomweb_routes(app: FastAPI, svc: Any) -> None:
                 kind = check_upload(data, svc.limits)
                 if kind != "dicom":
                     raise Refused(415, "a part that is not a DICOM file")
-                source = checked(source_of(data, kind))
+                source = checked(_dataset(data))
                 if study and str(source.StudyInstanceUID) != study:
                     raise Refused(409, "an instance of another study than the one in the URL")
                 s = _pick(svc, source, model)
